@@ -1,0 +1,49 @@
+"""``python -m convattn.convert --model NAME [--model-kwargs JSON] SRC DST``: official PyTorch weights -> MindSpore .ckpt."""
+import argparse
+import json
+import sys
+
+from .. import _env
+
+_env.apply_cpu_defaults()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m convattn.convert",
+        description="Convert an official PyTorch checkpoint (.pth/.pth.tar, read without PyTorch; or .npz) "
+                    "into a MindSpore .ckpt that convattn.create_model(NAME, pretrained=DST) loads.",
+    )
+    p.add_argument("--model", required=True, help="registered model name, e.g. van_b0 (see convattn.list_models())")
+    p.add_argument("--model-kwargs", default="{}", help='architecture overrides as JSON, e.g. \'{"depths": [1,1,1,1]}\'')
+    p.add_argument("--num-classes", type=int, default=None, help="class count (default: read from the checkpoint's head)")
+    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    p.add_argument("src", help="official checkpoint (.pth, .pth.tar, .pt or .npz)")
+    p.add_argument("dst", help="MindSpore checkpoint to write (.ckpt)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        kwargs = json.loads(args.model_kwargs)
+        if not isinstance(kwargs, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        print(f"error: --model-kwargs must be a JSON object such as '{{\"depths\": [1, 1, 1, 1]}}' ({exc})", file=sys.stderr)
+        return 2
+    from .converter import convert_checkpoint, dumps
+
+    try:
+        info = convert_checkpoint(args.src, args.dst, args.model, kwargs, args.num_classes, args.overwrite)
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("nothing was written.", file=sys.stderr)
+        return 1
+    print(dumps(info))
+    print(f"wrote {args.dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

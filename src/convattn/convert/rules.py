@@ -1,0 +1,57 @@
+"""Per-family weight-name rules: the one place that says how official PyTorch keys become convattn keys.
+
+Most families need no rule beyond the generic renames in :mod:`convattn.convert.mapping`, because
+convattn names its cells exactly as the official modules. A family adds an entry here when its
+official layout differs: key renames, buffers that the MindSpore network recomputes (dropped), and
+layout transforms keyed by the MindSpore parameter name.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Tuple
+
+import numpy as np
+
+__all__ = ["ConversionRules", "RULES", "get_rules", "register_rules"]
+
+Transform = Callable[[np.ndarray, Tuple[int, ...]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ConversionRules:
+    """How one family's official state_dict maps onto convattn parameters.
+
+    Attributes:
+        name: the rules' name (a model's ``default_cfg['convert_rules']``).
+        renames: ``(regex, replacement)`` pairs applied in order to each official key before the generic renames.
+        drop: regexes of official keys that carry no parameter in convattn (buffers it recomputes).
+        transforms: ``(regex on the convattn key, fn(array, target_shape) -> array)`` for layout changes.
+    """
+
+    name: str
+    renames: Tuple[Tuple[str, str], ...] = ()
+    drop: Tuple[str, ...] = ()
+    transforms: Tuple[Tuple[str, Transform], ...] = field(default=())
+
+
+RULES: Dict[str, ConversionRules] = {}
+
+
+def register_rules(rules: ConversionRules) -> ConversionRules:
+    if rules.name in RULES:
+        raise ValueError(f"conversion rules '{rules.name}' defined twice")
+    RULES[rules.name] = rules
+    return rules
+
+
+def get_rules(name) -> ConversionRules:
+    if name is None:
+        return GENERIC
+    if name not in RULES:
+        raise KeyError(f"no conversion rules named '{name}'; known: {sorted(RULES)}")
+    return RULES[name]
+
+
+GENERIC = ConversionRules("generic")
+
+# VAN: convattn keeps the official module names (patch_embed{i}, block{i}.{j}, attn.spatial_gating_unit.*,
+# mlp.dwconv.dwconv, norm{i}, head); BatchNorm/LayerNorm renames are generic.
+register_rules(ConversionRules("van"))

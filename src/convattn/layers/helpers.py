@@ -1,0 +1,52 @@
+"""Small building blocks shared by every family: initialisers, activation, channel LayerNorm, input checks."""
+import math
+from typing import Tuple
+
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.common import initializer as init
+
+__all__ = ["conv_fan_out_normal", "check_nchw", "ChannelLayerNorm", "GELU", "to_2tuple"]
+
+
+def to_2tuple(v) -> Tuple[int, int]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def conv_fan_out_normal(out_channels: int, kernel_size, groups: int = 1) -> init.Initializer:
+    """N(0, sqrt(2 / fan_out)) with fan_out = kh * kw * out / groups (the ResNet/VAN conv init)."""
+    kh, kw = to_2tuple(kernel_size)
+    fan_out = kh * kw * out_channels // groups
+    return init.Normal(sigma=math.sqrt(2.0 / fan_out))
+
+
+def GELU() -> nn.Cell:
+    """Exact (erf) GELU, as PyTorch's default; MindSpore's ``nn.GELU`` defaults to the tanh approximation."""
+    return nn.GELU(approximate=False)
+
+
+def check_nchw(x, in_chans: int, model: str):
+    """Raise a clear error for an input that is not (N, in_chans, H, W); evaluated at compile time in GRAPH mode."""
+    if x.ndim != 4:
+        raise ValueError(f"{model} expects an NCHW image batch (4 dimensions), got {x.ndim} dimensions with shape {x.shape}")
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f"{model} expects {in_chans} input channels (NCHW), got shape {x.shape}; "
+            f"for NHWC data transpose to NCHW first, or build the model with in_chans={x.shape[1]}"
+        )
+    return x
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channel axis of an NCHW map (PyTorch: flatten(2).transpose(1, 2) -> LayerNorm).
+
+    A subclass, not a wrapper, so its parameters are named ``<cell>.gamma/beta`` like any LayerNorm.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__((channels,), begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+
+    def construct(self, x):
+        x = ops.transpose(x, (0, 2, 3, 1))
+        x = super().construct(x)
+        return ops.transpose(x, (0, 3, 1, 2))

@@ -1,0 +1,277 @@
+"""MindSpore implementation of VAN. Refer to Visual Attention Network (Guo et al., arXiv 2202.09741, CVMJ 2023).
+
+Follows the official ``models/van.py`` (Visual-Attention-Network/VAN-Classification @ e19779b): BatchNorm
+inside blocks and patch embeddings, LayerNorm (eps 1e-6) after every stage, layer scale 1e-2, the
+inner residual of ``Attention``, exact GELU. Cell names equal the official module names, so official
+checkpoints convert by the generic PyTorch -> MindSpore renames alone (``convert_rules='van'``).
+"""
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common import initializer as init
+
+from ..layers import GELU, ChannelLayerNorm, DropPath, LKAAttention, check_nchw, conv_fan_out_normal
+from .registry import model_cfg, register_model
+
+__all__ = ["VAN"]
+
+_PAPER = "Visual Attention Network (arXiv 2202.09741)"
+_UPSTREAM = "Visual-Attention-Network/VAN-Classification@e19779b models/van.py"
+
+
+def _cfg(top1=None, **kwargs):
+    # VAN inherits timm's _cfg(): mean = std = 0.5, crop 0.9, bicubic.
+    return model_cfg(
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.9, interpolation="bicubic",
+        first_conv="patch_embed1.proj", classifier="head", paper=_PAPER, upstream=_UPSTREAM,
+        convert_rules="van", top1=top1, **kwargs,
+    )
+
+
+default_cfgs = {
+    "van_b0": _cfg(top1=75.4),
+    "van_b1": _cfg(top1=81.1),
+    "van_b2": _cfg(top1=82.8),
+    "van_b3": _cfg(top1=83.9),
+    "van_b4": _cfg(top1=84.1),  # mmpretrain's evaluation of the converted weights (84.13)
+    "van_b5": _cfg(),
+    "van_b6": _cfg(),
+}
+
+
+class Mlp(nn.Cell):
+    """1x1 -> depth-wise 3x3 (``dwconv.dwconv``) -> GELU -> dropout -> 1x1 -> dropout."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1, has_bias=True)
+        self.dwconv = DWConv(hidden)
+        self.act = GELU()
+        self.fc2 = nn.Conv2d(hidden, dim, 1, has_bias=True)
+        self.drop = nn.Dropout(p=drop) if drop > 0 else nn.Identity()
+
+    def construct(self, x):
+        x = self.fc1(x)
+        x = self.dwconv(x)
+        x = self.act(x)
+        x = self.drop(x)
+        x = self.fc2(x)
+        return self.drop(x)
+
+
+class DWConv(nn.Cell):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 3, pad_mode="pad", padding=1, group=dim, has_bias=True)
+
+    def construct(self, x):
+        return self.dwconv(x)
+
+
+class Block(nn.Cell):
+    """x + DropPath(ls1 * Attention(BN(x))), then x + DropPath(ls2 * Mlp(BN(x)))."""
+
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0,
+                 layer_scale_init: float = 1e-2, kernel_size: int = 21, dilation: int = 3) -> None:
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(dim)
+        self.attn = LKAAttention(dim, kernel_size, dilation)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.BatchNorm2d(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.layer_scale_1 = Parameter(Tensor(np.full((dim,), layer_scale_init, np.float32)), name="layer_scale_1")
+        self.layer_scale_2 = Parameter(Tensor(np.full((dim,), layer_scale_init, np.float32)), name="layer_scale_2")
+
+    def construct(self, x):
+        ls1 = self.layer_scale_1.reshape(1, -1, 1, 1)
+        ls2 = self.layer_scale_2.reshape(1, -1, 1, 1)
+        x = x + self.drop_path(ls1 * self.attn(self.norm1(x)))
+        x = x + self.drop_path(ls2 * self.mlp(self.norm2(x)))
+        return x
+
+
+class OverlapPatchEmbed(nn.Cell):
+    """Strided conv (k = patch, pad = patch // 2, bias) + BatchNorm."""
+
+    def __init__(self, patch_size: int, stride: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=stride, pad_mode="pad",
+                              padding=patch_size // 2, has_bias=True)
+        self.norm = nn.BatchNorm2d(embed_dim)
+
+    def construct(self, x):
+        return self.norm(self.proj(x))
+
+
+class VAN(nn.Cell):
+    """Visual Attention Network: four stages of LKA blocks.
+
+    Args:
+        embed_dims, depths, mlp_ratios: per-stage widths, block counts, MLP ratios.
+        num_classes: head size (0: no head, the pooled features are returned).
+        in_chans: input channels.
+        drop_rate: dropout inside the MLPs. drop_path_rate: stochastic depth, linear over all blocks.
+        kernel_size, dilation: the LKA decomposition (official: 21, 3).
+        features_only / out_indices: return the LayerNorm'ed stage maps (strides 4, 8, 16, 32) instead of logits.
+    """
+
+    def __init__(
+        self,
+        embed_dims: Sequence[int] = (64, 128, 256, 512),
+        depths: Sequence[int] = (3, 4, 6, 3),
+        mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        kernel_size: int = 21,
+        dilation: int = 3,
+        layer_scale_init: float = 1e-2,
+        features_only: bool = False,
+        out_indices: Optional[Sequence[int]] = None,
+    ) -> None:
+        super().__init__()
+        if not (len(embed_dims) == len(depths) == len(mlp_ratios)):
+            raise ValueError(f"embed_dims, depths and mlp_ratios need one entry per stage, got "
+                             f"{len(embed_dims)}, {len(depths)}, {len(mlp_ratios)}")
+        self.num_stages = len(depths)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.features_only = features_only
+        self.out_indices = tuple(range(self.num_stages) if out_indices is None else out_indices)
+        bad = [i for i in self.out_indices if not 0 <= i < self.num_stages]
+        if bad:
+            raise ValueError(f"out_indices {bad} out of range for {self.num_stages} stages")
+        dpr = np.linspace(0, drop_path_rate, sum(depths)).tolist()
+        cur = 0
+        self.feature_info = []
+        for i in range(self.num_stages):
+            embed = OverlapPatchEmbed(7 if i == 0 else 3, 4 if i == 0 else 2,
+                                      in_chans if i == 0 else embed_dims[i - 1], embed_dims[i])
+            blocks = nn.CellList([
+                Block(embed_dims[i], mlp_ratios[i], drop_rate, dpr[cur + j], layer_scale_init, kernel_size, dilation)
+                for j in range(depths[i])
+            ])
+            cur += depths[i]
+            setattr(self, f"patch_embed{i + 1}", embed)
+            setattr(self, f"block{i + 1}", blocks)
+            setattr(self, f"norm{i + 1}", ChannelLayerNorm(embed_dims[i], eps=1e-6))
+            self.feature_info.append({"num_chs": embed_dims[i], "reduction": 4 * 2 ** i, "module": f"norm{i + 1}"})
+        self.num_features = embed_dims[-1]
+        if not features_only and num_classes > 0:
+            self.head = nn.Dense(embed_dims[-1], num_classes, weight_init=init.TruncatedNormal(sigma=0.02))
+        else:
+            self.head = nn.Identity()
+        self.stages = [(getattr(self, f"patch_embed{i + 1}"), getattr(self, f"block{i + 1}"),
+                        getattr(self, f"norm{i + 1}")) for i in range(self.num_stages)]
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for _, cell in self.cells_and_names():
+            if isinstance(cell, nn.Conv2d):
+                cell.weight.set_data(init.initializer(
+                    conv_fan_out_normal(cell.out_channels, cell.kernel_size, cell.group),
+                    cell.weight.shape, cell.weight.dtype))
+                if cell.bias is not None:
+                    cell.bias.set_data(init.initializer(init.Zero(), cell.bias.shape, cell.bias.dtype))
+            elif isinstance(cell, nn.Dense) and cell.bias is not None:
+                cell.bias.set_data(init.initializer(init.Zero(), cell.bias.shape, cell.bias.dtype))
+
+    def forward_stages(self, x) -> Tuple:
+        x = check_nchw(x, self.in_chans, "VAN")
+        outs = ()
+        for embed, blocks, norm in self.stages:
+            x = embed(x)
+            for blk in blocks:
+                x = blk(x)
+            x = norm(x)
+            outs = outs + (x,)
+        return outs
+
+    def forward_features(self, x):
+        return self.forward_stages(x)[-1]
+
+    def forward_head(self, x):
+        x = ops.mean(x, axis=(2, 3))
+        return self.head(x)
+
+    def construct(self, x):
+        if self.features_only:
+            feats = self.forward_stages(x)
+            return tuple(feats[i] for i in self.out_indices)
+        return self.forward_head(self.forward_features(x))
+
+
+# name: (embed_dims, depths, official drop_path_rate); mlp_ratios are (8, 8, 4, 4) for every variant.
+_VARIANTS = {
+    "van_b0": ((32, 64, 160, 256), (3, 3, 5, 2), 0.1),
+    "van_b1": ((64, 128, 320, 512), (2, 2, 4, 2), 0.1),
+    "van_b2": ((64, 128, 320, 512), (3, 3, 12, 3), 0.1),
+    "van_b3": ((64, 128, 320, 512), (3, 5, 27, 3), 0.2),
+    "van_b4": ((64, 128, 320, 512), (3, 6, 40, 3), 0.2),
+    "van_b5": ((96, 192, 480, 768), (3, 3, 24, 3), 0.2),
+    "van_b6": ((96, 192, 384, 768), (6, 6, 90, 6), 0.3),
+}
+
+
+def _van(variant: str, **kwargs) -> VAN:
+    embed_dims, depths, drop_path_rate = _VARIANTS[variant]
+    args = dict(embed_dims=embed_dims, depths=depths, mlp_ratios=(8, 8, 4, 4), drop_path_rate=drop_path_rate)
+    args.update(kwargs)
+    return VAN(**args)
+
+
+def _variant(fn):
+    fn.model_cls = VAN  # lets create_model list the accepted architecture arguments
+    return fn
+
+
+@register_model
+@_variant
+def van_b0(**kwargs) -> VAN:
+    """VAN-B0 (formerly van_tiny): 4.11 M params; official drop path 0.1."""
+    return _van("van_b0", **kwargs)
+
+
+@register_model
+@_variant
+def van_b1(**kwargs) -> VAN:
+    """VAN-B1 (formerly van_small): 13.86 M params; official drop path 0.1."""
+    return _van("van_b1", **kwargs)
+
+
+@register_model
+@_variant
+def van_b2(**kwargs) -> VAN:
+    """VAN-B2 (formerly van_base): 26.58 M params; official drop path 0.1."""
+    return _van("van_b2", **kwargs)
+
+
+@register_model
+@_variant
+def van_b3(**kwargs) -> VAN:
+    """VAN-B3 (formerly van_large): 44.77 M params; official drop path 0.2."""
+    return _van("van_b3", **kwargs)
+
+
+@register_model
+@_variant
+def van_b4(**kwargs) -> VAN:
+    """VAN-B4: 60.28 M params; drop path 0.2 (mmpretrain and the official fine-tune scripts)."""
+    return _van("van_b4", **kwargs)
+
+
+@register_model
+@_variant
+def van_b5(**kwargs) -> VAN:
+    """VAN-B5: 89.97 M params; drop path 0.2."""
+    return _van("van_b5", **kwargs)
+
+
+@register_model
+@_variant
+def van_b6(**kwargs) -> VAN:
+    """VAN-B6: 199.83 M params (stage-3 width 384, as the official code and VAN-Segmentation); drop path 0.3."""
+    return _van("van_b6", **kwargs)

@@ -1,0 +1,1 @@
+"""Small framework-independent helpers shared by models, the converter and the engine."""
