@@ -86,14 +86,21 @@ class _StorageType:
 class _Storage:
     """Raw bytes of one torch storage plus the dtype they were saved with."""
 
-    def __init__(self, key, dtype, numel, data=None, big_endian=False):
+    def __init__(self, key, dtype, numel, data=None, big_endian=False, parent=None, offset=0):
         self.key, self.dtype, self.numel = key, dtype, numel
         self.data, self.big_endian = data, big_endian
+        self.parent, self.offset = parent, offset  # legacy storage views (element offset)
         self._cache = {}
 
     def array(self, dtype=None):
         """The storage as a flat native-order array of ``dtype`` (default: its own)."""
         dtype = dtype or self.dtype
+        if self.data is None and self.parent is not None and self.parent.data is not None:
+            itemsize = _raw_dtype(self.dtype).itemsize
+            start, stop = self.offset * itemsize, (self.offset + self.numel) * itemsize
+            if stop > len(self.parent.data):
+                raise _Corrupt(f"storage view {self.key!r} runs past its parent's end")
+            self.data = self.parent.data[start:stop]
         if self.data is None:
             raise _Corrupt(f"storage {self.key!r} has no data")
         if dtype not in self._cache:
@@ -111,12 +118,12 @@ class _PendingTensor:
     """A tensor whose storage bytes may not be read yet (legacy format stores them last)."""
 
     def __init__(self, storage, offset, size, stride, dtype=None):
-        self.storage, self.offset = storage, offset
-        self.size, self.stride, self.dtype = tuple(size), tuple(stride), dtype
+        self.storage, self.offset, self.dtype = storage, int(offset), dtype
+        self.size, self.stride = tuple(int(n) for n in size), tuple(int(s) for s in stride)
 
     def materialize(self):
         shape, stride, offset = self.size, self.stride, self.offset
-        if len(shape) != len(stride) or any(int(n) < 0 for n in shape) or offset < 0:
+        if len(shape) != len(stride) or any(n < 0 for n in shape) or offset < 0:
             raise _Corrupt(f"tensor geometry size={shape} stride={stride} offset={offset} is invalid")
         flat = self.storage.array(self.dtype)
         if 0 in shape:
@@ -195,7 +202,7 @@ def _rebuild_parameter(data, requires_grad, backward_hooks, state=None):
 
 def _rebuild_from_type_v2(func, new_type, args, state):
     """torch._tensor._rebuild_from_type_v2: rebuild with ``func``; subclass and state dropped."""
-    if func not in _REBUILDERS and not (isinstance(func, type) and issubclass(func, _Placeholder)):
+    if not any(func is f for f in _REBUILDERS) and not (isinstance(func, type) and issubclass(func, _Placeholder)):
         raise _Corrupt(f"unexpected tensor rebuild function {func!r}")
     return func(*args)
 
@@ -238,9 +245,12 @@ class _NumpyDtype:
         self.byteorder = state[1]
 
     def resolve(self):
-        dtype = np.dtype(str(self.spec))
-        if dtype.kind not in "biufcSU":
-            raise _Corrupt(f"unsupported numpy dtype {self.spec!r} (kind {dtype.kind!r})")
+        try:
+            dtype = np.dtype(self.spec if isinstance(self.spec, str) else None)
+        except TypeError:
+            dtype = np.dtype("O")
+        if not isinstance(self.spec, str) or dtype.kind not in "biufcSU":
+            raise _Corrupt(f"unsupported numpy dtype {self.spec!r}")
         return dtype.newbyteorder(self.byteorder) if self.byteorder in "<>" else dtype
 
 
@@ -357,8 +367,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         view = pid[5] if len(pid) == 6 else None
         if view is not None:  # legacy storage view: (view_key, element offset, element count)
             _, offset, size = view
-            storage = _Storage(f"{key}[{offset}:{offset + size}]", storage.dtype, size)
-            storage.parent, storage.offset = self._storage_for(key, storage.dtype, numel), offset
+            storage = _Storage(f"{key}[{offset}:{offset + size}]", storage.dtype, int(size),
+                               parent=storage, offset=int(offset))
         return storage
 
 
@@ -383,7 +393,9 @@ def _load_zip(path, placeholders):
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
-        raise CheckpointFormatError(f"{path} is truncated or corrupt: {exc}; {_FIX}") from None
+        raise CheckpointFormatError(
+            f"{path} is truncated or corrupt: it starts like a torch.save zip archive but its "
+            f"directory at the end of the file is missing or damaged ({exc}); {_FIX}") from None
     with archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
@@ -440,7 +452,10 @@ def _load_legacy(path, placeholders):
 
         obj = _unpickle(file, path, placeholders, storage_for, what="the main pickle")
         keys = _unpickle(file, path, placeholders, what="the storage key list")
-        for key in keys if isinstance(keys, list) else ():
+        if not isinstance(keys, list):
+            raise CheckpointFormatError(f"{path} is corrupt: the storage key list is a "
+                                        f"{type(keys).__name__}; {_FIX}")
+        for key in keys:
             head = file.read(8)
             if len(head) < 8:
                 raise CheckpointFormatError(f"{path} is truncated: storage {key!r} is missing; {_FIX}")
@@ -468,29 +483,26 @@ def _finalize(obj, memo, path):
     result = obj
     try:
         if isinstance(obj, _PendingTensor):
-            if getattr(obj.storage, "parent", None) is not None:  # legacy view
-                parent = obj.storage.parent
-                size = obj.storage.numel * _raw_dtype(parent.dtype).itemsize
-                start = obj.storage.offset * _raw_dtype(parent.dtype).itemsize
-                obj.storage.data, obj.storage.big_endian = parent.data[start:start + size], False
             result = obj.materialize()
+        elif isinstance(obj, _Storage):  # a bare storage saved on its own
+            result = obj.array().copy()
         elif isinstance(obj, _NumpyArray):
             result = obj.value
         elif isinstance(obj, _NumpyDtype):
             result = obj.resolve()
         elif isinstance(obj, dict):
-            for key, value in obj.items():
+            for key, value in list(obj.items()):
                 obj[key] = _finalize(value, memo, path)
         elif isinstance(obj, list):
             obj[:] = [_finalize(v, memo, path) for v in obj]
-        elif isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        elif type(obj) is tuple:
             result = tuple(_finalize(v, memo, path) for v in obj)
         elif isinstance(obj, _Placeholder):
             obj.args = _finalize(obj.args, memo, path)
             obj.state = _finalize(obj.state, memo, path)
             _finalize(obj.items, memo, path)
             _finalize(obj.list, memo, path)
-    except _Corrupt as exc:
+    except (_Corrupt, ValueError, TypeError) as exc:
         raise CheckpointFormatError(f"{path} is corrupt: {exc}; {_FIX}") from None
     memo[id(obj)] = result
     return result
@@ -503,11 +515,8 @@ def _load(path):
     if not head:
         raise CheckpointFormatError(f"{path} is not a PyTorch checkpoint: the file is empty; {_FIX}")
     placeholders = {}
-    if zipfile.is_zipfile(path):
+    if head.startswith(b"PK"):
         obj, fmt = _load_zip(path, placeholders), "zip"
-    elif head == b"PK\x03\x04":
-        raise CheckpointFormatError(f"{path} is truncated: it starts like a torch.save zip archive "
-                                    f"but its central directory is missing; {_FIX}")
     elif tarfile.is_tarfile(path):
         raise CheckpointFormatError(
             f"{path} uses the tar-based format of torch < 0.4, which is not supported; load it with "
