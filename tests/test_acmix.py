@@ -91,3 +91,63 @@ def test_export_safe_gather_gives_same_output(ms_mode):
 def test_acmix_rejects_bad_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ACmix(**kwargs)
+
+
+# ---------------------------------------------------------------- ACmix-ResNet and its ResNet baselines
+# Trainable parameters at 1000 classes: ACmix values equal the official ACmix_ResNet (the README prints
+# 10.6 / 14.6 / 18.6 M; see convattn.models.resnet for the gap); baselines are torchvision's Bottleneck ResNets.
+RESNET_PARAMS_M = {"resnet26": 13.70, "resnet38": 19.63, "resnet50": 25.56,
+                   "acmix_resnet26": 10.49, "acmix_resnet38": 14.41, "acmix_resnet50": 18.33}
+ACMIX_README_M = {"acmix_resnet26": 10.6, "acmix_resnet38": 14.6, "acmix_resnet50": 18.6}
+
+
+def test_acmix_resnet_matches_official(ms_mode):
+    net = convattn.create_model("acmix_resnet50", num_classes=10, layers=(1, 1, 1, 1))
+    got, ref, tol = run_parity(net, "acmix_resnet_l1111.npz", rules=None)  # rules from the model's default_cfg
+    err = float(np.abs(got - ref).max())
+    assert err <= tol, f"acmix_resnet l1111 [{ms_mode}]: max|ours - official| = {err:.3g} > {tol:.3g}"
+
+
+@pytest.mark.parametrize("name", sorted(RESNET_PARAMS_M))
+def test_resnet_parameter_counts(name):
+    net = convattn.create_model(name)
+    n = sum(p.size for p in net.trainable_params()) / 1e6
+    assert round(n, 2) == RESNET_PARAMS_M[name], f"{name}: {n:.4f} M"
+    if name in ACMIX_README_M:  # within 2 % of the README's rounded figure
+        assert abs(n - ACMIX_README_M[name]) / ACMIX_README_M[name] < 0.02
+
+
+def test_acmix_resnet_official_names_and_depthwise_conversion():
+    """Official keys load by name; the depth-wise (Ascend) network takes the same checkpoint via a reshape."""
+    _, _, state = load_fixture("acmix_resnet_l1111.npz")
+    net = convattn.create_model("acmix_resnet50", num_classes=10, layers=(1, 1, 1, 1), depthwise_conv=True)
+    info = load_official_state(net, state)
+    assert not info["not_loaded"]
+    got = net.layer3[0].conv2.dep_conv.weight.asnumpy()
+    ref = state["layer3.0.conv2.dep_conv.weight"]
+    assert got.shape == (256 * 9, 1, 3, 3)
+    np.testing.assert_array_equal(got.reshape(ref.shape), ref)
+    assert {"conv1.weight", "bn1.moving_mean", "layer1.0.conv2.rate1", "layer1.0.downsample.0.weight",
+            "fc.weight"} <= {p.name for p in net.get_parameters()}
+
+
+def test_resnet_layers_override_and_features():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    net = convattn.create_model("acmix_resnet26", layers=(1, 1, 1, 1), features_only=True)
+    assert len(net.layer2) == 1 and isinstance(net.layer2[0].conv2, ACmix)
+    assert isinstance(convattn.create_model("resnet26", layers=(1, 1, 1, 1)).layer1[0].conv2, ms.nn.Conv2d)
+    net.set_train(False)
+    feats = net(ms.Tensor(np.random.randn(1, 3, 64, 64).astype(np.float32)))
+    assert [tuple(f.shape) for f in feats] == [(1, 256, 16, 16), (1, 512, 8, 8), (1, 1024, 4, 4), (1, 2048, 2, 2)]
+    assert len(convattn.create_model("resnet38").layer3) == 5
+
+
+def test_resnet_rejects_bad_input():
+    with pytest.raises(ValueError, match="four positive block counts"):
+        convattn.create_model("acmix_resnet50", layers=(1, 1, 1))
+    with pytest.raises(ValueError, match="divisible by head"):
+        convattn.create_model("acmix_resnet50", layers=(1, 1, 1, 1), head=5)
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    net = convattn.create_model("resnet26", layers=(1, 1, 1, 1))
+    with pytest.raises((ValueError, RuntimeError), match="3 input channels"):
+        net(ms.Tensor(np.zeros((1, 4, 64, 64), np.float32)))
