@@ -258,6 +258,8 @@ class XVolution(nn.Cell):
         """
         if self.deploy:
             raise RuntimeError("XVolution.switch_to_deploy() was already called: this operator is in deploy form")
+        old = self.conv.weight.name           # "<path>.conv.weight": keep full parameter paths after the swap
+        prefix = old[:-len("conv.weight")] if old.endswith("conv.weight") else ""
         sc, bc = _fold_bn(self.bn)
         sa, ba = _fold_bn(self.attn_bn)
         wc = self.conv.weight.asnumpy().astype(np.float64) * sc[:, None, None, None]
@@ -280,11 +282,13 @@ class XVolution(nn.Cell):
             value.weight = _param(wv, "weight")
             value.bias = _param(ba, "bias")
             self.value = value
+            value.weight.name, value.bias.name = prefix + "value.weight", prefix + "value.bias"
             for cell in (self.query, self.key):
                 for prm in cell.get_parameters():
                     prm.requires_grad = False
         del self.conv, self.bn, self.attn_bn
         self.fused = fused
+        fused.weight.name, fused.bias.name = prefix + "fused.weight", prefix + "fused.bias"
         self.deploy = True
         super().set_train(False)
         invalidate_graph_cache(self)
