@@ -194,7 +194,8 @@ class XVolution(nn.Cell):
             self.num_heads = heads
             self.head_dim = out_channels // heads
             self.scale = self.head_dim ** -0.5
-            self.query = nn.Conv2d(in_channels, out_channels, 1, has_bias=False)
+            # stride-s 1x1 conv == 1x1 conv on x[:, :, ::s, ::s] (a strided slice has no working CPU gradient)
+            self.query = nn.Conv2d(in_channels, out_channels, 1, stride=stride, has_bias=False)
             self.key = nn.Conv2d(in_channels, out_channels, 1, has_bias=False)
             self.value = nn.Conv2d(in_channels, out_channels, 1, has_bias=False)
         self.attn_bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
@@ -216,10 +217,10 @@ class XVolution(nn.Cell):
     def global_attention(self, x):
         """Multi-head softmax attention; queries on the stride-s grid, keys/values everywhere: (N, C_out, Ho, Wo)."""
         n = x.shape[0]
-        xq = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
-        ho, wo = xq.shape[2], xq.shape[3]
+        q = self.query(x)
+        ho, wo = q.shape[2], q.shape[3]
         h, d = self.num_heads, self.head_dim
-        q = ops.reshape(self.query(xq), (n, h, d, ho * wo))
+        q = ops.reshape(q, (n, h, d, ho * wo))
         k = ops.reshape(self.key(x), (n, h, d, -1))
         v = ops.reshape(self.value(x), (n, h, d, -1))
         logits = ops.matmul(ops.transpose(q, (0, 1, 3, 2)), k) * self.scale   # (n, h, HWq, HWk)
