@@ -38,6 +38,10 @@ Deploy form (:meth:`XVolution.switch_to_deploy`): every BatchNorm is folded into
   branch's BN into the conv; but global attention has a window of the whole image and cannot become a k x k
   kernel, so the deploy form keeps it as a second branch (``y = Conv'(x) + SA'(x)``) -- stated, not approximated.
 
+Cost (CPU, GRAPH mode, eval, median of 7, 2 shared cores): one 3x3 X-volution (PSSA, 4 directions) at
+(8, 64, 56, 56): conv 78 ms, training form 419 ms, deploy form 345 ms; at (8, 256, 14, 14): 47 / 248 / 244 ms
+(SA: 85 / 84 ms). PSSA's merged conv reads (1 + D) * C channels, hence ~(1 + D)x the FLOPs of the plain conv.
+
 Supported for re-parameterization: odd k (1, 3, 5, 7, ...), any stride >= 1, dilation 1, groups 1. Anything else
 is refused at construction with the reason. A deploy-form operator refuses training mode and a second switch.
 """
