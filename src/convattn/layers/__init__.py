@@ -6,3 +6,9 @@ from .window_gather import LocalWindowGather, reflect_pad_slices, set_export_saf
 
 __all__ = ["DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "to_2tuple", "LKA", "LKAAttention",
            "LocalWindowGather", "reflect_pad_slices", "set_export_safe"]
+from .acmix import ACmix, ACmixConvPath  # noqa: E402  (ACmix family)
+
+__all__ += ["ACmix", "ACmixConvPath"]
+from .xvolution import XVolution, invalidate_graph_cache, is_deploy, pssa_directions, shift2d, switch_to_deploy  # noqa: E402
+
+__all__ += ["XVolution", "invalidate_graph_cache", "is_deploy", "pssa_directions", "shift2d", "switch_to_deploy"]

@@ -1,5 +1,7 @@
 """Networks, one file per family, all registered in :mod:`convattn.models.registry`."""
 from .registry import create_model, get_model_cfg, is_model, list_models, model_cfg, register_model
 from . import van  # noqa: F401  (registers the VAN family)
+from . import resnet  # noqa: F401  (ResNet baselines and ACmix-ResNet)
 
 __all__ = ["create_model", "get_model_cfg", "is_model", "list_models", "model_cfg", "register_model"]
+from . import xvolution  # noqa: F401  (X-volution ResNets)

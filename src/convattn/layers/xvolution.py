@@ -1,0 +1,350 @@
+"""X-volution: convolution + self-attention trained as two branches, deployed as one dynamic convolution.
+
+Refer to "X-volution: On the Unification of Convolution and Self-attention" (Chen, Wang, Ni; arXiv 2106.02253).
+No code was ever published; this is a design from the paper's description. Every choice the paper leaves
+open is named below and in the README's fidelity table.
+
+Training form (``XVolution``, Fig. 1 of the paper): two branches, summed::
+
+    y = BN_c(Conv_kxk(x)) + BN_a(Attn(x))
+
+* conv branch: a k x k convolution (stride s, zero padding k // 2, no bias) followed by BatchNorm.
+* attention branch, ``attn='pssa'`` (pixel-shift self-attention, the paper's X-volution):
+  1. shift the map by L pixels along each direction d (a *cyclic* shift, "循环移位, implemented by indexing"),
+     ``S_d(x)[h, w] = x[(h + L*dy) mod H, (w + L*dx) mod W]`` -- done with slices + concat, never Roll;
+  2. element-wise product with the original map, ``T_d = x * S_d(x)`` (per channel, no channel sum);
+  3. the "weighted local sum implementable as a convolution": one k x k convolution (same k, stride and zero
+     padding as the conv branch, no bias) over the D*C channels ``concat(T_1 .. T_D)`` (direction-major);
+  4. BatchNorm (the paper's normalisation; no softmax, no extra scaling of the products).
+* attention branch, ``attn='sa'`` (the paper's X-volution (SA)): global multi-head dot-product self-attention
+  without positional encoding, 1 x 1 query/key/value projections (no bias), logits scaled by
+  ``1/sqrt(head_dim)``, softmax over all key positions, then BatchNorm. With stride s the queries are the
+  pixels ``x[:, :, ::s, ::s]`` (the conv branch's output grid); keys and values cover the whole map.
+
+Deploy form (:meth:`XVolution.switch_to_deploy`): every BatchNorm is folded into the weights next to it, and
+
+* PSSA: both branches merge into ONE dynamic convolution whose kernel at output position x0 and tap u is the
+  static kernel plus content-dependent attention coefficients (the paper's
+  ``y(x0) = sum_i (W_c(x0, x_i) + w_A(x0, x_i)) x_i + b``)::
+
+      K(x0)[o, c, u] = W_c[o, c, u] + sum_d W_a[o, d*C + c, u] * S_d(x)_c(x0 + u)
+
+  Because ``K(x0)[o, c, u] * x_c(x0 + u)`` is linear in the static weights, the operator is evaluated without
+  materialising K: one k x k convolution over the content-augmented input ``concat(x, T_1, .., T_D)`` with the
+  fused weight ``concat(W_c, W_a)`` and one bias. :meth:`XVolution.dynamic_kernel` returns K explicitly
+  (for inspection and the tests, which check that ``sum_u K[u] x(x0 + u)`` equals the deploy output).
+  This is exact, not an approximation.
+* SA: the BN after attention folds exactly into the value projection (softmax rows sum to one), and the conv
+  branch's BN into the conv; but global attention has a window of the whole image and cannot become a k x k
+  kernel, so the deploy form keeps it as a second branch (``y = Conv'(x) + SA'(x)``) -- stated, not approximated.
+
+Cost (CPU, GRAPH mode, eval, median of 7, 2 shared cores): one 3x3 X-volution (PSSA, 4 directions) at
+(8, 64, 56, 56): conv 78 ms, training form 419 ms, deploy form 345 ms; at (8, 256, 14, 14): 47 / 248 / 244 ms
+(SA: 85 / 84 ms). PSSA's merged conv reads (1 + D) * C channels, hence ~(1 + D)x the FLOPs of the plain conv.
+
+Supported for re-parameterization: odd k (1, 3, 5, 7, ...), any stride >= 1, dilation 1, groups 1. Anything else
+is refused at construction with the reason. A deploy-form operator refuses training mode and a second switch.
+"""
+import itertools
+import time
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+__all__ = ["XVolution", "pssa_directions", "shift2d", "switch_to_deploy", "is_deploy", "invalidate_graph_cache"]
+
+_DIRECTION_SETS = {
+    # (dy, dx): S_d(x)[h, w] = x[h + L*dy, w + L*dx] (cyclic). "left" = the map moves left = sample from the right.
+    4: ((0, 1), (0, -1), (1, 0), (-1, 0)),
+    8: ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1)),
+}
+
+
+def pssa_directions(directions: Union[int, Sequence[Tuple[int, int]]], shift: Union[int, Sequence[int]]):
+    """The list of pixel offsets (dy*L, dx*L) that PSSA multiplies with the original map.
+
+    ``directions``: 4 (left, right, up, down), 8 (also the four diagonals), or explicit unit steps ``((dy, dx), ..)``.
+    ``shift``: the distance L, or several distances (each direction is used at every distance).
+    """
+    if isinstance(directions, (int, np.integer)) and not isinstance(directions, bool):
+        if int(directions) not in _DIRECTION_SETS:
+            raise ValueError(f"directions must be 4, 8 or a sequence of (dy, dx) steps, got {directions}")
+        steps = _DIRECTION_SETS[int(directions)]
+    else:
+        try:
+            steps = tuple((int(d[0]), int(d[1])) for d in directions)
+            bad = any(len(d) != 2 for d in directions)
+        except (TypeError, IndexError, ValueError):
+            raise ValueError(f"directions must be 4, 8 or a sequence of (dy, dx) steps, got {directions!r}") from None
+        if bad or not steps or any(d == (0, 0) for d in steps) or len(set(steps)) != len(steps):
+            raise ValueError(f"directions must be distinct non-zero (dy, dx) steps, got {directions!r}")
+    dists = (shift,) if isinstance(shift, (int, np.integer)) else tuple(shift)
+    if not dists or any(int(L) < 1 for L in dists) or len(set(dists)) != len(dists):
+        raise ValueError(f"shift (the distance L in pixels) must be a positive int or distinct positive ints, got {shift!r}")
+    return [(dy * int(L), dx * int(L)) for L in dists for (dy, dx) in steps]
+
+
+def _cyclic(x, s: int, axis: int):
+    """``out[..., i, ...] = x[..., (i + s) mod n, ...]`` along ``axis`` (2 or 3), from slices + concat."""
+    n = x.shape[axis]
+    s = s % n
+    if s == 0:
+        return x
+    if axis == 2:
+        return ops.concat((x[:, :, s:], x[:, :, :s]), 2)
+    return ops.concat((x[:, :, :, s:], x[:, :, :, :s]), 3)
+
+
+def shift2d(x, dy: int, dx: int):
+    """Cyclic shift ``S(x)[h, w] = x[(h + dy) mod H, (w + dx) mod W]`` (export-safe: no Roll)."""
+    return _cyclic(_cyclic(x, dy, 2), dx, 3)
+
+
+def _fold_bn(bn: nn.BatchNorm2d) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-channel (scale, shift) of an eval-mode BatchNorm: bn(z) = scale * z + shift."""
+    gamma = bn.gamma.asnumpy().astype(np.float64)
+    beta = bn.beta.asnumpy().astype(np.float64)
+    mean = bn.moving_mean.asnumpy().astype(np.float64)
+    var = bn.moving_variance.asnumpy().astype(np.float64)
+    scale = gamma / np.sqrt(var + bn.eps)
+    return scale, beta - scale * mean
+
+
+_recompile_counter = itertools.count(1)
+
+
+def invalidate_graph_cache(net: nn.Cell) -> None:
+    """Make GRAPH mode recompile ``net`` and its sub-cells on their next call.
+
+    MindSpore 2.10 keys a compiled cell graph by (phase, cell create time, id, argument shapes); a changed
+    Python attribute (``deploy``) or a replaced sub-cell is not noticed, and the stale graph would keep running the
+    training-form branches with the old parameters. A new create time gives a new key.
+    """
+    for _, cell in net.cells_and_names():
+        object.__setattr__(cell, "_create_time", time.time_ns() + next(_recompile_counter))
+
+
+def _param(value: np.ndarray, name: str) -> Parameter:
+    return Parameter(Tensor(value.astype(np.float32)), name=name, requires_grad=False)
+
+
+class XVolution(nn.Cell):
+    """X-volution operator: k x k conv + BN, plus PSSA + BN or global self-attention + BN (see the module doc).
+
+    Args:
+        in_channels, out_channels: C and C_out.
+        kernel_size: k of the conv branch (and of PSSA's local weighted sum); odd. The paper's ablation finds 7
+            best on COCO; 3 is the drop-in for a ResNet 3x3 and the default here.
+        stride: output stride of both branches.
+        attn: ``'pssa'`` (X-volution) or ``'sa'`` (X-volution (SA), global self-attention).
+        directions: PSSA shift directions: 4 (default; left, right, up, down -- the directions the paper names),
+            8 (plus diagonals: the full 3x3 Markov neighbourhood), or explicit ``((dy, dx), ...)``.
+        shift: PSSA shift distance L in pixels (default 1), or a tuple of distances.
+        num_heads: heads of the SA branch (default ``max(1, out_channels // 64)``: 64-dim heads).
+        padding, dilation, groups: accepted only to refuse unsupported values with a clear message
+            (padding must be k // 2, dilation 1, groups 1 for the re-parameterization to be exact).
+        bn_eps, bn_momentum: BatchNorm settings (PyTorch defaults 1e-5 / 0.1 -> MindSpore momentum 0.9).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 attn: str = "pssa", directions: Union[int, Sequence[Tuple[int, int]]] = 4,
+                 shift: Union[int, Sequence[int]] = 1, num_heads: Optional[int] = None,
+                 padding: Optional[int] = None, dilation: int = 1, groups: int = 1,
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.9) -> None:
+        super().__init__()
+        if isinstance(kernel_size, (tuple, list)):
+            if len(kernel_size) != 2 or kernel_size[0] != kernel_size[1]:
+                raise ValueError(f"XVolution supports square kernels only, got kernel_size={kernel_size}")
+            kernel_size = kernel_size[0]
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(
+                f"XVolution needs an odd kernel_size (1, 3, 5, 7, ...) so that the conv and attention windows share "
+                f"one centred k x k window in the merged dynamic convolution, got {kernel_size}")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        if dilation != 1:
+            raise ValueError(f"XVolution re-parameterization supports dilation=1 only, got dilation={dilation}")
+        if groups != 1:
+            raise ValueError(f"XVolution re-parameterization supports groups=1 only, got groups={groups}")
+        if padding is not None and padding != kernel_size // 2:
+            raise ValueError(f"XVolution uses 'same' zero padding k // 2 = {kernel_size // 2}, got padding={padding}")
+        if attn not in ("pssa", "sa"):
+            raise ValueError(f"attn must be 'pssa' (pixel-shift self-attention) or 'sa' (global self-attention), got '{attn}'")
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = kernel_size // 2
+        self.attn = attn
+        self.deploy = False
+        k, p = kernel_size, kernel_size // 2
+        self.conv = nn.Conv2d(in_channels, out_channels, k, stride, pad_mode="pad", padding=p, has_bias=False)
+        self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
+        if attn == "pssa":
+            self.offsets = pssa_directions(directions, shift)
+            self.num_shifts = len(self.offsets)
+            self.attn_conv = nn.Conv2d(in_channels * self.num_shifts, out_channels, k, stride, pad_mode="pad",
+                                       padding=p, has_bias=False)
+        else:
+            self.offsets = []
+            self.num_shifts = 0
+            heads = max(1, out_channels // 64) if num_heads is None else int(num_heads)
+            if heads < 1 or out_channels % heads:
+                raise ValueError(f"num_heads={num_heads} must be >= 1 and divide out_channels={out_channels}")
+            self.num_heads = heads
+            self.head_dim = out_channels // heads
+            self.scale = self.head_dim ** -0.5
+            # stride-s 1x1 conv == 1x1 conv on x[:, :, ::s, ::s] (a strided slice has no working CPU gradient)
+            self.query = nn.Conv2d(in_channels, out_channels, 1, stride=stride, has_bias=False)
+            self.key = nn.Conv2d(in_channels, out_channels, 1, has_bias=False)
+            self.value = nn.Conv2d(in_channels, out_channels, 1, has_bias=False)
+        self.attn_bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
+
+    def extend_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+             f"attn={self.attn}, deploy={self.deploy}")
+        if self.attn == "pssa":
+            s += f", offsets={self.offsets}"
+        else:
+            s += f", num_heads={self.num_heads}"
+        return s
+
+    # ----------------------------------------------------------------------------------------- branches
+    def pssa_features(self, x):
+        """``concat(x * S_d(x) for every offset d)``: (N, D*C, H, W), direction-major."""
+        return ops.concat(tuple(x * shift2d(x, o[0], o[1]) for o in self.offsets), 1)
+
+    def global_attention(self, x):
+        """Multi-head softmax attention; queries on the stride-s grid, keys/values everywhere: (N, C_out, Ho, Wo)."""
+        n = x.shape[0]
+        q = self.query(x)
+        ho, wo = q.shape[2], q.shape[3]
+        h, d = self.num_heads, self.head_dim
+        q = ops.reshape(q, (n, h, d, ho * wo))
+        k = ops.reshape(self.key(x), (n, h, d, -1))
+        v = ops.reshape(self.value(x), (n, h, d, -1))
+        logits = ops.matmul(ops.transpose(q, (0, 1, 3, 2)), k) * self.scale   # (n, h, HWq, HWk)
+        a = ops.softmax(logits, -1)
+        out = ops.matmul(v, ops.transpose(a, (0, 1, 3, 2)))                    # (n, h, d, HWq)
+        return ops.reshape(out, (n, h * d, ho, wo))
+
+    def construct(self, x):
+        if self.deploy:
+            if self.training:
+                raise RuntimeError(
+                    "XVolution is in deploy form (BatchNorms folded, weights frozen) and cannot be trained; "
+                    "train the training-form network and call switch_to_deploy() after training")
+            if self.attn == "pssa":
+                return self.fused(ops.concat((x, self.pssa_features(x)), 1))
+            return self.fused(x) + self.global_attention(x)
+        y = self.bn(self.conv(x))
+        if self.attn == "pssa":
+            return y + self.attn_bn(self.attn_conv(self.pssa_features(x)))
+        return y + self.attn_bn(self.global_attention(x))
+
+    def set_train(self, mode: bool = True):
+        if mode and getattr(self, "deploy", False):
+            raise RuntimeError(
+                "XVolution is in deploy form and cannot be put in training mode; train the training-form network "
+                "and call switch_to_deploy() after training")
+        return super().set_train(mode)
+
+    # --------------------------------------------------------------------------------- re-parameterization
+    def switch_to_deploy(self) -> None:
+        """Fold every BN and merge the branches (PSSA: one dynamic conv; SA: conv + SA, see the module doc).
+
+        Uses the BN running statistics, i.e. the eval-mode network. Irreversible; a second call raises.
+        Inside a network call the network-level :func:`switch_to_deploy` (or the network's method), which also
+        makes GRAPH mode recompile the enclosing network; switching only this cell leaves a compiled parent stale.
+        """
+        if self.deploy:
+            raise RuntimeError("XVolution.switch_to_deploy() was already called: this operator is in deploy form")
+        old = self.conv.weight.name           # "<path>.conv.weight": keep full parameter paths after the swap
+        prefix = old[:-len("conv.weight")] if old.endswith("conv.weight") else ""
+        sc, bc = _fold_bn(self.bn)
+        sa, ba = _fold_bn(self.attn_bn)
+        wc = self.conv.weight.asnumpy().astype(np.float64) * sc[:, None, None, None]
+        k, p = self.kernel_size, self.padding
+        if self.attn == "pssa":
+            wa = self.attn_conv.weight.asnumpy().astype(np.float64) * sa[:, None, None, None]
+            cin = self.in_channels * (1 + self.num_shifts)
+            fused = nn.Conv2d(cin, self.out_channels, k, self.stride, pad_mode="pad", padding=p, has_bias=True)
+            fused.weight = _param(np.concatenate((wc, wa), 1), "weight")
+            fused.bias = _param(bc + ba, "bias")
+            del self.attn_conv
+        else:
+            fused = nn.Conv2d(self.in_channels, self.out_channels, k, self.stride, pad_mode="pad", padding=p,
+                              has_bias=True)
+            fused.weight = _param(wc, "weight")
+            fused.bias = _param(bc, "bias")
+            # BN(A V) = s * (A V) + b = A (s V) + b because every softmax row sums to one: fold into `value`.
+            wv = self.value.weight.asnumpy().astype(np.float64) * sa[:, None, None, None]
+            value = nn.Conv2d(self.in_channels, self.out_channels, 1, has_bias=True)
+            value.weight = _param(wv, "weight")
+            value.bias = _param(ba, "bias")
+            self.value = value
+            value.weight.name, value.bias.name = prefix + "value.weight", prefix + "value.bias"
+            for cell in (self.query, self.key):
+                for prm in cell.get_parameters():
+                    prm.requires_grad = False
+        del self.conv, self.bn, self.attn_bn
+        self.fused = fused
+        fused.weight.name, fused.bias.name = prefix + "fused.weight", prefix + "fused.bias"
+        self.deploy = True
+        super().set_train(False)
+        invalidate_graph_cache(self)
+
+    def dynamic_kernel(self, x) -> Tensor:
+        """The deploy-form PSSA operator's per-position kernel ``K(x0)``: (N, C_out, C, k, k, Ho, Wo).
+
+        ``y[n, o, x0] = sum_{c,u} K[n, o, c, u, x0] * x_pad[n, c, x0*s + u] + b[o]`` (x zero-padded by k // 2).
+        For inspection and tests (it materialises N*C_out*C*k*k*Ho*Wo numbers); the operator itself never builds it.
+        """
+        if not (self.deploy and self.attn == "pssa"):
+            raise RuntimeError("dynamic_kernel() exists for a deploy-form PSSA XVolution; call switch_to_deploy() first")
+        xs = x.asnumpy().astype(np.float64)
+        n, c, hh, ww = xs.shape
+        k, p, s = self.kernel_size, self.padding, self.stride
+        w = self.fused.weight.asnumpy().astype(np.float64)            # (O, (1+D)C, k, k)
+        o = w.shape[0]
+        ho, wo = (hh + 2 * p - k) // s + 1, (ww + 2 * p - k) // s + 1
+        wc = w[:, :c]
+        wa = w[:, c:].reshape(o, self.num_shifts, c, k, k)
+        kern = np.broadcast_to(wc[None, :, :, :, :, None, None], (n, o, c, k, k, ho, wo)).copy()
+        for d, (dy, dx) in enumerate(self.offsets):
+            sd = np.roll(xs, (-dy, -dx), axis=(2, 3))                   # S_d(x)[h, w] = x[h + dy, w + dx]
+            sdp = np.pad(sd, ((0, 0), (0, 0), (p, p), (p, p)))
+            for i in range(k):
+                for j in range(k):
+                    win = sdp[:, :, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s]   # (n, c, ho, wo)
+                    kern[:, :, :, i, j] += np.einsum("oc,nchw->nochw", wa[:, d, :, i, j], win)
+        return Tensor(kern.astype(np.float32))
+
+
+def is_deploy(net: nn.Cell) -> bool:
+    """True when ``net`` contains X-volution operators and all of them are in deploy form."""
+    ops_ = [c for _, c in net.cells_and_names() if isinstance(c, XVolution)]
+    return bool(ops_) and all(c.deploy for c in ops_)
+
+
+def switch_to_deploy(net: nn.Cell) -> nn.Cell:
+    """Convert every X-volution operator in ``net`` to deploy form and put ``net`` in eval mode; returns ``net``.
+
+    Raises when ``net`` has no X-volution operator or was already switched (a second switch would be a no-op that
+    hides a mistake).
+    """
+    xvols = [c for _, c in net.cells_and_names() if isinstance(c, XVolution)]
+    if not xvols:
+        raise ValueError(f"{type(net).__name__} contains no XVolution operator to switch to deploy form")
+    if all(c.deploy for c in xvols):
+        raise RuntimeError(f"{type(net).__name__} is already in deploy form: switch_to_deploy() was called before")
+    for c in xvols:
+        if not c.deploy:
+            c.switch_to_deploy()
+    net.set_train(False)
+    invalidate_graph_cache(net)
+    return net
