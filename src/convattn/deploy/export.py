@@ -287,7 +287,7 @@ def export_model(
         if fp16:
             net.to_float(ms.float16)
             for p in net.get_parameters():
-                p.set_data(p.astype(ms.float16))
+                p.set_dtype(ms.float16)  # set_data(p.astype(...)) keeps the float32 storage
         feed = [b.astype(np.float16) if fp16 else b for b in batches]
         tmp_dir = tempfile.mkdtemp(prefix=f".{stem}.{f.lower()}.tmp-", dir=out_dir)
         try:
