@@ -69,6 +69,6 @@ def map_state_dict(
                     arr = fn(arr, tuple(target[name]))
         mapped[name] = arr
     report = compare_shapes(target, {k: v.shape for k, v in mapped.items()}, classifier=classifier or [])
-    skipped = set(report.skipped_classifier)
-    kept = {k: v for k, v in mapped.items() if k in target and k not in skipped}
+    excluded = set(report.skipped_classifier) | {m[0] for m in report.mismatched}
+    kept = {k: v for k, v in mapped.items() if k in target and k not in excluded}
     return kept, report, dropped

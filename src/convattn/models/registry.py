@@ -87,7 +87,8 @@ def is_model(name: str) -> bool:
 
 
 def _unknown_model(name: str) -> ValueError:
-    close = difflib.get_close_matches(name, list(_entrypoints), n=5, cutoff=0.5)
+    scored = sorted((-difflib.SequenceMatcher(None, name.lower(), n.lower()).ratio(), n) for n in _entrypoints)
+    close = [n for score, n in scored if -score >= 0.6][:6]
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     return ValueError(f"Unknown model '{name}'.{hint} See convattn.list_models() for all {len(_entrypoints)} names.")
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env python
+"""Print the README's model table (params, GMACs counted from the networks, paper top-1, upstream source).
+
+Usage: python scripts/model_table.py [PATTERN ...]     e.g.  python scripts/model_table.py 'van_*'
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+import convattn  # noqa: E402  (CPU speed default before MindSpore runs)
+from convattn.bench.model_table import markdown_table, model_rows  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("patterns", nargs="*", default=["*"], help="shell-style name patterns (default: every model)")
+    args = p.parse_args(argv)
+    names = sorted({n for pat in args.patterns for n in convattn.list_models(pat)})
+    if not names:
+        print(f"error: no registered model matches {args.patterns}; see convattn.list_models()", file=sys.stderr)
+        return 2
+    print(markdown_table(model_rows(names)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Inference speed harness and model profiling (params, MACs)."""

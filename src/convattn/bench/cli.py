@@ -1,0 +1,69 @@
+"""Command line of the speed harness (``scripts/benchmark.py``)."""
+import argparse
+import os
+import sys
+
+from .harness import DEFAULT_SUITE, BenchConfig, environment, resolve_models, run_suite, write_reports
+
+__all__ = ["main", "build_parser", "device_available"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scripts/benchmark.py",
+        description="Inference speed of registered models, each hybrid beside its plain backbone (ACmix paper, Table 9).",
+    )
+    p.add_argument("--models", nargs="+", default=None,
+                   help="names or wildcards (e.g. 'acmix_*' resnet50 'xvolution_resnet50@deploy'); "
+                        "default: the paper's suite, restricted to what is registered")
+    p.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[8])
+    p.add_argument("--precision", default="float32", choices=["float32", "float16"])
+    p.add_argument("--amp-level", default="O2", choices=["O1", "O2", "O3"], help="used with --precision float16")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps after the first (compiling) call")
+    p.add_argument("--iters", type=int, default=8, help="timed steps")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all the process may use)")
+    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    p.add_argument("--timeout", type=int, default=900, help="seconds per model before it is reported as failed")
+    p.add_argument("--out", default="outputs/benchmark", help="directory for the CSV/JSON/markdown/PNG reports")
+    p.add_argument("--stem", default="benchmark", help="file name stem of the reports")
+    return p
+
+
+def device_available(target: str) -> bool:
+    import mindspore.device_context as dc
+
+    return {"CPU": dc.cpu, "GPU": dc.gpu, "Ascend": dc.ascend}[target].is_available()
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = BenchConfig(device_target=args.device_target, batch_sizes=tuple(args.batch_sizes),
+                          precision=args.precision, warmup=args.warmup, iters=args.iters, threads=args.threads,
+                          image_size=tuple(args.image_size) if args.image_size else None, timeout=args.timeout,
+                          amp_level=args.amp_level)
+        if args.models:
+            models = resolve_models(args.models)
+        else:
+            from ..models import list_models
+
+            registered = set(list_models())
+            models = [m for m in DEFAULT_SUITE if m.partition("@")[0] in registered]
+    except (ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not device_available(args.device_target):
+        print(f"error: device target {args.device_target} is not available in this MindSpore installation "
+              f"(use --device_target CPU, or install the {args.device_target} build of MindSpore)", file=sys.stderr)
+        return 2
+    if args.threads and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))[: args.threads]
+        os.sched_setaffinity(0, cpus)  # workers inherit the pinning
+    print(f"[bench] {len(models)} models x batch sizes {list(cfg['batch_sizes'])} on {cfg['device_target']}")
+    rows = run_suite(models, cfg)
+    paths = write_reports(rows, environment(cfg), args.out, args.stem)
+    with open(paths["md"]) as f:
+        print(f.read())
+    print("reports: " + ", ".join(paths.values()))
+    return 0 if any(r.get("status") == "ok" for r in rows) else 1

@@ -1,0 +1,352 @@
+"""Inference speed harness: the ACmix paper's comparison (each hybrid beside its plain backbone) on any backend.
+
+Method (timm ``benchmark.py`` adapted to MindSpore): eval mode, GRAPH mode, random input at the model's
+default size; the first call (graph compile + one run) is timed on its own and reported as compile
+seconds; ``warmup`` untimed steps follow, then ``iters`` timed steps, each closed by a device sync
+(``mindspore.runtime.synchronize()`` on Ascend/GPU, reading the output back on CPU). Each model runs in
+its own subprocess, so one failure (or out-of-memory) cannot take the suite down, compile caches do not
+leak between models, and peak memory (process RSS high-water mark on CPU, the allocator's peak on a
+device) belongs to that model alone. A batch that does not fit is retried at half the size.
+"""
+import csv
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+__all__ = ["BenchConfig", "run_one", "run_suite", "baseline_of", "DEFAULT_SUITE", "write_reports", "resolve_models"]
+
+# The paper's table (each baseline beside its ACmix version), then the other families.
+DEFAULT_SUITE = [
+    "resnet26", "acmix_resnet26", "resnet38", "acmix_resnet38", "resnet50", "acmix_resnet50",
+    "san10_pairwise", "san10_patchwise", "san15_pairwise", "san15_patchwise", "san19_pairwise", "san19_patchwise",
+    "acmix_san10", "acmix_san15", "acmix_san19",
+    "pvt_tiny", "acmix_pvt_tiny", "pvt_small", "acmix_pvt_small",
+    "swin_tiny", "acmix_swin_tiny", "swin_small", "acmix_swin_small",
+    "van_b0", "van_b1", "van_b2", "van_b3",
+    "resnet34", "xvolution_resnet34", "xvolution_resnet34@deploy", "xvolution_resnet50", "xvolution_resnet50@deploy",
+    "deit_tiny", "deit_tiny_relu", "deit_tiny_dw", "deit_small", "deit_small_relu", "deit_small_dw",
+    "swin_tiny_relu", "swin_tiny_dw",
+]
+
+_SAN_BASE = {"10": "resnet26", "15": "resnet38", "19": "resnet50"}
+
+
+def baseline_of(name: str) -> Optional[str]:
+    """The plain backbone a hybrid is compared with (the ACmix paper's pairs; SAN against its ResNet of equal depth)."""
+    base, _, variant = name.partition("@")
+    if variant:
+        return base  # e.g. X-volution deploy form vs its training form
+    if base.startswith("acmix_san"):
+        return f"san{base[len('acmix_san'):]}_patchwise"  # the ACmix README's SAN baselines are patchwise
+    if base.startswith("acmix_"):
+        return base[len("acmix_"):]
+    if base.startswith("san") and "_" in base:
+        return _SAN_BASE.get(base[3:5])
+    if base.startswith("xvolution_"):
+        return base[len("xvolution_"):]
+    for suffix in ("_relu", "_dw"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)]
+    return None
+
+
+class BenchConfig(dict):
+    """Settings of one run: device_target, batch_sizes, precision ('float32'|'float16'), warmup, iters, threads."""
+
+    DEFAULTS = {"device_target": "CPU", "batch_sizes": (8,), "precision": "float32", "warmup": 2, "iters": 8,
+                "threads": None, "image_size": None, "timeout": 900, "amp_level": "O2",
+                "model_kwargs": {}}
+
+    def __init__(self, **kwargs):
+        unknown = set(kwargs) - set(self.DEFAULTS)
+        if unknown:
+            raise KeyError(f"unknown benchmark settings {sorted(unknown)}; valid: {sorted(self.DEFAULTS)}")
+        super().__init__({**self.DEFAULTS, **kwargs})
+        if any(int(b) < 1 for b in self["batch_sizes"]):
+            raise ValueError(f"batch sizes must be >= 1, got {list(self['batch_sizes'])}")
+        if self["precision"] not in ("float32", "float16"):
+            raise ValueError(f"precision must be 'float32' or 'float16', got '{self['precision']}'")
+        if int(self["iters"]) < 1 or int(self["warmup"]) < 0:
+            raise ValueError("iters must be >= 1 and warmup >= 0")
+
+
+def resolve_models(patterns: Sequence[str]) -> List[str]:
+    """Expand names and shell wildcards against the registry (``name@deploy`` allowed); unknown names raise."""
+    from ..models import list_models
+    from ..models.registry import _unknown_model
+
+    out: List[str] = []
+    for pat in patterns:
+        base, _, variant = pat.partition("@")
+        if variant and variant != "deploy":
+            raise ValueError(f"unknown variant '@{variant}' in '{pat}'; only '@deploy' (switch_to_deploy()) exists")
+        if any(c in base for c in "*?["):
+            matches = list_models(base)
+            if not matches:
+                raise ValueError(f"no registered model matches '{base}'")
+            out += [m + (f"@{variant}" if variant else "") for m in matches]
+        else:
+            if not list_models(base):
+                raise _unknown_model(base)
+            out.append(pat)
+    return list(dict.fromkeys(out))
+
+
+def _describe_formulation(net) -> str:
+    """Which formulation the network runs: export-safe flags, ACmix conv-path form, deploy state."""
+    from mindspore import nn
+
+    tags = set()
+    for _, cell in net.cells_and_names():
+        if getattr(cell, "export_safe", None) is True:
+            tags.add("export-safe")
+        name = type(cell).__name__
+        if name == "LocalWindowGather" and not cell.export_safe:
+            tags.add("unfold-gather")
+        dw = getattr(cell, "depthwise", None)
+        if isinstance(dw, bool) and "ACmix" in name or (isinstance(dw, bool) and "ConvPath" in name):
+            tags.add("acmix-conv:" + ("depthwise" if dw else "grouped"))
+        if getattr(cell, "deployed", None) is True or getattr(cell, "deploy", None) is True:
+            tags.add("deploy-form")
+    return ",".join(sorted(tags)) or "standard"
+
+
+def _peak_memory_mb(device_target: str) -> float:
+    if device_target == "CPU":
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    import mindspore as ms
+
+    return ms.runtime.max_memory_allocated() / 2 ** 20
+
+
+def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
+    """Benchmark one model at one batch size in THIS process (used by the subprocess worker)."""
+    import numpy as np
+    import mindspore as ms
+
+    from ..models import create_model, get_model_cfg
+    from .macs import count_macs, count_params
+
+    base, _, variant = name.partition("@")
+    ms.set_device(cfg["device_target"])
+    if cfg["threads"] and cfg["device_target"] == "CPU":
+        ms.device_context.cpu.op_tuning.threads_num(int(cfg["threads"]))
+    size = tuple(cfg["image_size"] or get_model_cfg(base)["input_size"][1:])
+    net = create_model(base, **cfg["model_kwargs"])
+    net.set_train(False)
+    if variant == "deploy":
+        if not hasattr(net, "switch_to_deploy"):
+            raise ValueError(f"{base} has no switch_to_deploy(); '@deploy' applies to re-parameterisable models")
+        net.switch_to_deploy()
+    params_m = count_params(net) / 1e6
+    gmacs = count_macs(net, (1, 3) + size)["total"] / 1e9
+    formulation = _describe_formulation(net)
+    if cfg["precision"] == "float16":
+        net = ms.amp.auto_mixed_precision(net, cfg["amp_level"], dtype=ms.float16)
+    ms.set_context(mode=ms.GRAPH_MODE)
+    x = ms.Tensor(np.random.RandomState(0).randn(batch_size, 3, *size).astype(np.float32))
+
+    def step():
+        out = net(x)
+        if cfg["device_target"] == "CPU":
+            out.asnumpy()
+        else:
+            ms.runtime.synchronize()
+
+    t0 = time.perf_counter()
+    step()
+    first = time.perf_counter() - t0
+    for _ in range(int(cfg["warmup"])):
+        step()
+    times = []
+    t_run = time.perf_counter()
+    for _ in range(int(cfg["iters"])):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - t_run
+    med = statistics.median(times)
+    q = sorted(times)
+    return {
+        "model": name, "baseline": baseline_of(name), "batch_size": batch_size, "img_size": f"{size[0]}x{size[1]}",
+        "precision": cfg["precision"], "device_target": cfg["device_target"],
+        "imgs_per_s": batch_size * len(times) / elapsed, "ms_per_step": 1000 * med,
+        "ms_p10": 1000 * q[max(0, int(0.1 * (len(q) - 1)))], "ms_p90": 1000 * q[int(math.ceil(0.9 * (len(q) - 1)))],
+        "compile_s": max(0.0, first - med), "params_m": params_m, "gmacs": gmacs,
+        "peak_mem_mb": _peak_memory_mb(cfg["device_target"]), "formulation": formulation, "status": "ok", "error": "",
+    }
+
+
+def _worker_main() -> int:
+    """Subprocess entry: ``python -m convattn.bench.harness --worker NAME BATCH JSON_CFG``; prints one JSON line."""
+    name, batch, cfg_json = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    from .. import _env
+
+    _env.apply_cpu_defaults()
+    try:
+        res = run_one(name, batch, BenchConfig(**json.loads(cfg_json)))
+    except Exception as exc:  # reported to the parent, which records the failure and goes on
+        msg = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        print("@@RESULT " + json.dumps({"status": "failed", "error": msg[:400]}))
+        return 1
+    print("@@RESULT " + json.dumps(res))
+    return 0
+
+
+def _is_oom(error: str) -> bool:
+    e = error.lower()
+    return "out of memory" in e or "memory not enough" in e or "malloc" in e or "cannot allocate" in e
+
+
+def _spawn(name: str, batch: int, cfg: BenchConfig) -> dict:
+    env = dict(os.environ)
+    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "convattn.bench.harness", "--worker", name, str(batch), json.dumps(dict(cfg))]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=cfg["timeout"])
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "error": f"timed out after {cfg['timeout']} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("@@RESULT "):
+            return json.loads(line[len("@@RESULT "):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+    err = f"worker died (exit {proc.returncode}): {tail[0][:300]}"
+    if proc.returncode in (-9, 137):
+        err = "killed (out of memory?): " + err
+    return {"status": "failed", "error": err}
+
+
+def run_suite(models: Sequence[str], cfg: BenchConfig, log=print) -> List[dict]:
+    rows = []
+    for name in models:
+        for batch in cfg["batch_sizes"]:
+            b = int(batch)
+            while True:
+                log(f"[bench] {name} batch {b} ...")
+                res = _spawn(name, b, cfg)
+                if res["status"] == "failed" and (_is_oom(res["error"]) or res["error"].startswith("killed")) and b > 1:
+                    log(f"[bench] {name} batch {b} did not fit ({res['error'][:80]}); retrying at {b // 2}")
+                    b //= 2
+                    continue
+                break
+            if res["status"] != "ok":
+                res = {"model": name, "baseline": baseline_of(name), "batch_size": b, **res}
+                log(f"[bench] {name}: FAILED {res['error']}")
+            else:
+                log(f"[bench] {name} batch {b}: {res['imgs_per_s']:.2f} img/s, {res['ms_per_step']:.1f} ms/step, "
+                    f"compile {res['compile_s']:.1f} s")
+            rows.append(res)
+    _add_relative(rows)
+    return rows
+
+
+def _add_relative(rows: List[dict]) -> None:
+    """Each hybrid's time and MAC ratios against its own baseline measured in the same run."""
+    index = {(r["model"], r["batch_size"]): r for r in rows if r.get("status") == "ok"}
+    for r in rows:
+        base = index.get((r.get("baseline"), r.get("batch_size")))
+        if r.get("status") != "ok" or base is None:
+            r.update(time_ratio=None, mac_ratio=None, rel_throughput=None, defect=None)
+            continue
+        r["time_ratio"] = r["ms_per_step"] / base["ms_per_step"]
+        r["mac_ratio"] = r["gmacs"] / base["gmacs"] if base["gmacs"] else None
+        r["rel_throughput"] = r["imgs_per_s"] / base["imgs_per_s"]
+        r["defect"] = bool(r["mac_ratio"] and r["time_ratio"] > 2.0 * r["mac_ratio"])
+
+
+COLUMNS = ["model", "baseline", "batch_size", "img_size", "precision", "imgs_per_s", "ms_per_step", "ms_p10", "ms_p90",
+           "compile_s", "params_m", "gmacs", "peak_mem_mb", "time_ratio", "mac_ratio", "rel_throughput", "defect",
+           "formulation", "status", "error"]
+
+
+def environment(cfg: BenchConfig) -> dict:
+    import mindspore as ms
+
+    threads = cfg["threads"] or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    return {"device_target": cfg["device_target"], "mindspore": ms.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "threads": threads, "cpu_count": os.cpu_count(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "settings": dict(cfg)}
+
+
+def _fmt(v, nd=2):
+    if v is None or v == "":
+        return "–"
+    if isinstance(v, bool):
+        return "**yes**" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def markdown(rows: List[dict], env: dict) -> str:
+    head = (f"Device {env['device_target']} ({env['processor']}, {env['threads']} threads), MindSpore {env['mindspore']}, "
+            f"{env['settings']['precision']}, {env['date']}\n\n")
+    lines = ["| model | batch | img/s | ms/step (p10–p90) | compile s | params (M) | GMACs | peak MB | vs baseline | "
+             "time ratio | MAC ratio | >2× MAC | formulation |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---|---|"]
+    for r in rows:
+        if r.get("status") != "ok":
+            lines.append(f"| `{r['model']}` | {r.get('batch_size', '–')} | failed: {r.get('error', '')[:120]} |"
+                         " | | | | | | | | | |")
+            continue
+        lines.append(
+            f"| `{r['model']}` | {r['batch_size']} | {_fmt(r['imgs_per_s'])} | {_fmt(r['ms_per_step'], 1)} "
+            f"({_fmt(r['ms_p10'], 1)}–{_fmt(r['ms_p90'], 1)}) | {_fmt(r['compile_s'], 1)} | {_fmt(r['params_m'])} | "
+            f"{_fmt(r['gmacs'])} | {_fmt(r['peak_mem_mb'], 0)} | {r['baseline'] or '–'} | {_fmt(r['time_ratio'])} | "
+            f"{_fmt(r['mac_ratio'])} | {_fmt(r['defect'])} | {r['formulation']} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def bar_chart(rows: List[dict], path: str) -> None:
+    """PNG bar chart of each hybrid's throughput relative to its baseline (1.0 = as fast as the baseline)."""
+    from PIL import Image, ImageDraw
+
+    items = [(r["model"], r["rel_throughput"]) for r in rows if r.get("rel_throughput")]
+    width, bar_h, left, right = 900, 22, 260, 60
+    height = 60 + bar_h * max(1, len(items))
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    d.text((10, 10), "Throughput relative to the plain baseline (same run)", fill="black")
+    scale_max = max([1.0] + [v for _, v in items]) * 1.1
+    x1 = left + (width - left - right) / scale_max
+    d.line([(x1, 35), (x1, height - 10)], fill=(200, 0, 0))
+    d.text((x1 + 3, 35), "1.0", fill=(200, 0, 0))
+    for i, (name, v) in enumerate(items):
+        y = 50 + i * bar_h
+        d.text((10, y + 4), name, fill="black")
+        x = left + (width - left - right) * v / scale_max
+        d.rectangle([left, y + 3, x, y + bar_h - 3], fill=(70, 130, 180) if v >= 0.5 else (220, 120, 60))
+        d.text((x + 4, y + 4), f"{v:.2f}", fill="black")
+    img.save(path)
+
+
+def write_reports(rows: List[dict], env: dict, out_dir: str, stem: str = "benchmark") -> Dict[str, str]:
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {k: os.path.join(out_dir, f"{stem}.{k}") for k in ("csv", "json", "md", "png")}
+    with open(paths["csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in COLUMNS})
+    with open(paths["json"], "w") as f:
+        json.dump({"environment": env, "results": rows}, f, indent=2)
+    with open(paths["md"], "w") as f:
+        f.write(markdown(rows, env))
+    bar_chart(rows, paths["png"])
+    return paths
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--worker":
+    sys.exit(_worker_main())

@@ -1,0 +1,32 @@
+"""The README's model table: name, params (M), GMACs at the default input size, paper top-1, upstream source."""
+from typing import Iterable, List, Optional
+
+from ..models import get_model_cfg, list_models
+from .macs import profile_model
+
+__all__ = ["model_rows", "markdown_table"]
+
+
+def model_rows(names: Optional[Iterable[str]] = None) -> List[dict]:
+    rows = []
+    for name in names or list_models():
+        cfg = get_model_cfg(name)
+        prof = profile_model(name)
+        rows.append({
+            "model": name,
+            "params_m": prof["params_m"],
+            "gmacs": prof["gmacs"],
+            "input": "x".join(str(s) for s in cfg["input_size"][1:]),
+            "top1": cfg["top1"],
+            "paper": cfg["paper"] or "",
+            "upstream": cfg["upstream"] or "",
+        })
+    return rows
+
+
+def markdown_table(rows: List[dict]) -> str:
+    lines = ["| model | params (M) | GMACs | input | paper top-1 | upstream |", "|---|---:|---:|---|---:|---|"]
+    for r in rows:
+        top1 = f"{r['top1']:.1f}" if r["top1"] is not None else "–"
+        lines.append(f"| `{r['model']}` | {r['params_m']:.2f} | {r['gmacs']:.2f} | {r['input']} | {top1} | {r['upstream']} |")
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""Speed harness: pairs, reports, failures isolated per model, bad input. Timings are reported, never asserted."""
+import csv
+import json
+
+import pytest
+
+from convattn.bench.cli import main as bench_main
+from convattn.bench.harness import BenchConfig, baseline_of, resolve_models, run_suite, write_reports, environment
+
+
+def test_baseline_pairs_follow_the_paper():
+    assert baseline_of("acmix_resnet50") == "resnet50"
+    assert baseline_of("acmix_swin_tiny") == "swin_tiny"
+    assert baseline_of("acmix_san10") == "san10_patchwise"
+    assert baseline_of("san19_pairwise") == "resnet50" and baseline_of("san10_patchwise") == "resnet26"
+    assert baseline_of("xvolution_resnet34@deploy") == "xvolution_resnet34"
+    assert baseline_of("xvolution_resnet34") == "resnet34"
+    assert baseline_of("deit_tiny_relu") == "deit_tiny" and baseline_of("swin_tiny_dw") == "swin_tiny"
+    assert baseline_of("van_b0") is None and baseline_of("resnet50") is None
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="batch sizes must be >= 1"):
+        BenchConfig(batch_sizes=(0,))
+    with pytest.raises(ValueError, match="Unknown model 'van_bx'"):
+        resolve_models(["van_bx"])
+    with pytest.raises(ValueError, match="no registered model matches"):
+        resolve_models(["nothing_*"])
+    assert bench_main(["--models", "van_b0", "--batch-sizes", "0"]) == 2
+    assert bench_main(["--models", "van_b0", "--device_target", "Ascend"]) == 2  # no Ascend build here
+
+
+def test_suite_reports_failures_and_keeps_going(tmp_path):
+    cfg = BenchConfig(batch_sizes=(2,), warmup=0, iters=2, image_size=(64, 64), model_kwargs={"depths": (1, 1, 1, 1)})
+    rows = run_suite(["van_b0", "van_b0@deploy"], cfg, log=lambda *_: None)
+    ok, failed = rows
+    assert ok["status"] == "ok" and ok["imgs_per_s"] > 0 and ok["params_m"] > 0 and ok["gmacs"] > 0
+    assert ok["peak_mem_mb"] > 0 and ok["compile_s"] >= 0
+    assert failed["status"] == "failed" and "switch_to_deploy" in failed["error"]
+    paths = write_reports(rows, environment(cfg), str(tmp_path))
+    with open(paths["csv"]) as f:
+        table = list(csv.DictReader(f))
+    assert [r["status"] for r in table] == ["ok", "failed"]
+    data = json.load(open(paths["json"]))
+    assert data["environment"]["mindspore"] == "2.10.0" and data["environment"]["threads"] >= 1
+    assert "failed: ValueError" in open(paths["md"]).read()
+    assert open(paths["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_relative_columns_use_the_same_run():
+    from convattn.bench.harness import _add_relative
+
+    rows = [{"model": "resnet26", "baseline": None, "batch_size": 8, "status": "ok", "ms_per_step": 100.0, "gmacs": 2.0,
+             "imgs_per_s": 80.0},
+            {"model": "acmix_resnet26", "baseline": "resnet26", "batch_size": 8, "status": "ok", "ms_per_step": 500.0,
+             "gmacs": 2.2, "imgs_per_s": 16.0}]
+    _add_relative(rows)
+    assert rows[1]["time_ratio"] == pytest.approx(5.0) and rows[1]["mac_ratio"] == pytest.approx(1.1)
+    assert rows[1]["rel_throughput"] == pytest.approx(0.2) and rows[1]["defect"] is True
+    assert rows[0]["time_ratio"] is None
