@@ -104,6 +104,12 @@ class OverlapPatchEmbed(nn.Cell):
     def construct(self, x):
         return self.norm(self.proj(x))
 
+    def switch_to_deploy(self) -> None:
+        """Fold the BatchNorm into the projection (inference only; called by ``convattn.deploy``)."""
+        from ..deploy.transforms import fold_bn_into_conv
+
+        fold_bn_into_conv(self, "proj", "norm")
+
 
 class VAN(nn.Cell):
     """Visual Attention Network: four stages of LKA blocks.

@@ -1,0 +1,62 @@
+"""Command line of the exporter: ``python export/export.py`` (or ``python -m convattn.deploy``)."""
+import argparse
+import json
+import sys
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="export.py",
+        description="Export a registered convattn model to MINDIR and/or ONNX. Every artifact is loaded back "
+                    "(mindspore.load + nn.GraphCell, onnxruntime), run on a fixed random batch and compared with "
+                    "the network in eval mode; it is kept, with a JSON sidecar, only within the tolerance.")
+    p.add_argument("--model", required=True, help="registered model name (convattn.list_models())")
+    p.add_argument("--ckpt", help="MindSpore .ckpt to export (convert official weights with python -m convattn.convert)")
+    p.add_argument("--random-weights", action="store_true", help="export freshly initialised weights (smoke tests only)")
+    p.add_argument("--format", default="ALL", help="MINDIR, ONNX or ALL (default ALL)")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the exported input (default 1)")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the model's)")
+    p.add_argument("--dynamic-batch", action="store_true", help="leave the batch axis dynamic (verified at two sizes)")
+    p.add_argument("--fp16", action="store_true", help="half-precision weights and input")
+    p.add_argument("--out", default="exported", help="output folder (default ./exported)")
+    p.add_argument("--name", help="file stem (default: the model name, plus _fp16)")
+    p.add_argument("--model-kwargs", default="{}", help='architecture overrides as JSON, e.g. \'{"depths": [1,1,1,1]}\'')
+    p.add_argument("--num-classes", type=int, help="class count (default: read from the checkpoint's classifier)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing artifacts once the new ones verify")
+    p.add_argument("--export-safe-mindir", action="store_true",
+                   help="use the export-safe formulations in the MINDIR too (runtimes lacking e.g. Roll)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the verification batch")
+    return p
+
+
+def main(argv=None) -> int:
+    import convattn  # noqa: F401  (CPU defaults before MindSpore runs anything)
+
+    from .export import ExportError, ExportVerificationError, export_model
+
+    args = build_parser().parse_args(argv)
+    try:
+        kwargs = json.loads(args.model_kwargs)
+        if not isinstance(kwargs, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        print(f"error: --model-kwargs must be a JSON object, got {args.model_kwargs!r} ({exc})", file=sys.stderr)
+        return 2
+    try:
+        results = export_model(
+            args.model, ckpt=args.ckpt, fmt=args.format, out_dir=args.out, batch=args.batch,
+            image_size=args.image_size, dynamic_batch=args.dynamic_batch, fp16=args.fp16, model_kwargs=kwargs,
+            num_classes=args.num_classes, random_weights=args.random_weights, overwrite=args.overwrite,
+            name=args.name, export_safe_mindir=args.export_safe_mindir, seed=args.seed)
+    except (ExportError, ExportVerificationError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # unknown model name and other argument errors from the registry
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for r in results:
+        print(f"{r.format}: {r.path} ({r.size_bytes / 1e6:.2f} MB), max abs diff {r.max_abs_diff:.3g} "
+              f"<= {r.tolerance:.3g}, {r.seconds:.1f} s; sidecar {r.sidecar}")
+    return 0

@@ -1,0 +1,350 @@
+"""Export a registered model to MINDIR and/or ONNX, verify every artifact, write a JSON sidecar.
+
+Order of work (nothing is written before step 4, nothing final before step 6):
+
+1. validate the request: format, output paths (existing files are refused unless ``overwrite``; the
+   output folder must be writable), batch and image size;
+2. build the model and load the checkpoint strictly (every name and shape, the classifier included);
+3. run the network in eval mode on a fixed random batch: the reference; an image size the model cannot
+   take fails here, with the model's own message;
+4. apply the deploy transforms (:func:`~convattn.deploy.transforms.prepare_for_export`) and export into a
+   private temporary folder inside the output folder (``mindspore.onnx.export`` chmods its folder to
+   0700 and MindSpore writes files with mode 0400, so neither touches the user's folder or files);
+5. load the artifact back (``mindspore.load`` + ``nn.GraphCell`` / onnxruntime), run the same batch
+   (and a second batch size with ``dynamic_batch``), compare with the reference;
+6. only if the max abs difference is within the tolerance: move the artifact and its sidecar into place.
+   A failed verification deletes the temporary folder and leaves existing files untouched.
+"""
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["export_model", "ExportError", "ExportVerificationError", "ExportResult", "FORMATS", "TOLERANCES",
+           "parse_formats", "weights_sha256"]
+
+FORMATS = ("MINDIR", "ONNX")
+SUFFIX = {"MINDIR": ".mindir", "ONNX": ".onnx"}
+# max |artifact - network| allowed: float32 absolute; float16 relative to max(1, max|reference|) because
+# the fp16 artifact is compared with the float32 network (half precision keeps ~3 decimal digits).
+TOLERANCES = {"float32": 1e-4, "float16": 2e-2}
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+ONNX_OPSET = 11  # what mindspore.onnx.export 2.10 writes
+
+
+class ExportError(ValueError):
+    """The export request cannot be carried out (bad model/checkpoint/format/path/size)."""
+
+
+class ExportVerificationError(RuntimeError):
+    """The exported artifact does not reproduce the network within the tolerance (nothing was kept)."""
+
+
+@dataclass
+class ExportResult:
+    format: str
+    path: str
+    sidecar: str
+    max_abs_diff: float
+    tolerance: float
+    size_bytes: int
+    seconds: float
+    deploy: Dict[str, list] = field(default_factory=dict)
+
+
+def parse_formats(fmt: str) -> List[str]:
+    f = str(fmt).upper()
+    if f == "ALL":
+        return list(FORMATS)
+    if f not in FORMATS:
+        raise ExportError(f"unknown export format '{fmt}'; choose one of MINDIR, ONNX or ALL")
+    return [f]
+
+
+def weights_sha256(net) -> str:
+    """SHA-256 over (name, dtype, shape, bytes) of every parameter, in name order: identifies the weights."""
+    h = hashlib.sha256()
+    for p in sorted(net.get_parameters(), key=lambda q: q.name):
+        arr = np.ascontiguousarray(p.asnumpy())
+        h.update(f"{p.name}|{arr.dtype}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_outputs(out_dir: str, stem: str, formats: Sequence[str], overwrite: bool) -> Dict[str, str]:
+    out_dir = os.path.abspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ExportError(f"output path '{out_dir}' exists and is not a folder; pass --out a folder")
+    probe = out_dir
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise ExportError(f"output folder '{out_dir}' cannot be created: '{probe}' is a file; choose another --out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ExportError(f"output folder '{out_dir}' is not writable ('{probe}' denies writing); choose another --out")
+    paths = {}
+    for f in formats:
+        art = os.path.join(out_dir, stem + SUFFIX[f])
+        for p in (art, art + ".json"):
+            if os.path.lexists(p):
+                if not overwrite:
+                    ro = "" if os.access(p, os.W_OK) else " (read-only: MindSpore writes exports with mode 0400)"
+                    raise ExportError(f"'{p}' already exists{ro}; nothing was written. Choose another --out/--name "
+                                      "or pass --overwrite to replace it after the new export verifies")
+                if os.path.isdir(p):
+                    raise ExportError(f"'{p}' is a folder; remove it or choose another --out")
+        paths[f] = art
+    return paths
+
+
+def _load_checkpoint_strict(ckpt: str) -> Dict:
+    import mindspore as ms
+
+    from ..models.helpers import TRAINING_STATE_PREFIXES
+
+    if not os.path.isfile(ckpt):
+        raise ExportError(f"checkpoint '{ckpt}' does not exist (pass the path to a MindSpore .ckpt, or "
+                          "--random-weights for a smoke test)")
+    try:
+        raw = ms.load_checkpoint(ckpt)
+    except Exception as exc:  # MindSpore raises ValueError/RuntimeError for anything that is not a .ckpt
+        raise ExportError(
+            f"'{ckpt}' is not a readable MindSpore checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
+            "for an official PyTorch checkpoint run python -m convattn.convert --model NAME SRC DST first") from exc
+    return {k: v for k, v in raw.items() if not k.startswith(TRAINING_STATE_PREFIXES)}
+
+
+def _build(model: str, ckpt: Optional[str], random_weights: bool, num_classes: Optional[int], model_kwargs: dict):
+    import mindspore as ms
+
+    from ..models import create_model, get_model_cfg
+    from ..utils.state import compare_shapes
+
+    cfg = get_model_cfg(model)  # unknown names fail here, with suggestions
+    if ckpt is None and not random_weights:
+        raise ExportError("--ckpt is required (pass --random-weights to export untrained weights for a smoke test)")
+    if ckpt is not None and random_weights:
+        raise ExportError("pass either --ckpt or --random-weights, not both")
+    weights = _load_checkpoint_strict(ckpt) if ckpt else None
+    if num_classes is None:
+        head = f"{cfg['classifier']}.weight" if cfg.get("classifier") else None
+        num_classes = int(weights[head].shape[0]) if weights is not None and head in weights else cfg["num_classes"]
+    try:
+        net = create_model(model, num_classes=num_classes, **model_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ExportError(f"cannot build {model} with num_classes={num_classes}, {model_kwargs}: {exc}") from exc
+    if weights is not None:
+        target = {p.name: tuple(p.shape) for p in net.get_parameters()}
+        rep = compare_shapes(target, {k: tuple(v.shape) for k, v in weights.items()})
+        if not rep.ok:
+            raise ExportError(
+                f"checkpoint '{ckpt}' does not match {model} (num_classes={num_classes}, model kwargs {model_kwargs}):\n"
+                f"{rep.describe()}\nPass the --model, --model-kwargs and --num-classes it was trained with.")
+        not_loaded, _ = ms.load_param_into_net(net, {k: weights[k] for k in target}, strict_load=True)
+        if not_loaded:
+            raise ExportError(f"parameters not loaded from '{ckpt}': {not_loaded[:12]}")
+    net.set_train(False)
+    return net, cfg, num_classes
+
+
+def _run_reference(net, x: np.ndarray, model: str):
+    import mindspore as ms
+
+    try:
+        out = net(ms.Tensor(x))
+    except (ValueError, TypeError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ExportError(f"{model} cannot take an input of shape {tuple(x.shape)}: {first}. "
+                          "Choose an --image-size the model accepts (e.g. its default_cfg input_size).") from exc
+    if isinstance(out, (tuple, list)):
+        raise ExportError(f"{model} returns {len(out)} outputs; export the classifier form (features_only=False)")
+    return out.asnumpy().astype(np.float32)
+
+
+def _export_one(net, fmt: str, tmp_dir: str, stem: str, x: np.ndarray, dynamic_batch: bool) -> str:
+    import mindspore as ms
+
+    base = os.path.join(tmp_dir, stem)
+    dtype = ms.float16 if x.dtype == np.float16 else ms.float32
+    if fmt == "MINDIR":
+        inp = ms.Tensor(shape=[None] + list(x.shape[1:]), dtype=dtype) if dynamic_batch else ms.Tensor(x)
+        ms.export(net, inp, file_name=base, file_format="MINDIR")
+        path = base + ".mindir"
+    else:
+        path = base + ".onnx"
+        dyn = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+        ms.onnx.export(net, ms.Tensor(x), file_name=path, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                       dynamic_axes=dyn)
+    if not os.path.isfile(path):
+        raise RuntimeError(f"MindSpore reported no error but wrote no {fmt} file at {path}")
+    return path
+
+
+def _run_artifact(fmt: str, path: str, x: np.ndarray) -> np.ndarray:
+    import mindspore as ms
+
+    if fmt == "MINDIR":
+        graph = ms.load(path)
+        out = ms.nn.GraphCell(graph)(ms.Tensor(x))
+        return out.asnumpy().astype(np.float32)
+    import onnx
+    import onnxruntime as ort
+
+    onnx.checker.check_model(path)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0].astype(np.float32)
+
+
+def _write_json(path: str, data: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def export_model(
+    model: str,
+    ckpt: Optional[str] = None,
+    fmt: str = "ALL",
+    out_dir: str = "exported",
+    batch: int = 1,
+    image_size: Optional[Sequence[int]] = None,
+    dynamic_batch: bool = False,
+    fp16: bool = False,
+    model_kwargs: Optional[dict] = None,
+    num_classes: Optional[int] = None,
+    random_weights: bool = False,
+    overwrite: bool = False,
+    name: Optional[str] = None,
+    export_safe_mindir: bool = False,
+    seed: int = 0,
+    log=print,
+) -> List[ExportResult]:
+    """Export ``model`` (a registered name) to MINDIR and/or ONNX and verify each file; see the module doc.
+
+    ``name`` is the file stem (default: the model name, ``_fp16`` appended for half precision).
+    ``export_safe_mindir`` gives the MINDIR the ONNX-safe formulations too (for a runtime that lacks an
+    operator of the fast path, e.g. Roll on CPU). Returns one :class:`ExportResult` per format.
+    """
+    import mindspore as ms
+
+    from .. import __version__ as convattn_version
+    from ..models import get_model_cfg
+    from .transforms import ascend_grouped_conv_report, prepare_for_export
+
+    formats = parse_formats(fmt)
+    model_kwargs = dict(model_kwargs or {})
+    get_model_cfg(model)
+    if batch < 1:
+        raise ExportError(f"--batch must be >= 1, got {batch}")
+    stem = name or (model + ("_fp16" if fp16 else ""))
+    paths = _check_outputs(out_dir, stem, formats, overwrite)
+    net, cfg, num_classes = _build(model, ckpt, random_weights, num_classes, model_kwargs)
+    in_chans = int(getattr(net, "in_chans", cfg["input_size"][0]))
+    if image_size is None:
+        image_size = tuple(cfg["input_size"][1:])
+    if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
+        raise ExportError(f"--image-size takes two positive integers H W, got {image_size}")
+    h, w = (int(s) for s in image_size)
+    check = getattr(net, "check_input_size", None)
+    if callable(check):
+        try:
+            check(h, w)
+        except ValueError as exc:
+            raise ExportError(f"{model} cannot take {h}x{w} inputs: {exc}") from exc
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, in_chans, h, w)).astype(np.float32)
+    batches = [x]
+    if dynamic_batch:
+        batches.append(rng.standard_normal((batch + 1, in_chans, h, w)).astype(np.float32))
+    refs = [_run_reference(net, b, model) for b in batches]
+    sha = weights_sha256(net)
+    ckpt_sha = _file_sha256(ckpt) if ckpt else None
+    precision = "float16" if fp16 else "float32"
+    tol = TOLERANCES[precision]
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    results = []
+    for f in formats:
+        t0 = time.perf_counter()
+        onnx_safe = f == "ONNX" or export_safe_mindir
+        deploy = prepare_for_export(net, onnx_safe=onnx_safe)
+        if fp16:
+            net.to_float(ms.float16)
+            for p in net.get_parameters():
+                p.set_dtype(ms.float16)  # set_data(p.astype(...)) keeps the float32 storage
+        feed = [b.astype(np.float16) if fp16 else b for b in batches]
+        tmp_dir = tempfile.mkdtemp(prefix=f".{stem}.{f.lower()}.tmp-", dir=out_dir)
+        try:
+            try:
+                tmp_path = _export_one(net, f, tmp_dir, stem, feed[0], dynamic_batch)
+            except RuntimeError as exc:
+                raise ExportError(f"{f} export of {model} failed inside MindSpore: {str(exc).strip().splitlines()[0]}") from exc
+            diffs = []
+            for b, ref in zip(feed, refs):
+                out = _run_artifact(f, tmp_path, b)
+                if out.shape != ref.shape:
+                    raise ExportVerificationError(f"{f} artifact of {model} returns shape {out.shape} for input "
+                                                  f"{b.shape}, the network {ref.shape}; nothing was kept")
+                diffs.append(float(np.abs(out - ref).max()))
+            diff = max(diffs)
+            limit = tol * max(1.0, float(np.abs(refs[0]).max())) if fp16 else tol
+            log(f"[export] {model} {f} {precision}: max abs diff {diff:.3g} (tolerance {limit:.3g}, "
+                f"batches {[b.shape[0] for b in feed]})")
+            if not diff <= limit:
+                raise ExportVerificationError(
+                    f"{f} artifact of {model} differs from the network by {diff:.3g} > tolerance {limit:.3g} "
+                    f"({precision}); nothing was written, existing files were left as they were")
+            size = os.path.getsize(tmp_path)
+            sidecar = {
+                "model": model,
+                "format": f,
+                "file": os.path.basename(paths[f]),
+                "size_bytes": size,
+                "file_sha256": _file_sha256(tmp_path),
+                "input": {"name": INPUT_NAME, "shape": [None if dynamic_batch else batch, in_chans, h, w],
+                          "dtype": precision, "layout": "NCHW"},
+                "output": {"name": OUTPUT_NAME, "shape": [None if dynamic_batch else batch, num_classes]},
+                "preprocessing": {"mean": list(cfg["mean"]), "std": list(cfg["std"]), "crop_pct": cfg["crop_pct"],
+                                  "interpolation": cfg["interpolation"], "input_size": [in_chans, h, w]},
+                "num_classes": num_classes,
+                "model_kwargs": model_kwargs,
+                "weights_sha256": sha,
+                "checkpoint": os.path.abspath(ckpt) if ckpt else None,
+                "checkpoint_sha256": ckpt_sha,
+                "random_weights": bool(random_weights),
+                "verification": {"max_abs_diff": diff, "tolerance": limit, "precision": precision,
+                                 "batch_sizes": [int(b.shape[0]) for b in feed], "seed": seed,
+                                 "runtime": "mindspore.load + nn.GraphCell" if f == "MINDIR" else "onnxruntime"},
+                "deploy_transforms": deploy,
+                "export_safe": onnx_safe,
+                "onnx_opset": ONNX_OPSET if f == "ONNX" else None,
+                "ascend_non_depthwise_grouped_convs": ascend_grouped_conv_report(net),
+                "mindspore_version": ms.__version__,
+                "convattn_version": convattn_version,
+                "python": platform.python_version(),
+            }
+            side_tmp = os.path.join(tmp_dir, "sidecar.json")
+            _write_json(side_tmp, sidecar)
+            os.chmod(tmp_path, 0o444)  # read-only for everyone, like MindSpore's 0400 but readable by a server
+            os.replace(tmp_path, paths[f])
+            os.replace(side_tmp, paths[f] + ".json")
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        results.append(ExportResult(f, paths[f], paths[f] + ".json", diff, limit, size, time.perf_counter() - t0, deploy))
+    return results

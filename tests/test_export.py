@@ -1,0 +1,244 @@
+"""Export to MINDIR and ONNX: every registered model, verified; export-safe forms equal the fast ones; bad input."""
+import json
+import os
+import stat
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import nn
+
+import convattn
+from convattn.deploy import (ExportError, ExportSafeGELU, ExportVerificationError, export_model, prepare_for_export)
+from convattn.deploy import export as export_mod
+from convattn.models.registry import model_entrypoint
+
+FP32_TOL = 1e-4
+
+
+def _family_firsts():
+    """The first registered model of each family module (for the heavier per-family checks)."""
+    firsts = OrderedDict()
+    for name in convattn.list_models():
+        firsts.setdefault(model_entrypoint(name).__module__, name)
+    return list(firsts.values())
+
+
+def _small(name, num_classes=10):
+    cfg = convattn.get_model_cfg(name)
+    net = convattn.create_model(name, num_classes=num_classes, **cfg["test_kwargs"])
+    net.set_train(False)
+    return net, cfg
+
+
+def _perturb_bn(net, seed=0):
+    """Non-trivial BatchNorm statistics, so BN folding is really exercised."""
+    rng = np.random.default_rng(seed)
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, nn.BatchNorm2d):
+            c = cell.moving_mean.shape[0]
+            cell.moving_mean.set_data(ms.Tensor(rng.normal(0, 0.2, c).astype(np.float32)))
+            cell.moving_variance.set_data(ms.Tensor(rng.uniform(0.5, 2.0, c).astype(np.float32)))
+            cell.gamma.set_data(ms.Tensor(rng.uniform(0.5, 1.5, c).astype(np.float32)))
+            cell.beta.set_data(ms.Tensor(rng.normal(0, 0.2, c).astype(np.float32)))
+
+
+def _ckpt(name, path, num_classes=10):
+    net, cfg = _small(name, num_classes)
+    _perturb_bn(net)
+    ms.save_checkpoint(net, str(path))
+    return cfg
+
+
+# ---------------------------------------------------------------- export-safe operators
+
+
+def test_export_safe_gelu_equals_exact_gelu():
+    x = np.concatenate([np.linspace(-12, 12, 200001), np.random.default_rng(0).standard_normal(10000) * 3])
+    x = ms.Tensor(x.astype(np.float32))
+    exact = nn.GELU(approximate=False)(x).asnumpy()
+    safe = ExportSafeGELU()(x).asnumpy()
+    rel = np.abs(safe - exact) / np.maximum(1.0, np.abs(exact))
+    assert rel.max() < 1e-6, rel.max()  # float32 rounding level (measured 6.6e-7)
+    tanh = nn.GELU()(x).asnumpy()  # what the exporter would give for nn.GELU(): far off exact
+    assert np.abs(tanh - exact).max() > 1e-4
+
+
+def test_export_safe_gelu_has_no_erf(tmp_path):
+    import onnx
+    x = ms.Tensor(np.linspace(-5, 5, 64, dtype=np.float32).reshape(1, 1, 8, 8))
+    ms.onnx.export(ExportSafeGELU(), x, file_name=str(tmp_path / "g.onnx"), input_names=["x"], output_names=["y"])
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "g.onnx")).graph.node}
+    assert "Erf" not in ops and "Tanh" not in ops, ops
+
+
+@pytest.mark.parametrize("name", _family_firsts())
+def test_deploy_form_equals_training_form(name):
+    """prepare_for_export (switch_to_deploy + export_safe + cell swaps) keeps the function, in GRAPH mode."""
+    net, cfg = _small(name)
+    _perturb_bn(net)
+    x = ms.Tensor(np.random.default_rng(1).standard_normal((2,) + tuple(cfg["test_input_size"])).astype(np.float32))
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        ref = net(x).asnumpy()
+        report = prepare_for_export(net, onnx_safe=True)
+        out = net(x).asnumpy()
+    finally:
+        ms.set_context(mode=previous)
+    assert not any(isinstance(c, nn.GELU) and c.approximate == "none" for _, c in net.cells_and_names())
+    assert all(c.export_safe for _, c in net.cells_and_names() if isinstance(getattr(c, "export_safe", None), bool))
+    assert np.abs(out - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), (np.abs(out - ref).max(), report)
+
+
+def test_van_patch_embed_bn_is_folded():
+    net, _ = _small("van_b0")
+    n_bn = sum(isinstance(c, nn.BatchNorm2d) for _, c in net.cells_and_names())
+    report = prepare_for_export(net, onnx_safe=False)
+    assert report["switch_to_deploy"] == ["patch_embed4", "patch_embed3", "patch_embed2", "patch_embed1"]
+    assert sum(isinstance(c, nn.BatchNorm2d) for _, c in net.cells_and_names()) == n_bn - 4
+    names = [p.name for p in net.get_parameters()]
+    assert len(names) == len(set(names)) and "patch_embed1.proj.bias" in names
+
+
+# ---------------------------------------------------------------- every registered model, both formats
+
+
+@pytest.mark.parametrize("name", convattn.list_models())
+def test_every_model_exports_and_verifies(name, tmp_path):
+    cfg = _ckpt(name, tmp_path / "w.ckpt")
+    out = tmp_path / "out"
+    results = export_model(name, ckpt=str(tmp_path / "w.ckpt"), fmt="ALL", out_dir=str(out),
+                           image_size=cfg["test_input_size"][1:], model_kwargs=cfg["test_kwargs"], log=lambda *_: None)
+    assert [r.format for r in results] == ["MINDIR", "ONNX"]
+    for r in results:
+        assert r.max_abs_diff <= FP32_TOL and r.tolerance == FP32_TOL
+        assert os.path.getsize(r.path) == r.size_bytes > 0
+        side = json.loads(open(r.sidecar).read())
+        assert side["model"] == name and side["num_classes"] == 10
+        assert side["input"] == {"name": "input", "shape": [1, 3] + list(cfg["test_input_size"][1:]),
+                                 "dtype": "float32", "layout": "NCHW"}
+        assert side["preprocessing"]["mean"] == list(cfg["mean"]) and side["mindspore_version"] == ms.__version__
+        assert len(side["weights_sha256"]) == 64 and side["verification"]["max_abs_diff"] == r.max_abs_diff
+    assert sorted(os.listdir(out)) == sorted([f"{name}.mindir", f"{name}.mindir.json", f"{name}.onnx", f"{name}.onnx.json"])
+
+
+def test_dynamic_batch_and_fp16(tmp_path):
+    name = convattn.list_models()[0]
+    cfg = convattn.get_model_cfg(name)
+    kw = dict(random_weights=True, num_classes=10, image_size=cfg["test_input_size"][1:],
+              model_kwargs=cfg["test_kwargs"], log=lambda *_: None)
+    dyn = export_model(name, fmt="ONNX", out_dir=str(tmp_path / "dyn"), batch=2, dynamic_batch=True, **kw)
+    side = json.loads(open(dyn[0].sidecar).read())
+    assert side["input"]["shape"][0] is None and side["verification"]["batch_sizes"] == [2, 3]
+    half = export_model(name, fmt="ALL", out_dir=str(tmp_path / "fp16"), fp16=True, **kw)
+    for r in half:
+        assert r.path.endswith(("_fp16.mindir", "_fp16.onnx")) and r.max_abs_diff <= r.tolerance
+        assert json.loads(open(r.sidecar).read())["input"]["dtype"] == "float16"
+
+
+# ---------------------------------------------------------------- bad input: clear errors, nothing written
+
+
+@pytest.fixture
+def van_small(tmp_path):
+    cfg = _ckpt("van_b0", tmp_path / "b0.ckpt")
+    return dict(ckpt=str(tmp_path / "b0.ckpt"), image_size=cfg["test_input_size"][1:],
+                model_kwargs=cfg["test_kwargs"], log=lambda *_: None)
+
+
+def test_unknown_format(tmp_path, van_small):
+    with pytest.raises(ExportError, match="unknown export format 'TFLITE'"):
+        export_model("van_b0", fmt="TFLITE", out_dir=str(tmp_path / "o"), **van_small)
+    assert not (tmp_path / "o").exists()
+
+
+def test_checkpoint_of_other_model_is_refused(tmp_path, van_small):
+    with pytest.raises(ExportError, match="does not match van_b1"):
+        export_model("van_b1", fmt="ONNX", out_dir=str(tmp_path / "o"), **van_small)
+    kw = dict(van_small, model_kwargs={"depths": [2, 1, 1, 1]})
+    with pytest.raises(ExportError, match=r"(?s)missing from the checkpoint.*block1\.1\."):
+        export_model("van_b0", fmt="ONNX", out_dir=str(tmp_path / "o"), **kw)
+    with pytest.raises(ExportError, match="shape mismatch"):
+        export_model("van_b0", fmt="ONNX", out_dir=str(tmp_path / "o"), num_classes=7, **van_small)
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_or_unreadable_checkpoint(tmp_path, van_small):
+    with pytest.raises(ExportError, match="--random-weights"):
+        export_model("van_b0", fmt="ONNX", out_dir=str(tmp_path / "o"))
+    bad = tmp_path / "junk.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ExportError, match="not a readable MindSpore checkpoint"):
+        export_model("van_b0", ckpt=str(bad), fmt="ONNX", out_dir=str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_readonly_output_is_not_overwritten(tmp_path, van_small):
+    out = tmp_path / "o"
+    out.mkdir()
+    existing = out / "van_b0.onnx"
+    existing.write_bytes(b"previous good export")
+    existing.chmod(0o400)
+    with pytest.raises(ExportError, match="already exists.*read-only|already exists"):
+        export_model("van_b0", fmt="ONNX", out_dir=str(out), **van_small)
+    assert existing.read_bytes() == b"previous good export" and sorted(os.listdir(out)) == ["van_b0.onnx"]
+    res = export_model("van_b0", fmt="ONNX", out_dir=str(out), overwrite=True, **van_small)
+    assert existing.stat().st_size == res[0].size_bytes > 1000
+    assert sorted(os.listdir(out)) == ["van_b0.onnx", "van_b0.onnx.json"]
+
+
+def test_output_folder_mode_is_kept(tmp_path, van_small):
+    out = tmp_path / "o"
+    out.mkdir(mode=0o755)
+    out.chmod(0o755)
+    export_model("van_b0", fmt="ONNX", out_dir=str(out), **van_small)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755  # mindspore.onnx.export chmods its own folder to 0700
+
+
+def test_output_path_that_is_a_file(tmp_path, van_small):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ExportError, match="is a file|not a folder"):
+        export_model("van_b0", fmt="ONNX", out_dir=str(blocker / "sub"), **van_small)
+    with pytest.raises(ExportError, match="not a folder"):
+        export_model("van_b0", fmt="ONNX", out_dir=str(blocker), **van_small)
+
+
+def test_image_size_the_model_cannot_take(tmp_path, van_small, monkeypatch):
+    with pytest.raises(ExportError, match="two positive integers"):
+        export_model("van_b0", fmt="ONNX", out_dir=str(tmp_path / "o"), **dict(van_small, image_size=(0, 64)))
+
+    def check_input_size(self, h, w):  # e.g. a window model: sides must be multiples of the window
+        if h % 56 or w % 56:
+            raise ValueError(f"input {h}x{w} is not a multiple of the window size 56")
+
+    monkeypatch.setattr(type(convattn.create_model("van_b0", depths=(1, 1, 1, 1))), "check_input_size",
+                        check_input_size, raising=False)
+    with pytest.raises(ExportError, match="cannot take 64x64 inputs: input 64x64 is not a multiple of the window"):
+        export_model("van_b0", fmt="ONNX", out_dir=str(tmp_path / "o"), **van_small)
+    assert not (tmp_path / "o").exists()
+
+
+def test_failed_verification_keeps_nothing_and_removes_nothing(tmp_path, van_small, monkeypatch):
+    out = tmp_path / "o"
+    good = export_model("van_b0", fmt="ONNX", out_dir=str(out), **van_small)[0]
+    before = open(good.path, "rb").read()
+    real = export_mod._run_artifact
+    monkeypatch.setattr(export_mod, "_run_artifact", lambda f, p, x: real(f, p, x) + 1e-3)
+    with pytest.raises(ExportVerificationError, match="differs from the network by 0.001"):
+        export_model("van_b0", fmt="ALL", out_dir=str(out), overwrite=True, **van_small)
+    assert open(good.path, "rb").read() == before
+    assert sorted(os.listdir(out)) == ["van_b0.onnx", "van_b0.onnx.json"]  # no MINDIR, no temporary folder
+
+
+def test_cli_reports_errors(tmp_path, capsys):
+    from convattn.deploy.cli import main
+
+    assert main(["--model", "van_b0", "--random-weights", "--format", "PB", "--out", str(tmp_path / "o")]) == 1
+    assert "unknown export format 'PB'" in capsys.readouterr().err
+    assert main(["--model", "van_b9", "--random-weights", "--out", str(tmp_path / "o")]) == 1
+    assert "Unknown model 'van_b9'" in capsys.readouterr().err
+    assert main(["--model", "van_b0", "--random-weights", "--model-kwargs", "[1]", "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
