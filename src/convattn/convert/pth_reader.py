@@ -21,8 +21,10 @@ since torch 1.6 and the older "legacy" stream of pickles
 from __future__ import annotations
 
 import collections
+import io
 import os
 import pickle
+import pickletools
 import struct
 import tarfile
 import zipfile
@@ -128,6 +130,8 @@ class _PendingTensor:
         flat = self.storage.array(self.dtype)
         if 0 in shape:
             return np.empty(shape, dtype=flat.dtype)
+        if np.prod(shape, dtype=float) > max(64 * flat.size, 2 ** 24):  # absurd expand()
+            raise _Corrupt(f"tensor of size {shape} from {flat.size} stored elements")
         last = offset + sum((n - 1) * s for n, s in zip(shape, stride))
         if min(stride, default=0) < 0 or last >= flat.size:
             raise _Corrupt(f"tensor size={shape} stride={stride} offset={offset} runs past the end "
@@ -328,7 +332,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _ALLOWED[(module, name)]
         if (module, name) == ("copyreg", "_reconstructor"):
             return self._reconstructor
-        if module == "torch" and name in _STORAGE_CLASSES:
+        if module in ("torch", "torch.storage") and name in _STORAGE_CLASSES:
             return _StorageType(qualname, _STORAGE_CLASSES[name])
         if module in ("torch", "torch.storage") and name.endswith("Storage"):
             return _StorageType(qualname, None)
@@ -376,6 +380,15 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def _unpickle(file, path, placeholders, storage_for=None, what="data.pkl"):
     def no_storage(key, dtype, numel):
         raise _Corrupt(f"{what} references tensor storage {key!r} where none is allowed")
+    start = file.tell()
+    try:  # structural pass first: bad opcodes or lengths fail here, before any allocation
+        for count, (op, arg, _) in enumerate(pickletools.genops(file)):
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and arg > count:
+                raise ValueError(f"memo index {arg} at opcode {count}")  # would allocate the memo
+    except ValueError as exc:
+        problem = "is truncated" if "exhausted" in str(exc) or "remain" in str(exc) else "is corrupt"
+        raise CheckpointFormatError(f"{path} {problem}: {what}: {exc}; {_FIX}") from None
+    file.seek(start)
     try:
         return _RestrictedUnpickler(file, path, placeholders, storage_for or no_storage).load()
     except CheckpointFormatError:
@@ -420,15 +433,17 @@ def _load_zip(path, placeholders):
                 storages[key] = _Storage(key, dtype, numel, data[:nbytes], big_endian)
             return storages[key]
 
-        try:
-            with archive.open(pickles[0]) as file:
-                return _unpickle(file, path, placeholders, storage_for)
+        try:  # read data.pkl whole: a corrupt length then cannot trigger a huge read
+            return _unpickle(io.BytesIO(archive.read(pickles[0])), path, placeholders, storage_for)
         except (zipfile.BadZipFile, OSError) as exc:  # CRC mismatch, bad local header ...
             raise CheckpointFormatError(f"{path} is corrupt: {exc}; {_FIX}") from None
 
 
 def _load_legacy(path, placeholders):
-    with open(path, "rb") as file:
+    with open(path, "rb") as raw:
+        content = raw.read()  # in memory: storages become zero-copy slices of it
+    view = memoryview(content)
+    with io.BytesIO(content) as file:
         try:
             magic = _unpickle(file, path, placeholders, what="the header")
         except CheckpointFormatError as exc:
@@ -463,8 +478,13 @@ def _load_legacy(path, placeholders):
             if storage is None:
                 raise CheckpointFormatError(f"{path} is corrupt: storage {key!r} is listed but "
                                             f"never used; {_FIX}")
-            nbytes = struct.unpack("<q", head)[0] * _raw_dtype(storage.dtype).itemsize
-            storage.data = file.read(nbytes)
+            count = struct.unpack("<q", head)[0]
+            if count != storage.numel:
+                raise CheckpointFormatError(f"{path} is corrupt: storage {key!r} holds {count} "
+                                            f"elements, {storage.numel} expected; {_FIX}")
+            nbytes, start = count * _raw_dtype(storage.dtype).itemsize, file.tell()
+            storage.data = view[start:start + nbytes]
+            file.seek(start + len(storage.data))
             if len(storage.data) < nbytes:
                 raise CheckpointFormatError(f"{path} is truncated: storage {key!r} has "
                                             f"{len(storage.data)} of {nbytes} bytes; {_FIX}")
@@ -502,7 +522,7 @@ def _finalize(obj, memo, path):
             obj.state = _finalize(obj.state, memo, path)
             _finalize(obj.items, memo, path)
             _finalize(obj.list, memo, path)
-    except (_Corrupt, ValueError, TypeError) as exc:
+    except (_Corrupt, ValueError, TypeError, MemoryError) as exc:
         raise CheckpointFormatError(f"{path} is corrupt: {exc}; {_FIX}") from None
     memo[id(obj)] = result
     return result

@@ -18,7 +18,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
-from ..layers import set_export_safe
+from ..layers import invalidate_graph_cache, set_export_safe
 from .gelu import ExportSafeGELU
 
 __all__ = ["prepare_for_export", "switch_to_deploy", "replace_cells", "fuse_conv_bn", "ascend_grouped_conv_report",
@@ -47,13 +47,21 @@ def replace_cells(net: nn.Cell, predicate: Callable, factory: Callable) -> List[
     return replaced
 
 
+def _already_deployed(cell) -> bool:
+    return getattr(cell, "deploy", None) is True or getattr(cell, "deployed", None) is True
+
+
 def switch_to_deploy(net: nn.Cell) -> List[str]:
-    """Call ``switch_to_deploy()`` on every cell of ``net`` that has it (children before parents)."""
+    """Call ``switch_to_deploy()`` on every cell of ``net`` that has it (children before parents), skipping
+    cells already in deploy form (their own second switch raises, by design), then force a GRAPH recompile."""
     cells = [(name, cell) for name, cell in net.cells_and_names() if callable(getattr(cell, "switch_to_deploy", None))]
     done = []
     for name, cell in reversed(cells):
+        if _already_deployed(cell):
+            continue
         cell.switch_to_deploy()
         done.append(name or net.__class__.__name__)
+    invalidate_graph_cache(net)
     return done
 
 

@@ -1,6 +1,6 @@
 """Operators (MindSpore cells), one file per idea. Layers know no network."""
 from .drop_path import DropPath
-from .helpers import GELU, ChannelLayerNorm, check_nchw, conv_fan_out_normal, to_2tuple
+from .helpers import GELU, ChannelLayerNorm, check_nchw, conv_fan_out_normal, invalidate_graph_cache, to_2tuple
 from .lka import LKA, LKAAttention
 from .window_gather import LocalWindowGather, reflect_pad_slices, set_export_safe
 
@@ -9,6 +9,6 @@ __all__ = ["DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_n
 from .acmix import ACmix, ACmixConvPath  # noqa: E402  (ACmix family)
 
 __all__ += ["ACmix", "ACmixConvPath"]
-from .xvolution import XVolution, invalidate_graph_cache, is_deploy, pssa_directions, shift2d, switch_to_deploy  # noqa: E402
+from .xvolution import XVolution, is_deploy, pssa_directions, shift2d, switch_to_deploy  # noqa: E402
 
 __all__ += ["XVolution", "invalidate_graph_cache", "is_deploy", "pssa_directions", "shift2d", "switch_to_deploy"]

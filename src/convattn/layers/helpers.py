@@ -1,12 +1,14 @@
 """Small building blocks shared by every family: initialisers, activation, channel LayerNorm, input checks."""
+import itertools
 import math
+import time
 from typing import Tuple
 
 import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common import initializer as init
 
-__all__ = ["conv_fan_out_normal", "check_nchw", "ChannelLayerNorm", "GELU", "to_2tuple"]
+__all__ = ["conv_fan_out_normal", "check_nchw", "ChannelLayerNorm", "GELU", "to_2tuple", "invalidate_graph_cache"]
 
 
 def to_2tuple(v) -> Tuple[int, int]:
@@ -50,3 +52,17 @@ class ChannelLayerNorm(nn.LayerNorm):
         x = ops.transpose(x, (0, 2, 3, 1))
         x = super().construct(x)
         return ops.transpose(x, (0, 3, 1, 2))
+
+
+_recompile_counter = itertools.count(1)
+
+
+def invalidate_graph_cache(net: nn.Cell) -> None:
+    """Make GRAPH mode recompile ``net`` and its sub-cells on their next call.
+
+    MindSpore 2.10 keys a compiled cell graph by (phase, cell create time, id, argument shapes); a changed
+    Python attribute (a ``deploy`` or ``export_safe`` flag) or a replaced sub-cell is not noticed, and the
+    stale graph would keep running the old formulation. A new create time gives a new key.
+    """
+    for _, cell in net.cells_and_names():
+        object.__setattr__(cell, "_create_time", time.time_ns() + next(_recompile_counter))

@@ -17,6 +17,8 @@ from typing import Optional
 
 from mindspore import nn, ops
 
+from .helpers import invalidate_graph_cache
+
 __all__ = ["LocalWindowGather", "reflect_pad_slices", "set_export_safe", "window_output_size"]
 
 
@@ -105,4 +107,5 @@ def set_export_safe(net, export_safe: bool = True):
     for _, cell in net.cells_and_names():
         if hasattr(cell, "export_safe") and isinstance(getattr(cell, "export_safe"), bool):
             cell.export_safe = export_safe
+    invalidate_graph_cache(net)  # a compiled GRAPH-mode network would otherwise keep the old formulation
     return net

@@ -45,13 +45,13 @@ Cost (CPU, GRAPH mode, eval, median of 7, 2 shared cores): one 3x3 X-volution (P
 Supported for re-parameterization: odd k (1, 3, 5, 7, ...), any stride >= 1, dilation 1, groups 1. Anything else
 is refused at construction with the reason. A deploy-form operator refuses training mode and a second switch.
 """
-import itertools
-import time
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
+
+from .helpers import invalidate_graph_cache
 
 __all__ = ["XVolution", "pssa_directions", "shift2d", "switch_to_deploy", "is_deploy", "invalidate_graph_cache"]
 
@@ -110,20 +110,6 @@ def _fold_bn(bn: nn.BatchNorm2d) -> Tuple[np.ndarray, np.ndarray]:
     var = bn.moving_variance.asnumpy().astype(np.float64)
     scale = gamma / np.sqrt(var + bn.eps)
     return scale, beta - scale * mean
-
-
-_recompile_counter = itertools.count(1)
-
-
-def invalidate_graph_cache(net: nn.Cell) -> None:
-    """Make GRAPH mode recompile ``net`` and its sub-cells on their next call.
-
-    MindSpore 2.10 keys a compiled cell graph by (phase, cell create time, id, argument shapes); a changed
-    Python attribute (``deploy``) or a replaced sub-cell is not noticed, and the stale graph would keep running the
-    training-form branches with the old parameters. A new create time gives a new key.
-    """
-    for _, cell in net.cells_and_names():
-        object.__setattr__(cell, "_create_time", time.time_ns() + next(_recompile_counter))
 
 
 def _param(value: np.ndarray, name: str) -> Parameter:

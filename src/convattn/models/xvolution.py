@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 from mindspore import nn
 
-from ..layers.xvolution import XVolution, invalidate_graph_cache
+from ..layers import XVolution, invalidate_graph_cache
 from .registry import model_cfg, register_model
 from .resnet import ResNet, conv3x3_layer
 
