@@ -6,6 +6,6 @@ from .window_gather import LocalWindowGather, reflect_pad_slices, set_export_saf
 
 __all__ = ["DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "to_2tuple", "LKA", "LKAAttention",
            "LocalWindowGather", "reflect_pad_slices", "set_export_safe"]
-from .acmix import ACmix, ACmixConvPath  # noqa: E402  (ACmix family)
+from .acmix import ACmix, ACmixConvPath, ConvPathMixin  # noqa: E402  (ACmix family)
 
-__all__ += ["ACmix", "ACmixConvPath"]
+__all__ += ["ACmix", "ACmixConvPath", "ConvPathMixin"]
