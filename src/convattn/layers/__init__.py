@@ -9,3 +9,6 @@ __all__ = ["DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_n
 from .acmix import ACmix, ACmixConvPath, ConvPathMixin  # noqa: E402  (ACmix family)
 
 __all__ += ["ACmix", "ACmixConvPath", "ConvPathMixin"]
+from .window_attention import WindowAttention, WindowAttentionACmix, cyclic_shift, window_partition, window_reverse  # noqa: E402
+
+__all__ += ["WindowAttention", "WindowAttentionACmix", "cyclic_shift", "window_partition", "window_reverse"]
