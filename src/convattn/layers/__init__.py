@@ -3,12 +3,15 @@ from .drop_path import DropPath
 from .helpers import GELU, ChannelLayerNorm, check_nchw, conv_fan_out_normal, invalidate_graph_cache, to_2tuple
 from .lka import LKA, LKAAttention
 from .window_gather import LocalWindowGather, reflect_pad_slices, set_export_safe
+from .acmix import ACmix, ACmixConvPath, ConvPathMixin
+from .window_attention import WindowAttention, WindowAttentionACmix, cyclic_shift, window_partition, window_reverse
+from .xvolution import XVolution, is_deploy, pssa_directions, shift2d, switch_to_deploy
 
-__all__ = ["DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "to_2tuple", "LKA", "LKAAttention",
-           "LocalWindowGather", "reflect_pad_slices", "set_export_safe"]
-from .acmix import ACmix, ACmixConvPath  # noqa: E402  (ACmix family)
-
-__all__ += ["ACmix", "ACmixConvPath"]
-from .xvolution import XVolution, is_deploy, pssa_directions, shift2d, switch_to_deploy  # noqa: E402
-
-__all__ += ["XVolution", "invalidate_graph_cache", "is_deploy", "pssa_directions", "shift2d", "switch_to_deploy"]
+__all__ = [
+    "DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "invalidate_graph_cache", "to_2tuple",
+    "LKA", "LKAAttention",
+    "LocalWindowGather", "reflect_pad_slices", "set_export_safe",
+    "ACmix", "ACmixConvPath", "ConvPathMixin",
+    "WindowAttention", "WindowAttentionACmix", "cyclic_shift", "window_partition", "window_reverse",
+    "XVolution", "is_deploy", "pssa_directions", "shift2d", "switch_to_deploy",
+]

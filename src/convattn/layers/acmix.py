@@ -34,7 +34,7 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from .window_gather import LocalWindowGather
 
-__all__ = ["ACmix", "ACmixConvPath", "shift_kernel", "default_depthwise_conv", "acmix_position"]
+__all__ = ["ACmix", "ACmixConvPath", "ConvPathMixin", "shift_kernel", "default_depthwise_conv", "acmix_position"]
 
 
 def default_depthwise_conv() -> bool:
@@ -65,26 +65,13 @@ def acmix_position(h: int, w: int, dtype=ms.float32):
     return ops.concat((grid_w, grid_h), 1)
 
 
-class ACmixConvPath(nn.Cell):
-    """The ACmix convolution path, shared by the convolution-style module and the Swin form.
+class ConvPathMixin:
+    """Builds and runs the ACmix convolution path on a cell, naming its children ``fc`` and ``dep_conv`` as the
+    official modules do (used by :class:`ACmixConvPath`, :class:`ACmix` and the Swin ``WindowAttentionACmix``)."""
 
-    Input ``f_all`` of shape ``(B, 3*head, head_dim, H*W)`` (q heads, then k heads, then v heads) and the map
-    size ``(H, W)``. ``fc`` (1x1, ``3*head -> k*k``) mixes the head axis; the result is reordered to
-    ``(B, head_dim*k*k, H, W)`` (channel ``d*k*k + i``) and fed to ``dep_conv`` (k x k, stride ``stride``,
-    ``groups=head_dim``, no bias, shift-initialised). Output ``(B, out_planes, Ho, Wo)``.
-
-    Args:
-        head: number of heads; head_dim: channels per head; out_planes: output channels (a multiple of head_dim).
-        kernel_conv: odd kernel of ``dep_conv`` (official: 3, padding 1).
-        stride: stride of ``dep_conv``.
-        fc_bias: ``fc`` bias (False in the ResNet module, True in the Swin form).
-        depthwise_conv: True for the depth-wise (Ascend-legal) formulation, False for the grouped one,
-            None to choose by device target.
-    """
-
-    def __init__(self, head: int, head_dim: int, out_planes: int, kernel_conv: int = 3, stride: int = 1,
-                 fc_bias: bool = False, depthwise_conv: Optional[bool] = None) -> None:
-        super().__init__()
+    def init_conv_path(self, head: int, head_dim: int, out_planes: int, kernel_conv: int = 3, stride: int = 1,
+                       fc_bias: bool = False, depthwise_conv: Optional[bool] = None) -> None:
+        """Create ``fc`` and ``dep_conv`` as direct children of the cell (official names)."""
         if kernel_conv < 1 or kernel_conv % 2 == 0:
             raise ValueError(f"kernel_conv must be odd so that padding kernel_conv // 2 centres it "
                              f"(the official code hard-codes padding 1 for kernel_conv=3), got {kernel_conv}")
@@ -132,11 +119,34 @@ class ACmixConvPath(nn.Cell):
         ho, wo = y.shape[2], y.shape[3]
         return y.reshape(b, self.out_planes, self.kk, ho, wo).sum(2)
 
+
+class ACmixConvPath(ConvPathMixin, nn.Cell):
+    """The ACmix convolution path, shared by the convolution-style module and the Swin form.
+
+    Input ``f_all`` of shape ``(B, 3*head, head_dim, H*W)`` (q heads, then k heads, then v heads) and the map
+    size ``(H, W)``. ``fc`` (1x1, ``3*head -> k*k``) mixes the head axis; the result is reordered to
+    ``(B, head_dim*k*k, H, W)`` (channel ``d*k*k + i``) and fed to ``dep_conv`` (k x k, stride ``stride``,
+    ``groups=head_dim``, no bias, shift-initialised). Output ``(B, out_planes, Ho, Wo)``.
+
+    Args:
+        head: number of heads; head_dim: channels per head; out_planes: output channels (a multiple of head_dim).
+        kernel_conv: odd kernel of ``dep_conv`` (official: 3, padding 1).
+        stride: stride of ``dep_conv``.
+        fc_bias: ``fc`` bias (False in the ResNet module, True in the Swin form).
+        depthwise_conv: True for the depth-wise (Ascend-legal) formulation, False for the grouped one,
+            None to choose by device target.
+    """
+
+    def __init__(self, head: int, head_dim: int, out_planes: int, kernel_conv: int = 3, stride: int = 1,
+                 fc_bias: bool = False, depthwise_conv: Optional[bool] = None) -> None:
+        super().__init__()
+        self.init_conv_path(head, head_dim, out_planes, kernel_conv, stride, fc_bias, depthwise_conv)
+
     def construct(self, f_all, h: int, w: int):
         return self.conv_path(f_all, h, w)
 
 
-class ACmix(ACmixConvPath):
+class ACmix(ConvPathMixin, nn.Cell):
     """The convolution-style ACmix module (the 3x3-conv replacement of ACmix-ResNet).
 
     ``(B, in_planes, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride))``:
@@ -162,9 +172,10 @@ class ACmix(ACmixConvPath):
                              f"choose head among the divisors of {out_planes}")
         if stride < 1 or dilation < 1 or kernel_att < 1:
             raise ValueError(f"kernel_att, stride and dilation must be >= 1, got {kernel_att}, {stride}, {dilation}")
+        super().__init__()
         # fc and dep_conv become direct children, named as in the official module (fc.weight, dep_conv.weight)
-        super().__init__(head, out_planes // head, out_planes, kernel_conv, stride, fc_bias=False,
-                         depthwise_conv=depthwise_conv)
+        self.init_conv_path(head, out_planes // head, out_planes, kernel_conv, stride, fc_bias=False,
+                            depthwise_conv=depthwise_conv)
         padding_att = (dilation * (kernel_att - 1) + 1) // 2
         if 2 * padding_att != kernel_att - 1:
             raise ValueError(

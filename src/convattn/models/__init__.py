@@ -2,6 +2,8 @@
 from .registry import create_model, get_model_cfg, is_model, list_models, model_cfg, register_model
 from . import van  # noqa: F401  (registers the VAN family)
 from . import resnet  # noqa: F401  (ResNet baselines and ACmix-ResNet)
+from . import swin  # noqa: F401  (Swin baselines and ACmix-Swin)
+from . import pvt  # noqa: F401  (PVT v1 baselines and ACmix-PVT)
 
 __all__ = ["create_model", "get_model_cfg", "is_model", "list_models", "model_cfg", "register_model"]
 from . import xvolution  # noqa: F401  (X-volution ResNets)

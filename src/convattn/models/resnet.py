@@ -20,14 +20,14 @@ official ``ACmix_ResNet``; the ACmix README prints 10.6 / 14.6 / 18.6 M. The gap
 Initialisation follows the official ``ResNet.__init__``: every ``Conv2d`` (including those *inside* ACmix, so the
 shift initialisation of ``dep_conv`` is overwritten, as upstream) gets Kaiming-normal fan-out, BatchNorm 1 / 0.
 """
-import functools
 from typing import Callable, Optional, Sequence, Tuple
 
 import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common import initializer as init
 
-from ..layers import ACmix, ACmixConvPath, check_nchw, conv_fan_out_normal
+from ..layers import ACmix, check_nchw, conv_fan_out_normal
+from ..layers.acmix import ConvPathMixin
 from .registry import model_cfg, register_model
 
 __all__ = ["ResNet", "Bottleneck", "BasicBlock", "conv3x3_layer", "acmix_layer"]
@@ -213,7 +213,7 @@ class ResNet(nn.Cell):
             if isinstance(cell, nn.Conv2d):
                 cell.weight.set_data(init.initializer(
                     conv_fan_out_normal(cell.out_channels, cell.kernel_size, 1), cell.weight.shape, cell.weight.dtype))
-            if isinstance(cell, ACmixConvPath) and cell.depthwise_conv:
+            if isinstance(cell, ConvPathMixin) and cell.depthwise_conv:
                 # same distribution as the grouped weight (out, k*k, k, k) the official init draws
                 w = cell.dep_conv.weight
                 w.set_data(init.initializer(conv_fan_out_normal(cell.out_planes, cell.kernel_conv, 1), w.shape, w.dtype))
