@@ -55,3 +55,7 @@ GENERIC = ConversionRules("generic")
 # VAN: convattn keeps the official module names (patch_embed{i}, block{i}.{j}, attn.spatial_gating_unit.*,
 # mlp.dwconv.dwconv, norm{i}, head); BatchNorm/LayerNorm renames are generic.
 register_rules(ConversionRules("van"))
+
+# DeiT / ViT: convattn keeps timm's VisionTransformer names (patch_embed.proj, cls_token, pos_embed,
+# blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, head); LayerNorm renames are generic.
+register_rules(ConversionRules("deit"))

@@ -6,3 +6,8 @@ from .window_gather import LocalWindowGather, reflect_pad_slices, set_export_saf
 
 __all__ = ["DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "to_2tuple", "LKA", "LKAAttention",
            "LocalWindowGather", "reflect_pad_slices", "set_export_safe"]
+from .dynamic_attention import (AttentionActivation, DepthwiseAttentionCore, DynamicAttention,  # noqa: E402
+                                DynamicAttentionCore, build_attention_core, check_attention_args)
+
+__all__ += ["AttentionActivation", "DepthwiseAttentionCore", "DynamicAttention", "DynamicAttentionCore",
+            "build_attention_core", "check_attention_args"]
