@@ -56,6 +56,25 @@ GENERIC = ConversionRules("generic")
 # mlp.dwconv.dwconv, norm{i}, head); BatchNorm/LayerNorm renames are generic.
 register_rules(ConversionRules("van"))
 
+
+def _reshape_to_target(arr: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    """A pure reshape (same element order), e.g. ACmix ``dep_conv`` (out, 9, 3, 3) -> depth-wise (out*9, 1, 3, 3)."""
+    if arr.size != int(np.prod(shape)):
+        return arr  # leave it to the shape report
+    return arr.reshape(shape)
+
+
+# ACmix (LeapLabTHU/ACmix): convattn keeps the official names (conv1/2/3, conv_p, fc, dep_conv, rate1/2, and the
+# torchvision ResNet / Swin names around them). The depth-wise (Ascend) form of dep_conv stores the grouped weight
+# (out, 9, 3, 3) as (out*9, 1, 3, 3): a reshape. Swin buffers (relative_position_index, attn_mask) are recomputed.
+_ACMIX_DEP_CONV = ((r"(^|\.)dep_conv\.weight$", _reshape_to_target),)
+register_rules(ConversionRules("acmix", transforms=_ACMIX_DEP_CONV))
+register_rules(ConversionRules(
+    "acmix_swin",
+    drop=(r"(^|\.)relative_position_index$", r"(^|\.)attn_mask$"),
+    transforms=_ACMIX_DEP_CONV,
+))
+
 # DeiT / ViT: convattn keeps timm's VisionTransformer names (patch_embed.proj, cls_token, pos_embed,
 # blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, head); LayerNorm renames are generic.
 register_rules(ConversionRules("deit"))

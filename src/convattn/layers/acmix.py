@@ -1,0 +1,231 @@
+"""ACmix: shared 1x1 projections feeding a local self-attention path and a shift-convolution path.
+
+Refer to "On the Integration of Self-Attention and Convolution" (Pan et al., CVPR 2022, arXiv 2111.14556);
+official code LeapLabTHU/ACmix @ 81dddb6 (``ResNet/test_bottleneck.py`` for the convolution-style module,
+``Swin-Transformer/models/swin_transformer_acmix.py`` for the window form, which lives in
+:mod:`convattn.layers.window_attention`).
+
+Behaviour kept from the official code because it changes outputs:
+
+* ``conv1/conv2/conv3`` (q, k, v) and ``conv_p`` (position encoding) have biases; ``fc`` has no bias in the
+  convolution-style module (it has one in the Swin form); ``dep_conv`` has **no bias** in both (the official
+  ``reset_parameters`` assigns the ``None`` returned by its fill helper to the bias).
+* The attention path pads by ``(dilation * (kernel_att - 1) + 1) // 2`` (reflection) but unfolds *without*
+  dilation; only configurations for which this keeps the feature-map size are accepted (see ``ACmix``).
+* The conv path concatenates q, k, v as ``(B, 3*head, head_dim, H*W)``, mixes the ``3*head`` axis with ``fc`` to
+  ``k_conv**2`` maps, and reorders to channel ``d * k_conv**2 + i`` before the grouped ``dep_conv``
+  (``groups=head_dim``): output channel o belongs to group ``o // head``, whereas the attention path emits
+  channel ``h * head_dim + d``. The reshape/permute order is reproduced exactly.
+* ``dep_conv`` starts as "shift" kernels (input slot i of every output channel is a one-hot 3x3 at
+  ``(i // k, i % k)``); ``rate1 = rate2 = 0.5``.
+
+Ascend note: MindSpore on Ascend runs grouped convolution only when it is depth-wise, and ``dep_conv`` is not
+(``9*head_dim`` inputs, ``out`` outputs, ``head_dim`` groups). :class:`ACmixConvPath` therefore also has a
+numerically identical depth-wise form: broadcast each group's k*k inputs to the ``head`` output channels of that
+group, run a depth-wise conv with the weight reshaped ``(out, k*k, k, k) -> (out*k*k, 1, k, k)``, and sum each
+block of k*k. It is chosen automatically when ``device_target == 'Ascend'`` and selectable anywhere with
+``depthwise_conv=True``; official weights convert by a reshape (``convert_rules='acmix'``).
+"""
+from typing import Optional
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+
+from .window_gather import LocalWindowGather
+
+__all__ = ["ACmix", "ACmixConvPath", "ConvPathMixin", "shift_kernel", "default_depthwise_conv", "acmix_position"]
+
+
+def default_depthwise_conv() -> bool:
+    """True when MindSpore targets Ascend, where only depth-wise grouped convolution is supported."""
+    try:
+        return ms.get_context("device_target") == "Ascend"
+    except (RuntimeError, ValueError):  # pragma: no cover - context not initialised
+        return False
+
+
+def shift_kernel(out_channels: int, kernel_size: int = 3) -> np.ndarray:
+    """The official shift initialisation: ``(out, k*k, k, k)``, slot i one-hot at ``(i // k, i % k)``."""
+    k = kernel_size
+    base = np.zeros((k * k, k, k), np.float32)
+    for i in range(k * k):
+        base[i, i // k, i % k] = 1.0
+    return np.tile(base[None], (out_channels, 1, 1, 1))
+
+
+def acmix_position(h: int, w: int, dtype=ms.float32):
+    """The 2-channel coordinate grid ``(1, 2, H, W)``: channel 0 = x, channel 1 = y, each linspace(-1, 1)."""
+    step_w = 2.0 / (w - 1) if w > 1 else 0.0
+    step_h = 2.0 / (h - 1) if h > 1 else 0.0
+    loc_w = ops.arange(0, w, dtype=dtype) * step_w - 1.0
+    loc_h = ops.arange(0, h, dtype=dtype) * step_h - 1.0
+    grid_w = ops.broadcast_to(loc_w.reshape(1, 1, 1, w), (1, 1, h, w))
+    grid_h = ops.broadcast_to(loc_h.reshape(1, 1, h, 1), (1, 1, h, w))
+    return ops.concat((grid_w, grid_h), 1)
+
+
+class ConvPathMixin:
+    """Builds and runs the ACmix convolution path on a cell, naming its children ``fc`` and ``dep_conv`` as the
+    official modules do (used by :class:`ACmixConvPath`, :class:`ACmix` and the Swin ``WindowAttentionACmix``)."""
+
+    def init_conv_path(self, head: int, head_dim: int, out_planes: int, kernel_conv: int = 3, stride: int = 1,
+                       fc_bias: bool = False, depthwise_conv: Optional[bool] = None) -> None:
+        """Create ``fc`` and ``dep_conv`` as direct children of the cell (official names)."""
+        if kernel_conv < 1 or kernel_conv % 2 == 0:
+            raise ValueError(f"kernel_conv must be odd so that padding kernel_conv // 2 centres it "
+                             f"(the official code hard-codes padding 1 for kernel_conv=3), got {kernel_conv}")
+        if out_planes % head_dim != 0:
+            raise ValueError(f"out_planes={out_planes} must be a multiple of head_dim={head_dim} (dep_conv groups)")
+        self.head = head
+        self.head_dim = head_dim
+        self.out_planes = out_planes
+        self.kernel_conv = kernel_conv
+        self.kk = kernel_conv * kernel_conv
+        self.outs_per_group = out_planes // head_dim
+        self.depthwise_conv = default_depthwise_conv() if depthwise_conv is None else bool(depthwise_conv)
+        pad = kernel_conv // 2
+        self.fc = nn.Conv2d(3 * head, self.kk, 1, has_bias=fc_bias, pad_mode="valid")
+        if self.depthwise_conv:
+            ch = out_planes * self.kk
+            self.dep_conv = nn.Conv2d(ch, ch, kernel_conv, stride=stride, pad_mode="pad", padding=pad,
+                                      group=ch, has_bias=False)
+        else:
+            self.dep_conv = nn.Conv2d(self.kk * head_dim, out_planes, kernel_conv, stride=stride, pad_mode="pad",
+                                      padding=pad, group=head_dim, has_bias=False)
+        self.reset_shift()
+
+    def reset_shift(self) -> None:
+        """Set ``dep_conv`` to the official shift kernels (in either formulation)."""
+        kernel = shift_kernel(self.out_planes, self.kernel_conv).reshape(self.dep_conv.weight.shape)
+        self.dep_conv.weight.set_data(Tensor(kernel, self.dep_conv.weight.dtype))
+
+    def extend_repr(self):
+        return (f"head={self.head}, head_dim={self.head_dim}, out_planes={self.out_planes}, "
+                f"kernel_conv={self.kernel_conv}, depthwise_conv={self.depthwise_conv}")
+
+    def conv_path(self, f_all, h: int, w: int):
+        """``(B, 3*head, head_dim, H*W) -> (B, out_planes, Ho, Wo)``."""
+        b = f_all.shape[0]
+        f = self.fc(f_all)  # (B, k*k, head_dim, H*W)
+        f = ops.transpose(f, (0, 2, 1, 3)).reshape(b, self.head_dim * self.kk, h, w)
+        if not self.depthwise_conv:
+            return self.dep_conv(f)
+        # depth-wise form: output o = g*outs_per_group + j reads group g's k*k inputs
+        f = f.reshape(b, self.head_dim, 1, self.kk, h, w)
+        f = ops.broadcast_to(f, (b, self.head_dim, self.outs_per_group, self.kk, h, w))
+        f = f.reshape(b, self.out_planes * self.kk, h, w)
+        y = self.dep_conv(f)
+        ho, wo = y.shape[2], y.shape[3]
+        return y.reshape(b, self.out_planes, self.kk, ho, wo).sum(2)
+
+
+class ACmixConvPath(ConvPathMixin, nn.Cell):
+    """The ACmix convolution path, shared by the convolution-style module and the Swin form.
+
+    Input ``f_all`` of shape ``(B, 3*head, head_dim, H*W)`` (q heads, then k heads, then v heads) and the map
+    size ``(H, W)``. ``fc`` (1x1, ``3*head -> k*k``) mixes the head axis; the result is reordered to
+    ``(B, head_dim*k*k, H, W)`` (channel ``d*k*k + i``) and fed to ``dep_conv`` (k x k, stride ``stride``,
+    ``groups=head_dim``, no bias, shift-initialised). Output ``(B, out_planes, Ho, Wo)``.
+
+    Args:
+        head: number of heads; head_dim: channels per head; out_planes: output channels (a multiple of head_dim).
+        kernel_conv: odd kernel of ``dep_conv`` (official: 3, padding 1).
+        stride: stride of ``dep_conv``.
+        fc_bias: ``fc`` bias (False in the ResNet module, True in the Swin form).
+        depthwise_conv: True for the depth-wise (Ascend-legal) formulation, False for the grouped one,
+            None to choose by device target.
+    """
+
+    def __init__(self, head: int, head_dim: int, out_planes: int, kernel_conv: int = 3, stride: int = 1,
+                 fc_bias: bool = False, depthwise_conv: Optional[bool] = None) -> None:
+        super().__init__()
+        self.init_conv_path(head, head_dim, out_planes, kernel_conv, stride, fc_bias, depthwise_conv)
+
+    def construct(self, f_all, h: int, w: int):
+        return self.conv_path(f_all, h, w)
+
+
+class ACmix(ConvPathMixin, nn.Cell):
+    """The convolution-style ACmix module (the 3x3-conv replacement of ACmix-ResNet).
+
+    ``(B, in_planes, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride))``:
+    ``rate1 * attention(q, k, v) + rate2 * conv_path(q, k, v)``.
+
+    Args:
+        in_planes, out_planes: channels; ``out_planes`` must be divisible by ``head``.
+        kernel_att: attention window (odd; reflection-padded, stride ``stride``).
+        head: attention heads (head_dim = out_planes // head).
+        kernel_conv: kernel of the convolution path (odd; official 3).
+        stride: output stride of both paths.
+        dilation: enters only the attention padding formula, as in the official code; a value that would change
+            the output size is rejected.
+        depthwise_conv: conv-path formulation (see :class:`ACmixConvPath`); None = depth-wise on Ascend only.
+        export_safe: build the attention gather in its ONNX-exportable form (see ``set_export_safe``).
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, kernel_att: int = 7, head: int = 4, kernel_conv: int = 3,
+                 stride: int = 1, dilation: int = 1, depthwise_conv: Optional[bool] = None,
+                 export_safe: bool = False) -> None:
+        if head < 1 or out_planes % head != 0:
+            raise ValueError(f"out_planes={out_planes} must be divisible by head={head}; "
+                             f"choose head among the divisors of {out_planes}")
+        if stride < 1 or dilation < 1 or kernel_att < 1:
+            raise ValueError(f"kernel_att, stride and dilation must be >= 1, got {kernel_att}, {stride}, {dilation}")
+        super().__init__()
+        # fc and dep_conv become direct children, named as in the official module (fc.weight, dep_conv.weight)
+        self.init_conv_path(head, out_planes // head, out_planes, kernel_conv, stride, fc_bias=False,
+                            depthwise_conv=depthwise_conv)
+        padding_att = (dilation * (kernel_att - 1) + 1) // 2
+        if 2 * padding_att != kernel_att - 1:
+            raise ValueError(
+                f"kernel_att={kernel_att} with dilation={dilation}: the official padding "
+                f"(dilation*(kernel_att-1)+1)//2 = {padding_att} with an undilated {kernel_att}x{kernel_att} unfold "
+                f"does not keep the feature-map size; use an odd kernel_att with dilation=1")
+        self.in_planes = in_planes
+        self.out_planes = out_planes
+        self.kernel_att = kernel_att
+        self.stride = stride
+        self.dilation = dilation
+        self.padding_att = padding_att
+        self.scaling = float(self.head_dim) ** -0.5
+        self.rate1 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate1")
+        self.rate2 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate2")
+        self.conv1 = nn.Conv2d(in_planes, out_planes, 1, has_bias=True, pad_mode="valid")
+        self.conv2 = nn.Conv2d(in_planes, out_planes, 1, has_bias=True, pad_mode="valid")
+        self.conv3 = nn.Conv2d(in_planes, out_planes, 1, has_bias=True, pad_mode="valid")
+        self.conv_p = nn.Conv2d(2, self.head_dim, 1, has_bias=True, pad_mode="valid")
+        self.unfold = LocalWindowGather(kernel_att, stride=stride, dilation=1, padding=padding_att,
+                                        pad_mode="reflect", export_safe=export_safe)
+
+    def extend_repr(self):
+        return (f"in_planes={self.in_planes}, out_planes={self.out_planes}, kernel_att={self.kernel_att}, "
+                f"head={self.head}, kernel_conv={self.kernel_conv}, stride={self.stride}, dilation={self.dilation}")
+
+    def construct(self, x):
+        q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)
+        b, c, h, w = q.shape
+        bh, hd, kk2 = b * self.head, self.head_dim, self.kernel_att * self.kernel_att
+        s = self.stride
+        pe = self.conv_p(acmix_position(h, w, q.dtype))  # (1, head_dim, H, W)
+        q_att = q.reshape(bh, hd, h, w) * self.scaling
+        k_att = k.reshape(bh, hd, h, w)
+        v_att = v.reshape(bh, hd, h, w)
+        if s > 1:
+            q_att = q_att[:, :, ::s, ::s]
+            q_pe = pe[:, :, ::s, ::s]
+        else:
+            q_pe = pe
+        unfold_k = self.unfold(k_att)  # (B*head, head_dim, k_att^2, Ho, Wo)
+        unfold_rpe = self.unfold(pe)  # (1, head_dim, k_att^2, Ho, Wo)
+        att = (ops.expand_dims(q_att, 2) * (unfold_k + ops.expand_dims(q_pe, 2) - unfold_rpe)).sum(1)
+        att = ops.softmax(att, axis=1)  # (B*head, k_att^2, Ho, Wo)
+        unfold_v = self.unfold(v_att)
+        ho, wo = unfold_v.shape[3], unfold_v.shape[4]
+        out_att = (ops.expand_dims(att, 1) * unfold_v).sum(2).reshape(b, self.out_planes, ho, wo)
+
+        hw = h * w
+        f_all = ops.concat((q.reshape(b, self.head, hd, hw), k.reshape(b, self.head, hd, hw),
+                            v.reshape(b, self.head, hd, hw)), 1)
+        out_conv = self.conv_path(f_all, h, w)
+        return self.rate1 * out_att + self.rate2 * out_conv

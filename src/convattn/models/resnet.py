@@ -1,0 +1,263 @@
+"""MindSpore ResNet (torchvision v1.5 Bottleneck) with a pluggable 3x3 spatial layer, and ACmix-ResNet.
+
+Refer to "Deep Residual Learning for Image Recognition" (He et al., CVPR 2016) in the torchvision v1.5 layout
+(stride on the 3x3 conv), and to "On the Integration of Self-Attention and Convolution" (Pan et al., CVPR 2022)
+for ACmix-ResNet, whose official code (LeapLabTHU/ACmix @ 81dddb6, ``ResNet/ResNet_ImageNet.py``) replaces each
+Bottleneck's ``conv2`` by ``ACmix(width, width, k_att=7, head=4, k_conv=3, stride)``.
+
+The 3x3 position is a factory ``spatial_layer(width, stride, dilation) -> Cell`` so other operators (ACmix,
+X-volution, ...) plug into this one ResNet. Cell names equal torchvision's (``conv1, bn1, layer1.0.conv2.*,
+layer1.0.downsample.0/1, fc``), so official checkpoints map by the generic renames (plus the ``acmix`` rule for
+the depth-wise form of ``dep_conv``).
+
+Depths: ResNet-26 ``(1, 2, 4, 1)``, ResNet-38 ``(2, 3, 5, 2)``, ResNet-50 ``(3, 4, 6, 3)`` (SAN / ACmix ``main.py``).
+
+Parameter counts (1000 classes, trainable): ACmix-ResNet-26/38/50 = 10.49 / 14.41 / 18.33 M, exactly the
+official ``ACmix_ResNet``; the ACmix README prints 10.6 / 14.6 / 18.6 M. The gap (~1.1-1.5 %) is not explained by
+``dep_conv`` biases (deleted in the official module; adding them back gives +0.02 M) nor by non-trainable buffers
+(BN running stats add ~0.05 M); we match the released code, which is what the numbers on this page reproduce.
+
+Initialisation follows the official ``ResNet.__init__``: every ``Conv2d`` (including those *inside* ACmix, so the
+shift initialisation of ``dep_conv`` is overwritten, as upstream) gets Kaiming-normal fan-out, BatchNorm 1 / 0.
+"""
+from typing import Callable, Optional, Sequence, Tuple
+
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.common import initializer as init
+
+from ..layers import ACmix, check_nchw, conv_fan_out_normal
+from ..layers.acmix import ConvPathMixin
+from .registry import model_cfg, register_model
+
+__all__ = ["ResNet", "Bottleneck", "conv3x3_layer", "acmix_layer"]
+
+_RESNET_PAPER = "Deep Residual Learning for Image Recognition (arXiv 1512.03385), torchvision v1.5 layout"
+_ACMIX_PAPER = "On the Integration of Self-Attention and Convolution (arXiv 2111.14556, CVPR 2022)"
+_ACMIX_UPSTREAM = "LeapLabTHU/ACmix@81dddb6 ResNet/ResNet_ImageNet.py"
+_TV_UPSTREAM = "pytorch/vision torchvision/models/resnet.py (Bottleneck v1.5)"
+
+
+def _cfg(top1=None, acmix=False, **kwargs):
+    return model_cfg(
+        crop_pct=0.875, interpolation="bilinear", first_conv="conv1", classifier="fc",
+        paper=_ACMIX_PAPER if acmix else _RESNET_PAPER, upstream=_ACMIX_UPSTREAM if acmix else _TV_UPSTREAM,
+        convert_rules="acmix", top1=top1, test_kwargs={"layers": (1, 1, 1, 1)}, test_input_size=(3, 64, 64),
+        **kwargs,
+    )
+
+
+# top-1: ACmix README (baseline = ACmix row minus its delta, equal to the SAN README's ResNet-26/38/50).
+default_cfgs = {
+    "resnet26": _cfg(top1=73.6),
+    "resnet38": _cfg(top1=76.0),
+    "resnet50": _cfg(top1=76.9),
+    "acmix_resnet26": _cfg(top1=76.1, acmix=True),
+    "acmix_resnet38": _cfg(top1=77.4, acmix=True),
+    "acmix_resnet50": _cfg(top1=77.8, acmix=True),
+}
+
+SpatialFactory = Callable[[int, int, int], nn.Cell]
+
+
+def conv3x3_layer(width: int, stride: int, dilation: int) -> nn.Cell:
+    """The plain 3x3 conv of the torchvision Bottleneck (no bias, padding = dilation)."""
+    return nn.Conv2d(width, width, 3, stride=stride, pad_mode="pad", padding=dilation, dilation=dilation,
+                     has_bias=False)
+
+
+def acmix_layer(k_att: int = 7, head: int = 4, k_conv: int = 3, depthwise_conv: Optional[bool] = None) -> SpatialFactory:
+    """A spatial-layer factory that builds ``ACmix(width, width, k_att, head, k_conv, stride, dilation)``."""
+
+    def build(width: int, stride: int, dilation: int) -> nn.Cell:
+        return ACmix(width, width, k_att, head, k_conv, stride=stride, dilation=dilation,
+                     depthwise_conv=depthwise_conv)
+
+    return build
+
+
+class Bottleneck(nn.Cell):
+    """1x1 -> BN -> ReLU -> spatial (3x3 conv or ACmix, carries the stride) -> BN -> ReLU -> 1x1 -> BN, + shortcut."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Cell] = None,
+                 spatial_layer: SpatialFactory = conv3x3_layer, dilation: int = 1) -> None:
+        super().__init__()
+        width = planes
+        self.conv1 = nn.Conv2d(inplanes, width, 1, has_bias=False, pad_mode="valid")
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = spatial_layer(width, stride, dilation)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, has_bias=False, pad_mode="valid")
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU()
+        self.downsample = downsample
+        self.has_downsample = downsample is not None
+
+    def construct(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.has_downsample:
+            identity = self.downsample(x)
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Cell):
+    """ResNet with Bottleneck blocks (torchvision v1.5) and a pluggable 3x3 spatial layer.
+
+    Args:
+        layers: blocks per stage (four stages of widths 64, 128, 256, 512; expansion 4).
+        spatial_layer: factory ``(width, stride, dilation) -> Cell`` for the Bottleneck 3x3 position.
+        num_classes: classifier size (0: the pooled features are returned).
+        in_chans: input channels.
+        zero_init_residual: zero the last BN gamma of every block (torchvision option, off by default).
+        features_only / out_indices: return the stage maps (strides 4, 8, 16, 32) instead of logits.
+    """
+
+    def __init__(self, layers: Sequence[int] = (3, 4, 6, 3), spatial_layer: SpatialFactory = conv3x3_layer,
+                 num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False,
+                 features_only: bool = False, out_indices: Optional[Sequence[int]] = None) -> None:
+        super().__init__()
+        layers = tuple(int(n) for n in layers)
+        if len(layers) != 4 or min(layers) < 1:
+            raise ValueError(f"layers needs four positive block counts (one per stage), got {layers}")
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.features_only = features_only
+        self.out_indices = tuple(range(4) if out_indices is None else out_indices)
+        bad = [i for i in self.out_indices if not 0 <= i < 4]
+        if bad:
+            raise ValueError(f"out_indices {bad} out of range for 4 stages")
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, pad_mode="pad", padding=3, has_bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
+        self.feature_info = []
+        for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
+            stage = self._make_layer(planes, blocks, 1 if i == 0 else 2, spatial_layer)
+            setattr(self, f"layer{i + 1}", stage)
+            self.feature_info.append({"num_chs": planes * 4, "reduction": 4 * 2 ** i, "module": f"layer{i + 1}"})
+        self.stages = [self.layer1, self.layer2, self.layer3, self.layer4]
+        self.num_features = 512 * Bottleneck.expansion
+        if not features_only and num_classes > 0:
+            self.fc = nn.Dense(self.num_features, num_classes)
+        else:
+            self.fc = nn.Identity()
+        self._init_weights(zero_init_residual)
+
+    def _make_layer(self, planes: int, blocks: int, stride: int, spatial_layer: SpatialFactory) -> nn.SequentialCell:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * Bottleneck.expansion:
+            downsample = nn.SequentialCell([
+                nn.Conv2d(self.inplanes, planes * Bottleneck.expansion, 1, stride=stride, has_bias=False,
+                          pad_mode="valid"),
+                nn.BatchNorm2d(planes * Bottleneck.expansion),
+            ])
+        cells = [Bottleneck(self.inplanes, planes, stride, downsample, spatial_layer)]
+        self.inplanes = planes * Bottleneck.expansion
+        for _ in range(1, blocks):
+            cells.append(Bottleneck(self.inplanes, planes, 1, None, spatial_layer))
+        return nn.SequentialCell(cells)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        for _, cell in self.cells_and_names():
+            if isinstance(cell, nn.Conv2d):
+                cell.weight.set_data(init.initializer(
+                    conv_fan_out_normal(cell.out_channels, cell.kernel_size, 1), cell.weight.shape, cell.weight.dtype))
+            if isinstance(cell, ConvPathMixin) and cell.depthwise_conv:
+                # same distribution as the grouped weight (out, k*k, k, k) the official init draws
+                w = cell.dep_conv.weight
+                w.set_data(init.initializer(conv_fan_out_normal(cell.out_planes, cell.kernel_conv, 1), w.shape, w.dtype))
+        if zero_init_residual:
+            for _, cell in self.cells_and_names():
+                if isinstance(cell, Bottleneck):
+                    cell.bn3.gamma.set_data(init.initializer(init.Zero(), cell.bn3.gamma.shape, cell.bn3.gamma.dtype))
+
+    def forward_stages(self, x) -> Tuple:
+        x = check_nchw(x, self.in_chans, "ResNet")
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outs = ()
+        for stage in self.stages:
+            x = stage(x)
+            outs = outs + (x,)
+        return outs
+
+    def forward_features(self, x):
+        return self.forward_stages(x)[-1]
+
+    def forward_head(self, x):
+        return self.fc(ops.mean(x, axis=(2, 3)))
+
+    def construct(self, x):
+        if self.features_only:
+            feats = self.forward_stages(x)
+            return tuple(feats[i] for i in self.out_indices)
+        return self.forward_head(self.forward_features(x))
+
+
+_DEPTHS = {"26": (1, 2, 4, 1), "38": (2, 3, 5, 2), "50": (3, 4, 6, 3)}
+
+
+def _resnet(depth: str, layers=None, **kwargs) -> ResNet:
+    return ResNet(layers=_DEPTHS[depth] if layers is None else layers, **kwargs)
+
+
+def _acmix_resnet(depth: str, layers=None, k_att: int = 7, head: int = 4, k_conv: int = 3,
+                  depthwise_conv: Optional[bool] = None, **kwargs) -> ResNet:
+    return _resnet(depth, layers, spatial_layer=acmix_layer(k_att, head, k_conv, depthwise_conv), **kwargs)
+
+
+def _variant(fn):
+    fn.model_cls = ResNet
+    return fn
+
+
+def _acmix_variant(fn):
+    fn.model_cls = ResNet
+    return fn
+
+
+@register_model
+@_variant
+def resnet26(layers=None, **kwargs) -> ResNet:
+    """ResNet-26 (layers 1,2,4,1): 13.70 M params (SAN / ACmix baseline)."""
+    return _resnet("26", layers, **kwargs)
+
+
+@register_model
+@_variant
+def resnet38(layers=None, **kwargs) -> ResNet:
+    """ResNet-38 (layers 2,3,5,2): 19.61 M params."""
+    return _resnet("38", layers, **kwargs)
+
+
+@register_model
+@_variant
+def resnet50(layers=None, **kwargs) -> ResNet:
+    """ResNet-50 (layers 3,4,6,3): 25.56 M params (torchvision v1.5)."""
+    return _resnet("50", layers, **kwargs)
+
+
+@register_model
+@_acmix_variant
+def acmix_resnet26(layers=None, k_att: int = 7, head: int = 4, k_conv: int = 3, depthwise_conv=None, **kwargs) -> ResNet:
+    """ACmix-ResNet-26: 10.49 M params (official code; README 10.6 M)."""
+    return _acmix_resnet("26", layers, k_att, head, k_conv, depthwise_conv, **kwargs)
+
+
+@register_model
+@_acmix_variant
+def acmix_resnet38(layers=None, k_att: int = 7, head: int = 4, k_conv: int = 3, depthwise_conv=None, **kwargs) -> ResNet:
+    """ACmix-ResNet-38: 14.41 M params (official code; README 14.6 M)."""
+    return _acmix_resnet("38", layers, k_att, head, k_conv, depthwise_conv, **kwargs)
+
+
+@register_model
+@_acmix_variant
+def acmix_resnet50(layers=None, k_att: int = 7, head: int = 4, k_conv: int = 3, depthwise_conv=None, **kwargs) -> ResNet:
+    """ACmix-ResNet-50: 18.33 M params (official code; README 18.6 M)."""
+    return _acmix_resnet("50", layers, k_att, head, k_conv, depthwise_conv, **kwargs)

@@ -1,0 +1,153 @@
+"""ACmix: parity with the official PyTorch module and ACmix-ResNet, the depth-wise (Ascend) form, bad input."""
+import numpy as np
+import pytest
+import mindspore as ms
+
+import convattn
+from convattn.convert import load_official_state
+from convattn.layers import ACmix, ACmixConvPath, set_export_safe
+from convattn.layers.acmix import shift_kernel
+from parity import load_fixture, run_parity
+
+MODULE_FIXTURES = [
+    ("acmix_module_s1.npz", dict(in_planes=64, out_planes=64, kernel_att=7, head=4, kernel_conv=3, stride=1)),
+    ("acmix_module_s2.npz", dict(in_planes=64, out_planes=64, kernel_att=7, head=4, kernel_conv=3, stride=2)),
+    ("acmix_module_in32_out64_h8_katt5.npz", dict(in_planes=32, out_planes=64, kernel_att=5, head=8, kernel_conv=3)),
+]
+
+
+@pytest.mark.parametrize("depthwise", [False, True], ids=["grouped", "depthwise"])
+@pytest.mark.parametrize("name,kwargs", MODULE_FIXTURES, ids=[f[0][:-4] for f in MODULE_FIXTURES])
+def test_acmix_module_matches_official(ms_mode, name, kwargs, depthwise):
+    got, ref, tol = run_parity(ACmix(depthwise_conv=depthwise, **kwargs), name, rules="acmix")
+    err = float(np.abs(got - ref).max())
+    assert err <= tol, f"{name} [{ms_mode}, depthwise={depthwise}]: max|ours - official| = {err:.3g} > {tol:.3g}"
+
+
+def test_acmix_state_layout_and_init():
+    m = ACmix(64, 64)
+    names = {p.name: tuple(p.shape) for p in m.get_parameters()}
+    # official quirks: fc without bias, dep_conv without bias, rates of shape (1,)
+    assert "fc.bias" not in names and "dep_conv.bias" not in names
+    assert names["fc.weight"] == (9, 12, 1, 1) and names["dep_conv.weight"] == (64, 9, 3, 3)
+    assert sum(int(np.prod(s)) for s in names.values()) == 17822  # official parameter count (fixture README)
+    assert m.rate1.asnumpy().tolist() == [0.5] and m.rate2.asnumpy().tolist() == [0.5]
+    np.testing.assert_array_equal(m.dep_conv.weight.asnumpy(), shift_kernel(64))
+    dw = ACmix(64, 64, depthwise_conv=True)
+    assert tuple(dw.dep_conv.weight.shape) == (576, 1, 3, 3) and dw.dep_conv.group == 576
+    np.testing.assert_array_equal(dw.dep_conv.weight.asnumpy().reshape(64, 9, 3, 3), shift_kernel(64))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_form_equals_grouped(stride):
+    """The Ascend-legal depth-wise conv path equals the grouped one to float32 rounding, for any weights."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    rng = np.random.default_rng(stride)
+    head, head_dim, out = 4, 8, 32
+    grouped = ACmixConvPath(head, head_dim, out, stride=stride, fc_bias=True, depthwise_conv=False)
+    dw = ACmixConvPath(head, head_dim, out, stride=stride, fc_bias=True, depthwise_conv=True)
+    w = rng.standard_normal((out, 9, 3, 3)).astype(np.float32)
+    grouped.dep_conv.weight.set_data(ms.Tensor(w))
+    dw.dep_conv.weight.set_data(ms.Tensor(w.reshape(out * 9, 1, 3, 3)))
+    for cell in (grouped, dw):
+        cell.fc.weight.set_data(ms.Tensor(np.linspace(-1, 1, 9 * 3 * head, dtype=np.float32).reshape(9, 3 * head, 1, 1)))
+        cell.fc.bias.set_data(ms.Tensor(np.arange(9, dtype=np.float32) / 10))
+    x = ms.Tensor(rng.standard_normal((2, 3 * head, head_dim, 10 * 6)).astype(np.float32))
+    a, b = grouped(x, 10, 6).asnumpy(), dw(x, 10, 6).asnumpy()
+    assert a.shape == b.shape == (2, out, 10 // stride, 6 // stride)
+    err = float(np.abs(a - b).max())
+    assert err <= 1e-6 * max(1.0, float(np.abs(a).max())) * 10, err
+
+
+def test_depthwise_chosen_by_device_target(monkeypatch):
+    import convattn.layers.acmix as mod
+
+    monkeypatch.setattr(mod.ms, "get_context", lambda key: "Ascend" if key == "device_target" else None)
+    assert ACmix(16, 16).depthwise_conv is True
+    assert ACmix(16, 16, depthwise_conv=False).depthwise_conv is False
+    monkeypatch.setattr(mod.ms, "get_context", lambda key: "CPU" if key == "device_target" else None)
+    assert ACmix(16, 16).depthwise_conv is False
+
+
+def test_export_safe_gather_gives_same_output(ms_mode):
+    """The slice-based gather (ONNX-exportable) and the unfold fast path give the same ACmix output."""
+    inp, ref, state = load_fixture("acmix_module_s2.npz")
+    m = ACmix(64, 64, stride=2)
+    load_official_state(m, state, rules="acmix")
+    m.set_train(False)
+    fast = m(ms.Tensor(inp)).asnumpy()
+    set_export_safe(m, True)
+    assert m.unfold.export_safe
+    safe = m(ms.Tensor(inp)).asnumpy()
+    assert float(np.abs(fast - safe).max()) <= 1e-6 * max(1.0, float(np.abs(fast).max()))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(in_planes=64, out_planes=60, head=8), "divisible by head"),
+    (dict(in_planes=64, out_planes=64, kernel_att=6), "odd kernel_att"),
+    (dict(in_planes=64, out_planes=64, dilation=2), "dilation=1"),
+    (dict(in_planes=64, out_planes=64, kernel_conv=4), "kernel_conv must be odd"),
+])
+def test_acmix_rejects_bad_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ACmix(**kwargs)
+
+
+# ---------------------------------------------------------------- ACmix-ResNet and its ResNet baselines
+# Trainable parameters at 1000 classes: ACmix values equal the official ACmix_ResNet (the README prints
+# 10.6 / 14.6 / 18.6 M; see convattn.models.resnet for the gap); baselines are torchvision's Bottleneck ResNets.
+RESNET_PARAMS_M = {"resnet26": 13.70, "resnet38": 19.63, "resnet50": 25.56,
+                   "acmix_resnet26": 10.49, "acmix_resnet38": 14.41, "acmix_resnet50": 18.33}
+ACMIX_README_M = {"acmix_resnet26": 10.6, "acmix_resnet38": 14.6, "acmix_resnet50": 18.6}
+
+
+def test_acmix_resnet_matches_official(ms_mode):
+    net = convattn.create_model("acmix_resnet50", num_classes=10, layers=(1, 1, 1, 1))
+    got, ref, tol = run_parity(net, "acmix_resnet_l1111.npz", rules=None)  # rules from the model's default_cfg
+    err = float(np.abs(got - ref).max())
+    assert err <= tol, f"acmix_resnet l1111 [{ms_mode}]: max|ours - official| = {err:.3g} > {tol:.3g}"
+
+
+@pytest.mark.parametrize("name", sorted(RESNET_PARAMS_M))
+def test_resnet_parameter_counts(name):
+    net = convattn.create_model(name)
+    n = sum(p.size for p in net.trainable_params()) / 1e6
+    assert round(n, 2) == RESNET_PARAMS_M[name], f"{name}: {n:.4f} M"
+    if name in ACMIX_README_M:  # within 2 % of the README's rounded figure
+        assert abs(n - ACMIX_README_M[name]) / ACMIX_README_M[name] < 0.02
+
+
+def test_acmix_resnet_official_names_and_depthwise_conversion():
+    """Official keys load by name; the depth-wise (Ascend) network takes the same checkpoint via a reshape."""
+    _, _, state = load_fixture("acmix_resnet_l1111.npz")
+    net = convattn.create_model("acmix_resnet50", num_classes=10, layers=(1, 1, 1, 1), depthwise_conv=True)
+    info = load_official_state(net, state)
+    assert not info["not_loaded"]
+    got = net.layer3[0].conv2.dep_conv.weight.asnumpy()
+    ref = state["layer3.0.conv2.dep_conv.weight"]
+    assert got.shape == (256 * 9, 1, 3, 3)
+    np.testing.assert_array_equal(got.reshape(ref.shape), ref)
+    assert {"conv1.weight", "bn1.moving_mean", "layer1.0.conv2.rate1", "layer1.0.downsample.0.weight",
+            "fc.weight"} <= {p.name for p in net.get_parameters()}
+
+
+def test_resnet_layers_override_and_features():
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    net = convattn.create_model("acmix_resnet26", layers=(1, 1, 1, 1), features_only=True)
+    assert len(net.layer2) == 1 and isinstance(net.layer2[0].conv2, ACmix)
+    assert isinstance(convattn.create_model("resnet26", layers=(1, 1, 1, 1)).layer1[0].conv2, ms.nn.Conv2d)
+    net.set_train(False)
+    feats = net(ms.Tensor(np.random.randn(1, 3, 64, 64).astype(np.float32)))
+    assert [tuple(f.shape) for f in feats] == [(1, 256, 16, 16), (1, 512, 8, 8), (1, 1024, 4, 4), (1, 2048, 2, 2)]
+    assert len(convattn.create_model("resnet38").layer3) == 5
+
+
+def test_resnet_rejects_bad_input():
+    with pytest.raises(ValueError, match="four positive block counts"):
+        convattn.create_model("acmix_resnet50", layers=(1, 1, 1))
+    with pytest.raises(ValueError, match="divisible by head"):
+        convattn.create_model("acmix_resnet50", layers=(1, 1, 1, 1), head=5)
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    net = convattn.create_model("resnet26", layers=(1, 1, 1, 1))
+    with pytest.raises((ValueError, RuntimeError), match="3 input channels"):
+        net(ms.Tensor(np.zeros((1, 4, 64, 64), np.float32)))
