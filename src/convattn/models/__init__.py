@@ -6,3 +6,4 @@ from . import swin  # noqa: F401  (Swin baselines and ACmix-Swin)
 
 __all__ = ["create_model", "get_model_cfg", "is_model", "list_models", "model_cfg", "register_model"]
 from . import deit  # noqa: F401,E402  (registers DeiT and its dynamic-convolution attention variants)
+from . import swin_dynconv  # noqa: F401,E402  (Swin with ReLU / depth-wise window attention)
