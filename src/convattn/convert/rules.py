@@ -74,3 +74,7 @@ register_rules(ConversionRules(
     drop=(r"(^|\.)relative_position_index$", r"(^|\.)attn_mask$"),
     transforms=_ACMIX_DEP_CONV,
 ))
+
+# DeiT / ViT: convattn keeps timm's VisionTransformer names (patch_embed.proj, cls_token, pos_embed,
+# blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, head); LayerNorm renames are generic.
+register_rules(ConversionRules("deit"))

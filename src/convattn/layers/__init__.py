@@ -4,6 +4,8 @@ from .helpers import GELU, ChannelLayerNorm, check_nchw, conv_fan_out_normal, in
 from .lka import LKA, LKAAttention
 from .window_gather import LocalWindowGather, reflect_pad_slices, set_export_safe
 from .acmix import ACmix, ACmixConvPath, ConvPathMixin
+from .dynamic_attention import (AttentionActivation, DepthwiseAttentionCore, DynamicAttention, DynamicAttentionCore,
+                                build_attention_core, check_attention_args)
 from .window_attention import WindowAttention, WindowAttentionACmix, cyclic_shift, window_partition, window_reverse
 from .xvolution import XVolution, is_deploy, pssa_directions, shift2d, switch_to_deploy
 
@@ -12,6 +14,8 @@ __all__ = [
     "LKA", "LKAAttention",
     "LocalWindowGather", "reflect_pad_slices", "set_export_safe",
     "ACmix", "ACmixConvPath", "ConvPathMixin",
+    "AttentionActivation", "DepthwiseAttentionCore", "DynamicAttention", "DynamicAttentionCore", "build_attention_core",
+    "check_attention_args",
     "WindowAttention", "WindowAttentionACmix", "cyclic_shift", "window_partition", "window_reverse",
     "XVolution", "is_deploy", "pssa_directions", "shift2d", "switch_to_deploy",
 ]

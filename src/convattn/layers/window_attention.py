@@ -18,6 +18,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from .acmix import ConvPathMixin
+from .dynamic_attention import DepthwiseAttentionCore
 
 __all__ = ["cyclic_shift", "window_partition", "window_reverse", "relative_position_index", "shifted_window_mask",
            "WindowAttention", "WindowAttentionACmix"]
@@ -79,10 +80,15 @@ class WindowAttention(nn.Cell):
         dim: channels; num_heads: heads (must divide dim); window_size: window side.
         qkv_bias: bias of the ``qkv`` Linear; qk_scale: overrides ``head_dim ** -0.5``.
         attn_drop, proj_drop: dropout rates.
+        core: optional attention core from :func:`convattn.layers.dynamic_attention.build_attention_core`
+            (ReLU / normalised attention, depth-wise self-attention); it receives the per-window q, k (, v), the
+            relative position term (heads, N, N) and the shift mask. None: Swin's softmax attention below. A
+            depth-wise core has no value bank: the projection is then ``qk`` (2C outputs) instead of ``qkv``.
     """
 
     def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+                 qk_scale: Optional[float] = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 core: Optional[nn.Cell] = None) -> None:
         super().__init__()
         if num_heads < 1 or dim % num_heads != 0:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
@@ -96,7 +102,12 @@ class WindowAttention(nn.Cell):
             Tensor(np.random.normal(0.0, 0.02, ((2 * window_size - 1) ** 2, num_heads)).clip(-2, 2), ms.float32),
             name="relative_position_bias_table")
         self.relative_position_index = Tensor(relative_position_index(window_size, window_size).reshape(-1), ms.int32)
-        self.qkv = nn.Dense(dim, dim * 3, has_bias=qkv_bias)
+        self.core = core
+        self.depthwise = isinstance(core, DepthwiseAttentionCore)
+        if self.depthwise:
+            self.qk = nn.Dense(dim, dim * 2, has_bias=qkv_bias)
+        else:
+            self.qkv = nn.Dense(dim, dim * 3, has_bias=qkv_bias)
         self.attn_drop = nn.Dropout(p=attn_drop) if attn_drop > 0 else nn.Identity()
         self.proj = nn.Dense(dim, dim)
         self.proj_drop = nn.Dropout(p=proj_drop) if proj_drop > 0 else nn.Identity()
@@ -104,26 +115,42 @@ class WindowAttention(nn.Cell):
     def extend_repr(self):
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
 
+    def extra_macs(self, inputs, output) -> int:
+        """q k^T and attn v of the built-in softmax path (a pluggable ``core`` reports its own)."""
+        if self.core is not None:
+            return 0
+        x = inputs[0]
+        windows = x.shape[0] * x.shape[1] * x.shape[2] // self.n_tokens
+        return 2 * windows * self.n_tokens * self.n_tokens * self.dim
+
     def attend(self, qkv, mask):
         """Window attention + ``proj`` on a ``(B, H, W, 3C)`` qkv map; returns ``(B, H, W, C)``."""
         h, w = qkv.shape[1], qkv.shape[2]
         ws, n, nh, c = self.window_size, self.n_tokens, self.num_heads, self.dim
-        win = window_partition(qkv, ws).reshape(-1, n, 3, nh, self.head_dim)
+        win = window_partition(qkv, ws).reshape(-1, n, qkv.shape[-1] // c, nh, self.head_dim)
         win = ops.transpose(win, (2, 0, 3, 1, 4))
-        q, k, v = win[0] * self.scale, win[1], win[2]
-        attn = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
         bias = ops.gather(self.relative_position_bias_table, self.relative_position_index, 0)
-        attn = attn + ops.transpose(bias.reshape(n, n, nh), (2, 0, 1)).reshape(1, nh, n, n)
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = attn.reshape(-1, nw, nh, n, n) + mask.reshape(1, nw, 1, n, n)
-            attn = attn.reshape(-1, nh, n, n)
-        attn = self.attn_drop(ops.softmax(attn, axis=-1))
-        x = ops.transpose(ops.matmul(attn, v), (0, 2, 1, 3)).reshape(-1, n, c)
+        if self.core is None:
+            q, k, v = win[0] * self.scale, win[1], win[2]
+            attn = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
+            attn = attn + ops.transpose(bias.reshape(n, n, nh), (2, 0, 1)).reshape(1, nh, n, n)
+            if mask is not None:
+                nw = mask.shape[0]
+                attn = attn.reshape(-1, nw, nh, n, n) + mask.reshape(1, nw, 1, n, n)
+                attn = attn.reshape(-1, nh, n, n)
+            attn = self.attn_drop(ops.softmax(attn, axis=-1))
+            out = ops.matmul(attn, v)
+        elif self.depthwise:
+            out = self.core(win[0], win[1], ops.transpose(bias.reshape(n, n, nh), (2, 0, 1)), mask)
+        else:
+            out = self.core(win[0], win[1], win[2], ops.transpose(bias.reshape(n, n, nh), (2, 0, 1)), mask)
+        x = ops.transpose(out, (0, 2, 1, 3)).reshape(-1, n, c)
         x = self.proj(x)
         return window_reverse(x.reshape(-1, ws, ws, c), ws, h, w)
 
     def construct(self, x, mask=None):
+        if self.depthwise:
+            return self.proj_drop(self.attend(self.qk(x), mask))
         return self.proj_drop(self.attend(self.qkv(x), mask))
 
 

@@ -27,6 +27,7 @@ from mindspore import Tensor, nn, ops
 from mindspore.common import initializer as init
 
 from ..layers import GELU, DropPath, check_nchw, to_2tuple
+from ..layers.dynamic_attention import build_attention_core, check_attention_args
 from ..layers.window_attention import WindowAttention, WindowAttentionACmix, cyclic_shift, shifted_window_mask
 from .registry import model_cfg, register_model
 
@@ -94,7 +95,7 @@ class SwinTransformerBlock(nn.Cell):
     def __init__(self, dim: int, input_resolution: Tuple[int, int], num_heads: int, window_size: int = 7,
                  shift_size: int = 0, mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: Optional[float] = None,
                  drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, acmix: bool = False,
-                 depthwise_conv: Optional[bool] = None) -> None:
+                 depthwise_conv: Optional[bool] = None, attn_cfg: Optional[dict] = None) -> None:
         super().__init__()
         self.dim = dim
         self.input_resolution = tuple(input_resolution)
@@ -114,7 +115,9 @@ class SwinTransformerBlock(nn.Cell):
             self.attn = WindowAttentionACmix(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop,
                                              depthwise_conv=depthwise_conv)
         else:
-            self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop)
+            core = (build_attention_core(dim, num_heads, scale=qk_scale, attn_drop=attn_drop, **attn_cfg)
+                    if attn_cfg else None)  # attn_cfg: the dynamic-convolution attention options (SwinTransformer)
+            self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop, core=core)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = _layer_norm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
@@ -161,13 +164,13 @@ class BasicLayer(nn.Cell):
     def __init__(self, dim: int, input_resolution: Tuple[int, int], depth: int, num_heads: int, window_size: int,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: Optional[float] = None, drop: float = 0.0,
                  attn_drop: float = 0.0, drop_path=0.0, downsample: bool = False, acmix: bool = False,
-                 depthwise_conv: Optional[bool] = None) -> None:
+                 depthwise_conv: Optional[bool] = None, attn_cfg: Optional[dict] = None) -> None:
         super().__init__()
         rates = drop_path if isinstance(drop_path, (list, tuple)) else [drop_path] * depth
         self.blocks = nn.CellList([
             SwinTransformerBlock(dim, input_resolution, num_heads, window_size,
                                  0 if i % 2 == 0 else window_size // 2, mlp_ratio, qkv_bias, qk_scale, drop,
-                                 attn_drop, rates[i], acmix, depthwise_conv)
+                                 attn_drop, rates[i], acmix, depthwise_conv, attn_cfg)
             for i in range(depth)
         ])
         self.downsample = PatchMerging(input_resolution, dim) if downsample else None
@@ -235,6 +238,10 @@ class SwinTransformer(nn.Cell):
         patch_norm: LayerNorm after the patch embedding. ape (absolute position embedding) is not supported.
         acmix: use the ACmix window attention. depthwise_conv: its conv-path formulation (None: auto, Ascend).
         features_only / out_indices: return the stage maps (NCHW, before PatchMerging; strides 4..32).
+        attn, attn_act, attn_norm, tau, norm_first, rel_pos: the dynamic-convolution attention options of
+            :mod:`convattn.layers.dynamic_attention` (arXiv 2309.10713), e.g. ``attn_act='relu'`` or
+            ``attn='depthwise'`` (the window's key kernels averaged into one per query, restricted to its
+            shifted-window region). The defaults are Swin's own softmax attention.
     """
 
     def __init__(self, img_size=224, patch_size: int = 4, in_chans: int = 3, num_classes: int = 1000,
@@ -242,7 +249,9 @@ class SwinTransformer(nn.Cell):
                  window_size: int = 7, mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: Optional[float] = None,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
                  patch_norm: bool = True, acmix: bool = False, depthwise_conv: Optional[bool] = None,
-                 features_only: bool = False, out_indices: Optional[Sequence[int]] = None) -> None:
+                 features_only: bool = False, out_indices: Optional[Sequence[int]] = None,
+                 attn: str = "standard", attn_act: Optional[str] = None, attn_norm: Optional[str] = None,
+                 tau: float = 1.0, norm_first: bool = False, rel_pos: str = "auto") -> None:
         super().__init__()
         if len(depths) != len(num_heads):
             raise ValueError(f"depths and num_heads need one entry per stage, got {len(depths)} and {len(num_heads)}")
@@ -252,6 +261,15 @@ class SwinTransformer(nn.Cell):
             if heads < 1 or d % heads:
                 raise ValueError(f"stage {i} has {d} channels, not divisible by num_heads[{i}]={heads}")
         _check_sizes(img_size, patch_size, window_size, self.num_layers)
+        check_attention_args(embed_dim * 2 ** (len(depths) - 1), num_heads[-1], attn, attn_act, attn_norm, tau, rel_pos)
+        attn_cfg = None
+        if not (attn == "standard" and attn_act in (None, "softmax") and attn_norm is None and tau == 1.0
+                and rel_pos in ("auto", "logits")):
+            if acmix:
+                raise ValueError("the ACmix window attention takes no attn/attn_act/attn_norm/tau options; "
+                                 "use acmix=False (swin_*) for the dynamic-convolution attention variants")
+            attn_cfg = dict(attn=attn, attn_act=attn_act, attn_norm=attn_norm, tau=tau, norm_first=norm_first,
+                            rel_pos=rel_pos)
         self.num_classes = num_classes
         self.features_only = features_only
         self.out_indices = tuple(range(self.num_layers) if out_indices is None else out_indices)
@@ -271,7 +289,7 @@ class SwinTransformer(nn.Cell):
             layers.append(BasicLayer(int(embed_dim * 2 ** i), r, depths[i], num_heads[i], window_size, mlp_ratio,
                                      qkv_bias, qk_scale, drop_rate, attn_drop_rate,
                                      dpr[sum(depths[:i]):sum(depths[:i + 1])], i < self.num_layers - 1, acmix,
-                                     depthwise_conv))
+                                     depthwise_conv, attn_cfg))
             self.stage_res.append(r)
             self.feature_info.append({"num_chs": int(embed_dim * 2 ** i), "reduction": patch_size * 2 ** i,
                                       "module": f"layers.{i}"})
