@@ -1,6 +1,6 @@
 """Operators (MindSpore cells), one file per idea. Layers know no network."""
 from .drop_path import DropPath
-from .helpers import GELU, ChannelLayerNorm, check_nchw, conv_fan_out_normal, invalidate_graph_cache, to_2tuple
+from .helpers import GELU, ChannelLayerNorm, check_nchw, conv_fan_out_normal, invalidate_graph_cache, subsample2d, to_2tuple
 from .lka import LKA, LKAAttention
 from .window_gather import LocalWindowGather, reflect_pad_slices, set_export_safe
 from .acmix import ACmix, ACmixConvPath, ConvPathMixin
@@ -10,7 +10,7 @@ from .window_attention import WindowAttention, WindowAttentionACmix, cyclic_shif
 from .xvolution import XVolution, is_deploy, pssa_directions, shift2d, switch_to_deploy
 
 __all__ = [
-    "DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "invalidate_graph_cache", "to_2tuple",
+    "DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "invalidate_graph_cache", "subsample2d", "to_2tuple",
     "LKA", "LKAAttention",
     "LocalWindowGather", "reflect_pad_slices", "set_export_safe",
     "ACmix", "ACmixConvPath", "ConvPathMixin",

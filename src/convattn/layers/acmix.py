@@ -32,6 +32,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
+from .helpers import subsample2d
 from .window_gather import LocalWindowGather
 
 __all__ = ["ACmix", "ACmixConvPath", "ConvPathMixin", "shift_kernel", "default_depthwise_conv", "acmix_position"]
@@ -212,8 +213,8 @@ class ACmix(ConvPathMixin, nn.Cell):
         k_att = k.reshape(bh, hd, h, w)
         v_att = v.reshape(bh, hd, h, w)
         if s > 1:
-            q_att = q_att[:, :, ::s, ::s]
-            q_pe = pe[:, :, ::s, ::s]
+            q_att = subsample2d(q_att, s)  # == q_att[:, :, ::s, ::s], with a gradient that works on CPU
+            q_pe = subsample2d(pe, s)
         else:
             q_pe = pe
         unfold_k = self.unfold(k_att)  # (B*head, head_dim, k_att^2, Ho, Wo)

@@ -8,7 +8,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common import initializer as init
 
-__all__ = ["conv_fan_out_normal", "check_nchw", "ChannelLayerNorm", "GELU", "to_2tuple", "invalidate_graph_cache"]
+__all__ = ["conv_fan_out_normal", "check_nchw", "ChannelLayerNorm", "GELU", "to_2tuple", "invalidate_graph_cache", "subsample2d"]
 
 
 def to_2tuple(v) -> Tuple[int, int]:
@@ -66,3 +66,24 @@ def invalidate_graph_cache(net: nn.Cell) -> None:
     """
     for _, cell in net.cells_and_names():
         object.__setattr__(cell, "_create_time", time.time_ns() + next(_recompile_counter))
+
+
+def subsample2d(x, stride: int):
+    """``x[:, :, ::stride, ::stride]`` of an NCHW tensor without a strided slice.
+
+    MindSpore 2.10's CPU ``StridedSliceGrad`` fails ("input memory out of bounds") for step slices of odd-sized
+    or offset maps, so training cannot use them. Here the map is zero-padded to a multiple of ``stride``,
+    split into ``stride x stride`` cells by a reshape, and the first element of each cell is kept: the same
+    values (ceil(H / s) x ceil(W / s) of them) with a gradient built from reshapes and unit-step slices.
+    """
+    if stride == 1:
+        return x
+    n, c, h, w = x.shape
+    ph, pw = (-h) % stride, (-w) % stride
+    if ph:
+        x = ops.concat((x, ops.zeros((n, c, ph, w), x.dtype)), 2)
+    if pw:
+        x = ops.concat((x, ops.zeros((n, c, h + ph, pw), x.dtype)), 3)
+    ho, wo = (h + ph) // stride, (w + pw) // stride
+    x = x.reshape(n, c, ho, stride, wo, stride)[:, :, :, 0:1, :, 0:1]
+    return x.reshape(n, c, ho, wo)

@@ -153,8 +153,9 @@ class PatchMerging(nn.Cell):
     def construct(self, x):
         h, w = self.input_resolution
         b, _, c = x.shape
-        x = x.reshape(b, h, w, c)
-        x = ops.concat((x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]), -1)
+        # (b, h/2, hp, w/2, wp, c) -> (b, h/2, w/2, wp, hp, c): channel blocks in the official order
+        # x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2]; a reshape, since CPU StridedSliceGrad fails.
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 4, 2, 5)
         return self.reduction(self.norm(x.reshape(b, -1, 4 * c)))
 
 
