@@ -55,3 +55,7 @@ GENERIC = ConversionRules("generic")
 # VAN: convattn keeps the official module names (patch_embed{i}, block{i}.{j}, attn.spatial_gating_unit.*,
 # mlp.dwconv.dwconv, norm{i}, head); BatchNorm/LayerNorm renames are generic.
 register_rules(ConversionRules("van"))
+
+# SAN: convattn keeps the official module names (conv_in, bn_in, conv{i}, bn{i}, layer{i}.{k}.{bn1, sam.conv1/2/3,
+# sam.conv_w.{0,2,3,5}, sam.conv_p, bn2, conv}, fc); DataParallel's `module.` prefix is stripped by the reader.
+register_rules(ConversionRules("san"))

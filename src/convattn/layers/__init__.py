@@ -6,3 +6,6 @@ from .window_gather import LocalWindowGather, reflect_pad_slices, set_export_saf
 
 __all__ = ["DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "to_2tuple", "LKA", "LKAAttention",
            "LocalWindowGather", "reflect_pad_slices", "set_export_safe"]
+from .san_attention import SAM  # noqa: E402
+
+__all__ += ["SAM"]
