@@ -173,7 +173,7 @@ class SAM(nn.Cell):
         elif self.relation == "hadamard":
             r = c * nb
         elif self.relation == "dot":
-            r = ops.sum(c * nb, 1, keepdims=True)
+            r = ops.sum(c * nb, 1, keepdim=True)
         else:
             r = ops.concat((ops.broadcast_to(c, nb.shape), nb), 1)
         if self.position_encoding:
@@ -191,7 +191,7 @@ class SAM(nn.Cell):
             # official layout: channel rel_c * k*k + tap after phi's rel channels
             r = ops.concat((c, nb.reshape(n, -1, 1, nb.shape[3])), 1)
         elif self.relation == "star":
-            r = ops.sum(c * nb, 1, keepdims=True).reshape(n, kk, 1, -1)
+            r = ops.sum(c * nb, 1, keepdim=True).reshape(n, kk, 1, -1)
         else:  # clique: phi(x_k)^T psi(x_j) for every pair of footprint positions (k, j)
             phi = self.gather(x1)
             phi = phi.reshape(n, phi.shape[1], kk, -1)
