@@ -218,3 +218,26 @@ def test_san_rejects_bad_input(shape, match):
     net.set_train(False)
     with pytest.raises((ValueError, RuntimeError), match=match):
         net(ms.Tensor(np.zeros(shape, np.float32)))
+
+
+@pytest.mark.parametrize("sa_type", ["pairwise", "patchwise"])
+def test_san_chunked_aggregation_equals_single_gather(sa_type):
+    """Training chunks the aggregation under recompute (memory); values and gradients equal one gather."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    ms.set_seed(5)
+    chunked = SAM(sa_type, 16, 4, 16, 4, 3)
+    single = SAM(sa_type, 16, 4, 16, 4, 3, agg_chunks=1)
+    assert chunked.agg_chunks == 4
+    ms.load_param_into_net(single, {p.name: ms.Parameter(p.asnumpy().copy(), name=p.name)
+                                    for p in chunked.get_parameters()})
+    x = ms.Tensor(np.random.RandomState(4).randn(2, 16, 7, 6).astype(np.float32))
+    outs = []
+    for net in (chunked, single):
+        net.set_train(True)
+        loss, grads = ms.value_and_grad(lambda a: (net(a) ** 2).mean(), None, net.trainable_params())(x)
+        outs.append((float(loss.asnumpy()), [g.asnumpy() for g in grads]))
+    assert outs[0][0] == pytest.approx(outs[1][0], rel=1e-6)
+    for a, b in zip(outs[0][1], outs[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="agg_chunks"):
+        SAM(sa_type, 16, 4, 16, 4, 3, agg_chunks=3)

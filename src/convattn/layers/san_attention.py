@@ -30,6 +30,8 @@ Paper alternatives (constructor options; defaults reproduce the official code):
 """
 from mindspore import nn, ops
 
+from mindspore import recompute
+
 from .window_gather import LocalWindowGather
 
 __all__ = ["SAM", "PAIRWISE_RELATIONS", "PATCHWISE_RELATIONS", "MAPPINGS", "sa_type_name"]
@@ -65,6 +67,22 @@ def _mapping(kind: str, cin: int, hidden: int, cout: int) -> nn.SequentialCell:
     return nn.SequentialCell(cells)
 
 
+class _Aggregation(nn.Cell):
+    """The weighted footprint sum for ``groups`` share groups: (N, groups*n_w, H, W) x (N, n_w, k*k, L)."""
+
+    def __init__(self, gather: LocalWindowGather) -> None:
+        super().__init__()
+        self.gather = gather
+
+    def construct(self, x3, w, groups):
+        n = x3.shape[0]
+        v = self.gather(x3)                                       # (N, C, k*k, Ho, Wo)
+        ho, wo = v.shape[3], v.shape[4]
+        v = v.reshape(n, groups, w.shape[1], v.shape[2], ho * wo)
+        y = ops.sum(v * ops.expand_dims(w, 1), 3)                 # (N, groups, n_w, L)
+        return y.reshape(n, groups * w.shape[1], ho, wo)
+
+
 class SAM(nn.Cell):
     """Pairwise / patchwise self-attention over a k x k footprint.
 
@@ -81,11 +99,18 @@ class SAM(nn.Cell):
         position_encoding: pairwise only, append p_i - p_j (official: on). Patchwise weights index the
             footprint positions themselves, so the flag has no effect there.
         export_safe: build the gathers with the ONNX-exportable slice path (same numbers, slower).
+        agg_chunks: split the aggregation into this many chunks of share groups (a divisor of share_planes).
+            Gathering all k*k neighbours of beta(x) for every channel is a B x out_planes x k*k x H*W tensor,
+            4x the official relation tensor (the official CUDA kernel never builds it). With ``agg_chunks``
+            chunks, each gathered under :func:`mindspore.recompute` while training, the largest such tensor
+            is B x out_planes/agg_chunks x k*k x H*W. ``None`` = ``share_planes`` (one chunk per share
+            group: n_w x k*k, smaller than the relation tensor); ``1`` = one gather, fastest, most memory.
+            Only training chunks; inference (``set_train(False)``) always gathers once.
     """
 
     def __init__(self, sa_type, in_planes: int, rel_planes: int, out_planes: int, share_planes: int = 8,
                  kernel_size: int = 3, stride: int = 1, dilation: int = 1, relation=None, mapping: str = "r-l-r-l",
-                 position_encoding: bool = True, export_safe: bool = False) -> None:
+                 position_encoding: bool = True, export_safe: bool = False, agg_chunks=None) -> None:
         super().__init__()
         sa_type = sa_type_name(sa_type)
         for label, v in (("in_planes", in_planes), ("rel_planes", rel_planes), ("out_planes", out_planes),
@@ -107,6 +132,10 @@ class SAM(nn.Cell):
                              f"(official: {valid[0]!r})")
         if mapping not in MAPPINGS:
             raise ValueError(f"SAM: unknown mapping {mapping!r}; choose one of {list(MAPPINGS)} (official: 'r-l-r-l')")
+        agg_chunks = share_planes if agg_chunks is None else agg_chunks
+        if not isinstance(agg_chunks, int) or agg_chunks < 1 or share_planes % agg_chunks:
+            raise ValueError(f"SAM: agg_chunks must divide share_planes={share_planes}, got {agg_chunks!r}")
+        self.agg_chunks = agg_chunks
         self.sa_type = sa_type
         self.relation = relation
         self.mapping = mapping
@@ -136,6 +165,7 @@ class SAM(nn.Cell):
         self.relation_channels = rel_dim
         # One gather per stream; each is a LocalWindowGather so set_export_safe() reaches all of them.
         self.gather = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
+        self.aggregation = _Aggregation(self.gather)
         self.gather_rel = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
         if self.position_encoding:
             self.gather_pos = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
@@ -203,14 +233,25 @@ class SAM(nn.Cell):
         return w.reshape(n, self.num_weights, kk, -1)
 
     def aggregate(self, x3, w):
-        """y_c(i) = sum_j w_{c mod n_w}(i, j) * x3_c(j), reflection padding; w is (N, n_w, k*k, Ho*Wo)."""
-        n = x3.shape[0]
-        v = self.gather(x3)                                       # (N, C, k*k, Ho, Wo)
-        ho, wo = v.shape[3], v.shape[4]
-        # channel c = s * n_w + (c mod n_w): split C into (share, n_w) so w broadcasts over the share axis
-        v = v.reshape(n, self.share_planes, self.num_weights, v.shape[2], ho * wo)
-        y = ops.sum(v * ops.expand_dims(w, 1), 3)                 # (N, share, n_w, L)
-        return y.reshape(n, self.out_planes, ho, wo)
+        """y_c(i) = sum_j w_{c mod n_w}(i, j) * x3_c(j), reflection padding; w is (N, n_w, k*k, Ho*Wo).
+
+        Channel c = s * n_w + (c mod n_w): x3 splits into (share, n_w) so w broadcasts over the share axis.
+        While training with ``agg_chunks`` > 1 the share groups are gathered chunk by chunk under recompute,
+        so the gathered values never exist for all channels at once (see the class docstring). Inference
+        keeps no tape, so it gathers once (fewer ops, faster graph compilation).
+        """
+        n, c, h, wd = x3.shape
+        if self.agg_chunks == 1 or not self.training:
+            return self.aggregation(x3, w, self.share_planes)
+        per = self.share_planes // self.agg_chunks
+        g = x3.reshape(n, self.share_planes, self.num_weights, h, wd)
+        ys = tuple(self._aggregation_chunk(g[:, i * per:(i + 1) * per].reshape(n, per * self.num_weights, h, wd), w, per)
+                   for i in range(self.agg_chunks))
+        y = ops.concat(ys, 1)
+        return y.reshape(n, self.out_planes, y.shape[2], y.shape[3])
+
+    def _aggregation_chunk(self, x3, w, groups):
+        return recompute(self.aggregation, x3, w, groups)
 
     def construct(self, x):
         x1, x2, x3 = self.conv1(x), self.conv2(x), self.conv3(x)
