@@ -78,3 +78,7 @@ register_rules(ConversionRules(
 # DeiT / ViT: convattn keeps timm's VisionTransformer names (patch_embed.proj, cls_token, pos_embed,
 # blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, head); LayerNorm renames are generic.
 register_rules(ConversionRules("deit"))
+
+# SAN: convattn keeps the official module names (conv_in, bn_in, conv{i}, bn{i}, layer{i}.{k}.{bn1, sam.conv1/2/3,
+# sam.conv_w.{0,2,3,5}, sam.conv_p, bn2, conv}, fc); DataParallel's `module.` prefix is stripped by the reader.
+register_rules(ConversionRules("san"))

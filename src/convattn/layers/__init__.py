@@ -7,6 +7,7 @@ from .acmix import ACmix, ACmixConvPath, ConvPathMixin
 from .dynamic_attention import (AttentionActivation, DepthwiseAttentionCore, DynamicAttention, DynamicAttentionCore,
                                 build_attention_core, check_attention_args)
 from .window_attention import WindowAttention, WindowAttentionACmix, cyclic_shift, window_partition, window_reverse
+from .san_attention import SAM
 from .xvolution import XVolution, is_deploy, pssa_directions, shift2d, switch_to_deploy
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "AttentionActivation", "DepthwiseAttentionCore", "DynamicAttention", "DynamicAttentionCore", "build_attention_core",
     "check_attention_args",
     "WindowAttention", "WindowAttentionACmix", "cyclic_shift", "window_partition", "window_reverse",
+    "SAM",
     "XVolution", "is_deploy", "pssa_directions", "shift2d", "switch_to_deploy",
 ]

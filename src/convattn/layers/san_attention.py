@@ -1,0 +1,262 @@
+"""SAN's self-attention module (SAM): pairwise and patchwise local vector attention.
+
+Refer to "Exploring Self-attention for Image Recognition" (Zhao, Jia, Koltun, CVPR 2020, arXiv 2004.13621).
+Follows the official ``model/san.py::SAM`` (hszhao/SAN @ d88b022) without its CuPy kernels: every
+neighbourhood is read through :class:`~convattn.layers.window_gather.LocalWindowGather` (reflection
+padding, the official ``*_refpad`` semantics), so the operator runs on CPU, GPU and Ascend and exports to
+ONNX after :func:`~convattn.layers.window_gather.set_export_safe`.
+
+For output position i and footprint R(i) (k x k taps, tap order as ``F.unfold``)::
+
+    y_c(i) = sum_{j in R(i)} w_{c mod n_w}(i, j) * beta_c(x_j),      n_w = out_planes / share_planes
+
+i.e. each attention-weight channel is shared by ``share_planes`` feature channels in the official
+*interleaved* order (feature channel c uses weight channel c mod n_w).
+
+* pairwise:  w(i, j) = softmax_j gamma([delta(x_i, x_j), p_i - p_j])
+* patchwise: w(i, .) = gamma(delta(x_R(i)))  (no softmax)
+
+phi, psi, beta are the 1x1 convs ``conv1``, ``conv2``, ``conv3``; gamma is ``conv_w``; the position term
+is ``conv_p`` applied to the [-1, 1]-normalised coordinate grid. Parameter names equal the official ones.
+
+Paper alternatives (constructor options; defaults reproduce the official code):
+
+* pairwise ``relation``: ``'subtraction'`` (official) | ``'summation'`` | ``'concatenation'`` |
+  ``'hadamard'`` | ``'dot'``; ``position_encoding`` on/off.
+* patchwise ``relation``: ``'concatenation'`` (official) | ``'star'`` | ``'clique'``.
+* ``mapping`` gamma: ``'r-l-r-l'`` (official: BN-ReLU-1x1-BN-ReLU-1x1) | ``'l-r-l'`` | ``'r-l'`` | ``'l'``,
+  where R is BatchNorm + ReLU and L a 1x1 conv.
+* ``kernel_size`` (footprint), ``share_planes``.
+"""
+from mindspore import nn, ops
+
+from mindspore import recompute
+
+from .window_gather import LocalWindowGather
+
+__all__ = ["SAM", "PAIRWISE_RELATIONS", "PATCHWISE_RELATIONS", "MAPPINGS", "sa_type_name"]
+
+PAIRWISE_RELATIONS = ("subtraction", "summation", "concatenation", "hadamard", "dot")
+PATCHWISE_RELATIONS = ("concatenation", "star", "clique")
+MAPPINGS = ("r-l-r-l", "l-r-l", "r-l", "l")
+
+
+def sa_type_name(sa_type) -> str:
+    """``0``/``'pairwise'`` -> ``'pairwise'``, ``1``/``'patchwise'`` -> ``'patchwise'`` (official ints accepted)."""
+    names = {0: "pairwise", 1: "patchwise", "pairwise": "pairwise", "patchwise": "patchwise"}
+    if isinstance(sa_type, bool) or sa_type not in names:
+        raise ValueError(f"sa_type must be 'pairwise' (official 0) or 'patchwise' (official 1), got {sa_type!r}")
+    return names[sa_type]
+
+
+def _conv1x1(cin: int, cout: int, bias: bool) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, pad_mode="valid", has_bias=bias)
+
+
+def _mapping(kind: str, cin: int, hidden: int, cout: int) -> nn.SequentialCell:
+    """gamma. 'r-l-r-l' keeps the official indices: 0 BN, 1 ReLU, 2 conv (no bias), 3 BN, 4 ReLU, 5 conv (bias)."""
+    if kind == "r-l-r-l":
+        cells = [nn.BatchNorm2d(cin), nn.ReLU(), _conv1x1(cin, hidden, False),
+                 nn.BatchNorm2d(hidden), nn.ReLU(), _conv1x1(hidden, cout, True)]
+    elif kind == "l-r-l":
+        cells = [_conv1x1(cin, hidden, False), nn.BatchNorm2d(hidden), nn.ReLU(), _conv1x1(hidden, cout, True)]
+    elif kind == "r-l":
+        cells = [nn.BatchNorm2d(cin), nn.ReLU(), _conv1x1(cin, cout, True)]
+    else:
+        cells = [_conv1x1(cin, cout, True)]
+    return nn.SequentialCell(cells)
+
+
+class _Aggregation(nn.Cell):
+    """The weighted footprint sum for ``groups`` share groups: (N, groups*n_w, H, W) x (N, n_w, k*k, L)."""
+
+    def __init__(self, gather: LocalWindowGather) -> None:
+        super().__init__()
+        self.gather = gather
+
+    def construct(self, x3, w, groups):
+        n = x3.shape[0]
+        v = self.gather(x3)                                       # (N, C, k*k, Ho, Wo)
+        ho, wo = v.shape[3], v.shape[4]
+        v = v.reshape(n, groups, w.shape[1], v.shape[2], ho * wo)
+        y = ops.sum(v * ops.expand_dims(w, 1), 3)                 # (N, groups, n_w, L)
+        return y.reshape(n, groups * w.shape[1], ho, wo)
+
+
+class SAM(nn.Cell):
+    """Pairwise / patchwise self-attention over a k x k footprint.
+
+    Args:
+        sa_type: ``'pairwise'`` / ``'patchwise'`` (or the official ``0`` / ``1``).
+        in_planes: input channels C.
+        rel_planes: channels of phi and psi (official: C/16 in the SAN bottleneck).
+        out_planes: channels of beta and of the output (official: C/4).
+        share_planes: feature channels sharing one attention-weight channel (official: 8).
+        kernel_size: footprint side k (odd).
+        stride, dilation: of the footprint (SAN uses 1, 1).
+        relation: see the module docstring; ``None`` = the official relation of ``sa_type``.
+        mapping: gamma's layout, see the module docstring.
+        position_encoding: pairwise only, append p_i - p_j (official: on). Patchwise weights index the
+            footprint positions themselves, so the flag has no effect there.
+        export_safe: build the gathers with the ONNX-exportable slice path (same numbers, slower).
+        agg_chunks: split the aggregation into this many chunks of share groups (a divisor of share_planes).
+            Gathering all k*k neighbours of beta(x) for every channel is a B x out_planes x k*k x H*W tensor,
+            4x the official relation tensor (the official CUDA kernel never builds it). With ``agg_chunks``
+            chunks, each gathered under :func:`mindspore.recompute` while training, the largest such tensor
+            is B x out_planes/agg_chunks x k*k x H*W. ``None`` = ``share_planes`` (one chunk per share
+            group: n_w x k*k, smaller than the relation tensor); ``1`` = one gather, fastest, most memory.
+            Only training chunks; inference (``set_train(False)``) always gathers once.
+    """
+
+    def __init__(self, sa_type, in_planes: int, rel_planes: int, out_planes: int, share_planes: int = 8,
+                 kernel_size: int = 3, stride: int = 1, dilation: int = 1, relation=None, mapping: str = "r-l-r-l",
+                 position_encoding: bool = True, export_safe: bool = False, agg_chunks=None) -> None:
+        super().__init__()
+        sa_type = sa_type_name(sa_type)
+        for label, v in (("in_planes", in_planes), ("rel_planes", rel_planes), ("out_planes", out_planes),
+                         ("share_planes", share_planes), ("stride", stride), ("dilation", dilation)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"SAM: {label} must be a positive integer, got {v!r}")
+        if out_planes % share_planes:
+            raise ValueError(
+                f"SAM: out_planes={out_planes} is not divisible by share_planes={share_planes}; every weight channel "
+                f"is shared by exactly share_planes feature channels, so choose share_planes among the divisors of "
+                f"{out_planes} (official: 8 with out_planes = C/4)")
+        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"SAM: kernel_size (footprint) must be a positive odd integer so the footprint has a "
+                             f"centre pixel, got {kernel_size!r} (official: 3 in stage 0, 7 elsewhere)")
+        valid = PAIRWISE_RELATIONS if sa_type == "pairwise" else PATCHWISE_RELATIONS
+        relation = valid[0] if relation is None else relation
+        if relation not in valid:
+            raise ValueError(f"SAM: unknown {sa_type} relation {relation!r}; choose one of {list(valid)} "
+                             f"(official: {valid[0]!r})")
+        if mapping not in MAPPINGS:
+            raise ValueError(f"SAM: unknown mapping {mapping!r}; choose one of {list(MAPPINGS)} (official: 'r-l-r-l')")
+        agg_chunks = share_planes if agg_chunks is None else agg_chunks
+        if not isinstance(agg_chunks, int) or agg_chunks < 1 or share_planes % agg_chunks:
+            raise ValueError(f"SAM: agg_chunks must divide share_planes={share_planes}, got {agg_chunks!r}")
+        self.agg_chunks = agg_chunks
+        self.sa_type = sa_type
+        self.relation = relation
+        self.mapping = mapping
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.dilation = dilation
+        self.share_planes = share_planes
+        self.num_weights = out_planes // share_planes
+        self.out_planes = out_planes
+        self.position_encoding = bool(position_encoding) and sa_type == "pairwise"
+        kk = kernel_size * kernel_size
+        pad = dilation * (kernel_size - 1) // 2
+
+        self.conv1 = _conv1x1(in_planes, rel_planes, True)
+        self.conv2 = _conv1x1(in_planes, rel_planes, True)
+        self.conv3 = _conv1x1(in_planes, out_planes, True)
+        if sa_type == "pairwise":
+            rel_dim = {"concatenation": 2 * rel_planes, "dot": 1}.get(relation, rel_planes)
+            rel_dim += 2 if self.position_encoding else 0
+            self.conv_w = _mapping(mapping, rel_dim, rel_planes, self.num_weights)
+            if self.position_encoding:
+                self.conv_p = _conv1x1(2, 2, True)
+            self.softmax = nn.Softmax(axis=2)
+        else:
+            rel_dim = {"concatenation": rel_planes * (kk + 1), "star": kk, "clique": kk * kk}[relation]
+            self.conv_w = _mapping(mapping, rel_dim, self.num_weights, kk * self.num_weights)
+        self.relation_channels = rel_dim
+        # One gather per stream; each is a LocalWindowGather so set_export_safe() reaches all of them.
+        self.gather = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
+        self.aggregation = _Aggregation(self.gather)
+        self.gather_rel = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
+        if self.position_encoding:
+            self.gather_pos = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
+
+    def extend_repr(self):
+        return (f"sa_type={self.sa_type}, relation={self.relation}, mapping={self.mapping}, "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, share_planes={self.share_planes}, "
+                f"position_encoding={self.position_encoding}")
+
+    def _centre(self, x):
+        """x at the footprint centres, (N, C, Ho*Wo): the centre tap is never padded."""
+        if self.stride > 1:
+            x = x[:, :, ::self.stride, ::self.stride]
+        return x.reshape(x.shape[0], x.shape[1], 1, -1)
+
+    def _position(self, x):
+        """p_i - p_j for the map size of x: (1, 2, k*k, Ho*Wo); coordinates in [-1, 1], (x, y) channel order."""
+        h, w = x.shape[2], x.shape[3]
+        loc_w = ops.linspace(-1.0, 1.0, w).reshape(1, 1, 1, w).astype(x.dtype)
+        loc_h = ops.linspace(-1.0, 1.0, h).reshape(1, 1, h, 1).astype(x.dtype)
+        ones = ops.ones((1, 1, h, w), x.dtype)
+        p = self.conv_p(ops.concat((loc_w * ones, loc_h * ones), 1))
+        nb = self.gather_pos(p)
+        return self._centre(p) - nb.reshape(1, 2, nb.shape[2], -1)
+
+    def _pairwise_weights(self, x1, x2):
+        n = x1.shape[0]
+        nb = self.gather_rel(x2)
+        nb = nb.reshape(n, nb.shape[1], nb.shape[2], -1)        # psi(x_j): (N, rel, k*k, L)
+        c = self._centre(x1)                                      # phi(x_i): (N, rel, 1, L)
+        if self.relation == "subtraction":
+            r = c - nb
+        elif self.relation == "summation":
+            r = c + nb
+        elif self.relation == "hadamard":
+            r = c * nb
+        elif self.relation == "dot":
+            r = ops.sum(c * nb, 1, keepdim=True)
+        else:
+            r = ops.concat((ops.broadcast_to(c, nb.shape), nb), 1)
+        if self.position_encoding:
+            p = self._position(x1)
+            r = ops.concat((r, ops.broadcast_to(p, (n, p.shape[1], p.shape[2], p.shape[3]))), 1)
+        return self.softmax(self.conv_w(r))                      # (N, n_w, k*k, L)
+
+    def _patchwise_weights(self, x1, x2):
+        n = x1.shape[0]
+        kk = self.kernel_size * self.kernel_size
+        nb = self.gather_rel(x2)
+        nb = nb.reshape(n, nb.shape[1], kk, -1)                   # psi(x_j): (N, rel, k*k, L)
+        c = self._centre(x1)                                      # phi(x_i): (N, rel, 1, L)
+        if self.relation == "concatenation":
+            # official layout: channel rel_c * k*k + tap after phi's rel channels
+            r = ops.concat((c, nb.reshape(n, -1, 1, nb.shape[3])), 1)
+        elif self.relation == "star":
+            r = ops.sum(c * nb, 1, keepdim=True).reshape(n, kk, 1, -1)
+        else:  # clique: phi(x_k)^T psi(x_j) for every pair of footprint positions (k, j)
+            phi = self.gather(x1)
+            phi = phi.reshape(n, phi.shape[1], kk, -1)
+            a = ops.transpose(phi, (0, 3, 2, 1))                  # (N, L, k*k [k], rel)
+            b = ops.transpose(nb, (0, 3, 1, 2))                   # (N, L, rel, k*k [j])
+            r = ops.transpose(ops.matmul(a, b), (0, 2, 3, 1))      # (N, k*k, k*k, L)
+            r = r.reshape(n, kk * kk, 1, -1)
+        w = self.conv_w(r)                                        # (N, n_w * k*k, 1, L)
+        return w.reshape(n, self.num_weights, kk, -1)
+
+    def aggregate(self, x3, w):
+        """y_c(i) = sum_j w_{c mod n_w}(i, j) * x3_c(j), reflection padding; w is (N, n_w, k*k, Ho*Wo).
+
+        Channel c = s * n_w + (c mod n_w): x3 splits into (share, n_w) so w broadcasts over the share axis.
+        While training with ``agg_chunks`` > 1 the share groups are gathered chunk by chunk under recompute,
+        so the gathered values never exist for all channels at once (see the class docstring). Inference
+        keeps no tape, so it gathers once (fewer ops, faster graph compilation).
+        """
+        n, c, h, wd = x3.shape
+        if self.agg_chunks == 1 or not self.training:
+            return self.aggregation(x3, w, self.share_planes)
+        per = self.share_planes // self.agg_chunks
+        g = x3.reshape(n, self.share_planes, self.num_weights, h, wd)
+        ys = tuple(self._aggregation_chunk(g[:, i * per:(i + 1) * per].reshape(n, per * self.num_weights, h, wd), w, per)
+                   for i in range(self.agg_chunks))
+        y = ops.concat(ys, 1)
+        return y.reshape(n, self.out_planes, y.shape[2], y.shape[3])
+
+    def _aggregation_chunk(self, x3, w, groups):
+        return recompute(self.aggregation, x3, w, groups)
+
+    def construct(self, x):
+        x1, x2, x3 = self.conv1(x), self.conv2(x), self.conv3(x)
+        if self.sa_type == "pairwise":
+            w = self._pairwise_weights(x1, x2)
+        else:
+            w = self._patchwise_weights(x1, x2)
+        return self.aggregate(x3, w)
