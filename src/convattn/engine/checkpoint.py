@@ -15,7 +15,7 @@ import mindspore as ms
 
 __all__ = ["atomic_save_checkpoint", "CheckpointManager", "find_latest", "META_KEYS"]
 
-META_KEYS = ("epoch", "step", "global_step", "best_acc", "finished")
+META_KEYS = ("train.epoch", "train.step", "train.global_step", "train.best_acc")
 
 
 def atomic_save_checkpoint(params: List[dict], path: str, meta: Optional[Dict] = None) -> str:

@@ -193,6 +193,9 @@ def _state_params(net, optimizer, ema, scaler) -> list:
 
 def _load_state(path: str, net, optimizer, ema, scaler) -> dict:
     data = ms.load_checkpoint(path)
+    if "train.epoch" not in data:
+        raise ValueError(f"{path} is not a convattn training checkpoint (no 'train.epoch'); to start from "
+                         "these weights use --pretrained instead of --resume")
     not_loaded, _ = ms.load_param_into_net(net, data, strict_load=True)
     if not_loaded:
         raise ValueError(f"{path} lacks network parameters {not_loaded[:5]}: it was written for another model "
@@ -206,10 +209,11 @@ def _load_state(path: str, net, optimizer, ema, scaler) -> dict:
         scaler.counter.set_data(data["loss_scale.counter"].data)
     meta = {}
     for k in ("epoch", "step", "global_step", "best_acc"):
-        if k not in data:
+        key = "train." + k
+        if key not in data:
             raise ValueError(f"{path} is not a convattn training checkpoint (no '{k}'); to start from these "
                              "weights use --pretrained instead of --resume")
-        meta[k] = float(data[k].asnumpy()) if hasattr(data[k], "asnumpy") else float(data[k])
+        meta[k] = float(data[key].asnumpy()) if hasattr(data[key], "asnumpy") else float(data[key])
     return meta
 
 
@@ -305,7 +309,8 @@ def train(cfg: Config) -> dict:
            f"peak lr {lrs.max():.3g}, opt {cfg.opt}, amp {cfg.amp_level}", rank)
 
     def meta(epoch, step, gstep, best):
-        return {"epoch": epoch, "step": step, "global_step": gstep, "best_acc": float(best)}
+        # "train." prefix: the optimizer owns a parameter named global_step
+        return {"train.epoch": epoch, "train.step": step, "train.global_step": gstep, "train.best_acc": float(best)}
 
     params = _state_params(net, optimizer, ema, scaler)
     last_ckpt = manager.latest()
