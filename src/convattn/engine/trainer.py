@@ -51,7 +51,10 @@ def _print(msg: str, rank: int = 0, all_ranks: bool = False) -> None:
 def setup_context(cfg: Config):
     """Mode, device, seed, determinism and (optionally) the communication group. Returns (rank, group_size)."""
     ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE)
-    ms.set_device(cfg.device_target)
+    if os.environ.get("DEVICE_ID", "").isdigit():  # the rank-table launcher gives each process its device
+        ms.set_device(cfg.device_target, int(os.environ["DEVICE_ID"]))
+    else:
+        ms.set_device(cfg.device_target)
     if cfg.deterministic:
         ms.set_context(deterministic="ON")
     if cfg.cpu_threads:
