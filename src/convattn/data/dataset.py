@@ -1,0 +1,113 @@
+"""ImageFolder data through ``mindspore.dataset``: listing, decoding, sharding, batching.
+
+Corrupt/non-image file policy (decided here, tested in tests/test_engine_data.py):
+
+* **Files that are not images by extension** (``README``, ``.DS_Store``, ``*.txt``, ...) are skipped when
+  the tree is listed, and counted in one warning naming the count and an example — a data folder often
+  holds such files and they are not samples.
+* **A file with an image extension that cannot be decoded** (truncated JPEG, zero bytes, text renamed
+  to ``.jpg``) **stops the run** with an error that names the file's path. Silently dropping training
+  samples would hide a damaged copy of the data set and change the epoch length between machines;
+  the error says which file to fix or delete.
+
+Decoding is done with Pillow inside the sample source (so the failing path is known), the remaining
+transforms with ``mindspore.dataset.vision`` C++ ops.
+"""
+import logging
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["IMG_EXTENSIONS", "CorruptImageError", "list_image_folder", "ImageFolderSource", "create_loader"]
+
+_logger = logging.getLogger("convattn.data")
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".jpe")
+
+
+class CorruptImageError(RuntimeError):
+    """An image file that cannot be decoded; the message names its path."""
+
+
+def list_image_folder(root: str, class_to_idx: Optional[dict] = None) -> Tuple[List[Tuple[str, int]], dict, int]:
+    """``root/<class>/**/<file>`` -> (sorted [(path, label)], class_to_idx, skipped non-image count)."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"image folder {root} does not exist")
+    classes = sorted(d.name for d in os.scandir(root) if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise ValueError(f"image folder {root} has no class sub-folders (expected {root}/<class>/<image>)")
+    if class_to_idx is None:
+        class_to_idx = {c: i for i, c in enumerate(classes)}
+    else:
+        missing = [c for c in classes if c not in class_to_idx]
+        if missing:
+            raise ValueError(f"{root} has classes {missing[:5]} that the training tree does not have")
+    samples, skipped, example = [], 0, None
+    for cls in classes:
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, cls), followlinks=True):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = os.path.join(dirpath, name)
+                if name.lower().endswith(IMG_EXTENSIONS):
+                    samples.append((path, class_to_idx[cls]))
+                else:
+                    skipped += 1
+                    example = example or path
+    if skipped:
+        _logger.warning("skipped %d non-image file(s) under %s (not a known image extension), e.g. %s",
+                        skipped, root, example)
+    if not samples:
+        raise ValueError(f"image folder {root} holds no images with extensions {IMG_EXTENSIONS}")
+    return samples, class_to_idx, skipped
+
+
+def decode_image(path: str) -> np.ndarray:
+    """Pillow decode to an RGB HWC uint8 array; a bad file raises :class:`CorruptImageError` naming it."""
+    from PIL import Image
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBombError)
+        raise CorruptImageError(
+            f"cannot decode image file {path}: {type(exc).__name__}: {exc}. Delete or replace the file "
+            "(convattn stops on undecodable images instead of silently dropping samples)") from exc
+
+
+class ImageFolderSource:
+    """Random-access source for ``GeneratorDataset``: index -> (HWC uint8 image, int32 label)."""
+
+    def __init__(self, samples: Sequence[Tuple[str, int]]) -> None:
+        self.samples = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path, label = self.samples[int(index)]
+        return decode_image(path), np.int32(label)
+
+
+def create_loader(root: str, transforms: list, batch_size: int, shuffle: bool, drop_remainder: bool,
+                  num_workers: int = 1, num_shards: Optional[int] = None, shard_id: Optional[int] = None,
+                  seed: int = 0, class_to_idx: Optional[dict] = None, python_multiprocessing: bool = False):
+    """A batched ``mindspore.dataset`` pipeline over one ImageFolder tree.
+
+    ``seed`` fixes shuffle order and random transforms (call once per epoch with a new seed for a new
+    order; the same seed replays the same epoch, which is what exact resume relies on). With
+    ``num_shards``/``shard_id`` each rank reads its own disjoint part (sharding by rank).
+    Returns ``(dataset, class_to_idx, num_samples)``.
+    """
+    import mindspore.dataset as ds
+
+    samples, class_to_idx, _ = list_image_folder(root, class_to_idx)
+    ds.config.set_seed(int(seed) % (2 ** 32))
+    kwargs = {}
+    if num_shards is not None and num_shards > 1:
+        kwargs.update(num_shards=num_shards, shard_id=shard_id)
+    dataset = ds.GeneratorDataset(ImageFolderSource(samples), column_names=["image", "label"], shuffle=shuffle,
+                                  num_parallel_workers=num_workers, python_multiprocessing=python_multiprocessing,
+                                  **kwargs)
+    dataset = dataset.map(operations=transforms, input_columns="image", num_parallel_workers=num_workers)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset, class_to_idx, len(samples)

@@ -1,0 +1,56 @@
+"""Command-line entry points behind scripts/train.py, scripts/eval.py and scripts/prepare_digits.py."""
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from .config import ConfigError, parse_cli, validate
+
+__all__ = ["train_main", "eval_main", "prepare_digits_main"]
+
+
+def _fail(exc: Exception) -> int:
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    return 2
+
+
+def train_main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        cfg = validate(parse_cli(argv, "Train a convattn model (YAML config + --key value overrides)."))
+    except ConfigError as exc:
+        return _fail(exc)
+    from .trainer import TrainingDiverged, train
+    try:
+        train(cfg)
+    except TrainingDiverged:
+        return 3
+    return 0
+
+
+def eval_main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        cfg = validate(parse_cli(argv, "Evaluate a checkpoint: top-1, top-5 and loss on the val tree."),
+                       for_training=False)
+        if cfg.ckpt is None:
+            raise ConfigError("eval needs a checkpoint: pass --ckpt PATH")
+    except ConfigError as exc:
+        return _fail(exc)
+    from .trainer import run_eval
+    run_eval(cfg)
+    return 0
+
+
+def prepare_digits_main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Write scikit-learn's bundled digits as an ImageFolder tree.")
+    parser.add_argument("--out", default="./data/digits", help="output root (gets train/ and val/)")
+    parser.add_argument("--size", type=int, default=32, help="image side in pixels (upscaled from 8)")
+    parser.add_argument("--val_fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    from ..data import write_digits_imagefolder
+    try:
+        counts = write_digits_imagefolder(args.out, args.size, args.val_fraction, args.seed, args.overwrite)
+    except (ValueError, FileExistsError) as exc:
+        return _fail(exc)
+    print(f"{args.out}: {counts['train']} train / {counts['val']} val images")
+    return 0

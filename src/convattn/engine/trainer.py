@@ -1,0 +1,461 @@
+"""The training and evaluation loops (functional ``value_and_grad`` + ``mindspore.jit`` train step).
+
+Exact resume: a checkpoint stores weights, BatchNorm statistics, optimizer moments + global step,
+EMA, loss-scale state, and the position (epoch, step). Each epoch's data order and augmentation come
+from a seed derived from (seed, epoch), and mixup draws from (seed, epoch, step), so a resumed run
+replays the rest of an interrupted epoch exactly (the already-trained batches are read and discarded).
+In deterministic mode (``deterministic: true``, one data worker) on CPU a run killed mid-epoch and
+resumed ends with bit-identical weights. Stochastic layers (drop path, dropout) draw from MindSpore's
+kernel RNG, which GRAPH mode cannot rewind; in deterministic PYNATIVE mode the trainer reseeds it every
+step, so exact resume with drop path needs ``mode: 1`` (GRAPH mode warns).
+"""
+import hashlib
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+
+from .checkpoint import CheckpointManager
+from .config import Config, dump_config
+from .ema import EMA
+from .feedback import EpochLog, format_eta, plot_curves
+from .losses import SoftTargetCrossEntropy
+from .optim import create_optimizer
+from .scheduler import build_lr_schedule
+
+__all__ = ["TrainingDiverged", "setup_context", "build_model", "build_loaders", "train", "evaluate", "weights_digest"]
+
+_log = logging.getLogger("convattn.train")
+KILL_ENV = "CONVATTN_DEBUG_KILL_AT_STEP"  # test hook: SIGKILL this process after this global step
+NAN_ENV = "CONVATTN_DEBUG_NAN_AT_STEP"  # test hook: feed NaN images at this global step
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/Inf; the last good checkpoint was left untouched."""
+
+
+def _print(msg: str, rank: int = 0, all_ranks: bool = False) -> None:
+    if rank == 0 or all_ranks:
+        prefix = f"[rank {rank}] " if all_ranks else ""
+        print(prefix + msg, flush=True)
+
+
+# --------------------------------------------------------------------------------------------- setup
+def setup_context(cfg: Config):
+    """Mode, device, seed, determinism and (optionally) the communication group. Returns (rank, group_size)."""
+    ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE)
+    if os.environ.get("DEVICE_ID", "").isdigit():  # the rank-table launcher gives each process its device
+        ms.set_device(cfg.device_target, int(os.environ["DEVICE_ID"]))
+    else:
+        ms.set_device(cfg.device_target)
+    if cfg.deterministic:
+        ms.set_context(deterministic="ON")
+    if cfg.cpu_threads:
+        ms.device_context.cpu.op_tuning.threads_num(cfg.cpu_threads)
+    ms.set_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    rank, size = 0, 1
+    if cfg.distribute:
+        from mindspore.communication import get_group_size, get_rank, init
+        init()
+        rank, size = get_rank(), get_group_size()
+        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                     device_num=size)
+    return rank, size
+
+
+def build_model(cfg: Config):
+    from ..models import create_model
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.drop_rate is not None:
+        kwargs["drop_rate"] = cfg.drop_rate
+    net = create_model(cfg.model, num_classes=cfg.num_classes, pretrained=cfg.pretrained,
+                       drop_path_rate=cfg.drop_path_rate, **kwargs)
+    if cfg.amp_level != "O0":
+        dtype = ms.float16 if cfg.amp_dtype == "float16" else ms.bfloat16
+        net = ms.amp.auto_mixed_precision(net, cfg.amp_level, dtype=dtype)
+    return net
+
+
+def prepare_data_dir(cfg: Config, rank: int = 0) -> None:
+    """For ``dataset: digits`` write the ImageFolder tree on first use (rank 0; other ranks wait)."""
+    if cfg.dataset != "digits":
+        return
+    from ..data import digits_tree_ready, write_digits_imagefolder
+    if digits_tree_ready(cfg.data_dir):
+        return
+    if rank == 0:
+        size = cfg.image_size or 32
+        counts = write_digits_imagefolder(cfg.data_dir, size=size)
+        _print(f"wrote the digits ImageFolder tree to {cfg.data_dir}: {counts['train']} train / "
+               f"{counts['val']} val images ({size}x{size} RGB PNG)")
+    else:
+        deadline = time.time() + 300
+        while not digits_tree_ready(cfg.data_dir):
+            if time.time() > deadline:
+                raise TimeoutError(f"rank {rank}: rank 0 did not finish writing {cfg.data_dir} in 300 s")
+            time.sleep(0.5)
+
+
+def build_loaders(cfg: Config, data_cfg: dict, rank: int, size: int):
+    """Returns (make_train_loader(epoch) -> dataset, val dataset, class_to_idx)."""
+    from ..data import create_loader, eval_transforms, list_image_folder, train_transforms
+    workers = 1 if cfg.deterministic else cfg.num_parallel_workers
+    train_root = os.path.join(cfg.data_dir, cfg.train_split)
+    val_root = os.path.join(cfg.data_dir, cfg.val_split)
+    _, class_to_idx, _ = list_image_folder(train_root)
+    if len(class_to_idx) != cfg.num_classes:
+        raise ValueError(f"{train_root} has {len(class_to_idx)} classes but num_classes is {cfg.num_classes}; "
+                         f"set --num_classes {len(class_to_idx)}")
+    shards = dict(num_shards=size, shard_id=rank) if size > 1 else {}
+
+    def make_train(epoch: int):
+        tf = train_transforms(data_cfg["image_size"], data_cfg["mean"], data_cfg["std"], data_cfg["interpolation"],
+                              cfg.scale, cfg.ratio, cfg.hflip, cfg.color_jitter, cfg.auto_augment, cfg.re_prob)
+        dataset, _, _ = create_loader(train_root, tf, cfg.batch_size, cfg.shuffle, cfg.drop_remainder, workers,
+                                      seed=cfg.seed * 100003 + epoch, class_to_idx=class_to_idx, **shards)
+        return dataset
+
+    def make_val():
+        tf = eval_transforms(data_cfg["image_size"], data_cfg["mean"], data_cfg["std"], data_cfg["interpolation"],
+                             data_cfg["crop_pct"])
+        dataset, _, _ = create_loader(val_root, tf, cfg.batch_size, False, False, workers, seed=cfg.seed,
+                                      class_to_idx=class_to_idx, **shards)
+        return dataset
+
+    return make_train, make_val, class_to_idx
+
+
+def weights_digest(net: nn.Cell) -> str:
+    """sha256 over the trainable parameters (name order): equal digests mean bit-identical weights."""
+    h = hashlib.sha256()
+    for p in sorted(net.trainable_params(), key=lambda q: q.name):
+        h.update(p.name.encode())
+        h.update(np.ascontiguousarray(p.asnumpy()).tobytes())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- eval
+class _AllReduceSum(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.op = ops.AllReduce()
+
+    def construct(self, x):
+        return self.op(x)
+
+
+def evaluate(net: nn.Cell, dataset, num_classes: int, distributed: bool = False) -> dict:
+    """Top-1 / top-5 (%) and mean cross-entropy over ``dataset`` (summed over ranks when distributed)."""
+    net.set_train(False)
+    forward = ms.jit(net.construct) if ms.get_context("mode") == ms.GRAPH_MODE else net
+    correct1 = correct5 = loss_sum = 0.0
+    n = 0
+    k = min(5, num_classes)
+    for batch in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
+        images, labels = batch
+        logits = forward(ms.Tensor(images)).asnumpy().astype(np.float64)
+        labels = labels.astype(np.int64)
+        m = logits.max(-1, keepdims=True)
+        logp = logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
+        loss_sum += float(-logp[np.arange(len(labels)), labels].sum())
+        topk = np.argsort(-logits, -1)[:, :k]
+        correct1 += float((topk[:, 0] == labels).sum())
+        correct5 += float((topk == labels[:, None]).any(-1).sum())
+        n += len(labels)
+    if distributed:
+        totals = _AllReduceSum()(ms.Tensor(np.array([correct1, correct5, loss_sum, n], np.float32))).asnumpy()
+        correct1, correct5, loss_sum, n = [float(v) for v in totals]
+    net.set_train(True)
+    n = max(n, 1)
+    return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss_sum / n, "n": int(n)}
+
+
+# --------------------------------------------------------------------------------------------- train
+def _state_params(net, optimizer, ema, scaler) -> list:
+    seen, out = set(), []
+    cells = [net, optimizer] + ([ema] if ema is not None else [])
+    for cell in cells:
+        for name, p in cell.parameters_and_names():
+            if p.name in seen or name.startswith("src."):
+                continue
+            seen.add(p.name)
+            out.append({"name": p.name, "data": p})
+    if scaler is not None:
+        out.append({"name": "loss_scale.scale_value", "data": scaler.scale_value})
+        out.append({"name": "loss_scale.counter", "data": scaler.counter})
+    return out
+
+
+def _load_state(path: str, net, optimizer, ema, scaler) -> dict:
+    data = ms.load_checkpoint(path)
+    if "train.epoch" not in data:
+        raise ValueError(f"{path} is not a convattn training checkpoint (no 'train.epoch'); to start from "
+                         "these weights use --pretrained instead of --resume")
+    not_loaded, _ = ms.load_param_into_net(net, data, strict_load=True)
+    if not_loaded:
+        raise ValueError(f"{path} lacks network parameters {not_loaded[:5]}: it was written for another model "
+                         "or model_kwargs")
+    missing, _ = ms.load_param_into_net(optimizer, data, strict_load=True)
+    missing = [m for m in missing if m in {p.name for p in net.trainable_params()}]
+    if ema is not None:
+        ms.load_param_into_net(ema, data)
+    if scaler is not None and "loss_scale.scale_value" in data:
+        scaler.scale_value.set_data(data["loss_scale.scale_value"].data)
+        scaler.counter.set_data(data["loss_scale.counter"].data)
+    meta = {}
+    for k in ("epoch", "step", "global_step", "best_acc"):
+        key = "train." + k
+        if key not in data:
+            raise ValueError(f"{path} is not a convattn training checkpoint (no '{k}'); to start from these "
+                             "weights use --pretrained instead of --resume")
+        meta[k] = float(data[key].asnumpy()) if hasattr(data[key], "asnumpy") else float(data[key])
+    return meta
+
+
+def _debug_step(env: str) -> int:
+    try:
+        return int(os.environ.get(env, "-1"))
+    except ValueError:
+        return -1
+
+
+def train(cfg: Config) -> dict:
+    """Run training as configured; returns the final metrics dict."""
+    from ..data import Mixup, resolve_data_cfg
+    from ..models import get_model_cfg
+
+    rank, size = setup_context(cfg)
+    distributed = size > 1
+    os.makedirs(cfg.ckpt_dir, exist_ok=True)
+    if rank == 0:
+        dump_config(cfg, os.path.join(cfg.ckpt_dir, "config.yaml"))
+    prepare_data_dir(cfg, rank)
+    data_cfg = resolve_data_cfg(cfg, get_model_cfg(cfg.model))
+    make_train, make_val, _ = build_loaders(cfg, data_cfg, rank, size)
+    steps_per_epoch = make_train(0).get_dataset_size()
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    if steps_per_epoch < 1:
+        raise ValueError(f"the training set gives no full batch of {cfg.batch_size} per device; lower batch_size")
+    global_batch = cfg.batch_size * size
+    total_steps = steps_per_epoch * cfg.epochs
+    lrs = build_lr_schedule(cfg, steps_per_epoch, global_batch)
+
+    net = build_model(cfg)
+    n_params = sum(p.size for p in net.trainable_params())
+    optimizer = create_optimizer(cfg, net.trainable_params(), lrs)
+    ema = EMA(net, cfg.ema_decay) if cfg.ema else None
+    scaler = ms.amp.DynamicLossScaler(cfg.loss_scale, 2, 1000) if cfg.amp_level != "O0" else None
+    loss_fn = SoftTargetCrossEntropy()
+    if cfg.deterministic and cfg.mode == 0 and _has_stochastic_layers(net):
+        _print("warning: deterministic GRAPH mode cannot rewind the drop-path/dropout RNG on resume; "
+               "use --mode 1 or drop_path_rate 0 for bit-exact resume", rank)
+
+    def forward(images, targets):
+        loss = loss_fn(net(images), targets)
+        return scaler.scale(loss) if scaler is not None else loss
+
+    grad_fn = ms.value_and_grad(forward, None, optimizer.parameters)
+    reducer = nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=size) if distributed else None
+    clip = float(cfg.clip_grad)
+
+    def step_fn(images, targets):
+        loss, grads = grad_fn(images, targets)
+        if reducer is not None:
+            grads = reducer(grads)
+        if scaler is not None:
+            loss = scaler.unscale(loss)
+            grads = scaler.unscale(grads)
+            finite = ms.amp.all_finite(grads)
+            scaler.adjust(finite)
+        else:
+            finite = ms.Tensor(True)
+        if clip > 0:
+            grads = ops.clip_by_global_norm(grads, clip)
+        if finite:
+            loss = ops.depend(loss, optimizer(grads))
+            if ema is not None:
+                loss = ops.depend(loss, ema())
+        return loss, finite
+
+    train_step = ms.jit(step_fn) if cfg.mode == 0 else step_fn
+
+    # ---- resume
+    manager = CheckpointManager(cfg.ckpt_dir, cfg.model, cfg.keep_checkpoint_max)
+    start_epoch, start_step, best_acc = 1, 0, -1.0
+    if cfg.resume:
+        path = manager.latest() if cfg.resume == "auto" else cfg.resume
+        if path is None:
+            _print(f"--resume auto: no checkpoint of {cfg.model} in {cfg.ckpt_dir}; starting from scratch", rank)
+        else:
+            meta = _load_state(path, net, optimizer, ema, scaler)
+            start_epoch, start_step, best_acc = int(meta["epoch"]), int(meta["step"]), meta["best_acc"]
+            if start_step >= steps_per_epoch:
+                start_epoch, start_step = start_epoch + 1, 0
+            _print(f"resumed from {path}: epoch {start_epoch}, step {start_step}, global step "
+                   f"{int(meta['global_step'])}, lr {lrs[min(int(meta['global_step']), total_steps - 1)]:.3g}", rank)
+    log = EpochLog(os.path.join(cfg.ckpt_dir, "train_log.csv"), resume_epoch=start_epoch - 1) if rank == 0 else None
+
+    mixup = Mixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, cfg.num_classes,
+                  cfg.label_smoothing, cfg.label_smoothing_mode)
+    kill_at, nan_at = _debug_step(KILL_ENV), _debug_step(NAN_ENV)
+    _print(f"training {cfg.model} ({n_params / 1e6:.2f} M params) on {cfg.device_target} x{size}: "
+           f"{steps_per_epoch} steps/epoch x {cfg.epochs} epochs, global batch {global_batch}, "
+           f"peak lr {lrs.max():.3g}, opt {cfg.opt}, amp {cfg.amp_level}", rank)
+
+    def meta(epoch, step, gstep, best):
+        # "train." prefix: the optimizer owns a parameter named global_step
+        return {"train.epoch": epoch, "train.step": step, "train.global_step": gstep, "train.best_acc": float(best)}
+
+    params = _state_params(net, optimizer, ema, scaler)
+    last_ckpt = manager.latest()
+    metrics = {}
+    net.set_train(True)
+    run_start = time.time()
+    timed_steps, timed_secs = 0, 0.0
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        dataset = make_train(epoch)
+        epoch_start = time.time()
+        loss_sum, loss_n, seen = 0.0, 0, 0
+        first = start_step if epoch == start_epoch else 0
+        it = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
+        for step, (images, labels) in enumerate(it, start=1):
+            if step > steps_per_epoch:
+                break
+            if step <= first:
+                continue  # replays the augmentation RNG of the batches trained before the interruption
+            gstep = (epoch - 1) * steps_per_epoch + step
+            if cfg.deterministic and cfg.mode == 1:
+                ms.set_seed(cfg.seed * 1000003 + gstep)
+            rng = np.random.RandomState((cfg.seed * 1000003 + gstep * size + rank) % (2 ** 32))
+            images, targets = mixup(images, labels, rng)
+            if gstep == nan_at:
+                images = np.full_like(images, np.nan)
+            t0 = time.time()
+            loss, finite = train_step(ms.Tensor(images), ms.Tensor(targets))
+            loss = float(loss.asnumpy())
+            dt = time.time() - t0
+            if not math.isfinite(loss):
+                msg = (f"loss is {loss} at epoch {epoch} step {step} (global step {gstep}); training stopped. "
+                       f"The last good checkpoint is {last_ckpt or '(none written yet)'} and was left intact. "
+                       "Lower the learning rate, enable clip_grad, or check the data.")
+                _print(msg, rank, all_ranks=True)
+                raise TrainingDiverged(msg)
+            if step > first + 1 or epoch > start_epoch:  # skip the compile step in speed/ETA estimates
+                timed_steps += 1
+                timed_secs += dt
+            loss_sum += loss
+            loss_n += 1
+            seen += images.shape[0]
+            if step % cfg.log_interval == 0 or step == steps_per_epoch:
+                per_step = timed_secs / timed_steps if timed_steps else dt
+                eta = per_step * (total_steps - gstep)
+                _print(f"epoch {epoch}/{cfg.epochs} step {step}/{steps_per_epoch} loss {loss:.4f} "
+                       f"lr {lrs[gstep - 1]:.3e} {global_batch / max(per_step, 1e-9):.1f} img/s "
+                       f"ETA {format_eta(eta)}", rank)
+            if cfg.ckpt_steps and gstep % cfg.ckpt_steps == 0 and step < steps_per_epoch and rank == 0:
+                last_ckpt = manager.save(params, epoch, step, meta(epoch, step, gstep, best_acc))
+            if gstep == kill_at:
+                sys.stdout.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        train_loss = loss_sum / max(loss_n, 1)
+        epoch_time = time.time() - epoch_start
+        row = {"epoch": epoch, "train_loss": f"{train_loss:.6f}", "lr": f"{lrs[epoch * steps_per_epoch - 1]:.6g}",
+               "epoch_time_s": f"{epoch_time:.2f}", "images_per_s": f"{seen * size / max(epoch_time, 1e-9):.1f}"}
+        do_eval = (cfg.val_interval and epoch % cfg.val_interval == 0) or epoch == cfg.epochs
+        if do_eval:
+            if ema is not None:
+                ema.swap()
+            metrics = evaluate(net, make_val(), cfg.num_classes, distributed)
+            row.update(val_loss=f"{metrics['loss']:.6f}", val_top1=f"{metrics['top1']:.3f}",
+                       val_top5=f"{metrics['top5']:.3f}")
+            is_best = metrics["top1"] > best_acc
+            if is_best:
+                best_acc = metrics["top1"]
+                if rank == 0:
+                    manager.save_best(params, meta(epoch, steps_per_epoch, epoch * steps_per_epoch, best_acc))
+            if ema is not None:
+                ema.swap()
+            _print(f"epoch {epoch}/{cfg.epochs} done in {epoch_time:.1f}s: train loss {train_loss:.4f}, "
+                   f"val top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}% loss {metrics['loss']:.4f}"
+                   f"{' (best)' if is_best else ''}", rank)
+        else:
+            _print(f"epoch {epoch}/{cfg.epochs} done in {epoch_time:.1f}s: train loss {train_loss:.4f}", rank)
+        if rank == 0:
+            if epoch % cfg.ckpt_interval == 0 or epoch == cfg.epochs:
+                last_ckpt = manager.save(params, epoch, steps_per_epoch,
+                                         meta(epoch, steps_per_epoch, epoch * steps_per_epoch, best_acc))
+            log.append(row)
+    total = time.time() - run_start
+    if rank == 0 and log is not None and log.rows:
+        png = plot_curves(log.rows, os.path.join(cfg.ckpt_dir, "train_curves.png"), title=f"{cfg.model}")
+        _print(f"wrote {os.path.join(cfg.ckpt_dir, 'train_log.csv')} and {png}", rank)
+    _print(f"final weights sha256 {weights_digest(net)}", rank, all_ranks=distributed)
+    if metrics:
+        _print(f"training finished in {total:.1f}s: final val top-1 {metrics['top1']:.2f}% top-5 "
+               f"{metrics['top5']:.2f}% loss {metrics['loss']:.4f}; best top-1 {best_acc:.2f}%", rank)
+    metrics = dict(metrics, best_top1=best_acc, time_s=total)
+    return metrics
+
+
+def _has_stochastic_layers(net) -> bool:
+    from ..layers import DropPath
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, DropPath) and cell.drop_prob > 0:
+            return True
+        if isinstance(cell, nn.Dropout) and getattr(cell, "p", 0) and cell.p > 0:
+            return True
+    return False
+
+
+def run_eval(cfg: Config) -> dict:
+    """Evaluate ``cfg.ckpt`` (EMA weights when the checkpoint has them and ``ema: true``) on the val tree."""
+    from ..data import resolve_data_cfg
+    from ..models import get_model_cfg
+    if cfg.ckpt is None:
+        raise ValueError("eval needs a checkpoint: pass --ckpt PATH")
+    rank, size = setup_context(cfg)
+    prepare_data_dir(cfg, rank)
+    data_cfg = resolve_data_cfg(cfg, get_model_cfg(cfg.model))
+    _, make_val, _ = build_loaders(cfg, data_cfg, rank, size) if cfg.dataset == "digits" or os.path.isdir(
+        os.path.join(cfg.data_dir, cfg.train_split)) else (None, None, None)
+    if make_val is None:
+        make_val = _val_only_loader(cfg, data_cfg, rank, size)
+    net = build_model(cfg)
+    data = ms.load_checkpoint(cfg.ckpt)
+    use_ema = cfg.ema and any(k.startswith("ema.") for k in data)
+    if use_ema:
+        data = {k[4:]: v for k, v in data.items() if k.startswith("ema.") and k != "ema.updates"}
+    not_loaded, _ = ms.load_param_into_net(net, data, strict_load=True)
+    if not_loaded:
+        raise ValueError(f"{cfg.ckpt} lacks parameters {not_loaded[:5]} of {cfg.model}: check --model and "
+                         "--model_kwargs match the training config")
+    t0 = time.time()
+    metrics = evaluate(net, make_val(), cfg.num_classes, size > 1)
+    _print(f"eval {cfg.model} {cfg.ckpt}{' (EMA weights)' if use_ema else ''} on {metrics['n']} images: "
+           f"top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}% loss {metrics['loss']:.4f} "
+           f"({time.time() - t0:.1f}s)", rank)
+    return metrics
+
+
+def _val_only_loader(cfg, data_cfg, rank, size):
+    from ..data import create_loader, eval_transforms
+
+    def make_val():
+        tf = eval_transforms(data_cfg["image_size"], data_cfg["mean"], data_cfg["std"], data_cfg["interpolation"],
+                             data_cfg["crop_pct"])
+        shards = dict(num_shards=size, shard_id=rank) if size > 1 else {}
+        dataset, c2i, _ = create_loader(os.path.join(cfg.data_dir, cfg.val_split), tf, cfg.batch_size, False, False,
+                                        1 if cfg.deterministic else cfg.num_parallel_workers, seed=cfg.seed, **shards)
+        if len(c2i) != cfg.num_classes:
+            raise ValueError(f"val tree has {len(c2i)} classes but num_classes is {cfg.num_classes}")
+        return dataset
+    return make_val
