@@ -8,6 +8,7 @@ from .dynamic_attention import (AttentionActivation, DepthwiseAttentionCore, Dyn
                                 build_attention_core, check_attention_args)
 from .window_attention import WindowAttention, WindowAttentionACmix, cyclic_shift, window_partition, window_reverse
 from .san_attention import SAM
+from .acmix_san import ACmixSAM
 from .xvolution import XVolution, is_deploy, pssa_directions, shift2d, switch_to_deploy
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "check_attention_args",
     "WindowAttention", "WindowAttentionACmix", "cyclic_shift", "window_partition", "window_reverse",
     "SAM",
+    "ACmixSAM",
     "XVolution", "is_deploy", "pssa_directions", "shift2d", "switch_to_deploy",
 ]

@@ -71,8 +71,13 @@ class ConvPathMixin:
     official modules do (used by :class:`ACmixConvPath`, :class:`ACmix` and the Swin ``WindowAttentionACmix``)."""
 
     def init_conv_path(self, head: int, head_dim: int, out_planes: int, kernel_conv: int = 3, stride: int = 1,
-                       fc_bias: bool = False, depthwise_conv: Optional[bool] = None) -> None:
-        """Create ``fc`` and ``dep_conv`` as direct children of the cell (official names)."""
+                       fc_bias: bool = False, depthwise_conv: Optional[bool] = None,
+                       fc_maps: Optional[int] = None) -> None:
+        """Create ``fc`` and ``dep_conv`` as direct children of the cell (official names).
+
+        ``fc_maps`` is the number of head maps ``fc`` mixes (default ``3 * head``: q, k and v with ``head`` heads
+        each); ACmix-SAN passes its own count because SAN's q/k projections are narrower than v.
+        """
         if kernel_conv < 1 or kernel_conv % 2 == 0:
             raise ValueError(f"kernel_conv must be odd so that padding kernel_conv // 2 centres it "
                              f"(the official code hard-codes padding 1 for kernel_conv=3), got {kernel_conv}")
@@ -86,7 +91,7 @@ class ConvPathMixin:
         self.outs_per_group = out_planes // head_dim
         self.depthwise_conv = default_depthwise_conv() if depthwise_conv is None else bool(depthwise_conv)
         pad = kernel_conv // 2
-        self.fc = nn.Conv2d(3 * head, self.kk, 1, has_bias=fc_bias, pad_mode="valid")
+        self.fc = nn.Conv2d(3 * head if fc_maps is None else fc_maps, self.kk, 1, has_bias=fc_bias, pad_mode="valid")
         if self.depthwise_conv:
             ch = out_planes * self.kk
             self.dep_conv = nn.Conv2d(ch, ch, kernel_conv, stride=stride, pad_mode="pad", padding=pad,

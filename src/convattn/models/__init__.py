@@ -8,5 +8,6 @@ from . import pvt  # noqa: F401  (PVT v1 baselines and ACmix-PVT)
 from . import xvolution  # noqa: F401  (X-volution ResNets)
 from . import deit  # noqa: F401  (DeiT and its dynamic-convolution attention variants)
 from . import san  # noqa: F401  (SAN pairwise / patchwise)
+from . import acmix_san  # noqa: F401  (ACmix-SAN, designed from the paper)
 
 __all__ = ["create_model", "get_model_cfg", "is_model", "list_models", "model_cfg", "register_model"]

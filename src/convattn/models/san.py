@@ -52,8 +52,11 @@ class Bottleneck(nn.Cell):
 
     The official arguments (``sa_type, in_planes, rel_planes, mid_planes, out_planes, share_planes, kernel_size,
     stride``) come first; ``**sam_kwargs`` (relation, mapping, position_encoding, export_safe) go to :class:`SAM`.
-    ACmix's ``acmix_san*`` models build on this class.
+    ACmix's ``acmix_san*`` models build on this class: a subclass sets ``sam_cls`` to its attention module (built
+    with the same arguments).
     """
+
+    sam_cls = SAM
 
     def __init__(self, sa_type, in_planes: int, rel_planes: int, mid_planes: int, out_planes: int,
                  share_planes: int = 8, kernel_size: int = 7, stride: int = 1, **sam_kwargs) -> None:
@@ -63,7 +66,7 @@ class Bottleneck(nn.Cell):
                              f"stride 1; got in_planes={in_planes}, out_planes={out_planes}, stride={stride} "
                              "(SAN changes width and resolution in the transitions between stages instead)")
         self.bn1 = nn.BatchNorm2d(in_planes)
-        self.sam = SAM(sa_type, in_planes, rel_planes, mid_planes, share_planes, kernel_size, stride, **sam_kwargs)
+        self.sam = self.sam_cls(sa_type, in_planes, rel_planes, mid_planes, share_planes, kernel_size, stride, **sam_kwargs)
         self.bn2 = nn.BatchNorm2d(mid_planes)
         self.conv = _conv1x1(mid_planes, out_planes, bias=True)
         self.relu = nn.ReLU()
