@@ -23,11 +23,20 @@ Design choices (the paper gives the recipe, not the SAN wiring):
 7. Ascend: ``depthwise_conv=True`` (default on Ascend) gives the depth-wise form of ``dep_conv``; official-style
    grouped weights convert by a reshape (``convert_rules='acmix'``).
 
-Parameter counts (1000 classes): SAN patchwise + ``sum over blocks (C/4 * 81 + 9 * 12 + 2)``: 11.996 / 16.418 /
-20.832 M vs README 12.1 / 16.6 / 21.2 M (-0.9 / -1.1 / -1.7 %). The README's SAN baselines equal our SAN counts
-(11.84 / 16.18 / 20.52 M), so the remaining 0.10 / 0.18 / 0.37 M belong to the unreleased design; no conv-path
-variant consistent with the paper's description (fc, shift conv, ``k^2`` maps; issue #5 confirms ``3N -> k^2``)
-reproduces them exactly. See the report in the repository history (branch acmixsan) for the fidelity table.
+Fidelity (1000 classes, 224 px; MACs = conv + dense only, ``convattn.bench.macs.count_macs``, which does not count
+SAN's aggregation, as for the SAN baselines):
+
+| model       | params: ours / README      | GMACs: ours (README) | SAN patchwise: params / GMACs |
+|-------------|----------------------------|----------------------|-------------------------------|
+| acmix_san10 | 11.995 M / 12.1 M (-0.9 %) | 1.854 (1.9)          | 11.841 M / 1.757              |
+| acmix_san15 | 16.415 M / 16.6 M (-1.1 %) | 2.575 (2.7)          | 16.181 M / 2.424              |
+| acmix_san19 | 20.830 M / 21.2 M (-1.7 %) | 3.244 (3.4)          | 20.518 M / 3.057              |
+
+Added per bottleneck of width C: ``C/4 * 81`` (``dep_conv``) ``+ 9 * 12`` (``fc``) ``+ 2`` (rates). The README's SAN
+baselines equal our SAN counts, so the remaining 0.10 / 0.19 / 0.37 M belong to the unreleased design; we found no
+conv-path wiring consistent with the paper (``fc`` 3N -> k^2 as confirmed in ACmix issue #5, shift-initialised grouped
+3x3) that reproduces them exactly, and kept the plainest one. top-1 in the default cfgs is the README's; no weights
+exist, so it is unverified here.
 
 Parameter names: SAN's (``layer{i}.{k}.sam.conv1/2/3``, ``sam.conv_w.*``) plus ``sam.fc``, ``sam.dep_conv``,
 ``sam.rate1``, ``sam.rate2``.
@@ -94,7 +103,7 @@ def acmix_san10(sa_type: str = "patchwise", head_dim: Optional[int] = None, dept
 @_variant
 def acmix_san15(sa_type: str = "patchwise", head_dim: Optional[int] = None, depthwise_conv: Optional[bool] = None,
                 **kwargs) -> SAN:
-    """ACmix-SAN15 (patchwise): 16.42 M params (README 16.6 M); layers (3, 2, 3, 5, 2)."""
+    """ACmix-SAN15 (patchwise): 16.41 M params (README 16.6 M); layers (3, 2, 3, 5, 2)."""
     return _acmix_san("san15", sa_type, head_dim, depthwise_conv, **kwargs)
 
 
