@@ -11,17 +11,22 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import convattn  # noqa: E402  (CPU speed default before MindSpore runs)
 from convattn.bench.model_table import markdown_table, model_rows  # noqa: E402
+from convattn.utils.readme import replace_marked_block  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("patterns", nargs="*", default=["*"], help="shell-style name patterns (default: every model)")
+    p.add_argument("--readme", help="also replace the block between <!-- model-table:begin/end --> in this file")
     args = p.parse_args(argv)
     names = sorted({n for pat in args.patterns for n in convattn.list_models(pat)})
     if not names:
         print(f"error: no registered model matches {args.patterns}; see convattn.list_models()", file=sys.stderr)
         return 2
-    print(markdown_table(model_rows(names)))
+    table = markdown_table(model_rows(names))
+    print(table)
+    if args.readme:
+        replace_marked_block(args.readme, "model-table", table)
     return 0
 
 

@@ -25,8 +25,11 @@ def model_rows(names: Optional[Iterable[str]] = None) -> List[dict]:
 
 
 def markdown_table(rows: List[dict]) -> str:
-    lines = ["| model | params (M) | GMACs | input | paper top-1 | upstream |", "|---|---:|---:|---|---:|---|"]
+    lines = ["| model | params (M) | GMACs | input | top-1 (paper) | paper | official code |",
+             "|---|---:|---:|---|---:|---|---|"]
     for r in rows:
         top1 = f"{r['top1']:.1f}" if r["top1"] is not None else "–"
-        lines.append(f"| `{r['model']}` | {r['params_m']:.2f} | {r['gmacs']:.2f} | {r['input']} | {top1} | {r['upstream']} |")
+        upstream = r["upstream"] or "none released (designed from the paper)"
+        lines.append(f"| `{r['model']}` | {r['params_m']:.2f} | {r['gmacs']:.2f} | {r['input']} | {top1} | {r['paper']} "
+                     f"| {upstream} |")
     return "\n".join(lines)
