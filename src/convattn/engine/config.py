@@ -336,11 +336,15 @@ def parse_cli(argv: Optional[Sequence[str]], description: str) -> Dict[str, Any]
             key, text = key.split("=", 1)
             i += 1
         else:
-            if i + 1 >= len(rest) or (rest[i + 1].startswith("--") and len(rest[i + 1]) > 2
-                                      and not _is_number(rest[i + 1])):
+            missing = i + 1 >= len(rest) or (rest[i + 1].startswith("--") and len(rest[i + 1]) > 2
+                                             and not _is_number(rest[i + 1]))
+            if missing and key in SCHEMA and SCHEMA[key][1] == "bool":
+                text, i = "true", i + 1  # a bare boolean flag (e.g. eval.py --deploy) means true
+            elif missing:
                 raise ConfigError(f"--{key} needs a value (write --{key} VALUE)")
-            text = rest[i + 1]
-            i += 2
+            else:
+                text = rest[i + 1]
+                i += 2
         if key not in SCHEMA:
             raise ConfigError(f"command line: {_unknown_msg(key, SCHEMA)}")
         overrides[key] = _parse_value(text)
