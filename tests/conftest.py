@@ -49,3 +49,12 @@ def ms_mode(request):
     ms.set_context(mode=ms.GRAPH_MODE if request.param == "graph" else ms.PYNATIVE_MODE)
     yield request.param
     ms.set_context(mode=previous)
+
+
+@pytest.fixture(scope="session")
+def digits32(tmp_path_factory):
+    """The quickstart digits (32x32 RGB PNG ImageFolder tree), written once per session by the engine's writer."""
+    from convattn.data import write_digits_imagefolder
+    root = tmp_path_factory.mktemp("digits32") / "tree"
+    write_digits_imagefolder(root, size=32)
+    return str(root)

@@ -19,6 +19,10 @@ def test_cli_overrides_and_types(tmp_path):
     assert cfg.lr == 0.01 and cfg.model == "van_b1" and cfg.amp_level == "O2" and cfg.ema is True
     assert cfg.model_kwargs == {"depths": [1, 1, 1, 1]}
     assert cfg.batch_size == SCHEMA["batch_size"][0]  # untouched default
+    flags = validate(parse_cli(["-c", str(path), "--deploy", "--ema", "--lr", "0.02"], "t"))
+    assert flags.deploy is True and flags.ema is True and flags.lr == 0.02  # bare boolean flags mean true
+    with pytest.raises(ConfigError, match="--lr needs a value"):
+        parse_cli(["--lr"], "t")
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -90,12 +90,19 @@ class ImageFolderSource:
 
 def create_loader(root: str, transforms: list, batch_size: int, shuffle: bool, drop_remainder: bool,
                   num_workers: int = 1, num_shards: Optional[int] = None, shard_id: Optional[int] = None,
-                  seed: int = 0, class_to_idx: Optional[dict] = None, python_multiprocessing: bool = False):
+                  seed: int = 0, class_to_idx: Optional[dict] = None, python_multiprocessing: bool = False,
+                  aug_repeats: int = 1):
     """A batched ``mindspore.dataset`` pipeline over one ImageFolder tree.
 
     ``seed`` fixes shuffle order and random transforms (call once per epoch with a new seed for a new
     order; the same seed replays the same epoch, which is what exact resume relies on). With
     ``num_shards``/``shard_id`` each rank reads its own disjoint part (sharding by rank).
+
+    ``aug_repeats > 1`` is repeated augmentation (DeiT's ``RASampler``): the (seeded) permutation is
+    repeated ``aug_repeats`` times element-wise and dealt round-robin to the ranks, so the copies of an
+    image land on different ranks (on one rank: in the same batch) and get independent random
+    transforms; each rank keeps ``num_samples // num_shards`` of them, so the epoch length is unchanged.
+    (timm also rounds that count down to a multiple of 256 / num_shards; that ImageNet detail is left out.)
     Returns ``(dataset, class_to_idx, num_samples)``.
     """
     import mindspore.dataset as ds
@@ -103,11 +110,19 @@ def create_loader(root: str, transforms: list, batch_size: int, shuffle: bool, d
     samples, class_to_idx, _ = list_image_folder(root, class_to_idx)
     ds.config.set_seed(int(seed) % (2 ** 32))
     kwargs = {}
-    if num_shards is not None and num_shards > 1:
+    if aug_repeats < 1:
+        raise ValueError(f"aug_repeats must be >= 1, got {aug_repeats}")
+    n_all = len(samples)
+    if aug_repeats > 1:
+        shards, sid = (num_shards or 1), (shard_id or 0)
+        order = np.random.RandomState(int(seed) % (2 ** 32)).permutation(n_all) if shuffle else np.arange(n_all)
+        chosen = np.repeat(order, aug_repeats)[sid::shards][:n_all // shards]
+        samples, shuffle = [samples[i] for i in chosen], False
+    elif num_shards is not None and num_shards > 1:
         kwargs.update(num_shards=num_shards, shard_id=shard_id)
     dataset = ds.GeneratorDataset(ImageFolderSource(samples), column_names=["image", "label"], shuffle=shuffle,
                                   num_parallel_workers=num_workers, python_multiprocessing=python_multiprocessing,
                                   **kwargs)
     dataset = dataset.map(operations=transforms, input_columns="image", num_parallel_workers=num_workers)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    return dataset, class_to_idx, len(samples)
+    return dataset, class_to_idx, n_all

@@ -45,6 +45,8 @@ GROUPS: "OrderedDict[str, List[tuple]]" = OrderedDict([
         ("batch_size", 32, "int", "per-device batch size"),
         ("drop_remainder", True, "bool", "drop the last incomplete training batch"),
         ("shuffle", True, "bool", "shuffle the training set every epoch"),
+        ("aug_repeats", 1, "int", "repeated augmentation (DeiT RASampler): each image appears this many times per "
+                                  "epoch, differently augmented, spread over the ranks; epoch length unchanged"),
     ]),
     ("augmentation", [
         ("image_size", None, "int?", "training/eval resolution (null = the model's default input size)"),
@@ -69,6 +71,7 @@ GROUPS: "OrderedDict[str, List[tuple]]" = OrderedDict([
         ("drop_rate", None, "float?", "dropout inside the model (null = model default)"),
         ("drop_path_rate", None, "float?", "stochastic depth (null = the model's official rate)"),
         ("pretrained", None, "str?", "MindSpore .ckpt to initialise from"),
+        ("deploy", False, "bool", "eval.py: switch_to_deploy() (re-parameterised inference form) before evaluating"),
         ("amp_level", "O0", "str", "O0 (fp32), O1, O2, O3 (float16)"),
         ("amp_dtype", "float16", "str", "float16 or bfloat16 (bfloat16: Ascend/GPU only)"),
         ("loss_scale", 1024.0, "float", "initial loss scale for AMP O1-O3 (dynamic)"),
@@ -211,7 +214,7 @@ def validate(cfg: Dict[str, Any], for_training: bool = True) -> Config:
             if not 0.0 <= out[k] <= 1.0:
                 raise ConfigError(f"config key '{k}' must be in [0, 1], got {out[k]!r}")
 
-    positive("batch_size", "num_classes", "epochs", "lr", "num_parallel_workers", "log_interval", "ckpt_interval",
+    positive("aug_repeats", "batch_size", "num_classes", "epochs", "lr", "num_parallel_workers", "log_interval", "ckpt_interval",
              "keep_checkpoint_max", "lr_base_batch", "image_size", "crop_pct", "loss_scale", "ema_decay", "eps")
     non_negative("min_lr", "warmup_lr", "warmup_epochs", "cooldown_epochs", "weight_decay", "clip_grad", "mixup",
                  "cutmix", "momentum", "val_interval", "max_steps_per_epoch", "ckpt_steps", "cpu_threads", "seed",
@@ -333,11 +336,15 @@ def parse_cli(argv: Optional[Sequence[str]], description: str) -> Dict[str, Any]
             key, text = key.split("=", 1)
             i += 1
         else:
-            if i + 1 >= len(rest) or (rest[i + 1].startswith("--") and len(rest[i + 1]) > 2
-                                      and not _is_number(rest[i + 1])):
+            missing = i + 1 >= len(rest) or (rest[i + 1].startswith("--") and len(rest[i + 1]) > 2
+                                             and not _is_number(rest[i + 1]))
+            if missing and key in SCHEMA and SCHEMA[key][1] == "bool":
+                text, i = "true", i + 1  # a bare boolean flag (e.g. eval.py --deploy) means true
+            elif missing:
                 raise ConfigError(f"--{key} needs a value (write --{key} VALUE)")
-            text = rest[i + 1]
-            i += 2
+            else:
+                text = rest[i + 1]
+                i += 2
         if key not in SCHEMA:
             raise ConfigError(f"command line: {_unknown_msg(key, SCHEMA)}")
         overrides[key] = _parse_value(text)

@@ -120,7 +120,8 @@ def build_loaders(cfg: Config, data_cfg: dict, rank: int, size: int):
         tf = train_transforms(data_cfg["image_size"], data_cfg["mean"], data_cfg["std"], data_cfg["interpolation"],
                               cfg.scale, cfg.ratio, cfg.hflip, cfg.color_jitter, cfg.auto_augment, cfg.re_prob)
         dataset, _, _ = create_loader(train_root, tf, cfg.batch_size, cfg.shuffle, cfg.drop_remainder, workers,
-                                      seed=cfg.seed * 100003 + epoch, class_to_idx=class_to_idx, **shards)
+                                      seed=cfg.seed * 100003 + epoch, class_to_idx=class_to_idx,
+                                      aug_repeats=cfg.aug_repeats, **shards)
         return dataset
 
     def make_val():
@@ -153,7 +154,10 @@ class _AllReduceSum(nn.Cell):
 
 
 def evaluate(net: nn.Cell, dataset, num_classes: int, distributed: bool = False) -> dict:
-    """Top-1 / top-5 (%) and mean cross-entropy over ``dataset`` (summed over ranks when distributed)."""
+    """Top-1 / top-5 (%) and mean cross-entropy over ``dataset`` (summed over ranks when distributed).
+
+    The network is left in the train/eval state it came in (a deploy-form network stays in eval mode)."""
+    was_training = net.training
     net.set_train(False)
     forward = ms.jit(net.construct) if ms.get_context("mode") == ms.GRAPH_MODE else net
     correct1 = correct5 = loss_sum = 0.0
@@ -173,7 +177,8 @@ def evaluate(net: nn.Cell, dataset, num_classes: int, distributed: bool = False)
     if distributed:
         totals = _AllReduceSum()(ms.Tensor(np.array([correct1, correct5, loss_sum, n], np.float32))).asnumpy()
         correct1, correct5, loss_sum, n = [float(v) for v in totals]
-    net.set_train(True)
+    if was_training:
+        net.set_train(True)
     n = max(n, 1)
     return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss_sum / n, "n": int(n)}
 
@@ -438,9 +443,16 @@ def run_eval(cfg: Config) -> dict:
     if not_loaded:
         raise ValueError(f"{cfg.ckpt} lacks parameters {not_loaded[:5]} of {cfg.model}: check --model and "
                          "--model_kwargs match the training config")
+    if cfg.deploy:
+        from ..deploy import switch_to_deploy
+        net.set_train(False)
+        switched = switch_to_deploy(net)
+        if not switched:
+            raise ValueError(f"--deploy: {cfg.model} has no switch_to_deploy() re-parameterisation; drop --deploy")
+        _print(f"switched to the deploy form: {', '.join(switched)}", rank)
     t0 = time.time()
     metrics = evaluate(net, make_val(), cfg.num_classes, size > 1)
-    _print(f"eval {cfg.model} {cfg.ckpt}{' (EMA weights)' if use_ema else ''} on {metrics['n']} images: "
+    _print(f"eval {cfg.model} {cfg.ckpt}{' (EMA weights)' if use_ema else ''}{' (deploy form)' if cfg.deploy else ''} on {metrics['n']} images: "
            f"top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}% loss {metrics['loss']:.4f} "
            f"({time.time() - t0:.1f}s)", rank)
     return metrics
