@@ -76,7 +76,7 @@ class BlockedWindowAttention(nn.Cell):
     def __init__(self, kernel_size: int, stride: int = 1, padding: int = 0, block: int = 8) -> None:
         super().__init__()
         if kernel_size < 1 or stride < 1 or padding < 0 or block < 1:
-            raise ValueError(f"kernel_size, stride, block must be >= 1 and padding >= 0, got "
+            raise ValueError(f"kernel_size, stride, block must be >= 1 and padding >= 0, got kernel_size, stride, block, padding = "
                              f"{kernel_size}, {stride}, {block}, {padding}")
         self.kernel_size = kernel_size
         self.stride = stride
