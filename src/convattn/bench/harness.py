@@ -6,7 +6,8 @@ seconds; ``warmup`` untimed steps follow, then ``iters`` timed steps, each close
 (``mindspore.runtime.synchronize()`` on Ascend/GPU, reading the output back on CPU). Each model runs in
 its own subprocess, so one failure (or out-of-memory) cannot take the suite down, compile caches do not
 leak between models, and peak memory (process RSS high-water mark on CPU, the allocator's peak on a
-device) belongs to that model alone. A batch that does not fit is retried at half the size.
+device) belongs to that model alone. A batch that does not fit is retried at half the size. ``mode='train'``
+(``--mode train``) times one training step instead: forward + cross-entropy + backward + SGD(momentum) update.
 """
 import csv
 import datetime
