@@ -58,3 +58,10 @@ def test_relative_columns_use_the_same_run():
     assert rows[1]["time_ratio"] == pytest.approx(5.0) and rows[1]["mac_ratio"] == pytest.approx(1.1)
     assert rows[1]["rel_throughput"] == pytest.approx(0.2) and rows[1]["defect"] is True
     assert rows[0]["time_ratio"] is None
+
+
+def test_train_mode_option():
+    """--mode train is validated; a bad mode is a clear error, not a silent inference run."""
+    assert BenchConfig(mode="train")["mode"] == "train" and BenchConfig()["mode"] == "infer"
+    with pytest.raises(ValueError, match="mode must be 'infer'"):
+        BenchConfig(mode="training")

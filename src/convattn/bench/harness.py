@@ -6,7 +6,8 @@ seconds; ``warmup`` untimed steps follow, then ``iters`` timed steps, each close
 (``mindspore.runtime.synchronize()`` on Ascend/GPU, reading the output back on CPU). Each model runs in
 its own subprocess, so one failure (or out-of-memory) cannot take the suite down, compile caches do not
 leak between models, and peak memory (process RSS high-water mark on CPU, the allocator's peak on a
-device) belongs to that model alone. A batch that does not fit is retried at half the size.
+device) belongs to that model alone. A batch that does not fit is retried at half the size. ``mode='train'``
+(``--mode train``) times one training step instead: forward + cross-entropy + backward + SGD(momentum) update.
 """
 import csv
 import datetime
@@ -62,7 +63,7 @@ class BenchConfig(dict):
 
     DEFAULTS = {"device_target": "CPU", "batch_sizes": (8,), "precision": "float32", "warmup": 2, "iters": 8,
                 "threads": None, "image_size": None, "timeout": 900, "amp_level": "O2",
-                "model_kwargs": {}}
+                "model_kwargs": {}, "mode": "infer"}
 
     def __init__(self, **kwargs):
         unknown = set(kwargs) - set(self.DEFAULTS)
@@ -73,6 +74,9 @@ class BenchConfig(dict):
             raise ValueError(f"batch sizes must be >= 1, got {list(self['batch_sizes'])}")
         if self["precision"] not in ("float32", "float16"):
             raise ValueError(f"precision must be 'float32' or 'float16', got '{self['precision']}'")
+        if self["mode"] not in ("infer", "train"):
+            raise ValueError(f"mode must be 'infer' (forward) or 'train' (forward + backward + SGD step), "
+                             f"got '{self['mode']}'")
         if int(self["iters"]) < 1 or int(self["warmup"]) < 0:
             raise ValueError("iters must be >= 1 and warmup >= 0")
 
@@ -104,11 +108,17 @@ def _describe_formulation(net) -> str:
     from mindspore import nn
 
     tags = set()
+    # gathers kept only as the 'unfold' alternative of a cell that runs another attention formulation
+    idle = {id(c.unfold) for _, c in net.cells_and_names()
+            if getattr(c, "attn_impl", None) not in (None, "unfold") and hasattr(c, "unfold")}
     for _, cell in net.cells_and_names():
         if getattr(cell, "export_safe", None) is True:
             tags.add("export-safe")
         name = type(cell).__name__
-        if name == "LocalWindowGather" and not cell.export_safe:
+        impl = getattr(cell, "attn_impl", None)
+        if isinstance(impl, str) and not getattr(getattr(cell, "unfold", None), "export_safe", False):
+            tags.add("attn:" + {"fast": "blocked-matmul"}.get(impl, impl))  # the window attention actually run
+        elif name == "LocalWindowGather" and not cell.export_safe and id(cell) not in idle:
             tags.add("unfold-gather")
         dw = getattr(cell, "depthwise", None)
         if isinstance(dw, bool) and "ACmix" in name or (isinstance(dw, bool) and "ConvPath" in name):
@@ -132,6 +142,7 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
     """Benchmark one model at one batch size in THIS process (used by the subprocess worker)."""
     import numpy as np
     import mindspore as ms
+    from mindspore import nn
 
     from ..models import create_model, get_model_cfg
     from .macs import count_macs, count_params
@@ -143,6 +154,7 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
     size = tuple(cfg["image_size"] or get_model_cfg(base)["input_size"][1:])
     net = create_model(base, **cfg["model_kwargs"])
     net.set_train(False)
+    train = cfg.get("mode", "infer") == "train"
     if variant == "deploy":
         if not hasattr(net, "switch_to_deploy"):
             raise ValueError(f"{base} has no switch_to_deploy(); '@deploy' applies to re-parameterisable models")
@@ -154,9 +166,18 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
         net = ms.amp.auto_mixed_precision(net, cfg["amp_level"], dtype=ms.float16)
     ms.set_context(mode=ms.GRAPH_MODE)
     x = ms.Tensor(np.random.RandomState(0).randn(batch_size, 3, *size).astype(np.float32))
+    run = net
+    args = (x,)
+    if train:  # one training step: forward + loss + backward + SGD(momentum) update, in one compiled graph
+        net.set_train(True)
+        loss_fn = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+        opt = nn.SGD(net.trainable_params(), learning_rate=1e-3, momentum=0.9)
+        run = nn.TrainOneStepCell(nn.WithLossCell(net, loss_fn), opt)
+        run.set_train(True)
+        args = (x, ms.Tensor(np.zeros((batch_size,), np.int32)))
 
     def step():
-        out = net(x)
+        out = run(*args)
         if cfg["device_target"] == "CPU":
             out.asnumpy()
         else:
@@ -178,7 +199,7 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
     q = sorted(times)
     return {
         "model": name, "baseline": baseline_of(name), "batch_size": batch_size, "img_size": f"{size[0]}x{size[1]}",
-        "precision": cfg["precision"], "device_target": cfg["device_target"],
+        "precision": cfg["precision"], "device_target": cfg["device_target"], "mode": cfg.get("mode", "infer"),
         "imgs_per_s": batch_size * len(times) / elapsed, "ms_per_step": 1000 * med,
         "ms_p10": 1000 * q[max(0, int(0.1 * (len(q) - 1)))], "ms_p90": 1000 * q[int(math.ceil(0.9 * (len(q) - 1)))],
         "compile_s": max(0.0, first - med), "params_m": params_m, "gmacs": gmacs,
@@ -264,7 +285,7 @@ def _add_relative(rows: List[dict]) -> None:
         r["defect"] = bool(r["mac_ratio"] and r["time_ratio"] > 2.0 * r["mac_ratio"])
 
 
-COLUMNS = ["model", "baseline", "batch_size", "img_size", "precision", "imgs_per_s", "ms_per_step", "ms_p10", "ms_p90",
+COLUMNS = ["model", "mode", "baseline", "batch_size", "img_size", "precision", "imgs_per_s", "ms_per_step", "ms_p10", "ms_p90",
            "compile_s", "params_m", "gmacs", "peak_mem_mb", "time_ratio", "mac_ratio", "rel_throughput", "defect",
            "formulation", "status", "error"]
 
@@ -292,7 +313,7 @@ def _fmt(v, nd=2):
 
 def markdown(rows: List[dict], env: dict) -> str:
     head = (f"Device {env['device_target']} ({env['processor']}, {env['threads']} threads), MindSpore {env['mindspore']}, "
-            f"{env['settings']['precision']}, {env['date']}\n\n")
+            f"{env['settings']['precision']}, mode {env['settings'].get('mode', 'infer')}, {env['date']}\n\n")
     lines = ["| model | batch | img/s | ms/step (p10–p90) | compile s | params (M) | GMACs | peak MB | vs baseline | "
              "time ratio | MAC ratio | >2× MAC | formulation |",
              "|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---|---|"]

@@ -33,6 +33,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from .helpers import subsample2d
+from .local_attention import BlockedWindowAttention
 from .window_gather import LocalWindowGather
 
 __all__ = ["ACmix", "ACmixConvPath", "ConvPathMixin", "shift_kernel", "default_depthwise_conv", "acmix_position"]
@@ -168,11 +169,19 @@ class ACmix(ConvPathMixin, nn.Cell):
             the output size is rejected.
         depthwise_conv: conv-path formulation (see :class:`ACmixConvPath`); None = depth-wise on Ascend only.
         export_safe: build the attention gather in its ONNX-exportable form (see ``set_export_safe``).
+        attn_impl: ``'fast'`` (default: blocked dense-matmul window attention, :mod:`convattn.layers.local_attention`,
+            no k*k-expanded tensors) or ``'unfold'`` (the official formulation: k*k copies of k, pe, v). Equal to
+            float32 rounding, forward and gradients; an export-safe network always runs ``'unfold'`` (its slice
+            gather is the ONNX-exportable form).
+        attn_block: target query-block side of the ``'fast'`` path.
     """
 
     def __init__(self, in_planes: int, out_planes: int, kernel_att: int = 7, head: int = 4, kernel_conv: int = 3,
                  stride: int = 1, dilation: int = 1, depthwise_conv: Optional[bool] = None,
-                 export_safe: bool = False) -> None:
+                 export_safe: bool = False, attn_impl: str = "fast", attn_block: int = 8) -> None:
+        if attn_impl not in ("fast", "unfold"):
+            raise ValueError(f"attn_impl must be 'fast' (blocked matmul attention) or 'unfold' (official gather), "
+                             f"got {attn_impl!r}")
         if head < 1 or out_planes % head != 0:
             raise ValueError(f"out_planes={out_planes} must be divisible by head={head}; "
                              f"choose head among the divisors of {out_planes}")
@@ -203,10 +212,13 @@ class ACmix(ConvPathMixin, nn.Cell):
         self.conv_p = nn.Conv2d(2, self.head_dim, 1, has_bias=True, pad_mode="valid")
         self.unfold = LocalWindowGather(kernel_att, stride=stride, dilation=1, padding=padding_att,
                                         pad_mode="reflect", export_safe=export_safe)
+        self.attn_impl = attn_impl
+        self.local_attn = BlockedWindowAttention(kernel_att, stride=stride, padding=padding_att, block=attn_block)
 
     def extend_repr(self):
         return (f"in_planes={self.in_planes}, out_planes={self.out_planes}, kernel_att={self.kernel_att}, "
-                f"head={self.head}, kernel_conv={self.kernel_conv}, stride={self.stride}, dilation={self.dilation}")
+                f"head={self.head}, kernel_conv={self.kernel_conv}, stride={self.stride}, dilation={self.dilation}, "
+                f"attn_impl={self.attn_impl}")
 
     def construct(self, x):
         q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)
@@ -222,13 +234,18 @@ class ACmix(ConvPathMixin, nn.Cell):
             q_pe = subsample2d(pe, s)
         else:
             q_pe = pe
-        unfold_k = self.unfold(k_att)  # (B*head, head_dim, k_att^2, Ho, Wo)
-        unfold_rpe = self.unfold(pe)  # (1, head_dim, k_att^2, Ho, Wo)
-        att = (ops.expand_dims(q_att, 2) * (unfold_k + ops.expand_dims(q_pe, 2) - unfold_rpe)).sum(1)
-        att = ops.softmax(att, axis=1)  # (B*head, k_att^2, Ho, Wo)
-        unfold_v = self.unfold(v_att)
-        ho, wo = unfold_v.shape[3], unfold_v.shape[4]
-        out_att = (ops.expand_dims(att, 1) * unfold_v).sum(2).reshape(b, self.out_planes, ho, wo)
+        if self.attn_impl == "fast" and not self.unfold.export_safe:
+            # q_i.(k_j + pe_i - pe_j): q_i.pe_i is constant over j and cancels in the softmax over j
+            out_att = self.local_attn(q_att, k_att - pe, v_att)
+            out_att = out_att.reshape(b, self.out_planes, out_att.shape[2], out_att.shape[3])
+        else:
+            unfold_k = self.unfold(k_att)  # (B*head, head_dim, k_att^2, Ho, Wo)
+            unfold_rpe = self.unfold(pe)  # (1, head_dim, k_att^2, Ho, Wo)
+            att = (ops.expand_dims(q_att, 2) * (unfold_k + ops.expand_dims(q_pe, 2) - unfold_rpe)).sum(1)
+            att = ops.softmax(att, axis=1)  # (B*head, k_att^2, Ho, Wo)
+            unfold_v = self.unfold(v_att)
+            ho, wo = unfold_v.shape[3], unfold_v.shape[4]
+            out_att = (ops.expand_dims(att, 1) * unfold_v).sum(2).reshape(b, self.out_planes, ho, wo)
 
         hw = h * w
         f_all = ops.concat((q.reshape(b, self.head, hd, hw), k.reshape(b, self.head, hd, hw),

@@ -83,6 +83,30 @@ class _Aggregation(nn.Cell):
         return y.reshape(n, groups * w.shape[1], ho, wo)
 
 
+class _ShiftAggregation(nn.Cell):
+    """The footprint sum without the gathered tensor: ``y = sum_t w[:, :, t] * shift_t(pad(x3))``, one shifted view
+    of the reflection-padded map per tap (stride 1). Each tap costs a slice, a multiply and an add on a
+    ``(N, C, H, W)`` map; nothing of size ``k*k x C x H x W`` exists, forward or backward."""
+
+    def __init__(self, gather: LocalWindowGather) -> None:
+        super().__init__()
+        self.gather = gather  # its padding cell and tap offsets (F.unfold order)
+
+    def construct(self, x3, w, groups):
+        n, c, h, wd = x3.shape
+        nw = w.shape[1]
+        xp = self.gather.reflect(x3)
+        xp = xp.reshape(n, groups, nw, xp.shape[2], xp.shape[3])
+        wt = ops.transpose(w.reshape(n, nw, w.shape[2], h, wd), (0, 2, 1, 3, 4))  # (N, k*k, n_w, H, W)
+        y = None
+        t = 0
+        for o in self.gather.offsets:
+            term = xp[:, :, :, o[0]:o[0] + h, o[1]:o[1] + wd] * ops.expand_dims(wt[:, t], 1)
+            y = term if y is None else y + term
+            t += 1
+        return y.reshape(n, c, h, wd)
+
+
 class SAM(nn.Cell):
     """Pairwise / patchwise self-attention over a k x k footprint.
 
@@ -105,13 +129,25 @@ class SAM(nn.Cell):
             chunks, each gathered under :func:`mindspore.recompute` while training, the largest such tensor
             is B x out_planes/agg_chunks x k*k x H*W. ``None`` = ``share_planes`` (one chunk per share
             group: n_w x k*k, smaller than the relation tensor); ``1`` = one gather, fastest, most memory.
-            Only training chunks; inference (``set_train(False)``) always gathers once.
+            Only training chunks; inference (``set_train(False)``) always gathers once. Used by the
+            ``'unfold'`` aggregation only.
+        attn_impl: aggregation formulation. ``'unfold'`` (default): the gather + broadcast multiply + sum.
+            ``'shift'``: accumulate ``w_t * shift_t(beta(x))`` over the k*k taps with shifted views of the padded
+            map: no k*k x C x H x W tensor (memory-lean, no chunking needed), but k*k small ops per layer, measured
+            3x slower than ``'unfold'`` on 2 CPU threads (stage-2 shape, batch 8), so not the default. Used at
+            stride 1 when not export-safe (otherwise the gather runs). Equal to float32 rounding, forward and
+            gradients.
     """
 
     def __init__(self, sa_type, in_planes: int, rel_planes: int, out_planes: int, share_planes: int = 8,
                  kernel_size: int = 3, stride: int = 1, dilation: int = 1, relation=None, mapping: str = "r-l-r-l",
-                 position_encoding: bool = True, export_safe: bool = False, agg_chunks=None) -> None:
+                 position_encoding: bool = True, export_safe: bool = False, agg_chunks=None,
+                 attn_impl: str = "unfold") -> None:
         super().__init__()
+        if attn_impl not in ("shift", "unfold"):
+            raise ValueError(f"SAM: attn_impl must be 'unfold' (gather) or 'shift' (shifted-view accumulation), "
+                             f"got {attn_impl!r}")
+        self.attn_impl = attn_impl
         sa_type = sa_type_name(sa_type)
         for label, v in (("in_planes", in_planes), ("rel_planes", rel_planes), ("out_planes", out_planes),
                          ("share_planes", share_planes), ("stride", stride), ("dilation", dilation)):
@@ -166,6 +202,7 @@ class SAM(nn.Cell):
         # One gather per stream; each is a LocalWindowGather so set_export_safe() reaches all of them.
         self.gather = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
         self.aggregation = _Aggregation(self.gather)
+        self.shift_aggregation = _ShiftAggregation(self.gather)
         self.gather_rel = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
         if self.position_encoding:
             self.gather_pos = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
@@ -241,6 +278,8 @@ class SAM(nn.Cell):
         keeps no tape, so it gathers once (fewer ops, faster graph compilation).
         """
         n, c, h, wd = x3.shape
+        if self.attn_impl == "shift" and self.stride == 1 and not self.gather.export_safe:
+            return self.shift_aggregation(x3, w, self.share_planes)
         if self.agg_chunks == 1 or not self.training:
             return self.aggregation(x3, w, self.share_planes)
         per = self.share_planes // self.agg_chunks
