@@ -10,7 +10,8 @@ import mindspore as ms
 from mindspore import nn
 
 import convattn
-from convattn.deploy import (ExportError, ExportSafeGELU, ExportVerificationError, export_model, prepare_for_export)
+from convattn.deploy import (ExportError, ExportSafeGELU, ExportSafeMaxPool2d, ExportVerificationError,
+                             ascend_grouped_conv_report, export_model, prepare_for_export)
 from convattn.deploy import export as export_mod
 from convattn.models.registry import model_entrypoint
 
@@ -73,6 +74,46 @@ def test_export_safe_gelu_has_no_erf(tmp_path):
     assert "Erf" not in ops and "Tanh" not in ops, ops
 
 
+@pytest.mark.parametrize("k,s,p", [(3, 2, 1), (3, 1, 1), (2, 2, 1), (5, 2, 2), (5, 3, 1), ((3, 5), (2, 1), (1, 2))])
+def test_export_safe_maxpool_equals_padded_maxpool(k, s, p):
+    """Edge-replicated pad + valid pool == MindSpore's implicit (-inf) padding, for any input: all-negative
+    maps, +-inf, odd and even sizes (a zero pad would be wrong for the negative maps)."""
+    rng = np.random.default_rng(0)
+    pad = p if isinstance(p, tuple) else (p, p)
+    ref_pool = nn.MaxPool2d(k, s, pad_mode="pad", padding=pad)
+    safe = ExportSafeMaxPool2d.from_cell(ref_pool)
+    for shape in [(2, 3, 9, 8), (1, 2, 7, 11), (1, 1, 6, 6)]:
+        x = rng.standard_normal(shape).astype(np.float32) - 4.0
+        # (no window of only -inf: MindSpore's CPU 'valid' MaxPool returns float32 lowest for one, not -inf)
+        x[0, 0, 0, 1], x[0, -1, -1, -1], x[-1, 0, 2, 3] = -np.inf, np.inf, -np.inf
+        ref, out = ref_pool(ms.Tensor(x)).asnumpy(), safe(ms.Tensor(x)).asnumpy()
+        assert out.shape == ref.shape and np.array_equal(out, ref), (shape, np.argwhere(out != ref)[:4])
+
+
+def test_export_safe_maxpool_onnx_dynamic_batch(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    ref_pool = nn.MaxPool2d(3, 2, pad_mode="pad", padding=1)
+    x = ms.Tensor(np.zeros((2, 3, 9, 9), np.float32))
+    path = str(tmp_path / "p.onnx")
+    ms.onnx.export(ExportSafeMaxPool2d.from_cell(ref_pool), x, file_name=path, input_names=["x"], output_names=["y"],
+                   dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
+    assert {n.op_type for n in onnx.load(path).graph.node} <= {"Slice", "Concat", "MaxPool"}
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for b in (1, 4):
+        xb = np.random.default_rng(b).standard_normal((b, 3, 9, 9)).astype(np.float32) - 3.0
+        assert np.array_equal(sess.run(None, {"x": xb})[0], ref_pool(ms.Tensor(xb)).asnumpy())
+
+
+def test_export_safe_maxpool_rejects_what_it_cannot_replace():
+    with pytest.raises(TypeError, match="pad_mode='pad'"):
+        ExportSafeMaxPool2d.from_cell(nn.MaxPool2d(3, 2))
+    with pytest.raises(TypeError, match="ceil_mode"):
+        ExportSafeMaxPool2d.from_cell(nn.MaxPool2d(3, 2, pad_mode="pad", padding=1, ceil_mode=True))
+    with pytest.raises(ValueError, match="at most half the kernel"):
+        ExportSafeMaxPool2d(3, 2, 2)
+
+
 @pytest.mark.parametrize("name", _family_firsts())
 def test_deploy_form_equals_training_form(name):
     """prepare_for_export (switch_to_deploy + export_safe + cell swaps) keeps the function, in GRAPH mode."""
@@ -90,6 +131,49 @@ def test_deploy_form_equals_training_form(name):
     assert not any(isinstance(c, nn.GELU) and c.approximate == "none" for _, c in net.cells_and_names())
     assert all(c.export_safe for _, c in net.cells_and_names() if isinstance(getattr(c, "export_safe", None), bool))
     assert np.abs(out - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), (np.abs(out - ref).max(), report)
+
+
+def test_ascend_legal_mode_leaves_no_grouped_conv_in_any_model():
+    """prepare_for_export(ascend_legal=True): every registered model is free of non-depth-wise grouped convs."""
+    flagged = {}
+    for name in convattn.list_models():
+        net, _ = _small(name)
+        report = prepare_for_export(net, onnx_safe=False, ascend_legal=True)
+        assert ascend_grouped_conv_report(net) == [], name
+        flagged[name] = len(report["ascend_legal"])
+    assert all(flagged[n] > 0 for n in flagged if n.startswith("acmix_")), flagged  # ACmix had some to switch
+    assert all(flagged[n] == 0 for n in flagged if not n.startswith("acmix_")), flagged
+
+
+@pytest.mark.parametrize("name", ["acmix_resnet26", "acmix_swin_tiny", "acmix_pvt_tiny"])
+def test_ascend_legal_conv_path_keeps_function_and_names(name):
+    """The three ACmix conv-path hosts (ResNet module with stride-2 blocks, Swin window form, PVT form)."""
+    net, cfg = _small(name)
+    x = ms.Tensor(np.random.default_rng(2).standard_normal((2,) + tuple(cfg["test_input_size"])).astype(np.float32))
+    names = {p.name: tuple(p.shape) for p in net.get_parameters()}
+    ref = net(x).asnumpy()
+    report = prepare_for_export(net, onnx_safe=False, ascend_legal=True)
+    out = net(x).asnumpy()
+    assert report["ascend_legal"] and ascend_grouped_conv_report(net) == []
+    after = {p.name: tuple(p.shape) for p in net.get_parameters()}
+    assert after.keys() == names.keys()  # dep_conv.weight keeps its name, only its shape changes
+    changed = sorted(n for n in names if names[n] != after[n])
+    assert changed and all(n.endswith("dep_conv.weight") for n in changed), changed
+    assert np.abs(out - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), np.abs(out - ref).max()
+    assert prepare_for_export(net, onnx_safe=False, ascend_legal=True)["ascend_legal"] == []  # idempotent
+
+
+def test_cli_ascend_export_has_no_grouped_conv(tmp_path):
+    from convattn.deploy.cli import main
+
+    cfg = convattn.get_model_cfg("acmix_pvt_tiny")
+    out = tmp_path / "o"
+    assert main(["--model", "acmix_pvt_tiny", "--random-weights", "--num-classes", "10", "--format", "MINDIR",
+                 "--ascend", "--image-size", "64", "64", "--model-kwargs", json.dumps(cfg["test_kwargs"]),
+                 "--out", str(out)]) == 0
+    side = json.loads((out / "acmix_pvt_tiny.mindir.json").read_text())
+    assert side["ascend_non_depthwise_grouped_convs"] == []
+    assert len(side["deploy_transforms"]["ascend_legal"]) == 4  # one ACmix attention per stage at depth 1
 
 
 def test_van_patch_embed_bn_is_folded():
@@ -206,18 +290,26 @@ def test_output_path_that_is_a_file(tmp_path, van_small):
         export_model("van_b0", fmt="ONNX", out_dir=str(blocker), **van_small)
 
 
-def test_image_size_the_model_cannot_take(tmp_path, van_small, monkeypatch):
+def test_image_size_the_model_cannot_take(tmp_path, van_small):
     with pytest.raises(ExportError, match="two positive integers"):
         export_model("van_b0", fmt="ONNX", out_dir=str(tmp_path / "o"), **dict(van_small, image_size=(0, 64)))
+    assert not (tmp_path / "o").exists()
 
-    def check_input_size(self, h, w):  # e.g. a window model: sides must be multiples of the window
-        if h % 56 or w % 56:
-            raise ValueError(f"input {h}x{w} is not a multiple of the window size 56")
 
-    monkeypatch.setattr(type(convattn.create_model("van_b0", depths=(1, 1, 1, 1))), "check_input_size",
-                        check_input_size, raising=False)
-    with pytest.raises(ExportError, match="cannot take 64x64 inputs: input 64x64 is not a multiple of the window"):
-        export_model("van_b0", fmt="ONNX", out_dir=str(tmp_path / "o"), **van_small)
+@pytest.mark.parametrize("name,built", [("swin_tiny", "Swin was built for 64x64 images"),
+                                        ("pvt_tiny", "PVT was built for 64x64 images"),
+                                        ("deit_tiny", r"built for img_size=\(32, 32\)")])
+def test_fixed_size_models_refuse_other_sizes_before_writing(tmp_path, name, built):
+    """Window / position-embedding models check the size with their own check_input_size, before any run."""
+    cfg = convattn.get_model_cfg(name)
+    net = convattn.create_model(name, num_classes=10, **cfg["test_kwargs"])
+    h, w = cfg["test_input_size"][1:]
+    net.check_input_size(h, w)
+    with pytest.raises(ValueError, match=built):
+        net.check_input_size(h + 16, w)
+    with pytest.raises(ExportError, match=f"{name} cannot take {h + 16}x{w} inputs: .*{built}"):
+        export_model(name, random_weights=True, num_classes=10, fmt="ALL", out_dir=str(tmp_path / "o"),
+                     image_size=(h + 16, w), model_kwargs=cfg["test_kwargs"], log=lambda *_: None)
     assert not (tmp_path / "o").exists()
 
 
