@@ -114,6 +114,17 @@ def test_export_safe_maxpool_rejects_what_it_cannot_replace():
         ExportSafeMaxPool2d(3, 2, 2)
 
 
+def test_san_position_grid_without_linspace_is_bit_identical():
+    """SAN's export-safe position grid (arange * step - 1: the exporter has no LinSpace) equals linspace."""
+    from mindspore import ops
+    from convattn.layers.acmix import acmix_position
+
+    for h, w in [(1, 1), (1, 5), (7, 3), (14, 14), (28, 56), (56, 56), (112, 112), (224, 225)]:
+        grid = acmix_position(h, w).asnumpy()
+        assert np.array_equal(grid[0, 0], np.broadcast_to(ops.linspace(-1.0, 1.0, w).asnumpy(), (h, w))), (h, w)
+        assert np.array_equal(grid[0, 1], np.broadcast_to(ops.linspace(-1.0, 1.0, h).asnumpy()[:, None], (h, w)))
+
+
 @pytest.mark.parametrize("name", _family_firsts())
 def test_deploy_form_equals_training_form(name):
     """prepare_for_export (switch_to_deploy + export_safe + cell swaps) keeps the function, in GRAPH mode."""
