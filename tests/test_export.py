@@ -9,7 +9,8 @@ the ~1500-node slice graph; every other ONNX or MINDIR export 3-30 s.
   later and not listed below get both formats too.
 * ``SLICE_GATHER`` -- the ACmix-ResNet and SAN representatives: MINDIR at network level here; their ONNX path
   (the export-safe LocalWindowGather, SAN's arange position grid) is exported per module in
-  ``test_slice_gather_modules_export_onnx`` and per network in the ``slow`` test
+  ``test_slice_gather_modules_export_onnx`` (3x3 windows: the same slice code, 9 instead of 49 slices per
+  gather) and per network in the ``slow`` test
   ``test_slice_gather_networks_export_onnx`` (and in ``scripts/export_table.py``).
 * ``MINDIR_ONLY`` -- depth variants whose test instance is the same network as a ``SLICE_GATHER`` one.
 * everything else (width/depth variants of a ``BOTH`` code path): ONNX only, the stricter exporter.
@@ -282,7 +283,7 @@ def test_slice_gather_networks_export_onnx(name, tmp_path):
 
 def _san_module(sa_type):
     from convattn.layers.san_attention import SAM
-    return SAM(sa_type, 16, 4, 16, 4, 7)
+    return SAM(sa_type, 16, 4, 16, 4, 3)
 
 
 @pytest.mark.parametrize("build", ["acmix", "san_pairwise", "san_patchwise"])
@@ -292,7 +293,7 @@ def test_slice_gather_modules_export_onnx(build, tmp_path):
     import onnxruntime as ort
     from convattn.layers import ACmix, set_export_safe
 
-    module = ACmix(16, 16, kernel_att=7, head=4, stride=2) if build == "acmix" else _san_module(build[4:])
+    module = ACmix(16, 16, kernel_att=3, head=4, stride=2) if build == "acmix" else _san_module(build[4:])
     # a trailing op of the top cell: when the graph's last node sits in a sub-cell (SAM's aggregation reshape),
     # mindspore.onnx.export 2.10 names the output wrongly ("Graph output (y) does not exist in the graph")
     net = nn.SequentialCell([module, nn.ReLU()])
