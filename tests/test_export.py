@@ -14,6 +14,9 @@ the ~1500-node slice graph; every other ONNX or MINDIR export 3-30 s.
   ``test_slice_gather_networks_export_onnx`` (and in ``scripts/export_table.py``).
 * ``MINDIR_ONLY`` -- depth variants whose test instance is the same network as a ``SLICE_GATHER`` one.
 * everything else (width/depth variants of a ``BOTH`` code path): ONNX only, the stricter exporter.
+
+Measured: the whole file (81 tests, slow deselected) 246 s on 2 shared cores at load 2-4, 734 s at load 9-14.
+All 38 models in both formats at test size: ``python scripts/export_table.py`` (~35 min at load ~10).
 """
 import json
 import os
