@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing artifacts once the new ones verify")
     p.add_argument("--export-safe-mindir", action="store_true",
                    help="use the export-safe formulations in the MINDIR too (runtimes lacking e.g. Roll)")
+    p.add_argument("--ascend", action="store_true",
+                   help="Ascend-legal graph: every ACmix conv path in its depth-wise form (Ascend runs grouped "
+                        "convolution only depth-wise); same numbers, the sidecar lists no non-depth-wise group conv")
     p.add_argument("--seed", type=int, default=0, help="seed of the verification batch")
     return p
 
@@ -49,7 +52,8 @@ def main(argv=None) -> int:
             args.model, ckpt=args.ckpt, fmt=args.format, out_dir=args.out, batch=args.batch,
             image_size=args.image_size, dynamic_batch=args.dynamic_batch, fp16=args.fp16, model_kwargs=kwargs,
             num_classes=args.num_classes, random_weights=args.random_weights, overwrite=args.overwrite,
-            name=args.name, export_safe_mindir=args.export_safe_mindir, seed=args.seed)
+            name=args.name, export_safe_mindir=args.export_safe_mindir, ascend_legal=args.ascend,
+            seed=args.seed)
     except (ExportError, ExportVerificationError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -232,6 +232,7 @@ def export_model(
     overwrite: bool = False,
     name: Optional[str] = None,
     export_safe_mindir: bool = False,
+    ascend_legal: bool = False,
     seed: int = 0,
     log=print,
 ) -> List[ExportResult]:
@@ -239,7 +240,9 @@ def export_model(
 
     ``name`` is the file stem (default: the model name, ``_fp16`` appended for half precision).
     ``export_safe_mindir`` gives the MINDIR the ONNX-safe formulations too (for a runtime that lacks an
-    operator of the fast path, e.g. Roll on CPU). Returns one :class:`ExportResult` per format.
+    operator of the fast path, e.g. Roll on CPU). ``ascend_legal`` switches every ACmix convolution path to
+    its depth-wise form (Ascend runs grouped convolution only depth-wise; the sidecar's
+    ``ascend_non_depthwise_grouped_convs`` is then empty). Returns one :class:`ExportResult` per format.
     """
     import mindspore as ms
 
@@ -283,7 +286,7 @@ def export_model(
     for f in formats:
         t0 = time.perf_counter()
         onnx_safe = f == "ONNX" or export_safe_mindir
-        deploy = prepare_for_export(net, onnx_safe=onnx_safe)
+        deploy = prepare_for_export(net, onnx_safe=onnx_safe, ascend_legal=ascend_legal)
         if fp16:
             net.to_float(ms.float16)
             for p in net.get_parameters():

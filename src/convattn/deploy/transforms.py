@@ -8,7 +8,12 @@ land later need nothing beyond their own hooks:
 2. for ONNX, every ``export_safe`` flag is switched on (:func:`convattn.layers.set_export_safe`): the
    slice-based formulations of unfold / reflection pad / roll that ``mindspore.onnx.export`` can express;
 3. for ONNX, cells the exporter cannot express are replaced by numerically identical ones
-   (``nn.GELU(approximate=False)`` -> :class:`~convattn.deploy.gelu.ExportSafeGELU`, no ``Erf``).
+   (``nn.GELU(approximate=False)`` -> :class:`~convattn.deploy.gelu.ExportSafeGELU`, no ``Erf``;
+   ``nn.MaxPool2d(pad_mode='pad')`` -> :class:`~convattn.deploy.pool.ExportSafeMaxPool2d`, no
+   ``MaxPool3DWithArgmax``): :data:`EXPORT_REPLACEMENTS`;
+4. with ``ascend_legal=True``, every ACmix convolution path (:class:`~convattn.layers.acmix.ConvPathMixin`)
+   is switched to its depth-wise form (Ascend runs grouped convolution only depth-wise), with its weight
+   reshaped, so :func:`ascend_grouped_conv_report` comes out empty.
 
 Training and benchmarking never call this; they keep the fast formulations.
 """
@@ -19,10 +24,12 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
 from ..layers import invalidate_graph_cache, set_export_safe
+from ..layers.acmix import ConvPathMixin
 from .gelu import ExportSafeGELU
+from .pool import ExportSafeMaxPool2d, is_padded_maxpool
 
 __all__ = ["prepare_for_export", "switch_to_deploy", "replace_cells", "fuse_conv_bn", "ascend_grouped_conv_report",
-           "fold_bn_into_conv",
+           "fold_bn_into_conv", "to_ascend_legal",
            "EXPORT_REPLACEMENTS"]
 
 
@@ -33,6 +40,8 @@ def _is_exact_gelu(cell) -> bool:
 # (predicate, factory, description): cells ``mindspore.onnx.export`` cannot express -> exact equivalents.
 EXPORT_REPLACEMENTS: List = [
     (_is_exact_gelu, lambda cell: ExportSafeGELU(), "nn.GELU(approximate=False) -> ExportSafeGELU (no Erf)"),
+    (is_padded_maxpool, ExportSafeMaxPool2d.from_cell,
+     "nn.MaxPool2d(pad_mode='pad') -> ExportSafeMaxPool2d (edge pad + valid MaxPool, no MaxPool3DWithArgmax)"),
 ]
 
 
@@ -65,15 +74,32 @@ def switch_to_deploy(net: nn.Cell) -> List[str]:
     return done
 
 
-def prepare_for_export(net: nn.Cell, onnx_safe: bool = True) -> Dict[str, list]:
+def to_ascend_legal(net: nn.Cell) -> List[str]:
+    """Switch every ACmix convolution path in ``net`` to its depth-wise form (same function, weight reshaped
+    ``(out, k*k, k, k) -> (out*k*k, 1, k, k)``); returns the switched cells' names."""
+    done = []
+    for name, cell in net.cells_and_names():
+        if isinstance(cell, ConvPathMixin) and not cell.depthwise_conv:
+            cell.use_depthwise_conv()
+            done.append(name or net.__class__.__name__)
+    if done:
+        invalidate_graph_cache(net)
+    return done
+
+
+def prepare_for_export(net: nn.Cell, onnx_safe: bool = True, ascend_legal: bool = False) -> Dict[str, list]:
     """Put a network in its deploy form in place; returns what was changed (recorded in the sidecar).
 
     ``onnx_safe=False`` (MINDIR) only runs the ``switch_to_deploy`` transforms: MindSpore's own runtime
     executes Im2Col, MirrorPad and Erf, so the fast formulations stay. ``onnx_safe=True`` also flips the
-    ``export_safe`` flags and swaps cells the ONNX exporter lacks. Calling it twice is harmless.
+    ``export_safe`` flags and swaps cells the ONNX exporter lacks. ``ascend_legal=True`` also switches
+    every ACmix convolution path to its depth-wise form (for Ascend; see :func:`to_ascend_legal`).
+    Calling it twice is harmless.
     """
     net.set_train(False)
-    report = {"switch_to_deploy": switch_to_deploy(net), "export_safe": [], "replaced": []}
+    report = {"switch_to_deploy": switch_to_deploy(net), "export_safe": [], "replaced": [], "ascend_legal": []}
+    if ascend_legal:
+        report["ascend_legal"] = [f"{n}: dep_conv -> depth-wise" for n in to_ascend_legal(net)]
     if onnx_safe:
         report["export_safe"] = [name for name, cell in net.cells_and_names()
                                  if isinstance(getattr(cell, "export_safe", None), bool)]
@@ -81,6 +107,8 @@ def prepare_for_export(net: nn.Cell, onnx_safe: bool = True) -> Dict[str, list]:
         for predicate, factory, what in EXPORT_REPLACEMENTS:
             names = replace_cells(net, predicate, factory)
             report["replaced"] += [f"{n}: {what}" for n in names]
+        if report["replaced"]:
+            invalidate_graph_cache(net)  # a compiled GRAPH-mode net would otherwise keep the old sub-cells
     net.set_train(False)
     return report
 

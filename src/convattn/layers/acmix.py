@@ -107,6 +107,28 @@ class ConvPathMixin:
         kernel = shift_kernel(self.out_planes, self.kernel_conv).reshape(self.dep_conv.weight.shape)
         self.dep_conv.weight.set_data(Tensor(kernel, self.dep_conv.weight.dtype))
 
+    def use_depthwise_conv(self) -> None:
+        """Switch a built grouped conv path to the numerically identical depth-wise form, in place.
+
+        The grouped weight ``(out, k*k, k, k)`` becomes the depth-wise ``(out*k*k, 1, k, k)`` (output o, slot i
+        -> channel ``o*k*k + i``, the order :meth:`conv_path` broadcasts the inputs in); the parameter keeps its
+        name, so checkpoints of either form still map by the ``acmix`` conversion rule. For an already
+        compiled GRAPH-mode network call :func:`~convattn.layers.helpers.invalidate_graph_cache` afterwards
+        (the deploy hook does). A no-op on a depth-wise path.
+        """
+        if self.depthwise_conv:
+            return
+        old = self.dep_conv
+        ch = self.out_planes * self.kk
+        new = nn.Conv2d(ch, ch, self.kernel_conv, stride=old.stride, pad_mode="pad", padding=self.kernel_conv // 2,
+                        group=ch, has_bias=False)
+        name = old.weight.name
+        new.weight = Parameter(Tensor(old.weight.asnumpy().reshape(ch, 1, self.kernel_conv, self.kernel_conv),
+                                      old.weight.dtype), name=name, requires_grad=old.weight.requires_grad)
+        self.dep_conv = new
+        self.dep_conv.weight.name = name  # assignment re-prefixes relative to this cell; keep the full path
+        self.depthwise_conv = True
+
     def extend_repr(self):
         return (f"head={self.head}, head_dim={self.head_dim}, out_planes={self.out_planes}, "
                 f"kernel_conv={self.kernel_conv}, depthwise_conv={self.depthwise_conv}")

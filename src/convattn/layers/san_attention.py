@@ -32,6 +32,7 @@ from mindspore import nn, ops
 
 from mindspore import recompute
 
+from .acmix import acmix_position
 from .window_gather import LocalWindowGather
 
 __all__ = ["SAM", "PAIRWISE_RELATIONS", "PATCHWISE_RELATIONS", "MAPPINGS", "sa_type_name"]
@@ -122,7 +123,9 @@ class SAM(nn.Cell):
         mapping: gamma's layout, see the module docstring.
         position_encoding: pairwise only, append p_i - p_j (official: on). Patchwise weights index the
             footprint positions themselves, so the flag has no effect there.
-        export_safe: build the gathers with the ONNX-exportable slice path (same numbers, slower).
+        export_safe: build the gathers with the ONNX-exportable slice path (same numbers, slower), and the
+            position grid from ``arange`` instead of ``linspace`` (the exporter has no ``LinSpace``; the two
+            grids are bit-identical, ``tests/test_export.py``).
         agg_chunks: split the aggregation into this many chunks of share groups (a divisor of share_planes).
             Gathering all k*k neighbours of beta(x) for every channel is a B x out_planes x k*k x H*W tensor,
             4x the official relation tensor (the official CUDA kernel never builds it). With ``agg_chunks``
@@ -182,6 +185,7 @@ class SAM(nn.Cell):
         self.num_weights = out_planes // share_planes
         self.out_planes = out_planes
         self.position_encoding = bool(position_encoding) and sa_type == "pairwise"
+        self.export_safe = bool(export_safe)  # flipped with the gathers by set_export_safe
         kk = kernel_size * kernel_size
         pad = dilation * (kernel_size - 1) // 2
 
@@ -221,10 +225,14 @@ class SAM(nn.Cell):
     def _position(self, x):
         """p_i - p_j for the map size of x: (1, 2, k*k, Ho*Wo); coordinates in [-1, 1], (x, y) channel order."""
         h, w = x.shape[2], x.shape[3]
-        loc_w = ops.linspace(-1.0, 1.0, w).reshape(1, 1, 1, w).astype(x.dtype)
-        loc_h = ops.linspace(-1.0, 1.0, h).reshape(1, 1, h, 1).astype(x.dtype)
-        ones = ops.ones((1, 1, h, w), x.dtype)
-        p = self.conv_p(ops.concat((loc_w * ones, loc_h * ones), 1))
+        if self.export_safe:
+            grid = acmix_position(h, w, x.dtype)  # same values, no LinSpace (not exportable to ONNX)
+        else:
+            loc_w = ops.linspace(-1.0, 1.0, w).reshape(1, 1, 1, w).astype(x.dtype)
+            loc_h = ops.linspace(-1.0, 1.0, h).reshape(1, 1, h, 1).astype(x.dtype)
+            ones = ops.ones((1, 1, h, w), x.dtype)
+            grid = ops.concat((loc_w * ones, loc_h * ones), 1)
+        p = self.conv_p(grid)
         nb = self.gather_pos(p)
         return self._centre(p) - nb.reshape(1, 2, nb.shape[2], -1)
 

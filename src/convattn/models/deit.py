@@ -176,13 +176,18 @@ class VisionTransformer(nn.Cell):
                 if cell.bias is not None:
                     cell.bias.set_data(init.initializer(init.Zero(), cell.bias.shape, cell.bias.dtype))
 
-    def _check_input(self, x):
-        x = check_nchw(x, self.in_chans, "VisionTransformer")
-        if x.shape[2] != self.img_size[0] or x.shape[3] != self.img_size[1]:
+    def check_input_size(self, h: int, w: int) -> None:
+        """Raise ValueError unless ``h x w`` is the image size the model was built for (one learned position
+        embedding per patch); the exporter calls this before writing anything."""
+        if h != self.img_size[0] or w != self.img_size[1]:
             raise ValueError(
                 f"VisionTransformer was built for img_size={self.img_size} ({self.num_tokens} position embeddings), "
-                f"got an input of {x.shape[2]}x{x.shape[3]}; resize the input or build with "
-                f"img_size=({x.shape[2]}, {x.shape[3]}) (a multiple of patch_size={self.patch_size})")
+                f"got an input of {h}x{w}; resize the input or build with "
+                f"img_size=({h}, {w}) (a multiple of patch_size={self.patch_size})")
+
+    def _check_input(self, x):
+        x = check_nchw(x, self.in_chans, "VisionTransformer")
+        self.check_input_size(x.shape[2], x.shape[3])
         return x
 
     def _embed(self, x):

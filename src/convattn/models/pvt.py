@@ -260,11 +260,16 @@ class PyramidVisionTransformer(nn.Cell):
                 if cell.bias is not None:
                     cell.bias.set_data(init.initializer(init.Zero(), cell.bias.shape, cell.bias.dtype))
 
+    def check_input_size(self, h: int, w: int) -> None:
+        """Raise ValueError unless ``h x w`` is the image size the model was built for (position embeddings
+        and spatial-reduction maps are fixed at construction); the exporter calls this before writing anything."""
+        if h != self.img_size[0] or w != self.img_size[1]:
+            raise ValueError(f"PVT was built for {self.img_size[0]}x{self.img_size[1]} images, got "
+                             f"{h}x{w}; resize the input or build with img_size={(h, w)}")
+
     def forward_stages(self, x):
         x = check_nchw(x, self.in_chans, "PVT")
-        if x.shape[2] != self.img_size[0] or x.shape[3] != self.img_size[1]:
-            raise ValueError(f"PVT was built for {self.img_size[0]}x{self.img_size[1]} images, got "
-                             f"{x.shape[2]}x{x.shape[3]}; resize the input or build with img_size={(x.shape[2], x.shape[3])}")
+        self.check_input_size(x.shape[2], x.shape[3])
         b = x.shape[0]
         feats = ()
         last = self.num_stages - 1

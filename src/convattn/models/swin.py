@@ -200,12 +200,16 @@ class PatchEmbed(nn.Cell):
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size, pad_mode="valid", has_bias=True)
         self.norm = _layer_norm(embed_dim) if patch_norm else nn.Identity()
 
+    def check_input_size(self, h: int, w: int) -> None:
+        """Raise ValueError unless ``h x w`` is the image size the model was built for (windows, relative
+        position tables and attention masks are fixed at construction)."""
+        if h != self.img_size[0] or w != self.img_size[1]:
+            raise ValueError(f"Swin was built for {self.img_size[0]}x{self.img_size[1]} images, got "
+                             f"{h}x{w}; resize the input or build the model with img_size={(h, w)}")
+
     def construct(self, x):
         x = check_nchw(x, self.in_chans, "Swin")
-        if x.shape[2] != self.img_size[0] or x.shape[3] != self.img_size[1]:
-            raise ValueError(f"Swin was built for {self.img_size[0]}x{self.img_size[1]} images, got "
-                             f"{x.shape[2]}x{x.shape[3]}; resize the input or build the model with "
-                             f"img_size={(x.shape[2], x.shape[3])}")
+        self.check_input_size(x.shape[2], x.shape[3])
         x = self.proj(x)
         b, c = x.shape[0], x.shape[1]
         x = ops.transpose(x.reshape(b, c, -1), (0, 2, 1))
@@ -313,6 +317,11 @@ class SwinTransformer(nn.Cell):
             elif isinstance(cell, WindowAttention):
                 t = cell.relative_position_bias_table
                 t.set_data(Tensor(trunc_normal(t.shape), t.dtype))
+
+    def check_input_size(self, h: int, w: int) -> None:
+        """Raise ValueError for an image size the model cannot take (it is built for one size); the exporter
+        calls this before writing anything."""
+        self.patch_embed.check_input_size(h, w)
 
     def forward_stages(self, x) -> Tuple:
         x = self.pos_drop(self.patch_embed(x))
