@@ -42,7 +42,8 @@ SLICE_GATHER = ["acmix_resnet26", "san10_pairwise", "san10_patchwise"]
 # single-format model -> the model exported to both formats (or SLICE_GATHER) that has its code path
 MINDIR_ONLY = {"acmix_resnet38": "acmix_resnet26", "acmix_resnet50": "acmix_resnet26",
                "san15_pairwise": "san10_pairwise", "san19_pairwise": "san10_pairwise",
-               "san15_patchwise": "san10_patchwise", "san19_patchwise": "san10_patchwise"}
+               "san15_patchwise": "san10_patchwise", "san19_patchwise": "san10_patchwise",
+               "acmix_san15": "acmix_san10", "acmix_san19": "acmix_san10"}
 ONNX_ONLY = {"acmix_pvt_small": "acmix_pvt_tiny", "acmix_swin_small": "acmix_swin_tiny", "deit_small": "deit_tiny",
              "deit_small_dw": "deit_tiny_dw", "deit_small_relu": "deit_tiny_relu", "pvt_small": "pvt_tiny",
              "resnet38": "resnet26", "resnet50": "resnet26", "swin_small": "swin_tiny", "van_b1": "van_b0",
