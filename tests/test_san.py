@@ -141,7 +141,8 @@ OPTIONS = ([("pairwise", r, "r-l-r-l", True) for r in PAIRWISE_RELATIONS]
 
 
 @pytest.mark.parametrize("sa_type,relation,mapping,pos", OPTIONS)
-def test_san_options_build_and_train_a_step(sa_type, relation, mapping, pos):
+def test_san_options_build_and_train_a_step(sa_type, relation, mapping, pos, tmp_path):
+    """Every relation / mapping / position option builds, trains a step and exports to ONNX (issue 6)."""
     ms.set_context(mode=ms.PYNATIVE_MODE)
     sam = SAM(sa_type, 8, 4, 8, 4, 3, relation=relation, mapping=mapping, position_encoding=pos)
     net = _SamHead(sam, 8)
@@ -153,6 +154,17 @@ def test_san_options_build_and_train_a_step(sa_type, relation, mapping, pos):
     assert np.isfinite(losses[0])
     changed = [n for n, p in ((p.name, p) for p in net.trainable_params()) if not np.allclose(before[n], p.asnumpy())]
     assert any(n.startswith("sam.conv_w") for n in changed) and any(n.startswith("sam.conv3") for n in changed)
+    # ... and exports: the option's export-safe form through mindspore.onnx.export equals the trained cell
+    import onnxruntime as ort
+    from convattn.layers import set_export_safe
+
+    net.set_train(False)
+    ref = net(x).asnumpy()
+    set_export_safe(net, True)
+    path = str(tmp_path / "sam.onnx")
+    ms.onnx.export(net, x, file_name=path, input_names=["x"], output_names=["y"])
+    out = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x.asnumpy()})[0]
+    assert np.abs(out - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
 
 
 @pytest.mark.parametrize("sa_type", ["pairwise", "patchwise"])
