@@ -37,14 +37,14 @@ from convattn.models.registry import model_entrypoint
 FP32_TOL = 1e-4
 
 BOTH = ["resnet26", "resnet34", "van_b0", "deit_tiny", "deit_tiny_relu", "deit_tiny_dw", "swin_tiny", "swin_tiny_relu",
-        "swin_tiny_dw", "acmix_swin_tiny", "pvt_tiny", "acmix_pvt_tiny", "xvolution_resnet34", "xvolution_resnet50"]
+        "swin_tiny_dw", "acmix_swin_tiny", "pvt_tiny", "acmix_pvt_tiny", "xvolution_resnet34", "xvolution_resnet50",
+        "acmix_san10"]  # acmix_san's test instance has 3x3 footprints: its slice-gather ONNX is cheap
 SLICE_GATHER = ["acmix_resnet26", "san10_pairwise", "san10_patchwise"]
 # single-format model -> the model exported to both formats (or SLICE_GATHER) that has its code path
 MINDIR_ONLY = {"acmix_resnet38": "acmix_resnet26", "acmix_resnet50": "acmix_resnet26",
                "san15_pairwise": "san10_pairwise", "san19_pairwise": "san10_pairwise",
-               "san15_patchwise": "san10_patchwise", "san19_patchwise": "san10_patchwise",
-               "acmix_san15": "acmix_san10", "acmix_san19": "acmix_san10"}
-ONNX_ONLY = {"acmix_pvt_small": "acmix_pvt_tiny", "acmix_swin_small": "acmix_swin_tiny", "deit_small": "deit_tiny",
+               "san15_patchwise": "san10_patchwise", "san19_patchwise": "san10_patchwise"}
+ONNX_ONLY = {"acmix_san15": "acmix_san10", "acmix_san19": "acmix_san10", "acmix_pvt_small": "acmix_pvt_tiny", "acmix_swin_small": "acmix_swin_tiny", "deit_small": "deit_tiny",
              "deit_small_dw": "deit_tiny_dw", "deit_small_relu": "deit_tiny_relu", "pvt_small": "pvt_tiny",
              "resnet38": "resnet26", "resnet50": "resnet26", "swin_small": "swin_tiny", "van_b1": "van_b0",
              "van_b2": "van_b0", "van_b3": "van_b0", "van_b4": "van_b0", "van_b5": "van_b0", "van_b6": "van_b0"}

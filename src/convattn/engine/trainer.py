@@ -51,10 +51,15 @@ def _print(msg: str, rank: int = 0, all_ranks: bool = False) -> None:
 def setup_context(cfg: Config):
     """Mode, device, seed, determinism and (optionally) the communication group. Returns (rank, group_size)."""
     ms.set_context(mode=ms.GRAPH_MODE if cfg.mode == 0 else ms.PYNATIVE_MODE)
-    if os.environ.get("DEVICE_ID", "").isdigit():  # the rank-table launcher gives each process its device
-        ms.set_device(cfg.device_target, int(os.environ["DEVICE_ID"]))
-    else:
-        ms.set_device(cfg.device_target)
+    device_id = int(os.environ["DEVICE_ID"]) if os.environ.get("DEVICE_ID", "").isdigit() else None  # rank-table launcher
+    try:
+        ms.set_device(cfg.device_target, device_id)
+    except RuntimeError:
+        # MindSpore fixes the device once a kernel has run; a second run in the same process (a notebook, the test
+        # suite) is fine when it asks for the device already in use.
+        if ms.get_context("device_target") != cfg.device_target:
+            raise RuntimeError(f"this process already runs on {ms.get_context('device_target')}; "
+                               f"device_target={cfg.device_target} needs a new process") from None
     if cfg.deterministic:
         ms.set_context(deterministic="ON")
     if cfg.cpu_threads:
