@@ -28,6 +28,7 @@ from mindspore.common import initializer as init
 
 from ..layers import ACmix, check_nchw, conv_fan_out_normal
 from ..layers.acmix import ConvPathMixin
+from .base import StagedClassifier
 from .registry import model_cfg, register_model
 
 __all__ = ["ResNet", "Bottleneck", "BasicBlock", "conv3x3_layer", "acmix_layer"]
@@ -139,7 +140,7 @@ class BasicBlock(nn.Cell):
 _BLOCKS = {"bottleneck": Bottleneck, "basic": BasicBlock}
 
 
-class ResNet(nn.Cell):
+class ResNet(StagedClassifier, nn.Cell):
     """ResNet with Bottleneck blocks (torchvision v1.5) and a pluggable 3x3 spatial layer.
 
     Args:
@@ -232,17 +233,8 @@ class ResNet(nn.Cell):
             outs = outs + (x,)
         return outs
 
-    def forward_features(self, x):
-        return self.forward_stages(x)[-1]
-
     def forward_head(self, x):
         return self.fc(ops.mean(x, axis=(2, 3)))
-
-    def construct(self, x):
-        if self.features_only:
-            feats = self.forward_stages(x)
-            return tuple(feats[i] for i in self.out_indices)
-        return self.forward_head(self.forward_features(x))
 
 
 _DEPTHS = {"26": (1, 2, 4, 1), "38": (2, 3, 5, 2), "50": (3, 4, 6, 3), "34": (3, 4, 6, 3)}

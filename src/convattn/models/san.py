@@ -14,6 +14,7 @@ from mindspore import nn, ops
 
 from ..layers import check_nchw
 from ..layers.san_attention import SAM, sa_type_name
+from .base import StagedClassifier
 from .registry import IMAGENET_MEAN, IMAGENET_STD, model_cfg, register_model
 
 __all__ = ["SAN", "Bottleneck"]
@@ -77,7 +78,7 @@ class Bottleneck(nn.Cell):
         return self.conv(out) + x
 
 
-class SAN(nn.Cell):
+class SAN(StagedClassifier, nn.Cell):
     """Self-attention network.
 
     Args:
@@ -160,17 +161,8 @@ class SAN(nn.Cell):
             outs = outs + (x,)
         return outs
 
-    def forward_features(self, x):
-        return self.forward_stages(x)[-1]
-
     def forward_head(self, x):
         return self.fc(ops.mean(x, axis=(2, 3)))
-
-    def construct(self, x):
-        if self.features_only:
-            feats = self.forward_stages(x)
-            return tuple(feats[i] for i in self.out_indices)
-        return self.forward_head(self.forward_features(x))
 
 
 _LAYERS = {"san10": (2, 1, 2, 4, 1), "san15": (3, 2, 3, 5, 2), "san19": (3, 3, 4, 6, 3)}

@@ -13,6 +13,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import initializer as init
 
 from ..layers import GELU, ChannelLayerNorm, DropPath, LKAAttention, check_nchw, conv_fan_out_normal
+from .base import StagedClassifier
 from .registry import model_cfg, register_model
 
 __all__ = ["VAN"]
@@ -111,7 +112,7 @@ class OverlapPatchEmbed(nn.Cell):
         fold_bn_into_conv(self, "proj", "norm")
 
 
-class VAN(nn.Cell):
+class VAN(StagedClassifier, nn.Cell):
     """Visual Attention Network: four stages of LKA blocks.
 
     Args:
@@ -196,18 +197,9 @@ class VAN(nn.Cell):
             outs = outs + (x,)
         return outs
 
-    def forward_features(self, x):
-        return self.forward_stages(x)[-1]
-
     def forward_head(self, x):
         x = ops.mean(x, axis=(2, 3))
         return self.head(x)
-
-    def construct(self, x):
-        if self.features_only:
-            feats = self.forward_stages(x)
-            return tuple(feats[i] for i in self.out_indices)
-        return self.forward_head(self.forward_features(x))
 
 
 # name: (embed_dims, depths, official drop_path_rate); mlp_ratios are (8, 8, 4, 4) for every variant.
