@@ -1,9 +1,9 @@
 """``python -m convattn.convert --model NAME [--model-kwargs JSON] SRC DST``: official PyTorch weights -> MindSpore .ckpt."""
 import argparse
-import json
 import sys
 
 from .. import _env
+from ..utils.cli import parse_model_kwargs
 
 _env.apply_cpu_defaults()
 
@@ -26,11 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        kwargs = json.loads(args.model_kwargs)
-        if not isinstance(kwargs, dict):
-            raise ValueError("not a JSON object")
+        kwargs = parse_model_kwargs(args.model_kwargs)
     except ValueError as exc:
-        print(f"error: --model-kwargs must be a JSON object such as '{{\"depths\": [1, 1, 1, 1]}}' ({exc})", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     from .converter import convert_checkpoint, dumps
 

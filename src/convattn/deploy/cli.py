@@ -1,6 +1,5 @@
 """Command line of the exporter: ``python export/export.py`` (or ``python -m convattn.deploy``)."""
 import argparse
-import json
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -37,15 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     import convattn  # noqa: F401  (CPU defaults before MindSpore runs anything)
 
+    from ..utils.cli import parse_model_kwargs
     from .export import ExportError, ExportVerificationError, export_model
 
     args = build_parser().parse_args(argv)
     try:
-        kwargs = json.loads(args.model_kwargs)
-        if not isinstance(kwargs, dict):
-            raise ValueError("not a JSON object")
+        kwargs = parse_model_kwargs(args.model_kwargs)
     except ValueError as exc:
-        print(f"error: --model-kwargs must be a JSON object, got {args.model_kwargs!r} ({exc})", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         results = export_model(
