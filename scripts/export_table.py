@@ -90,14 +90,7 @@ def main(argv=None):
     table = "\n".join(lines)
     print(table)
     if args.readme:
-        BEGIN, END = f"<!-- {args.marker}:begin -->", f"<!-- {args.marker}:end -->"
-        text = open(args.readme).read()
-        if BEGIN not in text or END not in text:
-            raise SystemExit(f"{args.readme} has no {BEGIN} ... {END} markers")
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        with open(args.readme, "w") as f:
-            f.write(head + BEGIN + "\n" + table + "\n" + END + tail)
+        replace_marked_block(args.readme, args.marker, table)
     return 1 if failed else 0
 
 
