@@ -24,6 +24,7 @@ import mindspore as ms  # noqa: E402
 from mindspore import nn  # noqa: E402
 
 from convattn.deploy import ExportError, ExportVerificationError, export_model  # noqa: E402
+from convattn.utils.readme import replace_marked_block  # noqa: E402
 
 
 
