@@ -16,12 +16,14 @@ MODULE_FIXTURES = [
 ]
 
 
+@pytest.mark.parametrize("impl", ["auto", "fast"])  # auto: the fused CPU kernels; fast: the GPU/Ascend default
 @pytest.mark.parametrize("depthwise", [False, True], ids=["grouped", "depthwise"])
 @pytest.mark.parametrize("name,kwargs", MODULE_FIXTURES, ids=[f[0][:-4] for f in MODULE_FIXTURES])
-def test_acmix_module_matches_official(ms_mode, name, kwargs, depthwise):
-    got, ref, tol = run_parity(ACmix(depthwise_conv=depthwise, **kwargs), name, rules="acmix")
+def test_acmix_module_matches_official(ms_mode, name, kwargs, depthwise, impl):
+    got, ref, tol = run_parity(ACmix(depthwise_conv=depthwise, attn_impl=impl, **kwargs), name, rules="acmix")
     err = float(np.abs(got - ref).max())
-    assert err <= tol, f"{name} [{ms_mode}, depthwise={depthwise}]: max|ours - official| = {err:.3g} > {tol:.3g}"
+    assert err <= tol, (f"{name} [{ms_mode}, depthwise={depthwise}, {impl}]: max|ours - official| = {err:.3g} "
+                        f"> {tol:.3g}")
 
 
 def test_acmix_state_layout_and_init():

@@ -17,21 +17,31 @@ OFFICIAL_PARAMS_M = {"san10_pairwise": 10.53, "san15_pairwise": 14.07, "san19_pa
                      "san10_patchwise": 11.84, "san15_patchwise": 16.18, "san19_patchwise": 20.52}
 
 # Constructors exactly as the fixture README lists them (official argument order).
+# The SAM fixtures run through both aggregation formulations ('auto' = the fused CPU kernel where available,
+# 'unfold' = the gather that GPU/Ascend and ONNX run); the bottlenecks through the default.
 FIXTURES = [
-    ("san_sam_pairwise_k3.npz", lambda: SAM(0, 64, 8, 32, 8, 3)),
-    ("san_sam_pairwise_k7.npz", lambda: SAM(0, 64, 8, 32, 8, 7)),
-    ("san_sam_patchwise_k3.npz", lambda: SAM(1, 64, 8, 32, 8, 3)),
-    ("san_sam_patchwise_k7.npz", lambda: SAM(1, 64, 8, 32, 8, 7)),
-    ("san_bottleneck_pairwise_k7.npz", lambda: Bottleneck(0, 64, 4, 16, 64, 8, 7)),
-    ("san_bottleneck_patchwise_k7.npz", lambda: Bottleneck(1, 64, 4, 16, 64, 8, 7)),
+    ("san_sam_pairwise_k3.npz", lambda impl: SAM(0, 64, 8, 32, 8, 3, attn_impl=impl)),
+    ("san_sam_pairwise_k7.npz", lambda impl: SAM(0, 64, 8, 32, 8, 7, attn_impl=impl)),
+    ("san_sam_patchwise_k3.npz", lambda impl: SAM(1, 64, 8, 32, 8, 3, attn_impl=impl)),
+    ("san_sam_patchwise_k7.npz", lambda impl: SAM(1, 64, 8, 32, 8, 7, attn_impl=impl)),
+    ("san_bottleneck_pairwise_k7.npz", lambda impl: Bottleneck(0, 64, 4, 16, 64, 8, 7)),
+    ("san_bottleneck_patchwise_k7.npz", lambda impl: Bottleneck(1, 64, 4, 16, 64, 8, 7)),
 ]
+SAM_FIXTURES = [f for f in FIXTURES if f[0].startswith("san_sam")]
 
 
 @pytest.mark.parametrize("name,build", FIXTURES, ids=[f[0][:-4] for f in FIXTURES])
 def test_san_modules_match_official(ms_mode, name, build):
-    got, ref, tol = run_parity(build(), name, rules="san")
+    got, ref, tol = run_parity(build("auto"), name, rules="san")
     err = float(np.abs(got - ref).max())
     assert err <= tol, f"{name} [{ms_mode}]: max|ours - official| = {err:.3g} > {tol:.3g}"
+
+
+@pytest.mark.parametrize("name,build", SAM_FIXTURES, ids=[f[0][:-4] for f in SAM_FIXTURES])
+def test_san_gather_aggregation_matches_official(name, build):
+    got, ref, tol = run_parity(build("unfold"), name, rules="san")
+    err = float(np.abs(got - ref).max())
+    assert err <= tol, f"{name} [unfold]: max|ours - official| = {err:.3g} > {tol:.3g}"
 
 
 def test_san_dataparallel_checkpoint_loads():
@@ -238,8 +248,8 @@ def test_san_chunked_aggregation_equals_single_gather(sa_type):
     """Training chunks the aggregation under recompute (memory); values and gradients equal one gather."""
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_seed(5)
-    chunked = SAM(sa_type, 16, 4, 16, 4, 3)
-    single = SAM(sa_type, 16, 4, 16, 4, 3, agg_chunks=1)
+    chunked = SAM(sa_type, 16, 4, 16, 4, 3, attn_impl="unfold")
+    single = SAM(sa_type, 16, 4, 16, 4, 3, agg_chunks=1, attn_impl="unfold")
     assert chunked.agg_chunks == 4
     ms.load_param_into_net(single, {p.name: ms.Parameter(p.asnumpy().copy(), name=p.name)
                                     for p in chunked.get_parameters()})

@@ -117,6 +117,10 @@ def _describe_formulation(net) -> str:
         name = type(cell).__name__
         impl = getattr(cell, "attn_impl", None)
         if isinstance(impl, str) and not getattr(getattr(cell, "unfold", None), "export_safe", False):
+            if getattr(cell, "fused", False) is True:
+                impl = "fused-kernel"
+            elif impl == "fused":  # a stride-2 layer: ACmix runs its blocked path, SAN its gather
+                impl = "fast" if hasattr(cell, "local_attn") else "unfold"
             tags.add("attn:" + {"fast": "blocked-matmul"}.get(impl, impl))  # the window attention actually run
         elif name == "LocalWindowGather" and not cell.export_safe and id(cell) not in idle:
             tags.add("unfold-gather")

@@ -13,7 +13,9 @@ land later need nothing beyond their own hooks:
    ``MaxPool3DWithArgmax``): :data:`EXPORT_REPLACEMENTS`;
 4. with ``ascend_legal=True``, every ACmix convolution path (:class:`~convattn.layers.acmix.ConvPathMixin`)
    is switched to its depth-wise form (Ascend runs grouped convolution only depth-wise), with its weight
-   reshaped, so :func:`ascend_grouped_conv_report` comes out empty.
+   reshaped, so :func:`ascend_grouped_conv_report` comes out empty;
+5. for both formats, layers running the fused CPU kernels (``ops.Custom``, a compiled library no exported
+   graph can carry) switch back to their standard-op formulations (:func:`convattn.layers.set_fused_kernels`).
 
 Training and benchmarking never call this; they keep the fast formulations.
 """
@@ -23,7 +25,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn
 
-from ..layers import invalidate_graph_cache, set_export_safe
+from ..layers import invalidate_graph_cache, set_export_safe, set_fused_kernels
 from ..layers.acmix import ConvPathMixin
 from .gelu import ExportSafeGELU
 from .pool import ExportSafeMaxPool2d, is_padded_maxpool
@@ -97,7 +99,8 @@ def prepare_for_export(net: nn.Cell, onnx_safe: bool = True, ascend_legal: bool 
     Calling it twice is harmless.
     """
     net.set_train(False)
-    report = {"switch_to_deploy": switch_to_deploy(net), "export_safe": [], "replaced": [], "ascend_legal": []}
+    report = {"switch_to_deploy": switch_to_deploy(net), "export_safe": [], "replaced": [], "ascend_legal": [],
+              "fused_kernels_off": set_fused_kernels(net, False)}
     if ascend_legal:
         report["ascend_legal"] = [f"{n}: dep_conv -> depth-wise" for n in to_ascend_legal(net)]
     if onnx_safe:

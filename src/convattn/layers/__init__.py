@@ -3,6 +3,7 @@ from .drop_path import DropPath
 from .helpers import GELU, ChannelLayerNorm, check_nchw, conv_fan_out_normal, invalidate_graph_cache, subsample2d, to_2tuple
 from .lka import LKA, LKAAttention
 from .window_gather import LocalWindowGather, reflect_pad_slices, set_export_safe
+from .fused_window import LocalAggregate, LocalCorrelate, fused_kernels_available, set_fused_kernels
 from .acmix import ACmix, ACmixConvPath, ConvPathMixin
 from .dynamic_attention import (AttentionActivation, DepthwiseAttentionCore, DynamicAttention, DynamicAttentionCore,
                                 build_attention_core, check_attention_args)
@@ -15,6 +16,7 @@ __all__ = [
     "DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "invalidate_graph_cache", "subsample2d", "to_2tuple",
     "LKA", "LKAAttention",
     "LocalWindowGather", "reflect_pad_slices", "set_export_safe",
+    "LocalAggregate", "LocalCorrelate", "fused_kernels_available", "set_fused_kernels",
     "ACmix", "ACmixConvPath", "ConvPathMixin",
     "AttentionActivation", "DepthwiseAttentionCore", "DynamicAttention", "DynamicAttentionCore", "build_attention_core",
     "check_attention_args",

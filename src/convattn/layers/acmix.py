@@ -33,6 +33,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from .helpers import subsample2d
+from .fused_window import LocalAggregate, LocalCorrelate, fused_kernels_available, resolve_fused
 from .local_attention import BlockedWindowAttention
 from .window_gather import LocalWindowGather
 
@@ -191,19 +192,23 @@ class ACmix(ConvPathMixin, nn.Cell):
             the output size is rejected.
         depthwise_conv: conv-path formulation (see :class:`ACmixConvPath`); None = depth-wise on Ascend only.
         export_safe: build the attention gather in its ONNX-exportable form (see ``set_export_safe``).
-        attn_impl: ``'fast'`` (default: blocked dense-matmul window attention, :mod:`convattn.layers.local_attention`,
-            no k*k-expanded tensors) or ``'unfold'`` (the official formulation: k*k copies of k, pe, v). Equal to
-            float32 rounding, forward and gradients; an export-safe network always runs ``'unfold'`` (its slice
-            gather is the ONNX-exportable form).
+        attn_impl: ``'auto'`` (default): ``'fused'`` where the fused CPU kernels are available, else ``'fast'``.
+            ``'fused'``: logits ``q_i . (k_j - pe_j)`` and the weighted sum of values each one ``ops.Custom`` kernel
+            (:mod:`convattn.layers.fused_window`, CPU, stride 1; stride 2 runs ``'fast'``): nothing larger than the
+            ``(B*head, k*k, H, W)`` softmax exists, forward or backward. ``'fast'``: blocked dense-matmul window
+            attention (:mod:`convattn.layers.local_attention`, every backend, no k*k-expanded tensors).
+            ``'unfold'``: the official formulation (k*k copies of k, pe, v). All equal to float32 rounding, forward
+            and gradients; an export-safe network always runs ``'unfold'`` (its slice gather is the
+            ONNX-exportable form).
         attn_block: target query-block side of the ``'fast'`` path.
     """
 
     def __init__(self, in_planes: int, out_planes: int, kernel_att: int = 7, head: int = 4, kernel_conv: int = 3,
                  stride: int = 1, dilation: int = 1, depthwise_conv: Optional[bool] = None,
-                 export_safe: bool = False, attn_impl: str = "fast", attn_block: int = 8) -> None:
-        if attn_impl not in ("fast", "unfold"):
-            raise ValueError(f"attn_impl must be 'fast' (blocked matmul attention) or 'unfold' (official gather), "
-                             f"got {attn_impl!r}")
+                 export_safe: bool = False, attn_impl: str = "auto", attn_block: int = 8) -> None:
+        if attn_impl not in ("auto", "fused", "fast", "unfold"):
+            raise ValueError(f"attn_impl must be 'auto', 'fused' (CPU kernel), 'fast' (blocked matmul attention) or "
+                             f"'unfold' (official gather), got {attn_impl!r}")
         if head < 1 or out_planes % head != 0:
             raise ValueError(f"out_planes={out_planes} must be divisible by head={head}; "
                              f"choose head among the divisors of {out_planes}")
@@ -234,8 +239,14 @@ class ACmix(ConvPathMixin, nn.Cell):
         self.conv_p = nn.Conv2d(2, self.head_dim, 1, has_bias=True, pad_mode="valid")
         self.unfold = LocalWindowGather(kernel_att, stride=stride, dilation=1, padding=padding_att,
                                         pad_mode="reflect", export_safe=export_safe)
-        self.attn_impl = attn_impl
+        self.attn_impl = resolve_fused(attn_impl, "fused", "fast", "ACmix")
         self.local_attn = BlockedWindowAttention(kernel_att, stride=stride, padding=padding_att, block=attn_block)
+        # the fused kernels: built wherever available so set_fused_kernels() can switch to and from them
+        self.fused_capable = stride == 1 and fused_kernels_available()
+        self.fused = self.fused_capable and self.attn_impl == "fused"
+        if self.fused_capable:  # heads are folded into the batch, so one weight group per (sample, head)
+            self.fused_logits = LocalCorrelate("contiguous", kernel_att, 1, 1)
+            self.fused_sum = LocalAggregate("contiguous", kernel_att, 1, 1)
 
     def extend_repr(self):
         return (f"in_planes={self.in_planes}, out_planes={self.out_planes}, kernel_att={self.kernel_att}, "
@@ -256,9 +267,12 @@ class ACmix(ConvPathMixin, nn.Cell):
             q_pe = subsample2d(pe, s)
         else:
             q_pe = pe
-        if self.attn_impl == "fast" and not self.unfold.export_safe:
+        if self.fused and not self.unfold.export_safe:
             # q_i.(k_j + pe_i - pe_j): q_i.pe_i is constant over j and cancels in the softmax over j
-            out_att = self.local_attn(q_att, k_att - pe, v_att)
+            att = ops.softmax(self.fused_logits(q_att, self.unfold.reflect(k_att - pe)), axis=2)
+            out_att = self.fused_sum(att, self.unfold.reflect(v_att)).reshape(b, self.out_planes, h, w)
+        elif self.attn_impl != "unfold" and not self.unfold.export_safe:
+            out_att = self.local_attn(q_att, k_att - pe, v_att)  # the same algebra, blocked matmuls
             out_att = out_att.reshape(b, self.out_planes, out_att.shape[2], out_att.shape[3])
         else:
             unfold_k = self.unfold(k_att)  # (B*head, head_dim, k_att^2, Ho, Wo)

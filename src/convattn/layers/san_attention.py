@@ -4,7 +4,8 @@ Refer to "Exploring Self-attention for Image Recognition" (Zhao, Jia, Koltun, CV
 Follows the official ``model/san.py::SAM`` (hszhao/SAN @ d88b022) without its CuPy kernels: every
 neighbourhood is read through :class:`~convattn.layers.window_gather.LocalWindowGather` (reflection
 padding, the official ``*_refpad`` semantics), so the operator runs on CPU, GPU and Ascend and exports to
-ONNX after :func:`~convattn.layers.window_gather.set_export_safe`.
+ONNX after :func:`~convattn.layers.window_gather.set_export_safe`. On CPU the aggregation runs as one fused
+kernel (:mod:`convattn.layers.fused_window`) that never builds the gathered ``k*k x C x H x W`` tensor.
 
 For output position i and footprint R(i) (k x k taps, tap order as ``F.unfold``)::
 
@@ -33,6 +34,7 @@ from mindspore import nn, ops
 from mindspore import recompute
 
 from .acmix import acmix_position
+from .fused_window import LocalAggregate, fused_kernels_available, resolve_fused
 from .window_gather import LocalWindowGather
 
 __all__ = ["SAM", "PAIRWISE_RELATIONS", "PATCHWISE_RELATIONS", "MAPPINGS", "sa_type_name"]
@@ -84,30 +86,6 @@ class _Aggregation(nn.Cell):
         return y.reshape(n, groups * w.shape[1], ho, wo)
 
 
-class _ShiftAggregation(nn.Cell):
-    """The footprint sum without the gathered tensor: ``y = sum_t w[:, :, t] * shift_t(pad(x3))``, one shifted view
-    of the reflection-padded map per tap (stride 1). Each tap costs a slice, a multiply and an add on a
-    ``(N, C, H, W)`` map; nothing of size ``k*k x C x H x W`` exists, forward or backward."""
-
-    def __init__(self, gather: LocalWindowGather) -> None:
-        super().__init__()
-        self.gather = gather  # its padding cell and tap offsets (F.unfold order)
-
-    def construct(self, x3, w, groups):
-        n, c, h, wd = x3.shape
-        nw = w.shape[1]
-        xp = self.gather.reflect(x3)
-        xp = xp.reshape(n, groups, nw, xp.shape[2], xp.shape[3])
-        wt = ops.transpose(w.reshape(n, nw, w.shape[2], h, wd), (0, 2, 1, 3, 4))  # (N, k*k, n_w, H, W)
-        y = None
-        t = 0
-        for o in self.gather.offsets:
-            term = xp[:, :, :, o[0]:o[0] + h, o[1]:o[1] + wd] * ops.expand_dims(wt[:, t], 1)
-            y = term if y is None else y + term
-            t += 1
-        return y.reshape(n, c, h, wd)
-
-
 class SAM(nn.Cell):
     """Pairwise / patchwise self-attention over a k x k footprint.
 
@@ -134,23 +112,23 @@ class SAM(nn.Cell):
             group: n_w x k*k, smaller than the relation tensor); ``1`` = one gather, fastest, most memory.
             Only training chunks; inference (``set_train(False)``) always gathers once. Used by the
             ``'unfold'`` aggregation only.
-        attn_impl: aggregation formulation. ``'unfold'`` (default): the gather + broadcast multiply + sum.
-            ``'shift'``: accumulate ``w_t * shift_t(beta(x))`` over the k*k taps with shifted views of the padded
-            map: no k*k x C x H x W tensor (memory-lean, no chunking needed), but k*k small ops per layer, measured
-            3x slower than ``'unfold'`` on 2 CPU threads (stage-2 shape, batch 8), so not the default. Used at
-            stride 1 when not export-safe (otherwise the gather runs). Equal to float32 rounding, forward and
-            gradients.
+        attn_impl: aggregation formulation. ``'auto'`` (default): ``'fused'`` where the fused CPU kernels are
+            available (:mod:`convattn.layers.fused_window`), else ``'unfold'``. ``'fused'``: one ``ops.Custom``
+            kernel sums ``w_t * shift_t(pad(beta(x)))`` over the taps, forward and backward, never building the
+            ``k*k x C x H x W`` tensor (CPU only, stride 1; the gather runs at stride > 1 and when export-safe).
+            ``'unfold'``: the gather + broadcast multiply + sum (every backend; ONNX with ``export_safe``).
+            All equal to float32 rounding, forward and gradients (tests).
     """
 
     def __init__(self, sa_type, in_planes: int, rel_planes: int, out_planes: int, share_planes: int = 8,
                  kernel_size: int = 3, stride: int = 1, dilation: int = 1, relation=None, mapping: str = "r-l-r-l",
                  position_encoding: bool = True, export_safe: bool = False, agg_chunks=None,
-                 attn_impl: str = "unfold") -> None:
+                 attn_impl: str = "auto") -> None:
         super().__init__()
-        if attn_impl not in ("shift", "unfold"):
-            raise ValueError(f"SAM: attn_impl must be 'unfold' (gather) or 'shift' (shifted-view accumulation), "
+        if attn_impl not in ("auto", "fused", "unfold"):
+            raise ValueError(f"SAM: attn_impl must be 'auto', 'fused' (CPU kernel) or 'unfold' (gather), "
                              f"got {attn_impl!r}")
-        self.attn_impl = attn_impl
+        self.attn_impl = resolve_fused(attn_impl, "fused", "unfold", "SAM")
         sa_type = sa_type_name(sa_type)
         for label, v in (("in_planes", in_planes), ("rel_planes", rel_planes), ("out_planes", out_planes),
                          ("share_planes", share_planes), ("stride", stride), ("dilation", dilation)):
@@ -206,7 +184,11 @@ class SAM(nn.Cell):
         # One gather per stream; each is a LocalWindowGather so set_export_safe() reaches all of them.
         self.gather = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
         self.aggregation = _Aggregation(self.gather)
-        self.shift_aggregation = _ShiftAggregation(self.gather)
+        # the fused kernel: built wherever it is available so set_fused_kernels() can switch to and from it
+        self.fused_capable = stride == 1 and fused_kernels_available()
+        self.fused = self.fused_capable and self.attn_impl == "fused"
+        if self.fused_capable:
+            self.fused_aggregation = LocalAggregate("interleaved", kernel_size, dilation, self.num_weights)
         self.gather_rel = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
         if self.position_encoding:
             self.gather_pos = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
@@ -214,7 +196,7 @@ class SAM(nn.Cell):
     def extend_repr(self):
         return (f"sa_type={self.sa_type}, relation={self.relation}, mapping={self.mapping}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, share_planes={self.share_planes}, "
-                f"position_encoding={self.position_encoding}")
+                f"position_encoding={self.position_encoding}, attn_impl={self.attn_impl}")
 
     def _centre(self, x):
         """x at the footprint centres, (N, C, Ho*Wo): the centre tap is never padded."""
@@ -280,14 +262,16 @@ class SAM(nn.Cell):
     def aggregate(self, x3, w):
         """y_c(i) = sum_j w_{c mod n_w}(i, j) * x3_c(j), reflection padding; w is (N, n_w, k*k, Ho*Wo).
 
+        The fused kernel (stride 1) needs no gather. Otherwise:
+
         Channel c = s * n_w + (c mod n_w): x3 splits into (share, n_w) so w broadcasts over the share axis.
         While training with ``agg_chunks`` > 1 the share groups are gathered chunk by chunk under recompute,
         so the gathered values never exist for all channels at once (see the class docstring). Inference
         keeps no tape, so it gathers once (fewer ops, faster graph compilation).
         """
         n, c, h, wd = x3.shape
-        if self.attn_impl == "shift" and self.stride == 1 and not self.gather.export_safe:
-            return self.shift_aggregation(x3, w, self.share_planes)
+        if self.fused and not self.gather.export_safe:
+            return self.fused_aggregation(w.reshape(n, self.num_weights, w.shape[2], h, wd), self.gather.reflect(x3))
         if self.agg_chunks == 1 or not self.training:
             return self.aggregation(x3, w, self.share_planes)
         per = self.share_planes // self.agg_chunks
