@@ -14,7 +14,7 @@ from mindspore import nn
 
 from convattn.layers import ACmix, SAM, fused_kernels_available, set_fused_kernels
 from convattn.layers import fused_window
-from convattn.layers.fused_window import LocalAggregate, LocalCorrelate
+from convattn.layers.fused_window import LocalAggregate, LocalCorrelate, LocalDiff, TapSoftmax
 
 pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
                                 reason="no C++ compiler: the fused kernels cannot be built (layers fall back)")
@@ -28,7 +28,12 @@ def _group_index(c, channels, groups, mode):
     return c % groups if mode == "interleaved" else c // (channels // groups)
 
 
-def np_aggregate(w, xp, k, d, mode):
+def _window(xp, oy, ox, h, wd, s):
+    """xp[:, c, s*i + oy, s*j + ox] for the (h, wd) outputs."""
+    return xp[:, :, oy:oy + s * (h - 1) + 1:s, ox:ox + s * (wd - 1) + 1:s]
+
+
+def np_aggregate(w, xp, k, d, mode, s=1):
     n, c, hp, wp = xp.shape
     g, h, wd = w.shape[1], w.shape[3], w.shape[4]
     y = np.zeros((n, c, h, wd), np.float64)
@@ -36,18 +41,18 @@ def np_aggregate(w, xp, k, d, mode):
         gi = _group_index(ch, c, g, mode)
         for t in range(k * k):
             oy, ox = d * (t // k), d * (t % k)
-            y[:, ch] += w[:, gi, t] * xp[:, ch, oy:oy + h, ox:ox + wd]
+            y[:, ch] += w[:, gi, t] * _window(xp, oy, ox, h, wd, s)[:, ch]
     return y
 
 
-def np_correlate(a, xp, k, d, groups, mode):
+def np_correlate(a, xp, k, d, groups, mode, s=1):
     n, c, h, wd = a.shape
     w = np.zeros((n, groups, k * k, h, wd), np.float64)
     for ch in range(c):
         gi = _group_index(ch, c, groups, mode)
         for t in range(k * k):
             oy, ox = d * (t // k), d * (t % k)
-            w[:, gi, t] += a[:, ch] * xp[:, ch, oy:oy + h, ox:ox + wd]
+            w[:, gi, t] += a[:, ch] * _window(xp, oy, ox, h, wd, s)[:, ch]
     return w
 
 
@@ -61,44 +66,88 @@ class _Loss(nn.Cell):
         return (self.op(u, v) * self.probe).sum()
 
 
+def np_scatter(w, g, xp_shape, k, d, mode, s=1):
+    """The transposed aggregation: dx[c, s*p + o_t] += w[g(c), t, p] * g[c, p]."""
+    n, c = g.shape[:2]
+    h, wd = g.shape[2], g.shape[3]
+    out = np.zeros(xp_shape, np.float64)
+    for ch in range(c):
+        gi = _group_index(ch, c, w.shape[1], mode)
+        for t in range(k * k):
+            oy, ox = d * (t // k), d * (t % k)
+            out[:, ch, oy:oy + s * (h - 1) + 1:s, ox:ox + s * (wd - 1) + 1:s] += w[:, gi, t] * g[:, ch]
+    return out
+
+
+# (k, dilation, stride, padded extra rows at stride 2): dilated, 1x1, and stride 2 on an exact / one-longer map
+GEOMETRIES = [(3, 1, 1, 0), (5, 2, 1, 0), (1, 1, 1, 0), (3, 1, 2, 0), (3, 1, 2, 1)]
+
+
 @pytest.mark.parametrize("mode", ["interleaved", "contiguous"])
-@pytest.mark.parametrize("k,d", [(3, 1), (5, 2), (1, 1)])
-def test_kernels_match_numpy_values_and_gradients(ms_mode, mode, k, d):
+@pytest.mark.parametrize("k,d,s,extra", GEOMETRIES, ids=[f"k{g[0]}d{g[1]}s{g[2]}+{g[3]}" for g in GEOMETRIES])
+def test_kernels_match_numpy_values_and_gradients(ms_mode, mode, k, d, s, extra):
     rng = np.random.default_rng(0)
     n, c, g, h, wd = 2, 12, 3, 6, 7
-    ext = d * (k - 1)
+    hp, wp = s * (h - 1) + d * (k - 1) + 1 + extra, s * (wd - 1) + d * (k - 1) + 1 + extra
     w = rng.standard_normal((n, g, k * k, h, wd)).astype(np.float32)
-    xp = rng.standard_normal((n, c, h + ext, wd + ext)).astype(np.float32)
+    xp = rng.standard_normal((n, c, hp, wp)).astype(np.float32)
     a = rng.standard_normal((n, c, h, wd)).astype(np.float32)
-    agg, corr = LocalAggregate(mode, k, d, g), LocalCorrelate(mode, k, d, g)
+    agg, corr = LocalAggregate(mode, k, d, g, s), LocalCorrelate(mode, k, d, g, s)
 
     y = agg(ms.Tensor(w), ms.Tensor(xp)).asnumpy()
-    np.testing.assert_allclose(y, np_aggregate(w, xp, k, d, mode), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, np_aggregate(w, xp, k, d, mode, s), rtol=1e-5, atol=1e-5)
     wc = corr(ms.Tensor(a), ms.Tensor(xp)).asnumpy()
-    np.testing.assert_allclose(wc, np_correlate(a, xp, k, d, g, mode), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(wc, np_correlate(a, xp, k, d, g, mode, s), rtol=1e-5, atol=1e-5)
 
     # gradients of sum(op(u, v) * probe), derived by hand from the definitions
     gy = rng.standard_normal(y.shape).astype(np.float32)
     dw, dxp = ms.grad(_Loss(agg, gy), grad_position=(0, 1))(ms.Tensor(w), ms.Tensor(xp))
-    np.testing.assert_allclose(dw.asnumpy(), np_correlate(gy, xp, k, d, g, mode), rtol=1e-5, atol=1e-5)
-    want_dxp = np.zeros_like(xp, dtype=np.float64)
-    for ch in range(c):
-        gi = _group_index(ch, c, g, mode)
-        for t in range(k * k):
-            oy, ox = d * (t // k), d * (t % k)
-            want_dxp[:, ch, oy:oy + h, ox:ox + wd] += w[:, gi, t] * gy[:, ch]
-    np.testing.assert_allclose(dxp.asnumpy(), want_dxp, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw.asnumpy(), np_correlate(gy, xp, k, d, g, mode, s), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dxp.asnumpy(), np_scatter(w, gy, xp.shape, k, d, mode, s), rtol=1e-5, atol=1e-5)
 
     gw = rng.standard_normal(wc.shape).astype(np.float32)
     da, dxp2 = ms.grad(_Loss(corr, gw), grad_position=(0, 1))(ms.Tensor(a), ms.Tensor(xp))
-    np.testing.assert_allclose(da.asnumpy(), np_aggregate(gw, xp, k, d, mode), rtol=1e-5, atol=1e-5)
-    want = np.zeros_like(xp, dtype=np.float64)
-    for ch in range(c):
-        gi = _group_index(ch, c, g, mode)
-        for t in range(k * k):
-            oy, ox = d * (t // k), d * (t % k)
-            want[:, ch, oy:oy + h, ox:ox + wd] += gw[:, gi, t] * a[:, ch]
-    np.testing.assert_allclose(dxp2.asnumpy(), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(da.asnumpy(), np_aggregate(gw, xp, k, d, mode, s), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dxp2.asnumpy(), np_scatter(gw, a, xp.shape, k, d, mode, s), rtol=1e-5, atol=1e-5)
+
+
+class _Loss1(nn.Cell):
+    def __init__(self, op, probe):
+        super().__init__()
+        self.op = op
+        self.probe = ms.Tensor(probe)
+
+    def construct(self, u):
+        return (self.op(u) * self.probe).sum()
+
+
+def test_tap_softmax_and_local_diff_match_numpy(ms_mode):
+    rng = np.random.default_rng(7)
+    x = (4 * rng.standard_normal((2, 3, 9, 5, 6))).astype(np.float32)
+    y = TapSoftmax()(ms.Tensor(x)).asnumpy()
+    e = np.exp(x - x.max(2, keepdims=True))
+    want = e / e.sum(2, keepdims=True)
+    np.testing.assert_allclose(y, want, rtol=2e-6, atol=1e-7)
+    probe = rng.standard_normal(x.shape).astype(np.float32)
+    gx = ms.grad(_Loss1(TapSoftmax(), probe), grad_position=0)(ms.Tensor(x))
+    np.testing.assert_allclose(gx.asnumpy(), want * (probe - (probe * want).sum(2, keepdims=True)),
+                               rtol=1e-5, atol=1e-6)
+
+    k, d = 3, 2
+    a = rng.standard_normal((2, 4, 5, 6)).astype(np.float32)
+    xp = rng.standard_normal((2, 4, 5 + d * (k - 1), 6 + d * (k - 1))).astype(np.float32)
+    r = LocalDiff(k, d)(ms.Tensor(a), ms.Tensor(xp)).asnumpy()
+    want = np.stack([a - xp[:, :, d * (t // k):d * (t // k) + 5, d * (t % k):d * (t % k) + 6]
+                     for t in range(k * k)], 2)
+    np.testing.assert_allclose(r, want, rtol=0, atol=1e-6)
+    probe = rng.standard_normal(r.shape).astype(np.float32)
+    da, dxp = ms.grad(_Loss(LocalDiff(k, d), probe), grad_position=(0, 1))(ms.Tensor(a), ms.Tensor(xp))
+    np.testing.assert_allclose(da.asnumpy(), probe.sum(2), rtol=1e-5, atol=1e-5)
+    want_dxp = np.zeros(xp.shape)
+    for t in range(k * k):
+        oy, ox = d * (t // k), d * (t % k)
+        want_dxp[:, :, oy:oy + 5, ox:ox + 6] -= probe[:, :, t]
+    np.testing.assert_allclose(dxp.asnumpy(), want_dxp, rtol=1e-5, atol=1e-5)
 
 
 def test_kernels_accept_float16():
@@ -149,10 +198,11 @@ def test_sam_fused_equals_gather(ms_mode, sa_type):
     _assert_close(_outputs_and_grads(ref, x), _outputs_and_grads(alt, x))
 
 
-def test_acmix_fused_equals_unfold(ms_mode):
+@pytest.mark.parametrize("stride,hw", [(1, (9, 10)), (2, (9, 10)), (2, (11, 8))])
+def test_acmix_fused_equals_unfold(ms_mode, stride, hw):
     ms.set_seed(4)
-    ref = ACmix(16, 32, 7, head=4, attn_impl="unfold")
-    alt = ACmix(16, 32, 7, head=4, attn_impl="fused")
+    ref = ACmix(16, 32, 7, head=4, stride=stride, attn_impl="unfold")
+    alt = ACmix(16, 32, 7, head=4, stride=stride, attn_impl="fused")
     assert alt.fused
     rng = np.random.default_rng(5)
     for (_, p1), (_, p2) in zip(ref.parameters_and_names(), alt.parameters_and_names()):
@@ -161,13 +211,14 @@ def test_acmix_fused_equals_unfold(ms_mode):
             val = val + rng.standard_normal(val.shape).astype(np.float32)  # sharper, non-uniform attention
         p1.set_data(ms.Tensor(val))
         p2.set_data(ms.Tensor(val))
-    x = ms.Tensor(rng.standard_normal((2, 16, 9, 10)).astype(np.float32))
+    x = ms.Tensor(rng.standard_normal((2, 16) + hw).astype(np.float32))
     _assert_close(_outputs_and_grads(ref, x), _outputs_and_grads(alt, x))
 
 
-def test_stride_two_layers_keep_standard_ops():
-    assert not ACmix(16, 32, 7, head=4, stride=2, attn_impl="fused").fused  # runs the blocked path
-    assert not SAM("pairwise", 16, 4, 16, 4, 3, stride=2, attn_impl="fused").fused  # runs the gather
+def test_strided_sam_keeps_the_gather():
+    assert not SAM("pairwise", 16, 4, 16, 4, 3, stride=2, attn_impl="fused").fused  # SAN uses stride 1 only
+    with pytest.raises(ValueError, match="stride 2"):
+        LocalAggregate("contiguous", 3, 2, 1, stride=2)
 
 
 def test_set_fused_kernels_and_export_switch_them_off(tmp_path):

@@ -33,7 +33,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from .helpers import subsample2d
-from .fused_window import LocalAggregate, LocalCorrelate, fused_kernels_available, resolve_fused
+from .fused_window import LocalAggregate, LocalCorrelate, TapSoftmax, fused_kernels_available, resolve_fused
 from .local_attention import BlockedWindowAttention
 from .window_gather import LocalWindowGather
 
@@ -194,7 +194,7 @@ class ACmix(ConvPathMixin, nn.Cell):
         export_safe: build the attention gather in its ONNX-exportable form (see ``set_export_safe``).
         attn_impl: ``'auto'`` (default): ``'fused'`` where the fused CPU kernels are available, else ``'fast'``.
             ``'fused'``: logits ``q_i . (k_j - pe_j)`` and the weighted sum of values each one ``ops.Custom`` kernel
-            (:mod:`convattn.layers.fused_window`, CPU, stride 1; stride 2 runs ``'fast'``): nothing larger than the
+            (:mod:`convattn.layers.fused_window`, CPU, stride 1 or 2): nothing larger than the
             ``(B*head, k*k, H, W)`` softmax exists, forward or backward. ``'fast'``: blocked dense-matmul window
             attention (:mod:`convattn.layers.local_attention`, every backend, no k*k-expanded tensors).
             ``'unfold'``: the official formulation (k*k copies of k, pe, v). All equal to float32 rounding, forward
@@ -242,11 +242,12 @@ class ACmix(ConvPathMixin, nn.Cell):
         self.attn_impl = resolve_fused(attn_impl, "fused", "fast", "ACmix")
         self.local_attn = BlockedWindowAttention(kernel_att, stride=stride, padding=padding_att, block=attn_block)
         # the fused kernels: built wherever available so set_fused_kernels() can switch to and from them
-        self.fused_capable = stride == 1 and fused_kernels_available()
+        self.fused_capable = stride in (1, 2) and fused_kernels_available()
         self.fused = self.fused_capable and self.attn_impl == "fused"
         if self.fused_capable:  # heads are folded into the batch, so one weight group per (sample, head)
-            self.fused_logits = LocalCorrelate("contiguous", kernel_att, 1, 1)
-            self.fused_sum = LocalAggregate("contiguous", kernel_att, 1, 1)
+            self.fused_logits = LocalCorrelate("contiguous", kernel_att, 1, 1, stride)
+            self.fused_softmax = TapSoftmax()
+            self.fused_sum = LocalAggregate("contiguous", kernel_att, 1, 1, stride)
 
     def extend_repr(self):
         return (f"in_planes={self.in_planes}, out_planes={self.out_planes}, kernel_att={self.kernel_att}, "
@@ -269,8 +270,9 @@ class ACmix(ConvPathMixin, nn.Cell):
             q_pe = pe
         if self.fused and not self.unfold.export_safe:
             # q_i.(k_j + pe_i - pe_j): q_i.pe_i is constant over j and cancels in the softmax over j
-            att = ops.softmax(self.fused_logits(q_att, self.unfold.reflect(k_att - pe)), axis=2)
-            out_att = self.fused_sum(att, self.unfold.reflect(v_att)).reshape(b, self.out_planes, h, w)
+            att = self.fused_softmax(self.fused_logits(q_att, self.unfold.reflect(k_att - pe)))
+            out_att = self.fused_sum(att, self.unfold.reflect(v_att))
+            out_att = out_att.reshape(b, self.out_planes, out_att.shape[2], out_att.shape[3])
         elif self.attn_impl != "unfold" and not self.unfold.export_safe:
             out_att = self.local_attn(q_att, k_att - pe, v_att)  # the same algebra, blocked matmuls
             out_att = out_att.reshape(b, self.out_planes, out_att.shape[2], out_att.shape[3])

@@ -1,13 +1,17 @@
 """Fused local-window operators on CPU: MindSpore ``ops.Custom`` (AOT) kernels with their gradients.
 
 SAN's aggregation and ACmix's sliding-window attention both reduce to two operators over a k x k window of
-a padded map (stride 1, dilation d, taps in ``F.unfold`` order ``o_t``), here computed without the
+a padded map (stride 1 with dilation d, or stride 2; taps in ``F.unfold`` order ``o_t``), here computed without the
 ``k*k``-expanded tensor that a gather (unfold) builds:
 
 * :class:`LocalAggregate` ``(w, xp) -> y``: ``y[c, p] = sum_t w[g(c), t, p] * xp[c, p + o_t]``
   (SAN: ``w`` = attention weights, ``xp`` = padded beta(x); ACmix: ``w`` = softmax, ``xp`` = padded values);
 * :class:`LocalCorrelate` ``(a, xp) -> w``: ``w[g, t, p] = sum_{c in g} a[c, p] * xp[c, p + o_t]``
-  (ACmix's logits q . k_j; also the weight gradient of the aggregation).
+  (ACmix's logits q . k_j; also the weight gradient of the aggregation);
+* :class:`TapSoftmax`: the softmax over the tap axis of ``(N, G, k*k, H, W)`` (a strided-axis softmax is
+  slow through the standard op);
+* :class:`LocalDiff` ``(a, xp) -> r``: ``r[c, t, p] = a[c, p] - xp[c, p + o_t]`` (SAN's subtraction relation
+  and position term ``p_i - p_j``; this one *is* k*k-expanded, as the official relation tensor is).
 
 ``g(c)`` is ``c mod G`` (``'interleaved'``, SAN's weight sharing) or ``c // (C/G)`` (``'contiguous'``,
 attention heads). Each is the other's gradient (plus a transposed aggregation for the map), so forward and
@@ -36,8 +40,8 @@ from mindspore import nn, ops
 
 from .helpers import invalidate_graph_cache
 
-__all__ = ["LocalAggregate", "LocalCorrelate", "fused_kernels_available", "kernel_library", "set_fused_kernels",
-           "resolve_fused"]
+__all__ = ["LocalAggregate", "LocalCorrelate", "LocalDiff", "TapSoftmax", "fused_kernels_available", "kernel_library",
+           "set_fused_kernels", "resolve_fused"]
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "local_window.cc")
 _MODES = ("interleaved", "contiguous")
@@ -56,7 +60,8 @@ def _cpu_flags():
 
 
 def _compile_flags():
-    flags = ["-std=c++17", "-O3", "-shared", "-fPIC", "-pthread", "-fno-math-errno"]
+    # -fno-trapping-math lets the softmax's exp vectorise (no FP exceptions are enabled in MindSpore)
+    flags = ["-std=c++17", "-O3", "-shared", "-fPIC", "-pthread", "-fno-math-errno", "-fno-trapping-math"]
     cpu = _cpu_flags()
     if {"avx2", "fma"} <= cpu:  # portable across the x86 machines of one cluster, unlike -march=native
         flags += ["-mavx2", "-mfma"]
@@ -123,18 +128,27 @@ def resolve_fused(attn_impl: str, fused_name: str, fallback: str, owner: str) ->
     return attn_impl
 
 
-def _custom(func: str, mode: str, out_shape, bprop=None):
-    return ops.Custom(f"{kernel_library()}:{func}_{mode}", out_shape=out_shape, out_dtype=lambda a, b: a,
-                      func_type="aot", bprop=bprop)
+def _custom(func: str, mode: str, out_shape, bprop=None, inputs: int = 2):
+    name = f"{func}_{mode}" if mode else func
+    dtype = (lambda a: a) if inputs == 1 else (lambda a, b: a)
+    return ops.Custom(f"{kernel_library()}:{name}", out_shape=out_shape, out_dtype=dtype, func_type="aot",
+                      bprop=bprop)
 
 
-def _make_ops(mode: str, kernel_size: int, dilation: int, groups: int):
+def _require_library():
+    if kernel_library() is None:
+        raise RuntimeError(f"the fused local-window kernels are unavailable: {_STATE['error']}")
+
+
+def _make_ops(mode: str, kernel_size: int, dilation: int, groups: int, stride: int = 1):
     """``(agg, corr)`` Custom primitives with their bprops for one window geometry and weight-group count."""
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    if kernel_library() is None:
-        raise RuntimeError(f"the fused local-window kernels are unavailable: {_STATE['error']}")
-    ext = dilation * (kernel_size - 1)
+    if stride not in (1, 2) or (stride == 2 and dilation != 1):
+        raise ValueError(f"the fused kernels support stride 1 (any dilation) and stride 2 (dilation 1), got "
+                         f"stride={stride}, dilation={dilation}")
+    _require_library()
+    suffix = "" if stride == 1 else "_s2"
     taps = kernel_size * kernel_size
 
     def agg_shape(w, xp):
@@ -143,29 +157,31 @@ def _make_ops(mode: str, kernel_size: int, dilation: int, groups: int):
     def corr_shape(a, xp):
         return (a[0], groups, taps, a[2], a[3])
 
-    def agg_t_shape(w, gy):
-        return (gy[0], gy[1], gy[2] + ext, gy[3] + ext)
+    def custom(func, out_shape, bprop=None, inputs=2):
+        return _custom(func, mode + suffix, out_shape, bprop, inputs)
 
-    agg_t = _custom("agg_t", mode, agg_t_shape)
-    corr_plain = _custom("corr", mode, corr_shape)
-    agg_plain = _custom("agg", mode, agg_shape)
+    agg_t = ops.Custom(f"{kernel_library()}:agg_t_{mode}{suffix}", out_shape=lambda w, gy, xp: xp,
+                       out_dtype=lambda w, gy, xp: gy, func_type="aot")  # xp: the padded shape only
+    corr_plain = custom("corr", corr_shape)
+    agg_plain = custom("agg", agg_shape)
 
     def agg_bprop(w, xp, out, dout):
-        return corr_plain(dout, xp), agg_t(w, dout)
+        return corr_plain(dout, xp), agg_t(w, dout, xp)
 
     def corr_bprop(a, xp, out, dout):
-        return agg_plain(dout, xp), agg_t(dout, a)
+        return agg_plain(dout, xp), agg_t(dout, a, xp)
 
-    return _custom("agg", mode, agg_shape, agg_bprop), _custom("corr", mode, corr_shape, corr_bprop)
+    return custom("agg", agg_shape, agg_bprop), custom("corr", corr_shape, corr_bprop)
 
 
 class LocalAggregate(nn.Cell):
-    """``construct(w, xp)``: weights ``(N, G, k*k, H, W)`` and the padded map ``(N, C, H + d(k-1), W + d(k-1))``
-    -> ``(N, C, H, W)``; ``C`` divisible by ``G``, weight group of channel c by ``mode``. float32 inside."""
+    """``construct(w, xp)``: weights ``(N, G, k*k, Ho, Wo)`` and the padded map ``(N, C, Hp, Wp)`` ->
+    ``(N, C, Ho, Wo)`` (stride 1: ``Hp = Ho + d(k-1)``; stride 2: ``Hp >= 2(Ho-1) + k``); ``C`` divisible by ``G``,
+    weight group of channel c by ``mode``. float32 inside."""
 
-    def __init__(self, mode: str, kernel_size: int, dilation: int, groups: int) -> None:
+    def __init__(self, mode: str, kernel_size: int, dilation: int, groups: int, stride: int = 1) -> None:
         super().__init__()
-        self.op, _ = _make_ops(mode, kernel_size, dilation, groups)
+        self.op, _ = _make_ops(mode, kernel_size, dilation, groups, stride)
 
     def construct(self, w, xp):
         dtype = xp.dtype
@@ -173,12 +189,49 @@ class LocalAggregate(nn.Cell):
 
 
 class LocalCorrelate(nn.Cell):
-    """``construct(a, xp)``: ``a`` ``(N, C, H, W)`` and the padded map -> ``(N, groups, k*k, H, W)``,
-    ``w[g, t, p] = sum_{c in g} a[c, p] * xp[c, p + o_t]``. float32 inside."""
+    """``construct(a, xp)``: ``a`` ``(N, C, Ho, Wo)`` and the padded map -> ``(N, groups, k*k, Ho, Wo)``,
+    ``w[g, t, p] = sum_{c in g} a[c, p] * xp[c, s*p + o_t]``. float32 inside."""
 
-    def __init__(self, mode: str, kernel_size: int, dilation: int, groups: int) -> None:
+    def __init__(self, mode: str, kernel_size: int, dilation: int, groups: int, stride: int = 1) -> None:
         super().__init__()
-        _, self.op = _make_ops(mode, kernel_size, dilation, groups)
+        _, self.op = _make_ops(mode, kernel_size, dilation, groups, stride)
+
+    def construct(self, a, xp):
+        dtype = a.dtype
+        return self.op(a.astype(ms.float32), xp.astype(ms.float32)).astype(dtype)
+
+
+class TapSoftmax(nn.Cell):
+    """Softmax over axis 2 of ``(N, G, T, H, W)``; float32 inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        _require_library()
+        grad = _custom("tap_softmax_grad", "", lambda y, dy: y)
+
+        def bprop(x, out, dout):
+            return (grad(out, dout),)
+
+        self.op = _custom("tap_softmax", "", lambda x: x, bprop, inputs=1)
+
+    def construct(self, x):
+        return self.op(x.astype(ms.float32)).astype(x.dtype)
+
+
+class LocalDiff(nn.Cell):
+    """``construct(a, xp)``: ``a`` ``(N, C, H, W)``, the padded map ``(N, C, H + d(k-1), W + d(k-1))`` ->
+    ``(N, C, k*k, H, W)`` with ``r[c, t, p] = a[c, p] - xp[c, p + o_t]``; float32 inside."""
+
+    def __init__(self, kernel_size: int, dilation: int = 1) -> None:
+        super().__init__()
+        _require_library()
+        taps, ext = kernel_size * kernel_size, dilation * (kernel_size - 1)
+        scatter = _custom("scatter", "", lambda g: (g[0], g[1], g[3] + ext, g[4] + ext), inputs=1)
+
+        def bprop(a, xp, out, dout):
+            return ops.sum(dout, 2), -scatter(dout)
+
+        self.op = _custom("diff", "", lambda a, xp: (a[0], a[1], taps, a[2], a[3]), bprop)
 
     def construct(self, a, xp):
         dtype = a.dtype

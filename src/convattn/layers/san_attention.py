@@ -34,7 +34,7 @@ from mindspore import nn, ops
 from mindspore import recompute
 
 from .acmix import acmix_position
-from .fused_window import LocalAggregate, fused_kernels_available, resolve_fused
+from .fused_window import LocalAggregate, LocalDiff, TapSoftmax, fused_kernels_available, resolve_fused
 from .window_gather import LocalWindowGather
 
 __all__ = ["SAM", "PAIRWISE_RELATIONS", "PATCHWISE_RELATIONS", "MAPPINGS", "sa_type_name"]
@@ -189,6 +189,10 @@ class SAM(nn.Cell):
         self.fused = self.fused_capable and self.attn_impl == "fused"
         if self.fused_capable:
             self.fused_aggregation = LocalAggregate("interleaved", kernel_size, dilation, self.num_weights)
+            if sa_type == "pairwise":
+                self.fused_softmax = TapSoftmax()
+                if relation == "subtraction":
+                    self.fused_diff = LocalDiff(kernel_size, dilation)
         self.gather_rel = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
         if self.position_encoding:
             self.gather_pos = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
@@ -204,8 +208,8 @@ class SAM(nn.Cell):
             x = x[:, :, ::self.stride, ::self.stride]
         return x.reshape(x.shape[0], x.shape[1], 1, -1)
 
-    def _position(self, x):
-        """p_i - p_j for the map size of x: (1, 2, k*k, Ho*Wo); coordinates in [-1, 1], (x, y) channel order."""
+    def _position_map(self, x):
+        """conv_p of the [-1, 1] coordinate grid of x's map: (1, 2, H, W), (x, y) channel order."""
         h, w = x.shape[2], x.shape[3]
         if self.export_safe:
             grid = acmix_position(h, w, x.dtype)  # same values, no LinSpace (not exportable to ONNX)
@@ -214,11 +218,38 @@ class SAM(nn.Cell):
             loc_h = ops.linspace(-1.0, 1.0, h).reshape(1, 1, h, 1).astype(x.dtype)
             ones = ops.ones((1, 1, h, w), x.dtype)
             grid = ops.concat((loc_w * ones, loc_h * ones), 1)
-        p = self.conv_p(grid)
+        return self.conv_p(grid)
+
+    def _position(self, x):
+        """p_i - p_j for the map size of x: (1, 2, k*k, Ho*Wo)."""
+        p = self._position_map(x)
         nb = self.gather_pos(p)
         return self._centre(p) - nb.reshape(1, 2, nb.shape[2], -1)
 
+    def _fused_subtraction(self, x1, x2):
+        """[phi(x_i) - psi(x_j), p_i - p_j] in one kernel pass over the concatenated maps: (N, rel(+2), k*k, L)."""
+        n, _, h, w = x1.shape
+        a, b = x1, x2
+        if self.position_encoding:
+            p = ops.broadcast_to(self._position_map(x1), (n, 2, h, w))
+            a, b = ops.concat((x1, p), 1), ops.concat((x2, p), 1)
+        r = self.fused_diff(a, self.gather_rel.reflect(b))
+        return r.reshape(n, r.shape[1], r.shape[2], h * w)
+
     def _pairwise_weights(self, x1, x2):
+        n = x1.shape[0]
+        fused = self.fused and not self.gather.export_safe
+        if fused and self.relation == "subtraction":
+            r = self._fused_subtraction(x1, x2)
+        else:
+            r = self._pairwise_relation(x1, x2)
+        w = self.conv_w(r)                                        # (N, n_w, k*k, L)
+        if fused:
+            w = self.fused_softmax(w.reshape(n, w.shape[1], w.shape[2], x1.shape[2], x1.shape[3]))
+            return w.reshape(n, w.shape[1], w.shape[2], -1)
+        return self.softmax(w)
+
+    def _pairwise_relation(self, x1, x2):
         n = x1.shape[0]
         nb = self.gather_rel(x2)
         nb = nb.reshape(n, nb.shape[1], nb.shape[2], -1)        # psi(x_j): (N, rel, k*k, L)
@@ -236,7 +267,7 @@ class SAM(nn.Cell):
         if self.position_encoding:
             p = self._position(x1)
             r = ops.concat((r, ops.broadcast_to(p, (n, p.shape[1], p.shape[2], p.shape[3]))), 1)
-        return self.softmax(self.conv_w(r))                      # (N, n_w, k*k, L)
+        return r
 
     def _patchwise_weights(self, x1, x2):
         n = x1.shape[0]

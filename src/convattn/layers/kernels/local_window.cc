@@ -5,9 +5,11 @@
 //
 //   AGG    (w[N,G,T,H,W], xp[N,C,Hp,Wp])    -> y[N,C,H,W]      y[c,p]  = sum_t w[g(c),t,p] * xp[c,p+o_t]
 //   CORR   (a[N,C,H,W],   xp[N,C,Hp,Wp])    -> w[N,G,T,H,W]    w[g,t,p] = sum_{c in g} a[c,p] * xp[c,p+o_t]
-//   AGG_T  (w[N,G,T,H,W], g[N,C,H,W])       -> dx[N,C,Hp,Wp]   dx[c,p+o_t] += w[g(c),t,p] * g[c,p]
+//   AGG_T  (w[N,G,T,H,W], g[N,C,H,W], xp)   -> dx[N,C,Hp,Wp]   dx[c,p+o_t] += w[g(c),t,p] * g[c,p]
 //
 // with T = k*k taps in F.unfold order (o_t = (d*(t/k), d*(t%k))), Hp = H + d*(k-1), Wp = W + d*(k-1).
+// The *_s2 variants read the window of output p at 2p + o_t (stride 2, dilation 1; ACmix's down-sampling
+// layers); AGG_T's third input is the forward's padded map, for its shape only.
 // The three are each other's gradients: dAGG/dw = CORR(dy, xp), dAGG/dxp = AGG_T(w, dy),
 // dCORR/da = AGG(dw, xp), dCORR/dxp = AGG_T(dw, a).
 //
@@ -20,6 +22,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -62,15 +65,21 @@ void ParallelFor(int64_t count, F fn) {
 }
 
 struct Geometry {
-  int64_t n, c, g, taps, h, w, hp, wp, k, d;
+  int64_t n, c, g, taps, h, w, hp, wp, k, d, s;
 };
 
-// Fills k and d from T (= k*k) and the padded/unpadded sizes; returns false when they are inconsistent.
+// Fills k and d from T (= k*k), the stride and the padded/unpadded sizes; false when they are inconsistent.
+// Stride 1: Hp = H + d(k-1) exactly. Stride s > 1 (dilation 1): the padded map covers s(H-1)+k rows, possibly
+// with up to s-1 unread rows at the end (floor in the output-size formula).
 bool Finish(Geometry *geo) {
   int64_t k = 1;
   while (k * k < geo->taps) ++k;
-  if (k * k != geo->taps || geo->g <= 0 || geo->c % geo->g != 0) return false;
+  if (k * k != geo->taps || geo->g <= 0 || geo->c % geo->g != 0 || geo->s < 1) return false;
   geo->k = k;
+  if (geo->s > 1) {
+    geo->d = 1;
+    return geo->s * (geo->h - 1) + k <= geo->hp && geo->s * (geo->w - 1) + k <= geo->wp;
+  }
   if (k == 1) {
     geo->d = 1;
     return geo->hp == geo->h && geo->wp == geo->w;
@@ -87,18 +96,38 @@ inline int64_t ChannelOf(int64_t g, int64_t s, const Geometry &geo, bool interle
 
 bool IsFloat32(const char *dtype) { return std::strcmp(dtype, "float32") == 0 || std::strcmp(dtype, "float") == 0; }
 
-// y[c,p] = sum_t w[g(c),t,p] * xp[c,p+o_t]
-int Agg(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool interleaved) {
+// The row loops: acc[j] += u[j] * v[j * stride] (gather-side) or acc[j * stride] += u[j] * v[j] (scatter-side),
+// with a contiguous version the compiler vectorises.
+inline void RowFmaGather(float *__restrict__ acc, const float *__restrict__ u, const float *__restrict__ v,
+                         int64_t n, int64_t stride) {
+  if (stride == 1) {
+    for (int64_t j = 0; j < n; ++j) acc[j] += u[j] * v[j];
+  } else {
+    for (int64_t j = 0; j < n; ++j) acc[j] += u[j] * v[j * stride];
+  }
+}
+
+inline void RowFmaScatter(float *__restrict__ acc, const float *__restrict__ u, const float *__restrict__ v,
+                          int64_t n, int64_t stride) {
+  if (stride == 1) {
+    for (int64_t j = 0; j < n; ++j) acc[j] += u[j] * v[j];
+  } else {
+    for (int64_t j = 0; j < n; ++j) acc[j * stride] += u[j] * v[j];
+  }
+}
+
+// y[c,p] = sum_t w[g(c),t,p] * xp[c, s*p+o_t]
+int Agg(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool interleaved,
+        int64_t stride) {
   if (nparam != 3 || ndims[0] != 5 || ndims[1] != 4 || ndims[2] != 4) return 1;
   if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[1]) || !IsFloat32(dtypes[2])) return 2;
   Geometry geo{shapes[1][0], shapes[1][1], shapes[0][1], shapes[0][2], shapes[0][3], shapes[0][4],
-               shapes[1][2], shapes[1][3], 0, 0};
+               shapes[1][2], shapes[1][3], 0, 0, stride};
   if (shapes[0][0] != geo.n || !Finish(&geo)) return 3;
   const float *w = static_cast<const float *>(params[0]);
   const float *xp = static_cast<const float *>(params[1]);
   float *y = static_cast<float *>(params[2]);
-  const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp;
-  const int64_t per = geo.c / geo.g;
+  const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp, per = geo.c / geo.g;
   // one task per (n, g): each weight row is read once and applied to the group's `per` channels
   ParallelFor(geo.n * geo.g, [&](int64_t ng) {
     const int64_t n = ng / geo.g, g = ng % geo.g;
@@ -115,10 +144,7 @@ int Agg(int nparam, void **params, int *ndims, int64_t **shapes, const char **dt
         const float *xc = xp + nc * phw;
         float *yc = y + nc * hw;
         for (int64_t i = 0; i < geo.h; ++i) {
-          const float *__restrict__ wr = wt + i * geo.w;
-          const float *__restrict__ xr = xc + (i + oy) * geo.wp + ox;
-          float *__restrict__ yr = yc + i * geo.w;
-          for (int64_t j = 0; j < geo.w; ++j) yr[j] += wr[j] * xr[j];
+          RowFmaGather(yc + i * geo.w, wt + i * geo.w, xc + (i * geo.s + oy) * geo.wp + ox, geo.w, geo.s);
         }
       }
     }
@@ -126,12 +152,13 @@ int Agg(int nparam, void **params, int *ndims, int64_t **shapes, const char **dt
   return 0;
 }
 
-// w[g,t,p] = sum_{c in g} a[c,p] * xp[c,p+o_t]
-int Corr(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool interleaved) {
+// w[g,t,p] = sum_{c in g} a[c,p] * xp[c, s*p+o_t]
+int Corr(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool interleaved,
+         int64_t stride) {
   if (nparam != 3 || ndims[0] != 4 || ndims[1] != 4 || ndims[2] != 5) return 1;
   if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[1]) || !IsFloat32(dtypes[2])) return 2;
   Geometry geo{shapes[0][0], shapes[0][1], shapes[2][1], shapes[2][2], shapes[0][2], shapes[0][3],
-               shapes[1][2], shapes[1][3], 0, 0};
+               shapes[1][2], shapes[1][3], 0, 0, stride};
   if (shapes[1][0] != geo.n || shapes[1][1] != geo.c || !Finish(&geo)) return 3;
   const float *a = static_cast<const float *>(params[0]);
   const float *xp = static_cast<const float *>(params[1]);
@@ -150,28 +177,25 @@ int Corr(int nparam, void **params, int *ndims, int64_t **shapes, const char **d
       const float *ac = a + (n * geo.c + c) * hw;
       const float *xc = xp + (n * geo.c + c) * phw;
       for (int64_t i = 0; i < geo.h; ++i) {
-        const float *__restrict__ ar = ac + i * geo.w;
-        const float *__restrict__ xr = xc + (i + oy) * geo.wp + ox;
-        float *__restrict__ wr = wt + i * geo.w;
-        for (int64_t j = 0; j < geo.w; ++j) wr[j] += ar[j] * xr[j];
+        RowFmaGather(wt + i * geo.w, ac + i * geo.w, xc + (i * geo.s + oy) * geo.wp + ox, geo.w, geo.s);
       }
     }
   });
   return 0;
 }
 
-// dx[c,p+o_t] += w[g(c),t,p] * g[c,p]
-int AggT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool interleaved) {
-  if (nparam != 3 || ndims[0] != 5 || ndims[1] != 4 || ndims[2] != 4) return 1;
-  if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[1]) || !IsFloat32(dtypes[2])) return 2;
+// dx[c, s*p+o_t] += w[g(c),t,p] * g[c,p]; the third input only gives the padded shape (the forward's xp)
+int AggT(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool interleaved,
+         int64_t stride) {
+  if (nparam != 4 || ndims[0] != 5 || ndims[1] != 4 || ndims[3] != 4) return 1;
+  if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[1]) || !IsFloat32(dtypes[3])) return 2;
   Geometry geo{shapes[1][0], shapes[1][1], shapes[0][1], shapes[0][2], shapes[0][3], shapes[0][4],
-               shapes[2][2], shapes[2][3], 0, 0};
-  if (shapes[0][0] != geo.n || shapes[2][0] != geo.n || shapes[2][1] != geo.c || !Finish(&geo)) return 3;
+               shapes[3][2], shapes[3][3], 0, 0, stride};
+  if (shapes[0][0] != geo.n || shapes[3][0] != geo.n || shapes[3][1] != geo.c || !Finish(&geo)) return 3;
   const float *w = static_cast<const float *>(params[0]);
   const float *gy = static_cast<const float *>(params[1]);
-  float *dx = static_cast<float *>(params[2]);
-  const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp;
-  const int64_t per = geo.c / geo.g;
+  float *dx = static_cast<float *>(params[3]);
+  const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp, per = geo.c / geo.g;
   ParallelFor(geo.n * geo.g, [&](int64_t ng) {
     const int64_t n = ng / geo.g, g = ng % geo.g;
     const float *wg = w + ng * geo.taps * hw;
@@ -187,11 +211,144 @@ int AggT(int nparam, void **params, int *ndims, int64_t **shapes, const char **d
         const float *gc = gy + nc * hw;
         float *dc = dx + nc * phw;
         for (int64_t i = 0; i < geo.h; ++i) {
-          const float *__restrict__ wr = wt + i * geo.w;
-          const float *__restrict__ gr = gc + i * geo.w;
-          float *__restrict__ dr = dc + (i + oy) * geo.wp + ox;
-          for (int64_t j = 0; j < geo.w; ++j) dr[j] += wr[j] * gr[j];
+          RowFmaScatter(dc + (i * geo.s + oy) * geo.wp + ox, wt + i * geo.w, gc + i * geo.w, geo.w, geo.s);
         }
+      }
+    }
+  });
+  return 0;
+}
+
+// exp for the softmax, written so the compiler vectorises it (glibc's expf does not vectorise without
+// -ffast-math): Cody-Waite range reduction to r in [-ln2/2, ln2/2], degree-6 polynomial, 2^n by exponent
+// bits. Relative error below 2e-7 (float32 rounding) on [-87, 88]; inputs below -87 give 0.
+inline float ExpApprox(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23)
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  return p * __builtin_bit_cast(float, bits);
+}
+
+// y[n,g,:,p] = softmax over the taps of x[n,g,:,p]   (x, y: N x G x T x H x W)
+int TapSoftmax(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 2 || ndims[0] != 5 || ndims[1] != 5) return 1;
+  if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[1])) return 2;
+  const int64_t ng = shapes[0][0] * shapes[0][1], taps = shapes[0][2], hw = shapes[0][3] * shapes[0][4];
+  const float *x = static_cast<const float *>(params[0]);
+  float *y = static_cast<float *>(params[1]);
+  ParallelFor(ng, [&](int64_t i) {
+    const float *xs = x + i * taps * hw;
+    float *ys = y + i * taps * hw;
+    std::vector<float> mx(xs, xs + hw), sum(hw, 0.0f);
+    for (int64_t t = 1; t < taps; ++t) {
+      const float *__restrict__ xt = xs + t * hw;
+      float *__restrict__ m = mx.data();
+      for (int64_t p = 0; p < hw; ++p) m[p] = std::max(m[p], xt[p]);
+    }
+    for (int64_t t = 0; t < taps; ++t) {
+      const float *__restrict__ xt = xs + t * hw;
+      float *__restrict__ yt = ys + t * hw;
+      const float *__restrict__ m = mx.data();
+      float *__restrict__ s = sum.data();
+      for (int64_t p = 0; p < hw; ++p) {
+        yt[p] = ExpApprox(xt[p] - m[p]);
+        s[p] += yt[p];
+      }
+    }
+    for (int64_t p = 0; p < hw; ++p) sum[p] = 1.0f / sum[p];
+    for (int64_t t = 0; t < taps; ++t) {
+      float *__restrict__ yt = ys + t * hw;
+      const float *__restrict__ s = sum.data();
+      for (int64_t p = 0; p < hw; ++p) yt[p] *= s[p];
+    }
+  });
+  return 0;
+}
+
+// dx = y * (dy - sum_t dy * y)   (the softmax gradient; y, dy, dx: N x G x T x H x W)
+int TapSoftmaxGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 3 || ndims[0] != 5 || ndims[1] != 5 || ndims[2] != 5) return 1;
+  if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[1]) || !IsFloat32(dtypes[2])) return 2;
+  const int64_t ng = shapes[0][0] * shapes[0][1], taps = shapes[0][2], hw = shapes[0][3] * shapes[0][4];
+  const float *y = static_cast<const float *>(params[0]);
+  const float *dy = static_cast<const float *>(params[1]);
+  float *dx = static_cast<float *>(params[2]);
+  ParallelFor(ng, [&](int64_t i) {
+    const float *ys = y + i * taps * hw, *gs = dy + i * taps * hw;
+    float *ds = dx + i * taps * hw;
+    std::vector<float> dot(hw, 0.0f);
+    for (int64_t t = 0; t < taps; ++t) {
+      const float *__restrict__ yt = ys + t * hw, *__restrict__ gt = gs + t * hw;
+      float *__restrict__ d = dot.data();
+      for (int64_t p = 0; p < hw; ++p) d[p] += yt[p] * gt[p];
+    }
+    for (int64_t t = 0; t < taps; ++t) {
+      const float *__restrict__ yt = ys + t * hw, *__restrict__ gt = gs + t * hw;
+      const float *__restrict__ d = dot.data();
+      float *__restrict__ dt = ds + t * hw;
+      for (int64_t p = 0; p < hw; ++p) dt[p] = yt[p] * (gt[p] - d[p]);
+    }
+  });
+  return 0;
+}
+
+// r[c,t,p] = a[c,p] - xp[c,p+o_t]   (a: N x C x H x W, xp padded, r: N x C x T x H x W; SAN's subtraction
+// relation and p_i - p_j, one pass instead of gather + broadcast subtract)
+int Diff(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 3 || ndims[0] != 4 || ndims[1] != 4 || ndims[2] != 5) return 1;
+  if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[1]) || !IsFloat32(dtypes[2])) return 2;
+  Geometry geo{shapes[0][0], shapes[0][1], shapes[0][1], shapes[2][2], shapes[0][2], shapes[0][3],
+               shapes[1][2], shapes[1][3], 0, 0, 1};
+  if (shapes[1][0] != geo.n || shapes[1][1] != geo.c || !Finish(&geo)) return 3;
+  const float *a = static_cast<const float *>(params[0]);
+  const float *xp = static_cast<const float *>(params[1]);
+  float *r = static_cast<float *>(params[2]);
+  const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp;
+  ParallelFor(geo.n * geo.c * geo.taps, [&](int64_t nct) {
+    const int64_t t = nct % geo.taps, nc = nct / geo.taps;
+    const int64_t oy = geo.d * (t / geo.k), ox = geo.d * (t % geo.k);
+    const float *ac = a + nc * hw, *xc = xp + nc * phw;
+    float *rt = r + nct * hw;
+    for (int64_t i = 0; i < geo.h; ++i) {
+      const float *__restrict__ ar = ac + i * geo.w;
+      const float *__restrict__ xr = xc + (i + oy) * geo.wp + ox;
+      float *__restrict__ rr = rt + i * geo.w;
+      for (int64_t j = 0; j < geo.w; ++j) rr[j] = ar[j] - xr[j];
+    }
+  });
+  return 0;
+}
+
+// dxp[c,p+o_t] += g[c,t,p]   (g: N x C x T x H x W -> N x C x Hp x Wp; the gather's transpose)
+int Scatter(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 2 || ndims[0] != 5 || ndims[1] != 4) return 1;
+  if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[1])) return 2;
+  Geometry geo{shapes[0][0], shapes[0][1], shapes[0][1], shapes[0][2], shapes[0][3], shapes[0][4],
+               shapes[1][2], shapes[1][3], 0, 0, 1};
+  if (shapes[1][0] != geo.n || shapes[1][1] != geo.c || !Finish(&geo)) return 3;
+  const float *g = static_cast<const float *>(params[0]);
+  float *dx = static_cast<float *>(params[1]);
+  const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp;
+  ParallelFor(geo.n * geo.c, [&](int64_t nc) {
+    float *dc = dx + nc * phw;
+    std::fill(dc, dc + phw, 0.0f);
+    for (int64_t t = 0; t < geo.taps; ++t) {
+      const int64_t oy = geo.d * (t / geo.k), ox = geo.d * (t % geo.k);
+      const float *gt = g + (nc * geo.taps + t) * hw;
+      for (int64_t i = 0; i < geo.h; ++i) {
+        const float *__restrict__ gr = gt + i * geo.w;
+        float *__restrict__ dr = dc + (i + oy) * geo.wp + ox;
+        for (int64_t j = 0; j < geo.w; ++j) dr[j] += gr[j];
       }
     }
   });
@@ -200,17 +357,36 @@ int AggT(int nparam, void **params, int *ndims, int64_t **shapes, const char **d
 
 }  // namespace
 
-#define CONVATTN_EXPORT(name, impl, mode)                                                                   \
+#define CONVATTN_EXPORT(name, impl, mode, stride)                                                           \
   extern "C" int name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,      \
                       void *stream, void *extra) {                                                         \
     (void)stream;                                                                                          \
     (void)extra;                                                                                           \
-    return impl(nparam, params, ndims, shapes, dtypes, mode);                                              \
+    return impl(nparam, params, ndims, shapes, dtypes, mode, stride);                                      \
   }
 
-CONVATTN_EXPORT(agg_interleaved, Agg, true)
-CONVATTN_EXPORT(agg_contiguous, Agg, false)
-CONVATTN_EXPORT(corr_interleaved, Corr, true)
-CONVATTN_EXPORT(corr_contiguous, Corr, false)
-CONVATTN_EXPORT(agg_t_interleaved, AggT, true)
-CONVATTN_EXPORT(agg_t_contiguous, AggT, false)
+CONVATTN_EXPORT(agg_interleaved, Agg, true, 1)
+CONVATTN_EXPORT(agg_contiguous, Agg, false, 1)
+CONVATTN_EXPORT(corr_interleaved, Corr, true, 1)
+CONVATTN_EXPORT(corr_contiguous, Corr, false, 1)
+CONVATTN_EXPORT(agg_t_interleaved, AggT, true, 1)
+CONVATTN_EXPORT(agg_t_contiguous, AggT, false, 1)
+CONVATTN_EXPORT(agg_interleaved_s2, Agg, true, 2)
+CONVATTN_EXPORT(agg_contiguous_s2, Agg, false, 2)
+CONVATTN_EXPORT(corr_interleaved_s2, Corr, true, 2)
+CONVATTN_EXPORT(corr_contiguous_s2, Corr, false, 2)
+CONVATTN_EXPORT(agg_t_interleaved_s2, AggT, true, 2)
+CONVATTN_EXPORT(agg_t_contiguous_s2, AggT, false, 2)
+
+#define CONVATTN_EXPORT_PLAIN(name, impl)                                                                   \
+  extern "C" int name(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,      \
+                      void *stream, void *extra) {                                                         \
+    (void)stream;                                                                                          \
+    (void)extra;                                                                                           \
+    return impl(nparam, params, ndims, shapes, dtypes);                                                    \
+  }
+
+CONVATTN_EXPORT_PLAIN(tap_softmax, TapSoftmax)
+CONVATTN_EXPORT_PLAIN(tap_softmax_grad, TapSoftmaxGrad)
+CONVATTN_EXPORT_PLAIN(diff, Diff)
+CONVATTN_EXPORT_PLAIN(scatter, Scatter)
