@@ -262,3 +262,23 @@ def test_build_failure_falls_back_with_a_warning(monkeypatch, tmp_path):
         assert not fused_kernels_available()
     assert SAM("patchwise", 16, 4, 16, 4, 3).attn_impl == "unfold"
     assert list(tmp_path.iterdir()) == []  # the failed build left no partial library behind
+
+
+def test_network_with_two_footprints_trains_in_graph_mode():
+    """GRAPH mode identifies Custom primitives by their attributes: kernels of different footprints in one
+    backward graph must not share a shape inference (regression: san10_pairwise's k=3 and k=7 stages)."""
+    from convattn import create_model
+
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        net = create_model("san10_pairwise", num_classes=10, layers=(1, 1, 1, 1, 1), base_width=32,
+                           kernels=(3, 5, 5, 3, 3))
+        net.set_train(True)
+        x = ms.Tensor(np.random.default_rng(8).standard_normal((2, 3, 64, 64)).astype(np.float32))
+        loss_fn = _SquareLoss(net)
+        grads = ms.grad(loss_fn, None, net.trainable_params())(x)
+        assert len(grads) == len(net.trainable_params())
+        assert all(np.isfinite(g.asnumpy()).all() for g in grads)
+    finally:
+        ms.set_context(mode=previous)

@@ -128,11 +128,16 @@ def resolve_fused(attn_impl: str, fused_name: str, fallback: str, owner: str) ->
     return attn_impl
 
 
-def _custom(func: str, mode: str, out_shape, bprop=None, inputs: int = 2):
+def _custom(func: str, mode: str, out_shape, bprop=None, inputs: int = 2, tag: str = ""):
+    """One Custom primitive. ``tag`` names the geometry its shape function and bprop close over: GRAPH mode
+    identifies Custom primitives by their attributes (two ``diff`` ops of different footprints would otherwise
+    share one shape inference in the backward graph), so every geometry gets its own attribute value."""
     name = f"{func}_{mode}" if mode else func
-    dtype = (lambda a: a) if inputs == 1 else (lambda a, b: a)
-    return ops.Custom(f"{kernel_library()}:{name}", out_shape=out_shape, out_dtype=dtype, func_type="aot",
-                      bprop=bprop)
+    dtype = {1: lambda a: a, 2: lambda a, b: a, 3: lambda a, b, c: b}[inputs]
+    op = ops.Custom(f"{kernel_library()}:{name}", out_shape=out_shape, out_dtype=dtype, func_type="aot",
+                    bprop=bprop)
+    op.add_prim_attr("convattn_geometry", tag)
+    return op
 
 
 def _require_library():
@@ -157,11 +162,12 @@ def _make_ops(mode: str, kernel_size: int, dilation: int, groups: int, stride: i
     def corr_shape(a, xp):
         return (a[0], groups, taps, a[2], a[3])
 
-    def custom(func, out_shape, bprop=None, inputs=2):
-        return _custom(func, mode + suffix, out_shape, bprop, inputs)
+    tag = f"{mode}-k{kernel_size}-d{dilation}-g{groups}-s{stride}"
 
-    agg_t = ops.Custom(f"{kernel_library()}:agg_t_{mode}{suffix}", out_shape=lambda w, gy, xp: xp,
-                       out_dtype=lambda w, gy, xp: gy, func_type="aot")  # xp: the padded shape only
+    def custom(func, out_shape, bprop=None, inputs=2):
+        return _custom(func, mode + suffix, out_shape, bprop, inputs, tag)
+
+    agg_t = custom("agg_t", lambda w, gy, xp: xp, inputs=3)  # xp: the padded shape only
     corr_plain = custom("corr", corr_shape)
     agg_plain = custom("agg", agg_shape)
 
@@ -225,13 +231,13 @@ class LocalDiff(nn.Cell):
     def __init__(self, kernel_size: int, dilation: int = 1) -> None:
         super().__init__()
         _require_library()
-        taps, ext = kernel_size * kernel_size, dilation * (kernel_size - 1)
-        scatter = _custom("scatter", "", lambda g: (g[0], g[1], g[3] + ext, g[4] + ext), inputs=1)
+        taps, tag = kernel_size * kernel_size, f"k{kernel_size}-d{dilation}"
+        scatter = _custom("scatter", "", lambda g, xp: xp, tag=tag)  # xp: the padded shape only
 
         def bprop(a, xp, out, dout):
-            return ops.sum(dout, 2), -scatter(dout)
+            return ops.sum(dout, 2), -scatter(dout, xp)
 
-        self.op = _custom("diff", "", lambda a, xp: (a[0], a[1], taps, a[2], a[3]), bprop)
+        self.op = _custom("diff", "", lambda a, xp: (a[0], a[1], taps, a[2], a[3]), bprop, tag=tag)
 
     def construct(self, a, xp):
         dtype = a.dtype

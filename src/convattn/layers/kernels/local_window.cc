@@ -329,15 +329,16 @@ int Diff(int nparam, void **params, int *ndims, int64_t **shapes, const char **d
   return 0;
 }
 
-// dxp[c,p+o_t] += g[c,t,p]   (g: N x C x T x H x W -> N x C x Hp x Wp; the gather's transpose)
+// dxp[c,p+o_t] += g[c,t,p]   (g: N x C x T x H x W -> N x C x Hp x Wp; the gather's transpose; the second
+// input only gives the padded shape)
 int Scatter(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (nparam != 2 || ndims[0] != 5 || ndims[1] != 4) return 1;
-  if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[1])) return 2;
+  if (nparam != 3 || ndims[0] != 5 || ndims[2] != 4) return 1;
+  if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[2])) return 2;
   Geometry geo{shapes[0][0], shapes[0][1], shapes[0][1], shapes[0][2], shapes[0][3], shapes[0][4],
-               shapes[1][2], shapes[1][3], 0, 0, 1};
-  if (shapes[1][0] != geo.n || shapes[1][1] != geo.c || !Finish(&geo)) return 3;
+               shapes[2][2], shapes[2][3], 0, 0, 1};
+  if (shapes[2][0] != geo.n || shapes[2][1] != geo.c || !Finish(&geo)) return 3;
   const float *g = static_cast<const float *>(params[0]);
-  float *dx = static_cast<float *>(params[1]);
+  float *dx = static_cast<float *>(params[2]);
   const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp;
   ParallelFor(geo.n * geo.c, [&](int64_t nc) {
     float *dc = dx + nc * phw;
