@@ -198,6 +198,32 @@ def test_sam_fused_equals_gather(ms_mode, sa_type):
     _assert_close(_outputs_and_grads(ref, x), _outputs_and_grads(alt, x))
 
 
+@pytest.mark.parametrize("sa_type,k", [("pairwise", 3), ("pairwise", 5), ("patchwise", 3)])
+def test_sam_fused_inference_equals_gather_with_trained_statistics(ms_mode, sa_type, k):
+    """Eval mode: pairwise runs gamma as one kernel with both BatchNorms folded on the fly. With non-trivial
+    BN statistics, values and the eval-mode gradients (hand-written bprop) equal the plain cells."""
+    ms.set_seed(9)
+    rng = np.random.default_rng(9)
+    ref = SAM(sa_type, 32, 4, 16, share_planes=4, kernel_size=k, attn_impl="unfold")
+    alt = SAM(sa_type, 32, 4, 16, share_planes=4, kernel_size=k, attn_impl="fused")
+    for name, p in ref.parameters_and_names():
+        val = p.asnumpy()
+        if "moving_variance" in name or "gamma" in name:
+            val = rng.uniform(0.5, 2.0, val.shape).astype(np.float32)
+        elif "moving_mean" in name or "beta" in name or "bias" in name:
+            val = rng.normal(0, 0.5, val.shape).astype(np.float32)
+        p.set_data(ms.Tensor(val))
+    _copy_params(ref, alt)
+    x = ms.Tensor(rng.standard_normal((2, 32, 7, 6)).astype(np.float32))
+    outs = []
+    for net in (ref, alt):
+        net.set_train(False)
+        fn = ms.value_and_grad(_SquareLoss(net), 0, net.trainable_params())
+        loss, (gx, gw) = fn(x)
+        outs.append([net(x).asnumpy(), gx.asnumpy()] + [g.asnumpy() for g in gw])
+    _assert_close(outs[0], outs[1])
+
+
 @pytest.mark.parametrize("stride,hw", [(1, (9, 10)), (2, (9, 10)), (2, (11, 8))])
 def test_acmix_fused_equals_unfold(ms_mode, stride, hw):
     ms.set_seed(4)

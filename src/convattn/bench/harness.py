@@ -111,6 +111,8 @@ def _describe_formulation(net) -> str:
     # gathers kept only as the 'unfold' alternative of a cell that runs another attention formulation
     idle = {id(c.unfold) for _, c in net.cells_and_names()
             if getattr(c, "attn_impl", None) not in (None, "unfold") and hasattr(c, "unfold")}
+    for _, c in net.cells_and_names():
+        idle.update(id(g) for g in (c.idle_gathers() if hasattr(c, "idle_gathers") else ()))
     for _, cell in net.cells_and_names():
         if getattr(cell, "export_safe", None) is True:
             tags.add("export-safe")

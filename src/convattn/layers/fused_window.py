@@ -11,7 +11,9 @@ a padded map (stride 1 with dilation d, or stride 2; taps in ``F.unfold`` order 
 * :class:`TapSoftmax`: the softmax over the tap axis of ``(N, G, k*k, H, W)`` (a strided-axis softmax is
   slow through the standard op);
 * :class:`LocalDiff` ``(a, xp) -> r``: ``r[c, t, p] = a[c, p] - xp[c, p + o_t]`` (SAN's subtraction relation
-  and position term ``p_i - p_j``; this one *is* k*k-expanded, as the official relation tensor is).
+  and position term ``p_i - p_j``; this one *is* k*k-expanded, as the official relation tensor is);
+* :class:`PairwiseMlp`: SAN's pairwise weights at inference — relation, ReLU, 1x1, ReLU, 1x1 per tap and
+  pixel in one pass (BatchNorms folded by the caller), so the relation tensor never exists.
 
 ``g(c)`` is ``c mod G`` (``'interleaved'``, SAN's weight sharing) or ``c // (C/G)`` (``'contiguous'``,
 attention heads). Each is the other's gradient (plus a transposed aggregation for the map), so forward and
@@ -40,7 +42,7 @@ from mindspore import nn, ops
 
 from .helpers import invalidate_graph_cache
 
-__all__ = ["LocalAggregate", "LocalCorrelate", "LocalDiff", "TapSoftmax", "fused_kernels_available", "kernel_library",
+__all__ = ["LocalAggregate", "LocalCorrelate", "LocalDiff", "PairwiseMlp", "TapSoftmax", "fused_kernels_available", "kernel_library",
            "set_fused_kernels", "resolve_fused"]
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "local_window.cc")
@@ -133,7 +135,7 @@ def _custom(func: str, mode: str, out_shape, bprop=None, inputs: int = 2, tag: s
     identifies Custom primitives by their attributes (two ``diff`` ops of different footprints would otherwise
     share one shape inference in the backward graph), so every geometry gets its own attribute value."""
     name = f"{func}_{mode}" if mode else func
-    dtype = {1: lambda a: a, 2: lambda a, b: a, 3: lambda a, b, c: b}[inputs]
+    dtype = {1: lambda a: a, 2: lambda a, b: a, 3: lambda a, b, c: b, 6: lambda a, b, c, d, e, f: a}[inputs]
     op = ops.Custom(f"{kernel_library()}:{name}", out_shape=out_shape, out_dtype=dtype, func_type="aot",
                     bprop=bprop)
     op.add_prim_attr("convattn_geometry", tag)
@@ -242,6 +244,45 @@ class LocalDiff(nn.Cell):
     def construct(self, a, xp):
         dtype = a.dtype
         return self.op(a.astype(ms.float32), xp.astype(ms.float32)).astype(dtype)
+
+
+class PairwiseMlp(nn.Cell):
+    """``construct(a, bp, w1, b1, w2, b2)`` -> ``(N, O, k*k, H, W)``:
+    ``w2 @ relu(w1 @ relu(a_i - bp_{i+o_t}) + b1) + b2`` per tap t and pixel i, where ``a`` ``(N, C, H, W)``,
+    ``bp`` its padded partner, ``w1`` ``(K, C)``, ``w2`` ``(O, K)``. The gradient (for eval-mode
+    attribution; training runs the plain cells) recomputes the hidden layers with standard ops."""
+
+    def __init__(self, kernel_size: int, dilation: int = 1) -> None:
+        super().__init__()
+        _require_library()
+        taps, tag = kernel_size * kernel_size, f"k{kernel_size}-d{dilation}"
+        diff = _custom("diff", "", lambda a, xp: (a[0], a[1], taps, a[2], a[3]), tag=tag)
+        scatter = _custom("scatter", "", lambda g, xp: xp, tag=tag)
+
+        def flat(x):  # (N, ch, T, H, W) -> (ch, N*T*H*W)
+            return ops.transpose(x, (1, 0, 2, 3, 4)).reshape(x.shape[1], -1)
+
+        def bprop(a, bp, w1, b1, w2, b2, out, dout):
+            n, c, h, w = a.shape
+            r = ops.relu(diff(a, bp)).reshape(n, c, taps, h * w)
+            hid = ops.relu(ops.conv2d(r, w1.reshape(w1.shape[0], c, 1, 1), b1))
+            g = dout.reshape(n, dout.shape[1], taps, h * w)
+            g_flat, hid_flat = flat(g.reshape(g.shape + (1,))), flat(hid.reshape(hid.shape + (1,)))
+            dw2, db2 = ops.matmul(g_flat, hid_flat.T), g_flat.sum(1)
+            dh = ops.conv2d(g, ops.transpose(w2, (1, 0)).reshape(w2.shape[1], w2.shape[0], 1, 1)) * (hid > 0)
+            dh_flat = flat(dh.reshape(dh.shape + (1,)))
+            dw1 = ops.matmul(dh_flat, flat(r.reshape(r.shape + (1,))).T)
+            dr = ops.conv2d(dh, ops.transpose(w1, (1, 0)).reshape(c, w1.shape[0], 1, 1)) * (r > 0)
+            dr = dr.reshape(n, c, taps, h, w)
+            return dr.sum(2), -scatter(dr, bp), dw1, dh_flat.sum(1), dw2, db2
+
+        self.op = _custom("pairwise_mlp", "", lambda a, bp, w1, b1, w2, b2: (a[0], w2[0], taps, a[2], a[3]),
+                          bprop, inputs=6, tag=tag)
+
+    def construct(self, a, bp, w1, b1, w2, b2):
+        f32 = ms.float32
+        return self.op(a.astype(f32), bp.astype(f32), w1.astype(f32), b1.astype(f32), w2.astype(f32),
+                       b2.astype(f32)).astype(a.dtype)
 
 
 def set_fused_kernels(net: nn.Cell, enabled: bool) -> list:

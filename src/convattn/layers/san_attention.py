@@ -34,7 +34,7 @@ from mindspore import nn, ops
 from mindspore import recompute
 
 from .acmix import acmix_position
-from .fused_window import LocalAggregate, LocalDiff, TapSoftmax, fused_kernels_available, resolve_fused
+from .fused_window import LocalAggregate, LocalDiff, PairwiseMlp, TapSoftmax, fused_kernels_available, resolve_fused
 from .window_gather import LocalWindowGather
 
 __all__ = ["SAM", "PAIRWISE_RELATIONS", "PATCHWISE_RELATIONS", "MAPPINGS", "sa_type_name"]
@@ -193,6 +193,8 @@ class SAM(nn.Cell):
                 self.fused_softmax = TapSoftmax()
                 if relation == "subtraction":
                     self.fused_diff = LocalDiff(kernel_size, dilation)
+                    if mapping == "r-l-r-l":
+                        self.fused_mlp = PairwiseMlp(kernel_size, dilation)
         self.gather_rel = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
         if self.position_encoding:
             self.gather_pos = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
@@ -201,6 +203,17 @@ class SAM(nn.Cell):
         return (f"sa_type={self.sa_type}, relation={self.relation}, mapping={self.mapping}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, share_planes={self.share_planes}, "
                 f"position_encoding={self.position_encoding}, attn_impl={self.attn_impl}")
+
+    def idle_gathers(self):
+        """The gather cells the current formulation does not run (for the speed harness's formulation column)."""
+        if not self.fused or self.gather.export_safe:
+            return []
+        idle = [] if self.relation == "clique" else [self.gather]  # clique gathers phi with it
+        if self.sa_type == "pairwise" and self.relation == "subtraction":
+            idle.append(self.gather_rel)  # only its padding cell runs
+            if self.position_encoding:
+                idle.append(self.gather_pos)
+        return idle
 
     def _centre(self, x):
         """x at the footprint centres, (N, C, Ho*Wo): the centre tap is never padded."""
@@ -226,24 +239,47 @@ class SAM(nn.Cell):
         nb = self.gather_pos(p)
         return self._centre(p) - nb.reshape(1, 2, nb.shape[2], -1)
 
-    def _fused_subtraction(self, x1, x2):
-        """[phi(x_i) - psi(x_j), p_i - p_j] in one kernel pass over the concatenated maps: (N, rel(+2), k*k, L)."""
+    def _subtraction_inputs(self, x1, x2):
+        """The two small maps whose windowed difference is [phi(x_i) - psi(x_j), p_i - p_j]: (a, padded b)."""
         n, _, h, w = x1.shape
         a, b = x1, x2
         if self.position_encoding:
             p = ops.broadcast_to(self._position_map(x1), (n, 2, h, w))
             a, b = ops.concat((x1, p), 1), ops.concat((x2, p), 1)
-        r = self.fused_diff(a, self.gather_rel.reflect(b))
-        return r.reshape(n, r.shape[1], r.shape[2], h * w)
+        return a, self.gather_rel.reflect(b)
+
+    def _fused_subtraction(self, x1, x2):
+        """The relation in one kernel pass over the concatenated maps: (N, rel(+2), k*k, L)."""
+        a, bp = self._subtraction_inputs(x1, x2)
+        r = self.fused_diff(a, bp)
+        return r.reshape(r.shape[0], r.shape[1], r.shape[2], -1)
+
+    def _fused_subtraction_mapping_eval(self, x1, x2):
+        """Inference with the official gamma (BN-ReLU-1x1-BN-ReLU-1x1) in one kernel pass (:class:`PairwiseMlp`):
+        the relation tensor and gamma's hidden maps never exist. Both BatchNorms are folded on the fly: BN0 is
+        affine per channel and the relation a difference, so ``BN0(a_i - b_j) = (s*a + t)_i - (s*b)_j`` applies to
+        the small maps; BN1 folds into the first 1x1 conv. Exact algebra (float32 rounding); training keeps the
+        plain cells (batch statistics)."""
+        bn0, conv1, bn1, conv2 = self.conv_w[0], self.conv_w[2], self.conv_w[3], self.conv_w[5]
+        a, bp = self._subtraction_inputs(x1, x2)
+        s0 = bn0.gamma / ops.sqrt(bn0.moving_variance + bn0.eps)
+        t0 = bn0.beta - bn0.moving_mean * s0
+        s0, t0 = s0.reshape(1, -1, 1, 1), t0.reshape(1, -1, 1, 1)
+        s1 = bn1.gamma / ops.sqrt(bn1.moving_variance + bn1.eps)
+        w1 = conv1.weight.reshape(conv1.weight.shape[0], -1) * s1.reshape(-1, 1)
+        w2 = conv2.weight.reshape(conv2.weight.shape[0], -1)
+        w = self.fused_mlp(a * s0 + t0, bp * s0, w1, bn1.beta - bn1.moving_mean * s1, w2, conv2.bias)
+        return w.reshape(w.shape[0], w.shape[1], w.shape[2], -1)
 
     def _pairwise_weights(self, x1, x2):
         n = x1.shape[0]
         fused = self.fused and not self.gather.export_safe
-        if fused and self.relation == "subtraction":
-            r = self._fused_subtraction(x1, x2)
+        if fused and self.relation == "subtraction" and self.mapping == "r-l-r-l" and not self.training:
+            w = self._fused_subtraction_mapping_eval(x1, x2)
         else:
-            r = self._pairwise_relation(x1, x2)
-        w = self.conv_w(r)                                        # (N, n_w, k*k, L)
+            r = self._fused_subtraction(x1, x2) if fused and self.relation == "subtraction" else \
+                self._pairwise_relation(x1, x2)
+            w = self.conv_w(r)                                    # (N, n_w, k*k, L)
         if fused:
             w = self.fused_softmax(w.reshape(n, w.shape[1], w.shape[2], x1.shape[2], x1.shape[3]))
             return w.reshape(n, w.shape[1], w.shape[2], -1)

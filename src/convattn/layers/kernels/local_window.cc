@@ -356,6 +356,75 @@ int Scatter(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   return 0;
 }
 
+// SAN pairwise weights at inference, one pass per (n, t) without the k*k-expanded relation tensor:
+//   r[c]   = relu(a[c,p] - bp[c,p+o_t])                       (BN0 already folded into a, bp by the caller)
+//   h[k]   = relu(b1[k] + sum_c w1[k,c] r[c])                 (BN1 already folded into w1, b1)
+//   out[o] = b2[o] + sum_k w2[o,k] h[k]                       -> out[n,o,t,p]  (N x O x T x H x W)
+// Inputs: a (N,C,H,W), bp (N,C,Hp,Wp), w1 (K,C), b1 (K), w2 (O,K), b2 (O); the row loops run along W.
+int PairwiseMlp(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 7 || ndims[0] != 4 || ndims[1] != 4 || ndims[2] != 2 || ndims[3] != 1 || ndims[4] != 2 ||
+      ndims[5] != 1 || ndims[6] != 5)
+    return 1;
+  for (int i = 0; i < 7; ++i)
+    if (!IsFloat32(dtypes[i])) return 2;
+  const int64_t hidden = shapes[2][0], outs = shapes[4][0];
+  Geometry geo{shapes[0][0], shapes[0][1], shapes[0][1], shapes[6][2], shapes[0][2], shapes[0][3],
+               shapes[1][2], shapes[1][3], 0, 0, 1};
+  if (shapes[1][0] != geo.n || shapes[1][1] != geo.c || shapes[2][1] != geo.c || shapes[3][0] != hidden ||
+      shapes[4][1] != hidden || shapes[5][0] != outs || shapes[6][1] != outs || !Finish(&geo))
+    return 3;
+  const float *a = static_cast<const float *>(params[0]);
+  const float *bp = static_cast<const float *>(params[1]);
+  const float *w1 = static_cast<const float *>(params[2]);
+  const float *b1 = static_cast<const float *>(params[3]);
+  const float *w2 = static_cast<const float *>(params[4]);
+  const float *b2 = static_cast<const float *>(params[5]);
+  float *out = static_cast<float *>(params[6]);
+  const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp, wd = geo.w;
+  // one task per (n, t); pixels in blocks of up to kBlock (flattened over H x W so the dense loops stay long
+  // on 7x7 maps too); the block's relation and hidden activations stay in cache
+  constexpr int64_t kBlock = 256;
+  ParallelFor(geo.n * geo.taps, [&](int64_t nt) {
+    const int64_t n = nt / geo.taps, t = nt % geo.taps;
+    const int64_t oy = geo.d * (t / geo.k), ox = geo.d * (t % geo.k);
+    std::vector<float> rel(geo.c * kBlock), hid(hidden * kBlock);
+    std::vector<int64_t> off(kBlock);
+    for (int64_t p0 = 0; p0 < hw; p0 += kBlock) {
+      const int64_t m = std::min(kBlock, hw - p0);
+      for (int64_t q = 0; q < m; ++q) {
+        const int64_t i = (p0 + q) / wd, j = (p0 + q) % wd;
+        off[q] = (i + oy) * geo.wp + j + ox;
+      }
+      for (int64_t c = 0; c < geo.c; ++c) {
+        const float *ac = a + (n * geo.c + c) * hw + p0;
+        const float *bc = bp + (n * geo.c + c) * phw;
+        float *rr = rel.data() + c * kBlock;
+        for (int64_t q = 0; q < m; ++q) rr[q] = std::max(0.0f, ac[q] - bc[off[q]]);
+      }
+      for (int64_t k = 0; k < hidden; ++k) {
+        float *__restrict__ hr = hid.data() + k * kBlock;
+        for (int64_t q = 0; q < m; ++q) hr[q] = b1[k];
+        for (int64_t c = 0; c < geo.c; ++c) {
+          const float wkc = w1[k * geo.c + c];
+          const float *__restrict__ rr = rel.data() + c * kBlock;
+          for (int64_t q = 0; q < m; ++q) hr[q] += wkc * rr[q];
+        }
+        for (int64_t q = 0; q < m; ++q) hr[q] = std::max(0.0f, hr[q]);
+      }
+      for (int64_t o = 0; o < outs; ++o) {
+        float *__restrict__ orow = out + ((n * outs + o) * geo.taps + t) * hw + p0;
+        for (int64_t q = 0; q < m; ++q) orow[q] = b2[o];
+        for (int64_t k = 0; k < hidden; ++k) {
+          const float wok = w2[o * hidden + k];
+          const float *__restrict__ hr = hid.data() + k * kBlock;
+          for (int64_t q = 0; q < m; ++q) orow[q] += wok * hr[q];
+        }
+      }
+    }
+  });
+  return 0;
+}
+
 }  // namespace
 
 #define CONVATTN_EXPORT(name, impl, mode, stride)                                                           \
@@ -391,3 +460,4 @@ CONVATTN_EXPORT_PLAIN(tap_softmax, TapSoftmax)
 CONVATTN_EXPORT_PLAIN(tap_softmax_grad, TapSoftmaxGrad)
 CONVATTN_EXPORT_PLAIN(diff, Diff)
 CONVATTN_EXPORT_PLAIN(scatter, Scatter)
+CONVATTN_EXPORT_PLAIN(pairwise_mlp, PairwiseMlp)
