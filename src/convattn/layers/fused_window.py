@@ -279,6 +279,12 @@ class PairwiseMlp(nn.Cell):
         self.op = _custom("pairwise_mlp", "", lambda a, bp, w1, b1, w2, b2: (a[0], w2[0], taps, a[2], a[3]),
                           bprop, inputs=6, tag=tag)
 
+    def extra_macs(self, inputs, output) -> int:
+        """gamma's two 1x1 convolutions per tap and pixel, as the plain cells' hooks would count them."""
+        w1, w2 = inputs[2], inputs[4]
+        positions = output.shape[0] * output.shape[2] * output.shape[3] * output.shape[4]
+        return int(positions * (w1.shape[0] * w1.shape[1] + w2.shape[0] * w2.shape[1]))
+
     def construct(self, a, bp, w1, b1, w2, b2):
         f32 = ms.float32
         return self.op(a.astype(f32), bp.astype(f32), w1.astype(f32), b1.astype(f32), w2.astype(f32),
