@@ -12,9 +12,11 @@ from convattn.layers import ACmix
 from convattn.layers.local_attention import BlockedWindowAttention, block_split, window_mask
 
 
-def _pair(stride, block, kernel_att=7, seed=0):
+def acmix_twins(stride, block=8, kernel_att=7, seed=0, impl="fast"):
+    """(official 'unfold' ACmix, ``impl`` ACmix) with equal weights, q and positions sharpened so the attention
+    is far from uniform (used by tests/test_fused_window.py too)."""
     ref = ACmix(16, 32, kernel_att, head=4, stride=stride, attn_impl="unfold")
-    fast = ACmix(16, 32, kernel_att, head=4, stride=stride, attn_impl="fast", attn_block=block)
+    fast = ACmix(16, 32, kernel_att, head=4, stride=stride, attn_impl=impl, attn_block=block)
     rng = np.random.default_rng(seed)
     for (_, p1), (_, p2) in zip(ref.parameters_and_names(), fast.parameters_and_names()):
         val = p1.asnumpy()
@@ -33,7 +35,7 @@ CASES = [(1, 4, (10, 13)), (2, 4, (11, 9)), (1, 2, (9, 8)), (1, 8, (7, 7))]
 @pytest.mark.parametrize("stride,block,hw", CASES, ids=[f"s{c[0]}-b{c[1]}-{c[2][0]}x{c[2][1]}" for c in CASES])
 def test_fast_equals_unfold_forward_and_gradients(stride, block, hw):
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    ref, fast = _pair(stride, block)
+    ref, fast = acmix_twins(stride, block)
     x = ms.Tensor(np.random.default_rng(1).standard_normal((2, 16) + hw).astype(np.float32))
     a, b = ref(x).asnumpy(), fast(x).asnumpy()
     assert a.shape == b.shape == (2, 32, -(-hw[0] // stride), -(-hw[1] // stride))

@@ -116,6 +116,28 @@ inline void RowFmaScatter(float *__restrict__ acc, const float *__restrict__ u, 
   }
 }
 
+// The loop shared by AGG and AGG_T: one task per (n, g) zeroes the group's `per` output planes, then for every
+// tap t and channel c of the group calls row_op(n*C + c, weight plane w[n,g,t], o_t). Each weight plane is read
+// once for all channels that share it.
+template <typename RowOp>
+void ForGroupTaps(const Geometry &geo, bool interleaved, const float *w, float *out, int64_t out_plane,
+                  RowOp row_op) {
+  const int64_t hw = geo.h * geo.w, per = geo.c / geo.g;
+  ParallelFor(geo.n * geo.g, [&](int64_t ng) {
+    const int64_t n = ng / geo.g, g = ng % geo.g;
+    for (int64_t s = 0; s < per; ++s) {
+      float *plane = out + (n * geo.c + ChannelOf(g, s, geo, interleaved)) * out_plane;
+      std::fill(plane, plane + out_plane, 0.0f);
+    }
+    for (int64_t t = 0; t < geo.taps; ++t) {
+      const int64_t oy = geo.d * (t / geo.k), ox = geo.d * (t % geo.k);
+      for (int64_t s = 0; s < per; ++s) {
+        row_op(n * geo.c + ChannelOf(g, s, geo, interleaved), w + (ng * geo.taps + t) * hw, oy, ox);
+      }
+    }
+  });
+}
+
 // y[c,p] = sum_t w[g(c),t,p] * xp[c, s*p+o_t]
 int Agg(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool interleaved,
         int64_t stride) {
@@ -127,26 +149,12 @@ int Agg(int nparam, void **params, int *ndims, int64_t **shapes, const char **dt
   const float *w = static_cast<const float *>(params[0]);
   const float *xp = static_cast<const float *>(params[1]);
   float *y = static_cast<float *>(params[2]);
-  const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp, per = geo.c / geo.g;
-  // one task per (n, g): each weight row is read once and applied to the group's `per` channels
-  ParallelFor(geo.n * geo.g, [&](int64_t ng) {
-    const int64_t n = ng / geo.g, g = ng % geo.g;
-    const float *wg = w + ng * geo.taps * hw;
-    for (int64_t s = 0; s < per; ++s) {
-      float *yc = y + (n * geo.c + ChannelOf(g, s, geo, interleaved)) * hw;
-      std::fill(yc, yc + hw, 0.0f);
-    }
-    for (int64_t t = 0; t < geo.taps; ++t) {
-      const int64_t oy = geo.d * (t / geo.k), ox = geo.d * (t % geo.k);
-      const float *wt = wg + t * hw;
-      for (int64_t s = 0; s < per; ++s) {
-        const int64_t nc = n * geo.c + ChannelOf(g, s, geo, interleaved);
-        const float *xc = xp + nc * phw;
-        float *yc = y + nc * hw;
-        for (int64_t i = 0; i < geo.h; ++i) {
-          RowFmaGather(yc + i * geo.w, wt + i * geo.w, xc + (i * geo.s + oy) * geo.wp + ox, geo.w, geo.s);
-        }
-      }
+  const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp;
+  ForGroupTaps(geo, interleaved, w, y, hw, [&](int64_t nc, const float *wt, int64_t oy, int64_t ox) {
+    const float *xc = xp + nc * phw;
+    float *yc = y + nc * hw;
+    for (int64_t i = 0; i < geo.h; ++i) {
+      RowFmaGather(yc + i * geo.w, wt + i * geo.w, xc + (i * geo.s + oy) * geo.wp + ox, geo.w, geo.s);
     }
   });
   return 0;
@@ -195,25 +203,12 @@ int AggT(int nparam, void **params, int *ndims, int64_t **shapes, const char **d
   const float *w = static_cast<const float *>(params[0]);
   const float *gy = static_cast<const float *>(params[1]);
   float *dx = static_cast<float *>(params[3]);
-  const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp, per = geo.c / geo.g;
-  ParallelFor(geo.n * geo.g, [&](int64_t ng) {
-    const int64_t n = ng / geo.g, g = ng % geo.g;
-    const float *wg = w + ng * geo.taps * hw;
-    for (int64_t s = 0; s < per; ++s) {
-      float *dc = dx + (n * geo.c + ChannelOf(g, s, geo, interleaved)) * phw;
-      std::fill(dc, dc + phw, 0.0f);
-    }
-    for (int64_t t = 0; t < geo.taps; ++t) {
-      const int64_t oy = geo.d * (t / geo.k), ox = geo.d * (t % geo.k);
-      const float *wt = wg + t * hw;
-      for (int64_t s = 0; s < per; ++s) {
-        const int64_t nc = n * geo.c + ChannelOf(g, s, geo, interleaved);
-        const float *gc = gy + nc * hw;
-        float *dc = dx + nc * phw;
-        for (int64_t i = 0; i < geo.h; ++i) {
-          RowFmaScatter(dc + (i * geo.s + oy) * geo.wp + ox, wt + i * geo.w, gc + i * geo.w, geo.w, geo.s);
-        }
-      }
+  const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp;
+  ForGroupTaps(geo, interleaved, w, dx, phw, [&](int64_t nc, const float *wt, int64_t oy, int64_t ox) {
+    const float *gc = gy + nc * hw;
+    float *dc = dx + nc * phw;
+    for (int64_t i = 0; i < geo.h; ++i) {
+      RowFmaScatter(dc + (i * geo.s + oy) * geo.wp + ox, wt + i * geo.w, gc + i * geo.w, geo.w, geo.s);
     }
   });
   return 0;
