@@ -40,6 +40,7 @@ from mindspore.common import initializer as init
 
 from ..layers import GELU, DropPath, check_nchw, to_2tuple
 from ..layers.acmix import ConvPathMixin
+from .base import StagedClassifier
 from .registry import model_cfg, register_model
 from .swin import trunc_normal
 
@@ -189,7 +190,7 @@ class PatchEmbed(nn.Cell):
         return self.norm(ops.transpose(x.reshape(b, c, -1), (0, 2, 1)))
 
 
-class PyramidVisionTransformer(nn.Cell):
+class PyramidVisionTransformer(StagedClassifier, nn.Cell):
     """PVT v1 (``acmix=False``) or ACmix-PVT (``acmix=True``).
 
     Args:
@@ -296,11 +297,9 @@ class PyramidVisionTransformer(nn.Cell):
     def forward_head(self, x):
         return self.head(x)
 
-    def construct(self, x):
-        if self.features_only:
-            feats, _ = self.forward_stages(x)
-            return tuple(feats[i] for i in self.out_indices)
-        return self.forward_head(self.forward_features(x))
+    def feature_maps(self, x):
+        feats, _ = self.forward_stages(x)
+        return feats
 
 
 def _variant(fn):

@@ -29,6 +29,7 @@ from mindspore.common import initializer as init
 from ..layers import GELU, DropPath, check_nchw, to_2tuple
 from ..layers.dynamic_attention import build_attention_core, check_attention_args
 from ..layers.window_attention import WindowAttention, WindowAttentionACmix, cyclic_shift, shifted_window_mask
+from .base import StagedClassifier
 from .registry import model_cfg, register_model
 
 __all__ = ["SwinTransformer", "SwinTransformerBlock", "BasicLayer", "PatchMerging", "PatchEmbed"]
@@ -233,7 +234,7 @@ def _check_sizes(img_size, patch_size: int, window_size: int, num_stages: int) -
                 f"(a multiple of patch * 2**(stages-1) * window = {unit})")
 
 
-class SwinTransformer(nn.Cell):
+class SwinTransformer(StagedClassifier, nn.Cell):
     """Swin Transformer (``acmix=False``) or ACmix-Swin (``acmix=True``).
 
     Args:
@@ -344,11 +345,9 @@ class SwinTransformer(nn.Cell):
     def forward_head(self, x):
         return self.head(ops.mean(x, axis=1))
 
-    def construct(self, x):
-        if self.features_only:
-            feats, _ = self.forward_stages(x)
-            return tuple(feats[i] for i in self.out_indices)
-        return self.forward_head(self.forward_features(x))
+    def feature_maps(self, x):
+        feats, _ = self.forward_stages(x)
+        return feats
 
 
 def _variant(fn):
