@@ -7,8 +7,9 @@ from mindspore import nn
 
 import convattn
 from convattn.convert import load_official_state
-from convattn.layers import ACmixSAM, LocalWindowGather, set_export_safe
+from convattn.layers import ACmixSAM
 from convattn.layers.san_attention import SAM
+from test_san import assert_export_safe_equals_fast
 
 # Our counts (trainable, 1000 classes) and the ACmix README's (SAN rows). README baselines = our SAN patchwise counts
 # (11.84 / 16.18 / 20.52 M); the design adds sum over bottlenecks of (C/4 * 81 + 9 * 12 + 2).
@@ -131,15 +132,8 @@ def test_acmix_san_train_step_updates_both_paths():
 
 def test_acmix_san_export_safe_gather_equals_fast_path():
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    net = ACmixSAM("patchwise", 32, 2, 8, share_planes=8, kernel_size=7)
-    net.set_train(False)
     x = ms.Tensor(np.random.RandomState(2).randn(2, 32, 9, 8).astype(np.float32))
-    fast = net(x).asnumpy()
-    set_export_safe(net)
-    gathers = [c for _, c in net.cells_and_names() if isinstance(c, LocalWindowGather)]
-    assert gathers and all(c.export_safe for c in gathers)
-    safe = net(x).asnumpy()
-    assert np.abs(fast - safe).max() <= 1e-6 * max(1.0, np.abs(fast).max())
+    assert_export_safe_equals_fast(ACmixSAM("patchwise", 32, 2, 8, share_planes=8, kernel_size=7), x)
 
 
 def test_acmix_san_depthwise_conv_path_equals_grouped():

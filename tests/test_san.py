@@ -58,18 +58,23 @@ def test_san_dataparallel_checkpoint_loads():
     assert err <= 1e-5 * max(1.0, float(np.abs(ref).max()))
 
 
-@pytest.mark.parametrize("sa_type,k", [("pairwise", 7), ("patchwise", 3)])
-def test_san_export_safe_path_equals_fast_path(sa_type, k):
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    net = SAM(sa_type, 16, 4, 16, 4, k)
+def assert_export_safe_equals_fast(net, x):
+    """Eval output of ``net`` before and after set_export_safe (every gather switched) agree to 1e-6 relative
+    (used by tests/test_acmix_san.py too)."""
     net.set_train(False)
-    x = ms.Tensor(np.random.RandomState(1).randn(2, 16, 9, 8).astype(np.float32))
     fast = net(x).asnumpy()
     set_export_safe(net)
     gathers = [c for _, c in net.cells_and_names() if isinstance(c, LocalWindowGather)]
     assert gathers and all(g.export_safe for g in gathers)
     safe = net(x).asnumpy()
     assert float(np.abs(fast - safe).max()) <= 1e-6 * max(1.0, float(np.abs(fast).max()))
+
+
+@pytest.mark.parametrize("sa_type,k", [("pairwise", 7), ("patchwise", 3)])
+def test_san_export_safe_path_equals_fast_path(sa_type, k):
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    x = ms.Tensor(np.random.RandomState(1).randn(2, 16, 9, 8).astype(np.float32))
+    assert_export_safe_equals_fast(SAM(sa_type, 16, 4, 16, 4, k), x)
 
 
 def numpy_sam_aggregation(x3, w, k):

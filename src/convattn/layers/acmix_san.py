@@ -76,12 +76,7 @@ class ACmixSAM(ConvPathMixin, SAM):
                 f"kernel_conv={self.kernel_conv}, depthwise_conv={self.depthwise_conv}")
 
     def construct(self, x):
-        x1, x2, x3 = self.conv1(x), self.conv2(x), self.conv3(x)
-        if self.sa_type == "pairwise":
-            w = self._pairwise_weights(x1, x2)
-        else:
-            w = self._patchwise_weights(x1, x2)
-        out_att = self.aggregate(x3, w)
+        out_att, x1, x2, x3 = self.attend(x)
         b, h, wd = x3.shape[0], x3.shape[2], x3.shape[3]
         hd, hw = self.head_dim, h * wd
         f_all = ops.concat((x1.reshape(b, self.qk_heads, hd, hw), x2.reshape(b, self.qk_heads, hd, hw),

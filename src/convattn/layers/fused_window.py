@@ -226,20 +226,26 @@ class TapSoftmax(nn.Cell):
         return self.op(x.astype(ms.float32)).astype(x.dtype)
 
 
+def _diff_ops(kernel_size: int, dilation: int):
+    """``(diff, scatter)`` for one footprint: ``diff(a, xp)`` -> ``(N, C, k*k, H, W)`` with its bprop, and its
+    transpose ``scatter(g, xp)`` (``xp`` gives the padded shape only)."""
+    _require_library()
+    taps, tag = kernel_size * kernel_size, f"k{kernel_size}-d{dilation}"
+    scatter = _custom("scatter", "", lambda g, xp: xp, tag=tag)
+
+    def bprop(a, xp, out, dout):
+        return ops.sum(dout, 2), -scatter(dout, xp)
+
+    return _custom("diff", "", lambda a, xp: (a[0], a[1], taps, a[2], a[3]), bprop, tag=tag), scatter
+
+
 class LocalDiff(nn.Cell):
     """``construct(a, xp)``: ``a`` ``(N, C, H, W)``, the padded map ``(N, C, H + d(k-1), W + d(k-1))`` ->
     ``(N, C, k*k, H, W)`` with ``r[c, t, p] = a[c, p] - xp[c, p + o_t]``; float32 inside."""
 
     def __init__(self, kernel_size: int, dilation: int = 1) -> None:
         super().__init__()
-        _require_library()
-        taps, tag = kernel_size * kernel_size, f"k{kernel_size}-d{dilation}"
-        scatter = _custom("scatter", "", lambda g, xp: xp, tag=tag)  # xp: the padded shape only
-
-        def bprop(a, xp, out, dout):
-            return ops.sum(dout, 2), -scatter(dout, xp)
-
-        self.op = _custom("diff", "", lambda a, xp: (a[0], a[1], taps, a[2], a[3]), bprop, tag=tag)
+        self.op, _ = _diff_ops(kernel_size, dilation)
 
     def construct(self, a, xp):
         dtype = a.dtype
@@ -254,24 +260,22 @@ class PairwiseMlp(nn.Cell):
 
     def __init__(self, kernel_size: int, dilation: int = 1) -> None:
         super().__init__()
-        _require_library()
         taps, tag = kernel_size * kernel_size, f"k{kernel_size}-d{dilation}"
-        diff = _custom("diff", "", lambda a, xp: (a[0], a[1], taps, a[2], a[3]), tag=tag)
-        scatter = _custom("scatter", "", lambda g, xp: xp, tag=tag)
+        diff, scatter = _diff_ops(kernel_size, dilation)
 
-        def flat(x):  # (N, ch, T, H, W) -> (ch, N*T*H*W)
-            return ops.transpose(x, (1, 0, 2, 3, 4)).reshape(x.shape[1], -1)
+        def flat(x):  # (N, ch, T, L) -> (ch, N*T*L)
+            return ops.transpose(x, (1, 0, 2, 3)).reshape(x.shape[1], -1)
 
         def bprop(a, bp, w1, b1, w2, b2, out, dout):
             n, c, h, w = a.shape
             r = ops.relu(diff(a, bp)).reshape(n, c, taps, h * w)
             hid = ops.relu(ops.conv2d(r, w1.reshape(w1.shape[0], c, 1, 1), b1))
             g = dout.reshape(n, dout.shape[1], taps, h * w)
-            g_flat, hid_flat = flat(g.reshape(g.shape + (1,))), flat(hid.reshape(hid.shape + (1,)))
+            g_flat, hid_flat = flat(g), flat(hid)
             dw2, db2 = ops.matmul(g_flat, hid_flat.T), g_flat.sum(1)
             dh = ops.conv2d(g, ops.transpose(w2, (1, 0)).reshape(w2.shape[1], w2.shape[0], 1, 1)) * (hid > 0)
-            dh_flat = flat(dh.reshape(dh.shape + (1,)))
-            dw1 = ops.matmul(dh_flat, flat(r.reshape(r.shape + (1,))).T)
+            dh_flat = flat(dh)
+            dw1 = ops.matmul(dh_flat, flat(r).T)
             dr = ops.conv2d(dh, ops.transpose(w1, (1, 0)).reshape(c, w1.shape[0], 1, 1)) * (r > 0)
             dr = dr.reshape(n, c, taps, h, w)
             return dr.sum(2), -scatter(dr, bp), dw1, dh_flat.sum(1), dw2, db2

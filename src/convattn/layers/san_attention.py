@@ -351,10 +351,14 @@ class SAM(nn.Cell):
     def _aggregation_chunk(self, x3, w, groups):
         return recompute(self.aggregation, x3, w, groups)
 
-    def construct(self, x):
+    def attend(self, x):
+        """``(y, phi(x), psi(x), beta(x))``: the SAM output and the three projections (ACmix-SAN reuses them)."""
         x1, x2, x3 = self.conv1(x), self.conv2(x), self.conv3(x)
         if self.sa_type == "pairwise":
             w = self._pairwise_weights(x1, x2)
         else:
             w = self._patchwise_weights(x1, x2)
-        return self.aggregate(x3, w)
+        return self.aggregate(x3, w), x1, x2, x3
+
+    def construct(self, x):
+        return self.attend(x)[0]

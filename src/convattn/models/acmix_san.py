@@ -45,7 +45,7 @@ from typing import Optional
 
 from ..layers.acmix_san import ACmixSAM
 from .registry import IMAGENET_MEAN, IMAGENET_STD, model_cfg, register_model
-from .san import SAN, Bottleneck, _LAYERS
+from .san import SAN, Bottleneck, _san, _variant
 
 __all__ = ["ACmixBottleneck"]
 
@@ -80,15 +80,9 @@ class ACmixBottleneck(Bottleneck):
 
 def _acmix_san(depth: str, sa_type: str = "patchwise", head_dim: Optional[int] = None,
                depthwise_conv: Optional[bool] = None, **kwargs) -> SAN:
-    args = dict(sa_type=sa_type, layers=_LAYERS[depth], kernels=(3, 7, 7, 7, 7), block=ACmixBottleneck,
-                head_dim=head_dim, depthwise_conv=depthwise_conv)
+    args = dict(block=ACmixBottleneck, head_dim=head_dim, depthwise_conv=depthwise_conv)
     args.update(kwargs)
-    return SAN(**args)
-
-
-def _variant(fn):
-    fn.model_cls = SAN  # lets create_model list the accepted architecture arguments
-    return fn
+    return _san(depth, sa_type, **args)
 
 
 @register_model
