@@ -30,6 +30,8 @@ def test_short_training_loss_falls_and_eval(digits_dir, tmp_path):
     for name in ("config.yaml", "train_curves.png", "van_b0_best.ckpt", "van_b0-2_12.ckpt"):
         assert (out / name).is_file(), name
     assert not [p for p in os.listdir(out) if ".tmp" in p]
+    from convattn.data.class_names import read_class_names  # the training tree's names, for scripts/infer.py
+    assert read_class_names(str(out / "class_names.json")) == [str(i) for i in range(10)]
     from PIL import Image
     assert Image.open(out / "train_curves.png").size == (900, 420)
     # the eval script on the trained checkpoint reproduces the final validation top-1

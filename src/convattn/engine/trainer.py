@@ -249,7 +249,10 @@ def train(cfg: Config) -> dict:
         dump_config(cfg, os.path.join(cfg.ckpt_dir, "config.yaml"))
     prepare_data_dir(cfg, rank)
     data_cfg = resolve_data_cfg(cfg, get_model_cfg(cfg.model))
-    make_train, make_val, _ = build_loaders(cfg, data_cfg, rank, size)
+    make_train, make_val, class_to_idx = build_loaders(cfg, data_cfg, rank, size)
+    if rank == 0:  # the training tree's class names beside the checkpoints, for scripts/infer.py
+        from ..data.class_names import write_class_names
+        write_class_names(cfg.ckpt_dir, class_to_idx)
     steps_per_epoch = make_train(0).get_dataset_size()
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
