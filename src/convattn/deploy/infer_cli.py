@@ -1,0 +1,86 @@
+"""Command line of ``scripts/infer.py``: top-k predictions on image files from a checkpoint or a MINDIR."""
+import argparse
+import sys
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="scripts/infer.py",
+        description="Top-k classes with probabilities for image files, from a registered model with a checkpoint "
+                    "or an exported MINDIR, through the model's own eval transform (resize, centre crop, mean/std).")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--model", help="registered model name (needed with --ckpt; a MINDIR's sidecar names it)")
+    p.add_argument("--ckpt", help="MindSpore .ckpt (a training run's or a converted one)")
+    p.add_argument("--mindir", help="MINDIR written by scripts/run_export.sh (its .json sidecar beside it)")
+    p.add_argument("--model-kwargs", default=None,
+                   help="architecture overrides as JSON (default: the training run's config.yaml beside the ckpt)")
+    p.add_argument("--num-classes", type=int, help="class count (default: read from the checkpoint's classifier)")
+    p.add_argument("--class-names", help="class-names file (class_names.json or one name per line); 'none' for "
+                                         "indices (default: class_names.json beside the checkpoint, ImageNet-1k's "
+                                         "names for 1,000 classes, else indices)")
+    p.add_argument("--topk", type=int, default=5, help="classes reported per image (default 5)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward call (default 16)")
+    p.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
+    p.add_argument("--mode", type=int, default=0, choices=[0, 1], help="0 = GRAPH_MODE (default), 1 = PYNATIVE_MODE")
+    p.add_argument("--out", help="write the predictions to this .csv or .json file")
+    p.add_argument("--format", choices=["csv", "json"], help="output format (default: from --out's extension)")
+    return p
+
+
+def main(argv=None) -> int:
+    import convattn  # noqa: F401  (CPU defaults before MindSpore runs anything)
+
+    args = build_parser().parse_args(argv)
+    import mindspore as ms
+
+    previous_mode = ms.get_context("mode")
+    try:
+        return _run(args)
+    finally:
+        ms.set_context(mode=previous_mode)  # a caller in the same process (a notebook, the tests) keeps its mode
+
+
+def _run(args) -> int:
+    from ..models.helpers import CheckpointMismatchError
+    from ..utils.cli import parse_model_kwargs
+    from .infer import InferError, Predictor, list_images, write_predictions
+
+    try:
+        kwargs = parse_model_kwargs(args.model_kwargs) if args.model_kwargs is not None else None
+        images = list_images(args.inputs)
+        import mindspore as ms
+
+        ms.set_context(mode=ms.GRAPH_MODE if args.mode == 0 else ms.PYNATIVE_MODE)
+        try:
+            ms.set_device(args.device_target)
+        except RuntimeError:  # the device is fixed once a kernel ran (a notebook, the tests): fine if it is this one
+            if ms.get_context("device_target") != args.device_target:
+                raise InferError(f"this process already runs on {ms.get_context('device_target')}; "
+                                 f"--device_target {args.device_target} needs a new process") from None
+        pred = Predictor(model=args.model, ckpt=args.ckpt, mindir=args.mindir, model_kwargs=kwargs,
+                         num_classes=args.num_classes, class_names=args.class_names, batch_size=args.batch_size)
+        print(f"[infer] {pred.model}: {len(images)} image(s), {pred.num_classes} classes (names: {pred.names_source}), "
+              f"input {pred.image_hw[0]}x{pred.image_hw[1]}, batch {pred.batch_size}, {args.device_target}")
+        results = pred.predict(images, args.topk)
+    except (InferError, CheckpointMismatchError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for r in results:
+        if r["status"] == "ok":
+            print(r["path"] + ": " + ", ".join(f"{n} ({p * 100:.1f}%)" for _, n, p in r["topk"]))
+        else:
+            print(f"{r['path']}: ERROR {r['error']}")
+    if args.out:
+        try:
+            write_predictions(results, args.out, args.format)
+        except InferError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"[infer] wrote {args.out}")
+    bad = sum(r["status"] != "ok" for r in results)
+    if bad:
+        print(f"[infer] {bad} of {len(results)} image(s) could not be read (listed above); the others were predicted",
+              file=sys.stderr)
+    return 0 if bad < len(results) else 1
