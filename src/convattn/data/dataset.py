@@ -35,6 +35,12 @@ def list_image_folder(root: str, class_to_idx: Optional[dict] = None) -> Tuple[L
         raise FileNotFoundError(f"image folder {root} does not exist")
     classes = sorted(d.name for d in os.scandir(root) if d.is_dir() and not d.name.startswith("."))
     if not classes:
+        flat = sum(1 for e in os.scandir(root) if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
+        if flat:  # e.g. ImageNet's val/ as distributed: 50,000 files and a separate label file
+            raise ValueError(
+                f"image folder {root} holds {flat} images directly but no class sub-folders (expected "
+                f"{root}/<class>/<image>). For ImageNet's flat validation folder run: python "
+                f"scripts/imagenet_val_layout.py --val {root} --labels LABEL_FILE (links them into class folders)")
         raise ValueError(f"image folder {root} has no class sub-folders (expected {root}/<class>/<image>)")
     if class_to_idx is None:
         class_to_idx = {c: i for i, c in enumerate(classes)}
