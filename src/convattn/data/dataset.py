@@ -10,9 +10,16 @@ Corrupt/non-image file policy (decided here, tested in tests/test_engine_data.py
   samples would hide a damaged copy of the data set and change the epoch length between machines;
   the error says which file to fix or delete.
 
-Decoding is done with Pillow inside the sample source (so the failing path is known), the remaining
-transforms with ``mindspore.dataset.vision`` C++ ops.
+Decoding. A tree of JPEG files (by extension; ImageNet) is decoded by MindSpore's C++ ``vision.Decode`` in the
+map workers, outside Python's GIL (the faster path: see the input-pipeline numbers in the README); the sample
+source reads each file's bytes and checks them first, so the policy above holds: a file that does not start as
+a JPEG, does not end with the JPEG end-of-image marker (a truncated file; the C++ decoder would fill the missing
+part with grey) or is not RGB/greyscale (CMYK) is decoded with Pillow in the source instead (raising the error
+naming the path, or handing the pixels on losslessly as BMP). Any other tree is decoded with Pillow in the source
+(``decode='pil'`` forces that for JPEG trees too; both decoders give identical pixels). The remaining transforms
+are ``mindspore.dataset.vision`` C++ ops.
 """
+import io
 import logging
 import os
 from typing import List, Optional, Sequence, Tuple
@@ -80,24 +87,63 @@ def decode_image(path: str) -> np.ndarray:
             "(convattn stops on undecodable images instead of silently dropping samples)") from exc
 
 
-class ImageFolderSource:
-    """Random-access source for ``GeneratorDataset``: index -> (HWC uint8 image, int32 label)."""
+JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe")
+_JPEG_PADDING = frozenset(b"\x00\n\r ")
 
-    def __init__(self, samples: Sequence[Tuple[str, int]]) -> None:
+
+def _complete_rgb_jpeg(data: np.ndarray) -> bool:
+    """Starts with a JPEG start-of-image marker, ends with end-of-image (trailing padding allowed), and its
+    header says RGB or greyscale (the modes the C++ decoder converts like Pillow)."""
+    if data.size < 4 or data[0] != 0xFF or data[1] != 0xD8 or data[2] != 0xFF:
+        return False
+    end = data.size
+    while end > 2 and data[end - 1] in _JPEG_PADDING:
+        end -= 1
+    if data[end - 2] != 0xFF or data[end - 1] != 0xD9:
+        return False
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as img:  # reads the header only
+            return img.mode in ("RGB", "L")
+    except Exception:
+        return False
+
+
+def read_encoded(path: str) -> np.ndarray:
+    """A file's bytes for the C++ ``vision.Decode``, after the checks of :func:`_complete_rgb_jpeg`; any other
+    file is decoded with Pillow (a bad one raises :class:`CorruptImageError` naming it) and handed on as BMP."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise CorruptImageError(f"cannot read image file {path}: {exc}") from exc
+    if _complete_rgb_jpeg(data):
+        return data
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(decode_image(path)).save(buf, format="BMP")
+    return np.frombuffer(buf.getvalue(), dtype=np.uint8)
+
+
+class ImageFolderSource:
+    """Random-access source for ``GeneratorDataset``: index -> (image, int32 label), the image decoded (HWC uint8)
+    or, with ``encoded=True``, the checked file bytes for ``vision.Decode`` (see :func:`read_encoded`)."""
+
+    def __init__(self, samples: Sequence[Tuple[str, int]], encoded: bool = False) -> None:
         self.samples = list(samples)
+        self.encoded = encoded
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index):
         path, label = self.samples[int(index)]
-        return decode_image(path), np.int32(label)
+        return (read_encoded(path) if self.encoded else decode_image(path)), np.int32(label)
 
 
 def create_loader(root: str, transforms: list, batch_size: int, shuffle: bool, drop_remainder: bool,
                   num_workers: int = 1, num_shards: Optional[int] = None, shard_id: Optional[int] = None,
                   seed: int = 0, class_to_idx: Optional[dict] = None, python_multiprocessing: bool = False,
-                  aug_repeats: int = 1):
+                  aug_repeats: int = 1, decode: str = "auto"):
     """A batched ``mindspore.dataset`` pipeline over one ImageFolder tree.
 
     ``seed`` fixes shuffle order and random transforms (call once per epoch with a new seed for a new
@@ -109,6 +155,8 @@ def create_loader(root: str, transforms: list, batch_size: int, shuffle: bool, d
     image land on different ranks (on one rank: in the same batch) and get independent random
     transforms; each rank keeps ``num_samples // num_shards`` of them, so the epoch length is unchanged.
     (timm also rounds that count down to a multiple of 256 / num_shards; that ImageNet detail is left out.)
+    ``decode``: ``'auto'`` (C++ decode for a tree of JPEG files, Pillow otherwise; see the module doc),
+    ``'cpp'`` or ``'pil'``. ``transforms`` are the ops after decoding either way.
     Returns ``(dataset, class_to_idx, num_samples)``.
     """
     import mindspore.dataset as ds
@@ -126,7 +174,15 @@ def create_loader(root: str, transforms: list, batch_size: int, shuffle: bool, d
         samples, shuffle = [samples[i] for i in chosen], False
     elif num_shards is not None and num_shards > 1:
         kwargs.update(num_shards=num_shards, shard_id=shard_id)
-    dataset = ds.GeneratorDataset(ImageFolderSource(samples), column_names=["image", "label"], shuffle=shuffle,
+    if decode not in ("auto", "cpp", "pil"):
+        raise ValueError(f"decode must be 'auto', 'cpp' or 'pil', got {decode!r}")
+    if decode == "auto":
+        decode = "cpp" if all(p.lower().endswith(JPEG_EXTENSIONS) for p, _ in samples) else "pil"
+    if decode == "cpp":
+        from mindspore.dataset import vision
+        transforms = [vision.Decode()] + list(transforms)
+    dataset = ds.GeneratorDataset(ImageFolderSource(samples, encoded=decode == "cpp"), column_names=["image", "label"],
+                                  shuffle=shuffle,
                                   num_parallel_workers=num_workers, python_multiprocessing=python_multiprocessing,
                                   **kwargs)
     dataset = dataset.map(operations=transforms, input_columns="image", num_parallel_workers=num_workers)
