@@ -26,7 +26,8 @@ def trained(tmp_path_factory, digits32):
     ckpt = str(run / "van_b0_best.ckpt")
     ms.save_checkpoint(net, ckpt)
     write_class_names(str(run), {f"digit{i}": i for i in range(10)})
-    (run / "config.yaml").write_text("model: van_b0\nnum_classes: 10\nmodel_kwargs: {depths: [1, 1, 1, 1]}\n")
+    (run / "config.yaml").write_text("model: van_b0\nnum_classes: 10\nmodel_kwargs: {depths: [1, 1, 1, 1]}\n"
+                                     "image_size: 64\ncrop_pct: null\n")  # trained at 64: inferred at 64
     images = [os.path.join(digits32, "val", str(c), sorted(os.listdir(os.path.join(digits32, "val", str(c))))[0])
               for c in range(3)]
     return {"net": net, "ckpt": ckpt, "run": str(run), "images": images}
@@ -59,12 +60,13 @@ def test_checkpoint_predictions_names_and_unreadable_image(trained, tmp_path, ca
     inputs = [trained["images"][0], str(bad), trained["images"][1], trained["images"][2]]
     pred = Predictor(model="van_b0", ckpt=trained["ckpt"], batch_size=2, log=lambda *_: None)
     assert pred.num_classes == 10 and pred.names_source.endswith(CLASS_NAMES_FILE)  # config.yaml + class_names.json
+    assert pred.image_hw == (64, 64) and pred.data_cfg["crop_pct"] == 0.9  # the run's size, the model's crop
     res = pred.predict(inputs, topk=3)
     assert [r["status"] for r in res] == ["ok", "error", "ok", "ok"]
     assert str(bad) in res[1]["error"]
     trained["net"].set_train(False)
     for r in (res[0], res[2], res[3]):
-        _check_topk(r, _reference_probs(trained["net"], r["path"]), 1e-5)
+        _check_topk(r, _reference_probs(trained["net"], r["path"], size=64), 1e-5)
         assert [n for _, n, _ in r["topk"]] == [f"digit{i}" for i, _, _ in r["topk"]]
     # the command line (PYNATIVE: no graph compile): prints per image, writes CSV, reports the bad file, exits 0
     out_csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"

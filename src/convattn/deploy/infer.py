@@ -59,8 +59,8 @@ def _read_sidecar(mindir: str) -> dict:
 class Predictor:
     """Top-k predictions of a checkpoint (``model`` + ``ckpt``) or an exported ``mindir``.
 
-    ``model_kwargs``/``num_classes`` default to those in the training run's ``config.yaml`` beside the
-    checkpoint (or the MINDIR's sidecar); class names to ``class_names.json`` beside the checkpoint, then
+    ``model_kwargs``/``num_classes`` and the eval transform's size/crop/mean/std default to those in the training
+    run's ``config.yaml`` beside the checkpoint (or the MINDIR's sidecar), else the model's default config; class names to ``class_names.json`` beside the checkpoint, then
     ImageNet-1k's for 1,000 classes, then indices (``class_names='none'`` forces indices).
     """
 
@@ -76,7 +76,7 @@ class Predictor:
         if batch_size < 1:
             raise InferError(f"--batch-size must be >= 1, got {batch_size}")
         self.log, self.batch_size, self.fixed_batch, self.input_dtype = log, int(batch_size), None, np.float32
-        search = []
+        search, data_keys = [], {"image_size": None, "crop_pct": None, "interpolation": None, "mean": None, "std": None}
         if mindir is not None:
             side = _read_sidecar(mindir)
             model = model or side.get("model")
@@ -87,6 +87,8 @@ class Predictor:
             if (side.get("input") or {}).get("dtype") == "float16":
                 self.input_dtype = np.float16
             num_classes = num_classes or side.get("num_classes")
+            pre = side.get("preprocessing") or {}
+            data_keys.update({k: pre.get(k) for k in ("crop_pct", "interpolation", "mean", "std")})
             if side.get("checkpoint"):
                 search.append(os.path.dirname(side["checkpoint"]))
             search.append(os.path.dirname(os.path.abspath(mindir)))
@@ -96,12 +98,13 @@ class Predictor:
             run_cfg = self._run_config(ckpt, model)
             model_kwargs = run_cfg.get("model_kwargs", {}) if model_kwargs is None else model_kwargs
             num_classes = num_classes or run_cfg.get("num_classes")
+            data_keys.update({k: run_cfg.get(k) for k in data_keys})  # the size/crop/mean/std it was trained with
             search.append(os.path.dirname(os.path.abspath(ckpt)))
             shape = None
         model_cfg = get_model_cfg(model)  # unknown names fail here, with suggestions
-        none = {"image_size": None, "crop_pct": None, "interpolation": None, "mean": None, "std": None}
-        self.data_cfg = resolve_data_cfg(none, model_cfg)
-        eval_hw = tuple(int(s) for s in model_cfg["input_size"][1:])
+        self.data_cfg = resolve_data_cfg(data_keys, model_cfg)
+        eval_hw = (self.data_cfg["image_size"],) * 2 if data_keys["image_size"] else \
+            tuple(int(s) for s in model_cfg["input_size"][1:])
         self.model, self.image_hw = model, eval_hw
         if mindir is not None:
             self._load_mindir(mindir, shape, eval_hw, num_classes)
