@@ -29,7 +29,7 @@ def test_generated_tree_is_reused_and_guarded(tmp_path):
 def test_both_pipelines_give_training_batches_and_a_report(tmp_path, capsys):
     root = str(tmp_path / "fake")
     write_fake_imagenet(root, classes=2, per_class=4, sizes=SMALL)
-    for name in ("convattn", "convattn-pil", "native"):
+    for name in ("convattn", "convattn-cpp", "native"):
         images, labels = next(build_pipeline(name, root, 1, 4, image_size=32).create_tuple_iterator(output_numpy=True))
         assert images.shape == (4, 3, 32, 32) and images.dtype == np.float32 and set(labels) <= {0, 1}
     with pytest.raises(ValueError, match="unknown pipeline"):
@@ -39,18 +39,19 @@ def test_both_pipelines_give_training_batches_and_a_report(tmp_path, capsys):
     out = run_pipeline_bench(root, workers=(1, 2), repeats=2, batch_size=2, image_size=32, log=lambda *_: None)
     rows = out["rows"]
     assert len(rows) == 2 * 2 * 3  # repeats x workers x pipelines, alternating: the order reverses every repeat
-    assert [r["pipeline"] for r in rows[:3]] == ["convattn", "convattn-pil", "native"] and rows[6]["pipeline"] == "native"
+    assert [r["pipeline"] for r in rows[:3]] == ["convattn", "convattn-cpp", "native"] and rows[6]["pipeline"] == "native"
     for e in out["summary"]:
         r = e["convattn/native"]
-        assert r["min"] <= r["median"] <= r["max"] and e["convattn-pil"]["cpu_ms_per_image"] > 0
+        assert r["min"] <= r["median"] <= r["max"] and e["convattn-cpp"]["cpu_ms_per_image"] > 0
     # the command line: generates the tree, writes JSON and markdown
     assert bench_main(["--data", str(tmp_path / "g"), "--generate", "--classes", "2", "--per-class", "3",
                        "--workers", "1", "--repeats", "1", "--batch-size", "2", "--image-size", "32",
                        "--out", str(tmp_path / "rep")]) == 0
     data = json.load(open(tmp_path / "rep" / "pipeline.json"))
     assert data["environment"]["images"] == 6 and len(data["rows"]) == 3
-    assert "| 1 | convattn-pil |" in open(tmp_path / "rep" / "pipeline.md").read()
+    assert "| 1 | convattn-cpp |" in open(tmp_path / "rep" / "pipeline.md").read()
     assert bench_main(["--data", str(tmp_path / "missing")]) == 2
+    assert bench_main(["--data", root, "--workers", "999"]) == 2 and "at most" in capsys.readouterr().err
 
 
 def test_summary_ratios_come_from_the_same_repeat():

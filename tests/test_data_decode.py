@@ -1,5 +1,6 @@
-"""The C++ decode path of the ImageFolder reader (JPEG trees): same pixels and order as Pillow, same seeded
-augmentation, and today's corrupt-file policy (a truncated or undecodable JPEG stops the run with its path)."""
+"""The reader's decode='cpp' option (checked bytes to the C++ vision.Decode): same pixels and order as the Pillow
+default, same seeded augmentation, and the corrupt-file policy (a truncated or undecodable JPEG stops the run with
+its path)."""
 import io
 
 import numpy as np
@@ -36,14 +37,14 @@ def test_cpp_decode_equals_pillow_and_replays_the_seed(tmp_path):
         Image.fromarray(np.full((20, 20, 3), 30, np.uint8)).save(buf, format="JPEG")
         f.write(buf.getvalue() + b"\x00" * 16)
     tf = eval_transforms(16, MEAN, STD, "bilinear", 1.0)
-    cpp, pil = _batches(root, tf, "auto"), _batches(root, tf, "pil")
+    cpp, pil = _batches(root, tf, "cpp"), _batches(root, tf, "pil")
     assert len(cpp) == len(pil) == 3
     for (xc, yc), (xp, yp) in zip(cpp, pil):
         np.testing.assert_array_equal(xc, xp)
         np.testing.assert_array_equal(yc, yp)
     # training: the same seed gives the same shuffled, augmented batches (what exact resume replays)
     ttf = lambda: train_transforms(16, MEAN, STD, "bicubic", auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.25)
-    one, two = (_batches(root, ttf(), "auto", shuffle=True, seed=7) for _ in range(2))
+    one, two = (_batches(root, ttf(), "cpp", shuffle=True, seed=7) for _ in range(2))
     for (x1, y1), (x2, y2) in zip(one, two):
         np.testing.assert_array_equal(x1, x2)
         np.testing.assert_array_equal(y1, y2)
@@ -58,7 +59,7 @@ def test_cpp_path_stops_on_a_bad_jpeg_with_its_path(tmp_path, damage):
     data = bad.read_bytes()
     bad.write_bytes({"truncated": data[: len(data) // 2], "text": b"not an image at all", "empty": b""}[damage])
     with pytest.raises(Exception) as err:
-        _batches(root, eval_transforms(16, MEAN, STD, "bilinear", 1.0), "auto")
+        _batches(root, eval_transforms(16, MEAN, STD, "bilinear", 1.0), "cpp")
     assert str(bad) in str(err.value) and "cannot decode" in str(err.value)
     if damage == "truncated":  # the check in the source, not the C++ decoder (which would fill it with grey)
         with pytest.raises(Exception, match="truncated"):

@@ -3,11 +3,10 @@
 Three pipelines read the same ImageFolder tree and apply the same training transform (RandomResizedCrop to
 ``image_size``, flip, RandAugment, normalise, CHW, random erasing: the DeiT-style recipes' setting) and batch:
 
-* ``convattn`` -- :func:`convattn.data.create_loader` as training uses it: on a JPEG tree the sample source
-  reads and checks each file's bytes (a truncated or undecodable file stops the run with its path) and the
-  C++ ``vision.Decode`` runs in the map workers;
-* ``convattn-pil`` -- the same reader with ``decode='pil'``: Pillow decodes inside the ``GeneratorDataset``
-  source (the only path before the C++ one; still used for non-JPEG trees);
+* ``convattn`` -- :func:`convattn.data.create_loader` as training uses it: Pillow decodes each image inside the
+  ``GeneratorDataset`` source (an undecodable file, truncated JPEGs included, stops the run with its path);
+* ``convattn-cpp`` -- the same reader with ``decode='cpp'``: the source reads and checks each file's bytes (same
+  policy) and MindSpore's C++ ``vision.Decode`` runs in the map workers;
 * ``native`` -- ``mindspore.dataset.ImageFolderDataset`` + the C++ ``vision.Decode``, then the same transforms.
   (Its decoder fills a truncated JPEG with grey instead of failing, and it has no repeated-augmentation order;
   it is the yardstick, not used for training.)
@@ -31,7 +30,7 @@ import numpy as np
 __all__ = ["write_fake_imagenet", "build_pipeline", "time_pipeline", "run_pipeline_bench", "summarize",
            "pipeline_markdown", "write_pipeline_reports", "PIPELINES"]
 
-PIPELINES = ("convattn", "convattn-pil", "native")
+PIPELINES = ("convattn", "convattn-cpp", "native")
 _MARKER = ".convattn_fake_imagenet"
 # (width, height) of typical ImageNet photos (most are 500 px on the long side)
 _SIZES = [(500, 375), (375, 500), (500, 333), (333, 500), (500, 500), (400, 300), (500, 400)]
@@ -95,17 +94,17 @@ def _train_ops(image_size: int, auto_augment, re_prob: float) -> list:
 
 def build_pipeline(name: str, root: str, workers: int, batch_size: int, image_size: int = 224, seed: int = 0,
                    auto_augment="rand-m9-mstd0.5-inc1", re_prob: float = 0.25):
-    """A shuffled, batched training pipeline over ``root``: ``convattn`` (the default reader), ``convattn-pil``
+    """A shuffled, batched training pipeline over ``root``: ``convattn`` (the default reader), ``convattn-cpp``
     or ``native``."""
     import mindspore.dataset as ds
     from mindspore.dataset import vision
 
     ops = _train_ops(image_size, auto_augment, re_prob)
-    if name in ("convattn", "convattn-pil"):
+    if name in ("convattn", "convattn-cpp"):
         from ..data import create_loader
 
         dataset, _, _ = create_loader(root, ops, batch_size, True, True, workers, seed=seed,
-                                      decode="pil" if name == "convattn-pil" else "auto")
+                                      decode="cpp" if name == "convattn-cpp" else "pil")
         return dataset
     if name == "native":
         ds.config.set_seed(seed)

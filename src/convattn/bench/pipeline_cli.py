@@ -35,8 +35,8 @@ def bench_main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="scripts/bench_pipeline.py",
         description="Images/s through the full training transform for the project's reader (Pillow decode in the "
-                    "source, the default) and MindSpore's ImageFolderDataset + C++ Decode, alternating, per worker "
-                    "count; ratios are taken within each repeat.")
+                    "source, the default; and its decode='cpp' option) and MindSpore's ImageFolderDataset + C++ "
+                    "Decode, alternating, per worker count; ratios are taken within each repeat.")
     p.add_argument("--data", required=True, help="an ImageFolder tree; generated there first with --generate")
     p.add_argument("--generate", action="store_true", help="write the generated ImageNet-like tree into --data")
     _gen_args(p)
@@ -53,6 +53,11 @@ def bench_main(argv=None) -> int:
         return 2
     import mindspore as ms
 
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if max(args.workers) > cpus:
+        print(f"error: MindSpore allows at most {cpus} workers per op on this machine ({cpus} CPUs); "
+              f"got --workers {' '.join(map(str, args.workers))}", file=sys.stderr)
+        return 2
     try:
         if args.generate:
             write_fake_imagenet(args.data, args.classes, args.per_class, args.seed)
@@ -73,7 +78,7 @@ def bench_main(argv=None) -> int:
                 size += os.path.getsize(os.path.join(dirpath, f))
     env = {"images": n, "mean_kb": size / max(n, 1) / 1024, "image_size": args.image_size,
            "batch_size": args.batch_size, "repeats": args.repeats, "mindspore": ms.__version__,
-           "cpu_count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+           "cpu_count": cpus,
            "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None,
            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
     paths = write_pipeline_reports(result, env, args.out)

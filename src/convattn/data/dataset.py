@@ -10,14 +10,13 @@ Corrupt/non-image file policy (decided here, tested in tests/test_engine_data.py
   samples would hide a damaged copy of the data set and change the epoch length between machines;
   the error says which file to fix or delete.
 
-Decoding. A tree of JPEG files (by extension; ImageNet) is decoded by MindSpore's C++ ``vision.Decode`` in the
-map workers, outside Python's GIL (the faster path: see the input-pipeline numbers in the README); the sample
-source reads each file's bytes and checks them first, so the policy above holds: a file that does not start as
-a JPEG, does not end with the JPEG end-of-image marker (a truncated file; the C++ decoder would fill the missing
-part with grey) or is not RGB/greyscale (CMYK) is decoded with Pillow in the source instead (raising the error
-naming the path, or handing the pixels on losslessly as BMP). Any other tree is decoded with Pillow in the source
-(``decode='pil'`` forces that for JPEG trees too; both decoders give identical pixels). The remaining transforms
-are ``mindspore.dataset.vision`` C++ ops.
+Decoding is done with Pillow inside the sample source (so the failing path is known), the remaining
+transforms with ``mindspore.dataset.vision`` C++ ops. ``decode='cpp'`` instead hands each file's bytes to
+MindSpore's C++ ``vision.Decode`` in the map workers (identical pixels; measured no faster on 2 cores, see the
+README's input-pipeline numbers); the source checks the bytes first so the policy above still holds: a file that
+does not start as a JPEG, does not end with the JPEG end-of-image marker (a truncated file, which the C++ decoder
+would fill with grey) or is not RGB/greyscale (CMYK) is decoded with Pillow in the source instead (raising the
+error naming the path, or handing the pixels on losslessly as BMP).
 """
 import io
 import logging
@@ -87,7 +86,6 @@ def decode_image(path: str) -> np.ndarray:
             "(convattn stops on undecodable images instead of silently dropping samples)") from exc
 
 
-JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe")
 _JPEG_PADDING = frozenset(b"\x00\n\r ")
 
 
@@ -143,7 +141,7 @@ class ImageFolderSource:
 def create_loader(root: str, transforms: list, batch_size: int, shuffle: bool, drop_remainder: bool,
                   num_workers: int = 1, num_shards: Optional[int] = None, shard_id: Optional[int] = None,
                   seed: int = 0, class_to_idx: Optional[dict] = None, python_multiprocessing: bool = False,
-                  aug_repeats: int = 1, decode: str = "auto"):
+                  aug_repeats: int = 1, decode: str = "pil"):
     """A batched ``mindspore.dataset`` pipeline over one ImageFolder tree.
 
     ``seed`` fixes shuffle order and random transforms (call once per epoch with a new seed for a new
@@ -155,8 +153,8 @@ def create_loader(root: str, transforms: list, batch_size: int, shuffle: bool, d
     image land on different ranks (on one rank: in the same batch) and get independent random
     transforms; each rank keeps ``num_samples // num_shards`` of them, so the epoch length is unchanged.
     (timm also rounds that count down to a multiple of 256 / num_shards; that ImageNet detail is left out.)
-    ``decode``: ``'auto'`` (C++ decode for a tree of JPEG files, Pillow otherwise; see the module doc),
-    ``'cpp'`` or ``'pil'``. ``transforms`` are the ops after decoding either way.
+    ``decode``: ``'pil'`` (Pillow in the source, the default) or ``'cpp'`` (checked bytes to the C++
+    ``vision.Decode``; see the module doc). ``transforms`` are the ops after decoding either way.
     Returns ``(dataset, class_to_idx, num_samples)``.
     """
     import mindspore.dataset as ds
@@ -174,10 +172,8 @@ def create_loader(root: str, transforms: list, batch_size: int, shuffle: bool, d
         samples, shuffle = [samples[i] for i in chosen], False
     elif num_shards is not None and num_shards > 1:
         kwargs.update(num_shards=num_shards, shard_id=shard_id)
-    if decode not in ("auto", "cpp", "pil"):
-        raise ValueError(f"decode must be 'auto', 'cpp' or 'pil', got {decode!r}")
-    if decode == "auto":
-        decode = "cpp" if all(p.lower().endswith(JPEG_EXTENSIONS) for p, _ in samples) else "pil"
+    if decode not in ("pil", "cpp"):
+        raise ValueError(f"decode must be 'pil' or 'cpp', got {decode!r}")
     if decode == "cpp":
         from mindspore.dataset import vision
         transforms = [vision.Decode()] + list(transforms)
