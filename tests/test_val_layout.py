@@ -44,6 +44,16 @@ def test_flat_val_error_names_the_script(flat):
         list_image_folder(str(flat / "val"))
 
 
+def test_training_refuses_a_flat_val_before_the_first_epoch(flat):
+    from types import SimpleNamespace
+
+    from convattn.engine.trainer import build_loaders
+    cfg = SimpleNamespace(deterministic=True, num_parallel_workers=1, data_dir=str(flat), train_split="train",
+                          val_split="val", num_classes=3)
+    with pytest.raises(ValueError, match="imagenet_val_layout.py"):
+        build_loaders(cfg, {}, 0, 1)
+
+
 def test_dry_run_then_links_in_place(flat, capsys):
     main = _script()
     args = ["--val", str(flat / "val"), "--labels", str(flat / "LOC_val_solution.csv")]

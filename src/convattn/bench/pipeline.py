@@ -192,7 +192,8 @@ def summarize(rows: List[dict], pipelines: Sequence[str] = PIPELINES) -> List[di
 def pipeline_markdown(result: dict, env: dict) -> str:
     head = (f"{env.get('images')} generated JPEGs ({env.get('mean_kb', 0):.0f} KB mean), training transform at "
             f"{env.get('image_size')}², batch {env.get('batch_size')}, {env.get('repeats')} alternating repeats, "
-            f"MindSpore {env.get('mindspore')}, {env.get('cpu_count')} CPUs, {env.get('date')}\n\n")
+            f"MindSpore {env.get('mindspore')}, {env.get('cpu_count')} CPUs"
+            f"{', load average %.1f at the end' % env['load_avg'][0] if env.get('load_avg') else ''}, {env.get('date')}\n\n")
     lines = ["| workers | pipeline | img/s median (min–max) | CPU ms / image | ÷ native, same repeat: median (min–max) |",
              "|---:|---|---|---:|---|"]
     for e in result["summary"]:

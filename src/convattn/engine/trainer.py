@@ -116,6 +116,8 @@ def build_loaders(cfg: Config, data_cfg: dict, rank: int, size: int):
     train_root = os.path.join(cfg.data_dir, cfg.train_split)
     val_root = os.path.join(cfg.data_dir, cfg.val_split)
     _, class_to_idx, _ = list_image_folder(train_root)
+    if os.path.isdir(val_root):  # a flat or foreign val tree fails now, not after the first epoch
+        list_image_folder(val_root, class_to_idx)
     if len(class_to_idx) != cfg.num_classes:
         raise ValueError(f"{train_root} has {len(class_to_idx)} classes but num_classes is {cfg.num_classes}; "
                          f"set --num_classes {len(class_to_idx)}")
