@@ -24,7 +24,8 @@ def trained(tmp_path_factory, digits32):
     ms.set_seed(0)
     net = create_model("van_b0", num_classes=10, **TINY)
     ckpt = str(run / "van_b0_best.ckpt")
-    ms.save_checkpoint(net, ckpt)
+    meta = {"train.epoch": 3, "train.step": 7, "train.global_step": 21, "train.best_acc": 50.0}
+    ms.save_checkpoint(net, ckpt, append_dict=meta)  # a training checkpoint: weights + the engine's position
     write_class_names(str(run), {f"digit{i}": i for i in range(10)})
     (run / "config.yaml").write_text("model: van_b0\nnum_classes: 10\nmodel_kwargs: {depths: [1, 1, 1, 1]}\n"
                                      "image_size: 64\ncrop_pct: null\n")  # trained at 64: inferred at 64
@@ -95,19 +96,19 @@ def test_mindir_at_its_own_size_with_fixed_batch(trained, tmp_path):
     from convattn.deploy import export_model
 
     out = tmp_path / "exp"
-    export_model("van_b0", ckpt=trained["ckpt"], fmt="MINDIR", out_dir=str(out), batch=2, image_size=(64, 64),
+    export_model("van_b0", ckpt=trained["ckpt"], fmt="MINDIR", out_dir=str(out), batch=2, image_size=(96, 96),
                  model_kwargs=TINY, log=lambda *_: None)
     mindir = str(out / "van_b0.mindir")
     said = []
     pred = Predictor(mindir=mindir, log=said.append)
-    assert pred.image_hw == (64, 64) and pred.batch_size == 2 and pred.num_classes == 10
-    assert len([m for m in said if "64x64" in m and "224x224" in m]) == 1  # said once, at load
+    assert pred.image_hw == (96, 96) and pred.batch_size == 2 and pred.num_classes == 10
+    assert len([m for m in said if "96x96" in m and "64x64" in m]) == 1  # said once (the run's size is 64)
     assert pred.names_source.endswith(CLASS_NAMES_FILE)  # found beside the exported checkpoint
     res = pred.predict(trained["images"], topk=2)  # 3 images through a batch-2 graph: the last batch is padded
     assert [r["status"] for r in res] == ["ok"] * 3 and len(said) == 1
     trained["net"].set_train(False)
     for r in res:
-        _check_topk(r, _reference_probs(trained["net"], r["path"], size=64), 1e-5)
+        _check_topk(r, _reference_probs(trained["net"], r["path"], size=96), 1e-5)
 
 
 def test_inputs_and_class_name_sources(tmp_path):

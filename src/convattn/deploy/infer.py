@@ -60,7 +60,8 @@ class Predictor:
     """Top-k predictions of a checkpoint (``model`` + ``ckpt``) or an exported ``mindir``.
 
     ``model_kwargs``/``num_classes`` and the eval transform's size/crop/mean/std default to those in the training
-    run's ``config.yaml`` beside the checkpoint (or the MINDIR's sidecar), else the model's default config; class names to ``class_names.json`` beside the checkpoint, then
+    run's ``config.yaml`` beside the checkpoint (for a MINDIR: beside the checkpoint its sidecar names, then the
+    sidecar), else the model's default config; class names to ``class_names.json`` beside the checkpoint, then
     ImageNet-1k's for 1,000 classes, then indices (``class_names='none'`` forces indices).
     """
 
@@ -91,6 +92,8 @@ class Predictor:
             data_keys.update({k: pre.get(k) for k in ("crop_pct", "interpolation", "mean", "std")})
             if side.get("checkpoint"):
                 search.append(os.path.dirname(side["checkpoint"]))
+                run_cfg = self._run_config(side["checkpoint"], model)  # the training run it was exported from
+                data_keys.update({k: run_cfg[k] for k in data_keys if run_cfg.get(k) is not None})
             search.append(os.path.dirname(os.path.abspath(mindir)))
         else:
             if model is None:
@@ -237,8 +240,9 @@ class Predictor:
             try:
                 arr = tf(decode_image(path))
             except CorruptImageError as exc:
-                res.update(status="error", error=str(exc))
-                self.log(f"[infer] skipped {path}: {exc}")
+                cause = exc.__cause__ or exc
+                res.update(status="error", error=f"cannot decode image file {path}: {type(cause).__name__}: {cause}")
+                self.log(f"[infer] skipped {path}: {res['error']}")
                 continue
             pending.append((res, np.asarray(arr)))
             if len(pending) == self.batch_size:

@@ -16,6 +16,7 @@ TRAINING_STATE_PREFIXES = (
     "moments.", "accum.", "adam_m.", "adam_v.", "moment1.", "moment2.", "ema.", "global_step",
     "learning_rate", "beta1_power", "beta2_power", "epoch_num", "step_num", "scale_sense",
     "current_iterator_step", "last_overflow_iterator_step", "loss_scale", "train_state.",
+    "train.",  # the engine's position entries (train.epoch, train.step, train.global_step, train.best_acc)
 )
 
 
