@@ -99,6 +99,8 @@ def test_mindir_at_its_own_size_with_fixed_batch(trained, tmp_path):
     export_model("van_b0", ckpt=trained["ckpt"], fmt="MINDIR", out_dir=str(out), batch=2, image_size=(96, 96),
                  model_kwargs=TINY, log=lambda *_: None)
     mindir = str(out / "van_b0.mindir")
+    with pytest.raises(InferError, match="exported from van_b0"):
+        Predictor(model="van_b1", mindir=mindir)
     said = []
     pred = Predictor(mindir=mindir, log=said.append)
     assert pred.image_hw == (96, 96) and pred.batch_size == 2 and pred.num_classes == 10

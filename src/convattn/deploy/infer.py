@@ -13,7 +13,7 @@ the other images are still predicted; a checkpoint of another model fails with
 import csv
 import json
 import os
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -80,6 +80,9 @@ class Predictor:
         search, data_keys = [], {"image_size": None, "crop_pct": None, "interpolation": None, "mean": None, "std": None}
         if mindir is not None:
             side = _read_sidecar(mindir)
+            if model and side.get("model") and model != side["model"]:
+                raise InferError(f"{mindir} was exported from {side['model']} (its sidecar says so), not {model}; "
+                                 f"pass --model {side['model']} or leave --model out")
             model = model or side.get("model")
             if model is None:
                 raise InferError(f"{mindir} has no sidecar {mindir}.json naming its model; pass --model NAME "
