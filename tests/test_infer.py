@@ -71,7 +71,7 @@ def test_checkpoint_predictions_names_and_unreadable_image(trained, tmp_path, ca
         assert [n for _, n, _ in r["topk"]] == [f"digit{i}" for i, _, _ in r["topk"]]
     # the command line (PYNATIVE: no graph compile): prints per image, writes CSV, reports the bad file, exits 0
     out_csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"
-    assert infer_main(["--model", "van_b0", "--ckpt", trained["ckpt"], "--topk", "2", "--out", str(out_csv),
+    assert infer_main(["--ckpt", trained["ckpt"], "--topk", "2", "--out", str(out_csv),  # config.yaml names the model
                        "--batch-size", "4", "--mode", "1"] + inputs) == 0
     printed = capsys.readouterr()
     assert "digit" in printed.out and f"{bad}: ERROR" in printed.out and "1 of 4 image(s)" in printed.err
@@ -122,6 +122,8 @@ def test_inputs_and_class_name_sources(tmp_path):
         list_images([str(tmp_path / "missing.jpg")])
     with pytest.raises(InferError, match="either a checkpoint"):
         Predictor(model="van_b0")
+    with pytest.raises(InferError, match="needs --model"):
+        Predictor(ckpt=str(tmp_path / "no_run_config.ckpt"))
     # ImageNet-1k's names ship with the package: 1,000 sorted WordNet ids, index order of a train/ tree
     syn = imagenet_synsets()
     assert len(syn) == 1000 and [w for w, _ in syn] == sorted(w for w, _ in syn) and len({w for w, _ in syn}) == 1000

@@ -99,9 +99,11 @@ class Predictor:
                 data_keys.update({k: run_cfg[k] for k in data_keys if run_cfg.get(k) is not None})
             search.append(os.path.dirname(os.path.abspath(mindir)))
         else:
-            if model is None:
-                raise InferError("--ckpt needs --model NAME (the registered model it was trained as)")
             run_cfg = self._run_config(ckpt, model)
+            model = model or run_cfg.get("model")
+            if model is None:
+                raise InferError("--ckpt needs --model NAME (the registered model it was trained as; a training "
+                                 "run's config.yaml beside the checkpoint names it)")
             model_kwargs = run_cfg.get("model_kwargs", {}) if model_kwargs is None else model_kwargs
             num_classes = num_classes or run_cfg.get("num_classes")
             data_keys.update({k: run_cfg.get(k) for k in data_keys})  # the size/crop/mean/std it was trained with
@@ -124,8 +126,8 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------------- loading
     @staticmethod
-    def _run_config(ckpt: str, model: str) -> dict:
-        """``config.yaml`` written by training beside ``ckpt``, when it trained this model."""
+    def _run_config(ckpt: str, model: Optional[str]) -> dict:
+        """``config.yaml`` written by training beside ``ckpt``, when it trained this model (or any, for None)."""
         path = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "config.yaml")
         if not os.path.isfile(path):
             return {}
@@ -133,7 +135,7 @@ class Predictor:
 
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
-        return data if isinstance(data, dict) and data.get("model") == model else {}
+        return data if isinstance(data, dict) and (model is None or data.get("model") == model) else {}
 
     def _load_ckpt(self, model: str, ckpt: str, model_kwargs: dict, num_classes: Optional[int]) -> None:
         from ..models import create_model, get_model_cfg

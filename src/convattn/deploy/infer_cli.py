@@ -11,7 +11,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Top-k classes with probabilities for image files, from a registered model with a checkpoint "
                     "or an exported MINDIR, through the model's own eval transform (resize, centre crop, mean/std).")
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
-    p.add_argument("--model", help="registered model name (needed with --ckpt; a MINDIR's sidecar names it)")
+    p.add_argument("--model", help="registered model name (default: the one named by the training run's config.yaml "
+                                   "beside --ckpt, or by the MINDIR's sidecar)")
     p.add_argument("--ckpt", help="MindSpore .ckpt (a training run's or a converted one)")
     p.add_argument("--mindir", help="MINDIR written by scripts/run_export.sh (its .json sidecar beside it)")
     p.add_argument("--model-kwargs", default=None,
