@@ -79,6 +79,16 @@ def test_devkit_labels_and_bad_input(flat, capsys):
     assert main(common + ["--classes", str(flat / "synsets.txt"), "--index-base", "1"]) == 0
     assert sorted(os.listdir(out)) == WNIDS and sorted(os.listdir(out / WNIDS[1])) == [
         "ILSVRC2012_val_00000002.JPEG", "ILSVRC2012_val_00000005.JPEG"]
+    # the devkit's meta.mat gives the ILSVRC2012_ID order (here the reverse of the sorted wnids; 1001+ are not classes)
+    from scipy.io import savemat
+    rows = [(1, WNIDS[2], 0), (2, WNIDS[1], 0), (3, WNIDS[0], 0), (1001, "n00001740", 5)]
+    synsets = np.zeros((4, 1), dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("num_children", "O")])
+    for i, (k, w, nc) in enumerate(rows):
+        synsets[i, 0] = (np.array([[k]], np.uint16), np.array([w]), np.array([[nc]], np.uint16))
+    savemat(str(flat / "meta.mat"), {"synsets": synsets})
+    assert main(common[:-1] + [str(flat / "val_meta"), "--classes", str(flat / "meta.mat")]) == 0
+    assert sorted(os.listdir(flat / "val_meta" / WNIDS[2])) == ["ILSVRC2012_val_00000001.JPEG",
+                                                               "ILSVRC2012_val_00000004.JPEG"]
     (flat / "short.txt").write_text("1\n2\n")
     with pytest.raises(ValLayoutError, match="2 labels .* 6 images"):
         make_val_layout(str(flat / "val"), str(flat / "short.txt"), str(flat / "x"), dry_run=True)

@@ -9,8 +9,8 @@ understood:
 * ``<file> <class>`` lines (``<class>`` a folder name such as a WordNet id, or an integer index: then
   ``--classes`` and ``--index-base`` say which folder an index means);
 * one label per line in sorted file order, as the devkit's ``ILSVRC2012_validation_ground_truth.txt``
-  (integers; ``--index-base 1`` with ``--classes`` listing the classes in the devkit's ILSVRC2012_ID order
-  (``meta.mat``), which differs from the sorted WordNet order).
+  (integers in the devkit's ILSVRC2012_ID order, which differs from the sorted WordNet order: pass the devkit's
+  ``meta.mat`` as ``--classes``, read with SciPy, or a text file of WordNet ids in that order with ``--index-base 1``).
 
 Everything is checked before anything is written (every image has a label, every label an image); a dry
 run prints what would be done. A rerun is a no-op; an existing entry that is not the same link stops it.
@@ -31,6 +31,15 @@ class ValLayoutError(ValueError):
 
 
 def _read_classes(path: str) -> List[str]:
+    if path.endswith(".mat"):  # the devkit's meta.mat: synsets with ILSVRC2012_ID 1..1000 are the classes
+        from scipy.io import loadmat
+        try:
+            synsets = loadmat(path, squeeze_me=True)["synsets"]
+            pairs = sorted((int(r["ILSVRC2012_ID"]), str(r["WNID"])) for r in synsets if int(r["num_children"]) == 0)
+        except Exception as exc:
+            raise ValLayoutError(f"cannot read the synsets of {path} ({type(exc).__name__}: {exc}); pass the "
+                                 "devkit's data/meta.mat or a text file of class names") from exc
+        return [wnid for _, wnid in pairs]
     with open(path, encoding="utf-8") as f:  # one class per line; '<wnid> <names>' lines keep the first token
         return [line.split()[0] for line in f if line.strip()]
 
@@ -66,10 +75,12 @@ def read_val_labels(labels: str, images: List[str], classes: Optional[str] = Non
     numeric = all(lab.lstrip("-").isdigit() for _, lab in pairs)
     names = None
     if numeric:
+        if classes is not None and classes.endswith(".mat") and index_base is None:
+            index_base = 1  # ILSVRC2012_IDs start at 1
         if classes is None or index_base is None:
             raise ValLayoutError(
-                f"{labels} gives integer labels: pass --classes FILE (the class folder names in label order, one "
-                "per line) and --index-base 1 (devkit ground truth, ILSVRC2012_ID order) or 0 (0-based lists)")
+                f"{labels} gives integer labels: pass --classes with the devkit's meta.mat, or --classes FILE (the "
+                "class folder names in label order, one per line) and --index-base 1 or 0")
         names = _read_classes(classes)
     out: Dict[str, str] = {}
     for key, lab in pairs:
