@@ -129,7 +129,8 @@ def test_launcher_bad_input_fails_before_starting(digits16, tmp_path):
         r = _launch(*args, env=dict(env or {}, DRY_RUN="1"))
         assert r.returncode != 0 and needle in r.stderr, (args, r.stdout, r.stderr)
         assert "msrun --worker_num" not in r.stdout
-    ok = _launch(*base, 4, 3, "10.0.0.1", 9000, "--accumulation_steps", 2, env={"DRY_RUN": "1"})
+    # one node (the default): local workers = all workers, master 127.0.0.1; overrides reach train.py
+    ok = _launch(config, digits16, 2, "CPU", "--accumulation_steps", 2, env={"DRY_RUN": "1"})
     assert ok.returncode == 0, ok.stderr
-    assert ("msrun --worker_num=4 --local_worker_num=1 --node_rank=3 --master_addr=10.0.0.1 --master_port=9000"
-            in ok.stdout) and "--accumulation_steps 2" in ok.stdout
+    assert ("msrun --worker_num=2 --local_worker_num=2 --node_rank=0 --master_addr=127.0.0.1 --master_port=8118"
+            in ok.stdout) and ok.stdout.rstrip().endswith("--distribute true --accumulation_steps 2")
