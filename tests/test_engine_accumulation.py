@@ -100,6 +100,7 @@ def test_trainer_accumulation_and_resume(digits16, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "2 optimizer steps/epoch of 2 micro-batches (the last 1 micro-batches" in text
     assert "global batch 16 = 8 per device x 1 device x 2 accumulation steps (lr_scale linear: lr x 1)" in text
+    assert "note: BatchNorm" not in text  # printed only for networks with BatchNorm
     _train(digits16, tmp_path / "big", batch_size=16, max_steps_per_epoch=2, ckpt_steps=1)
     acc, big = _weights(tmp_path / "acc" / "deit_tiny-1_4.ckpt"), _weights(tmp_path / "big" / "deit_tiny-1_2.ckpt")
     assert acc.keys() == big.keys()

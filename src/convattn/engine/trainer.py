@@ -317,6 +317,9 @@ def train(cfg: Config) -> dict:
            f"device{'s' if size > 1 else ''} x {accum} accumulation step{'s' if accum > 1 else ''}"
            f"{' (lr_scale linear: lr x %g)' % (global_batch / cfg.lr_base_batch) if cfg.lr_scale == 'linear' else ''}, "
            f"peak lr {lrs.max():.3g}, opt {cfg.opt}, amp {cfg.amp_level}", rank)
+    if accum > 1 and any(isinstance(c, (nn.BatchNorm1d, nn.BatchNorm2d)) for _, c in net.cells_and_names()):
+        _print(f"note: BatchNorm normalises each micro-batch of {cfg.batch_size} images per device (statistics are "
+               f"not accumulated over the {accum} micro-batches of a window)", rank)
 
     def meta(epoch, step, gstep, best):
         # "train." prefix: the optimizer owns a parameter named global_step. step counts micro-batches of the epoch,
