@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 from .config import ConfigError, parse_cli, validate
 
-__all__ = ["train_main", "eval_main", "prepare_digits_main"]
+__all__ = ["train_main", "check_main", "eval_main", "prepare_digits_main"]
 
 
 def _fail(exc: Exception) -> int:
@@ -23,6 +23,17 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
         train(cfg)
     except TrainingDiverged:
         return 3
+    return 0
+
+
+def check_main(argv: Optional[Sequence[str]] = None) -> int:
+    """Validate a training config + overrides without training (the launchers run it before starting processes)."""
+    try:
+        cfg = validate(parse_cli(argv, "Check a training config (the launchers run this before any process)."))
+    except ConfigError as exc:
+        return _fail(exc)
+    print(f"config OK: {cfg.model}, batch_size {cfg.batch_size} per device, accumulation_steps "
+          f"{cfg.accumulation_steps}", flush=True)
     return 0
 
 

@@ -103,15 +103,17 @@ GROUPS: "OrderedDict[str, List[tuple]]" = OrderedDict([
     ]),
     ("train", [
         ("epochs", 10, "int", "training epochs (cooldown included)"),
+        ("accumulation_steps", 1, "int", "gradient accumulation: one optimizer step per N micro-batches of batch_size "
+                                         "(global batch = batch_size x devices x N; BatchNorm sees micro-batches)"),
         ("ema", False, "bool", "keep an exponential moving average of the weights (evaluated instead)"),
         ("ema_decay", 0.9999, "float", "EMA decay per step"),
         ("val_interval", 1, "int", "evaluate every N epochs (0 = only at the end)"),
-        ("max_steps_per_epoch", 0, "int", "cut each epoch after N steps (0 = full epoch; for smoke tests)"),
+        ("max_steps_per_epoch", 0, "int", "cut each epoch after N (micro-)batches (0 = full epoch; for smoke tests)"),
     ]),
     ("checkpoint", [
         ("ckpt_dir", "./output", "str", "output folder: checkpoints, effective config, CSV log, curves PNG"),
         ("ckpt_interval", 1, "int", "save every N epochs"),
-        ("ckpt_steps", 0, "int", "also save every N global steps (0 = off)"),
+        ("ckpt_steps", 0, "int", "also save every N optimizer steps (0 = off)"),
         ("keep_checkpoint_max", 5, "int", "keep the last N periodic checkpoints"),
         ("resume", None, "str?", "checkpoint to resume from, or 'auto' (latest in ckpt_dir)"),
         ("ckpt", None, "str?", "checkpoint to evaluate (eval.py)"),
@@ -214,7 +216,7 @@ def validate(cfg: Dict[str, Any], for_training: bool = True) -> Config:
             if not 0.0 <= out[k] <= 1.0:
                 raise ConfigError(f"config key '{k}' must be in [0, 1], got {out[k]!r}")
 
-    positive("aug_repeats", "batch_size", "num_classes", "epochs", "lr", "num_parallel_workers", "log_interval", "ckpt_interval",
+    positive("accumulation_steps", "aug_repeats", "batch_size", "num_classes", "epochs", "lr", "num_parallel_workers", "log_interval", "ckpt_interval",
              "keep_checkpoint_max", "lr_base_batch", "image_size", "crop_pct", "loss_scale", "ema_decay", "eps")
     non_negative("min_lr", "warmup_lr", "warmup_epochs", "cooldown_epochs", "weight_decay", "clip_grad", "mixup",
                  "cutmix", "momentum", "val_interval", "max_steps_per_epoch", "ckpt_steps", "cpu_threads", "seed",

@@ -29,6 +29,7 @@ from .feedback import EpochLog, format_eta, plot_curves
 from .losses import SoftTargetCrossEntropy
 from .optim import create_optimizer
 from .scheduler import build_lr_schedule
+from .step import TrainStep
 
 __all__ = ["TrainingDiverged", "setup_context", "build_model", "build_loaders", "train", "evaluate", "weights_digest"]
 
@@ -260,9 +261,18 @@ def train(cfg: Config) -> dict:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     if steps_per_epoch < 1:
         raise ValueError(f"the training set gives no full batch of {cfg.batch_size} per device; lower batch_size")
-    global_batch = cfg.batch_size * size
-    total_steps = steps_per_epoch * cfg.epochs
-    lrs = build_lr_schedule(cfg, steps_per_epoch, global_batch)
+    # gradient accumulation: an epoch is steps_per_epoch micro-batches, opt_steps optimizer steps (the lr schedule,
+    # ckpt_steps and the checkpoints' global step count optimizer steps); a last incomplete window is not trained
+    accum = cfg.accumulation_steps
+    if steps_per_epoch < accum:
+        raise ValueError(f"accumulation_steps {accum} exceeds the {steps_per_epoch} micro-batches of {cfg.batch_size} "
+                         f"per device in an epoch; lower accumulation_steps or batch_size")
+    dropped = steps_per_epoch % accum
+    steps_per_epoch -= dropped
+    opt_steps = steps_per_epoch // accum
+    global_batch = cfg.batch_size * size * accum
+    total_steps = opt_steps * cfg.epochs
+    lrs = build_lr_schedule(cfg, opt_steps, global_batch)
 
     net = build_model(cfg)
     n_params = sum(p.size for p in net.trainable_params())
@@ -278,30 +288,10 @@ def train(cfg: Config) -> dict:
         loss = loss_fn(net(images), targets)
         return scaler.scale(loss) if scaler is not None else loss
 
-    grad_fn = ms.value_and_grad(forward, None, optimizer.parameters)
     reducer = nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=size) if distributed else None
-    clip = float(cfg.clip_grad)
-
-    def step_fn(images, targets):
-        loss, grads = grad_fn(images, targets)
-        if reducer is not None:
-            grads = reducer(grads)
-        if scaler is not None:
-            loss = scaler.unscale(loss)
-            grads = scaler.unscale(grads)
-            finite = ms.amp.all_finite(grads)
-            scaler.adjust(finite)
-        else:
-            finite = ms.Tensor(True)
-        if clip > 0:
-            grads = ops.clip_by_global_norm(grads, clip)
-        if finite:
-            loss = ops.depend(loss, optimizer(grads))
-            if ema is not None:
-                loss = ops.depend(loss, ema())
-        return loss, finite
-
-    train_step = ms.jit(step_fn) if cfg.mode == 0 else step_fn
+    # all-reduce, unscale, overflow check, clipping, optimizer and EMA act once per window on the mean gradient
+    train_step = TrainStep(forward, optimizer, accum, reducer=reducer, scaler=scaler, clip=cfg.clip_grad, ema=ema,
+                           jit=cfg.mode == 0)
 
     # ---- resume
     manager = CheckpointManager(cfg.ckpt_dir, cfg.model, cfg.keep_checkpoint_max)
@@ -311,6 +301,7 @@ def train(cfg: Config) -> dict:
         if path is None:
             _print(f"--resume auto: no checkpoint of {cfg.model} in {cfg.ckpt_dir}; starting from scratch", rank)
         else:
+            _check_resume_window(path, accum)
             meta = _load_state(path, net, optimizer, ema, scaler)
             start_epoch, start_step, best_acc = int(meta["epoch"]), int(meta["step"]), meta["best_acc"]
             if start_step >= steps_per_epoch:
@@ -322,13 +313,24 @@ def train(cfg: Config) -> dict:
     mixup = Mixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, cfg.num_classes,
                   cfg.label_smoothing, cfg.label_smoothing_mode)
     kill_at, nan_at = _debug_step(KILL_ENV), _debug_step(NAN_ENV)
+    steps_text = (f"{steps_per_epoch} steps/epoch" if accum == 1 else
+                  f"{opt_steps} optimizer steps/epoch of {accum} micro-batches"
+                  + (f" (the last {dropped} micro-batches of each epoch do not fill a window and are skipped)"
+                     if dropped else ""))
     _print(f"training {cfg.model} ({n_params / 1e6:.2f} M params) on {cfg.device_target} x{size}: "
-           f"{steps_per_epoch} steps/epoch x {cfg.epochs} epochs, global batch {global_batch}, "
+           f"{steps_text} x {cfg.epochs} epochs, global batch {global_batch} = {cfg.batch_size} per device x {size} "
+           f"device{'s' if size > 1 else ''} x {accum} accumulation step{'s' if accum > 1 else ''}"
+           f"{' (lr_scale linear: lr x %g)' % (global_batch / cfg.lr_base_batch) if cfg.lr_scale == 'linear' else ''}, "
            f"peak lr {lrs.max():.3g}, opt {cfg.opt}, amp {cfg.amp_level}", rank)
+    if accum > 1 and any(isinstance(c, (nn.BatchNorm1d, nn.BatchNorm2d)) for _, c in net.cells_and_names()):
+        _print(f"note: BatchNorm normalises each micro-batch of {cfg.batch_size} images per device (statistics are "
+               f"not accumulated over the {accum} micro-batches of a window)", rank)
 
     def meta(epoch, step, gstep, best):
-        # "train." prefix: the optimizer owns a parameter named global_step
-        return {"train.epoch": epoch, "train.step": step, "train.global_step": gstep, "train.best_acc": float(best)}
+        # "train." prefix: the optimizer owns a parameter named global_step. step counts micro-batches of the epoch,
+        # global_step optimizer steps.
+        return {"train.epoch": epoch, "train.step": step, "train.global_step": gstep, "train.best_acc": float(best),
+                "train.accumulation_steps": accum}
 
     params = _state_params(net, optimizer, ema, scaler)
     last_ckpt = manager.latest()
@@ -347,7 +349,9 @@ def train(cfg: Config) -> dict:
                 break
             if step <= first:
                 continue  # replays the augmentation RNG of the batches trained before the interruption
-            gstep = (epoch - 1) * steps_per_epoch + step
+            gstep = (epoch - 1) * steps_per_epoch + step  # micro-batches so far (seeds and test hooks use it)
+            window_end = step % accum == 0
+            ostep = gstep // accum  # optimizer steps once this micro-batch is done
             if cfg.deterministic and cfg.mode == 1:
                 ms.set_seed(cfg.seed * 1000003 + gstep)
             rng = np.random.RandomState((cfg.seed * 1000003 + gstep * size + rank) % (2 ** 32))
@@ -355,7 +359,7 @@ def train(cfg: Config) -> dict:
             if gstep == nan_at:
                 images = np.full_like(images, np.nan)
             t0 = time.time()
-            loss, finite = train_step(ms.Tensor(images), ms.Tensor(targets))
+            loss, finite = train_step(ms.Tensor(images), ms.Tensor(targets), window_end)
             loss = float(loss.asnumpy())
             dt = time.time() - t0
             if not math.isfinite(loss):
@@ -372,18 +376,19 @@ def train(cfg: Config) -> dict:
             seen += images.shape[0]
             if step % cfg.log_interval == 0 or step == steps_per_epoch:
                 per_step = timed_secs / timed_steps if timed_steps else dt
-                eta = per_step * (total_steps - gstep)
+                eta = per_step * (steps_per_epoch * cfg.epochs - gstep)
                 _print(f"epoch {epoch}/{cfg.epochs} step {step}/{steps_per_epoch} loss {loss:.4f} "
-                       f"lr {lrs[gstep - 1]:.3e} {global_batch / max(per_step, 1e-9):.1f} img/s "
+                       f"lr {lrs[(gstep - 1) // accum]:.3e} {cfg.batch_size * size / max(per_step, 1e-9):.1f} img/s "
                        f"ETA {format_eta(eta)}", rank)
-            if cfg.ckpt_steps and gstep % cfg.ckpt_steps == 0 and step < steps_per_epoch and rank == 0:
-                last_ckpt = manager.save(params, epoch, step, meta(epoch, step, gstep, best_acc))
+            if (cfg.ckpt_steps and window_end and ostep % cfg.ckpt_steps == 0 and step < steps_per_epoch
+                    and rank == 0):
+                last_ckpt = manager.save(params, epoch, step, meta(epoch, step, ostep, best_acc))
             if gstep == kill_at:
                 sys.stdout.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
         train_loss = loss_sum / max(loss_n, 1)
         epoch_time = time.time() - epoch_start
-        row = {"epoch": epoch, "train_loss": f"{train_loss:.6f}", "lr": f"{lrs[epoch * steps_per_epoch - 1]:.6g}",
+        row = {"epoch": epoch, "train_loss": f"{train_loss:.6f}", "lr": f"{lrs[epoch * opt_steps - 1]:.6g}",
                "epoch_time_s": f"{epoch_time:.2f}", "images_per_s": f"{seen * size / max(epoch_time, 1e-9):.1f}"}
         do_eval = (cfg.val_interval and epoch % cfg.val_interval == 0) or epoch == cfg.epochs
         if do_eval:
@@ -396,7 +401,7 @@ def train(cfg: Config) -> dict:
             if is_best:
                 best_acc = metrics["top1"]
                 if rank == 0:
-                    manager.save_best(params, meta(epoch, steps_per_epoch, epoch * steps_per_epoch, best_acc))
+                    manager.save_best(params, meta(epoch, steps_per_epoch, epoch * opt_steps, best_acc))
             if ema is not None:
                 ema.swap()
             _print(f"epoch {epoch}/{cfg.epochs} done in {epoch_time:.1f}s: train loss {train_loss:.4f}, "
@@ -407,7 +412,7 @@ def train(cfg: Config) -> dict:
         if rank == 0:
             if epoch % cfg.ckpt_interval == 0 or epoch == cfg.epochs:
                 last_ckpt = manager.save(params, epoch, steps_per_epoch,
-                                         meta(epoch, steps_per_epoch, epoch * steps_per_epoch, best_acc))
+                                         meta(epoch, steps_per_epoch, epoch * opt_steps, best_acc))
             log.append(row)
     total = time.time() - run_start
     if rank == 0 and log is not None and log.rows:
@@ -419,6 +424,27 @@ def train(cfg: Config) -> dict:
                f"{metrics['top5']:.2f}% loss {metrics['loss']:.4f}; best top-1 {best_acc:.2f}%", rank)
     metrics = dict(metrics, best_top1=best_acc, time_s=total)
     return metrics
+
+
+def _check_resume_window(path: str, accum: int) -> None:
+    """Refuse a checkpoint whose position is inside an accumulation window or counted with another window size.
+
+    The partial gradient sum of a window is not checkpointed (the trainer saves only at window boundaries), and the
+    checkpoint's optimizer-step count indexes the lr schedule, which depends on accumulation_steps."""
+    data = ms.load_checkpoint(path, choice_func=lambda name: name in ("train.step", "train.accumulation_steps"))
+
+    def read(key, default):
+        value = data.get(key, default)
+        return int(value.asnumpy()) if hasattr(value, "asnumpy") else int(value)
+    step, saved = read("train.step", 0), read("train.accumulation_steps", 1)
+    if step % accum:
+        raise ValueError(f"{path} stops after micro-batch {step} of its epoch, inside an accumulation window of "
+                         f"{accum} micro-batches (a partial gradient sum is never saved); resume from a checkpoint "
+                         f"written at a window boundary, or with --accumulation_steps {saved}")
+    if saved != accum:
+        raise ValueError(f"{path} was written with accumulation_steps {saved} and this run has {accum}: its optimizer "
+                         f"step count (the lr schedule position) would not match this run's schedule; resume with "
+                         f"--accumulation_steps {saved}")
 
 
 def _has_stochastic_layers(net) -> bool:
