@@ -82,7 +82,7 @@ def build_model(cfg: Config):
     if cfg.drop_rate is not None:
         kwargs["drop_rate"] = cfg.drop_rate
     net = create_model(cfg.model, num_classes=cfg.num_classes, pretrained=cfg.pretrained,
-                       drop_path_rate=cfg.drop_path_rate, **kwargs)
+                       drop_path_rate=cfg.drop_path_rate, target=cfg.target or cfg.device_target, **kwargs)
     if cfg.amp_level != "O0":
         dtype = ms.float16 if cfg.amp_dtype == "float16" else ms.bfloat16
         net = ms.amp.auto_mixed_precision(net, cfg.amp_level, dtype=dtype)
