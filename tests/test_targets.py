@@ -73,6 +73,26 @@ def test_layers_follow_the_table_and_never_read_the_device():
     assert {r["target"] for r in form_table()} == set(TARGETS) and len(form_table()) == 3 * len(FORMULATIONS)
 
 
+def test_weight_map_converts_only_between_the_two_forms(tmp_path):
+    from convattn.layers import map_between_forms
+    from convattn.models.helpers import CheckpointMismatchError
+
+    w = np.arange(8 * 9 * 9, dtype=np.float32).reshape(8, 9, 3, 3)
+    dw = map_between_forms("layer1.0.conv2.dep_conv.weight", w, (72, 1, 3, 3))
+    np.testing.assert_array_equal(dw[5 * 9 + 4, 0], w[5, 4])  # output o, slot i -> depth-wise channel o*k*k + i
+    np.testing.assert_array_equal(map_between_forms("moments.a.dep_conv.weight", dw, (8, 9, 3, 3)), w)
+    assert map_between_forms("a.dep_conv.weight", w, (36, 2, 3, 3)) is None  # not the other form
+    assert map_between_forms("a.dep_conv.weight", w, (24, 1, 3, 3)) is None
+    assert map_between_forms("a.conv.weight", w, (72, 1, 3, 3)) is None  # not a form-dependent parameter
+    # another width is still refused, with the shape report
+    path = str(tmp_path / "w.ckpt")
+    with build_target("CPU"):
+        ms.save_checkpoint(ACmix(16, 16, 3, head=2), path)
+        other = ACmix(16, 32, 3, head=2, depthwise_conv=True)
+    with pytest.raises(CheckpointMismatchError, match="shape mismatch"):
+        load_checkpoint(other, path, classifier=None)
+
+
 def _forms(net):
     return tuple((n, getattr(c, "depthwise_conv", None), getattr(c, "attn_impl", None), getattr(c, "fused", None))
                  for n, c in net.cells_and_names() if hasattr(c, "depthwise_conv") or hasattr(c, "attn_impl"))

@@ -148,12 +148,13 @@ def _arg_repr(f: Formulation, form: str) -> str:
 def _dep_conv_reshape(arr: np.ndarray, shape: Tuple[int, ...]) -> Optional[np.ndarray]:
     """ACmix ``dep_conv``: grouped ``(out, k*k, k, k)`` <-> depth-wise ``(out*k*k, 1, k, k)`` (a pure reshape:
     output o, slot i <-> depth-wise channel ``o*k*k + i``). None when the shapes are not the two forms."""
-    src = tuple(arr.shape)
-    if len(src) != 4 or len(shape) != 4 or src[2:] != tuple(shape[2:]):
+    src, shape = tuple(arr.shape), tuple(shape)
+    if len(src) != 4 or len(shape) != 4 or src[2:] != shape[2:]:
         return None
-    if shape[1] == 1 and src[0] * src[1] == shape[0]:  # grouped -> depth-wise
+    kk = shape[2] * shape[3]
+    if src[1] == kk and shape[1] == 1 and src[0] * kk == shape[0]:  # grouped -> depth-wise
         return arr.reshape(shape)
-    if src[1] == 1 and shape[0] * shape[1] == src[0]:  # depth-wise -> grouped
+    if src[1] == 1 and shape[1] == kk and shape[0] * kk == src[0]:  # depth-wise -> grouped
         return arr.reshape(shape)
     return None
 
