@@ -61,14 +61,19 @@ def test_depthwise_form_equals_grouped(stride):
     assert err <= 1e-6 * max(1.0, float(np.abs(a).max())) * 10, err
 
 
-def test_depthwise_chosen_by_device_target(monkeypatch):
-    import convattn.layers.acmix as mod
+def test_depthwise_chosen_by_build_target(monkeypatch):
+    """The conv path follows the build target (none given: the device MindSpore is set to), never reads it itself."""
+    from convattn.layers import build_target
 
-    monkeypatch.setattr(mod.ms, "get_context", lambda key: "Ascend" if key == "device_target" else None)
-    assert ACmix(16, 16).depthwise_conv is True
-    assert ACmix(16, 16, depthwise_conv=False).depthwise_conv is False
-    monkeypatch.setattr(mod.ms, "get_context", lambda key: "CPU" if key == "device_target" else None)
-    assert ACmix(16, 16).depthwise_conv is False
+    with build_target("Ascend"):
+        assert ACmix(16, 16).depthwise_conv is True
+        with pytest.raises(ValueError, match="depthwise_conv=False .* cannot run on target 'Ascend'"):
+            ACmix(16, 16, depthwise_conv=False)
+    with build_target("CPU"):
+        assert ACmix(16, 16).depthwise_conv is False
+        assert ACmix(16, 16, depthwise_conv=True).depthwise_conv is True
+    monkeypatch.setattr(ms, "get_context", lambda key: "Ascend" if key == "device_target" else None)
+    assert ACmix(16, 16).depthwise_conv is True  # no build target: MindSpore's device
 
 
 def test_export_safe_gather_gives_same_output(ms_mode):

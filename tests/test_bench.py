@@ -65,3 +65,20 @@ def test_train_mode_option():
     assert BenchConfig(mode="train")["mode"] == "train" and BenchConfig()["mode"] == "infer"
     with pytest.raises(ValueError, match="mode must be 'infer'"):
         BenchConfig(mode="training")
+
+
+def test_formulation_column_follows_the_target():
+    """--target builds the benchmarked model in that target's forms; the report names the conv path and attention."""
+    import convattn
+    from convattn.bench.cli import build_parser
+    from convattn.bench.harness import _describe_formulation
+    from convattn.layers import fused_kernels_available
+
+    assert build_parser().parse_args(["--target", "Ascend"]).target == "Ascend"
+    assert BenchConfig(target="Ascend")["target"] == "Ascend"
+    kw = dict(num_classes=10, layers=(1, 1, 1, 1))
+    ascend = _describe_formulation(convattn.create_model("acmix_resnet26", target="Ascend", **kw)).split(",")
+    cpu = _describe_formulation(convattn.create_model("acmix_resnet26", target="CPU", **kw)).split(",")
+    assert "acmix-conv:depthwise" in ascend and "attn:blocked-matmul" in ascend
+    assert "acmix-conv:grouped" in cpu
+    assert ("attn:fused-kernel" in cpu) == fused_kernels_available()

@@ -217,16 +217,49 @@ def test_ascend_legal_conv_path_keeps_function_and_names(name):
 
 
 def test_cli_ascend_export_has_no_grouped_conv(tmp_path):
+    """--ascend (= --target Ascend): the network is built in its Ascend form (no conversion left to the deploy
+    transforms), and the artifact is verified against the CPU form."""
     from convattn.deploy.cli import main
 
     cfg = convattn.get_model_cfg("acmix_pvt_tiny")
     out = tmp_path / "o"
-    assert main(["--model", "acmix_pvt_tiny", "--random-weights", "--num-classes", "10", "--format", "MINDIR",
-                 "--ascend", "--image-size", "64", "64", "--model-kwargs", json.dumps(cfg["test_kwargs"]),
-                 "--out", str(out)]) == 0
+    args = ["--model", "acmix_pvt_tiny", "--random-weights", "--num-classes", "10", "--format", "MINDIR",
+            "--image-size", "64", "64", "--model-kwargs", json.dumps(cfg["test_kwargs"]), "--out", str(out)]
+    assert main(args + ["--ascend"]) == 0
     side = json.loads((out / "acmix_pvt_tiny.mindir.json").read_text())
-    assert side["ascend_non_depthwise_grouped_convs"] == []
-    assert len(side["deploy_transforms"]["ascend_legal"]) == 4  # one ACmix attention per stage at depth 1
+    assert side["ascend_non_depthwise_grouped_convs"] == [] and side["target"] == "Ascend"
+    assert side["deploy_transforms"]["ascend_legal"] == []  # built depth-wise, nothing to switch
+    assert side["verification"]["reference"].startswith("the network built for CPU")
+    with pytest.raises(SystemExit):
+        main(args + ["--ascend", "--target", "GPU"])  # contradictory
+    with pytest.raises(SystemExit):
+        main(args + ["--target", "TPU"])
+
+
+# one family per device-dependent formulation host; the format each one's path is cheapest in
+ASCEND_FORM_EXPORTS = {"acmix_resnet26": ("MINDIR", {}), "acmix_swin_tiny": ("ONNX", {}),
+                       "acmix_san10": ("ONNX", {}),
+                       "san10_pairwise": ("MINDIR", {"kernels": (3, 3, 3, 3, 3), "base_width": 32})}
+
+
+@pytest.mark.parametrize("name", sorted(ASCEND_FORM_EXPORTS))
+def test_ascend_form_export_from_a_cpu_checkpoint(name, tmp_path):
+    """A checkpoint of the CPU form exported with target='Ascend': the Ascend graph (depth-wise conv path, no
+    fused kernels) is written and verified against the CPU form of the same weights."""
+    fmt, extra = ASCEND_FORM_EXPORTS[name]
+    cfg = convattn.get_model_cfg(name)
+    kwargs = dict(cfg["test_kwargs"], **extra)
+    size = (64, 64) if extra else tuple(cfg["test_input_size"][1:])
+    cpu = convattn.create_model(name, num_classes=10, target="CPU", **kwargs)
+    ckpt = str(tmp_path / "cpu.ckpt")
+    ms.save_checkpoint(cpu, ckpt)
+    (res,) = export_model(name, ckpt=ckpt, fmt=fmt, out_dir=str(tmp_path / "o"), image_size=size,
+                          model_kwargs=kwargs, target="Ascend", log=lambda *_: None)
+    side = json.loads(open(res.sidecar).read())
+    assert side["target"] == "Ascend" and side["ascend_non_depthwise_grouped_convs"] == []
+    assert side["verification"]["reference"].startswith("the network built for CPU")
+    assert res.max_abs_diff <= FP32_TOL
+    assert side["deploy_transforms"]["fused_kernels_off"] == []  # the Ascend form has no fused kernels to switch
 
 
 def test_van_patch_embed_bn_is_folded():

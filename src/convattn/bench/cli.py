@@ -17,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="names or wildcards (e.g. 'acmix_*' resnet50 'xvolution_resnet50@deploy'); "
                         "default: every registered model, the paper's pairs first")
     p.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
+    p.add_argument("--target", default=None, choices=["CPU", "GPU", "Ascend"],
+                   help="build the models in this target's formulations (default: --device_target's), e.g. time "
+                        "the Ascend form on CPU")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[8])
     p.add_argument("--precision", default="float32", choices=["float32", "float16"])
     p.add_argument("--amp-level", default="O2", choices=["O1", "O2", "O3"], help="used with --precision float16")
@@ -44,7 +47,7 @@ def main(argv=None) -> int:
         cfg = BenchConfig(device_target=args.device_target, batch_sizes=tuple(args.batch_sizes),
                           precision=args.precision, warmup=args.warmup, iters=args.iters, threads=args.threads,
                           image_size=tuple(args.image_size) if args.image_size else None, timeout=args.timeout,
-                          amp_level=args.amp_level, mode=args.mode)
+                          amp_level=args.amp_level, mode=args.mode, target=args.target)
         if args.models:
             models = resolve_models(args.models)
         else:

@@ -59,11 +59,12 @@ def baseline_of(name: str) -> Optional[str]:
 
 
 class BenchConfig(dict):
-    """Settings of one run: device_target, batch_sizes, precision ('float32'|'float16'), warmup, iters, threads."""
+    """Settings of one run: device_target, batch_sizes, precision ('float32'|'float16'), warmup, iters, threads,
+    target (the formulations the models are built in; None: device_target's)."""
 
     DEFAULTS = {"device_target": "CPU", "batch_sizes": (8,), "precision": "float32", "warmup": 2, "iters": 8,
                 "threads": None, "image_size": None, "timeout": 900, "amp_level": "O2",
-                "model_kwargs": {}, "mode": "infer"}
+                "model_kwargs": {}, "mode": "infer", "target": None}
 
     def __init__(self, **kwargs):
         unknown = set(kwargs) - set(self.DEFAULTS)
@@ -126,8 +127,8 @@ def _describe_formulation(net) -> str:
             tags.add("attn:" + {"fast": "blocked-matmul"}.get(impl, impl))  # the window attention actually run
         elif name == "LocalWindowGather" and not cell.export_safe and id(cell) not in idle:
             tags.add("unfold-gather")
-        dw = getattr(cell, "depthwise", None)
-        if isinstance(dw, bool) and "ACmix" in name or (isinstance(dw, bool) and "ConvPath" in name):
+        dw = getattr(cell, "depthwise_conv", None)  # the ACmix conv path (ConvPathMixin)
+        if isinstance(dw, bool):
             tags.add("acmix-conv:" + ("depthwise" if dw else "grouped"))
         if getattr(cell, "deployed", None) is True or getattr(cell, "deploy", None) is True:
             tags.add("deploy-form")
@@ -158,7 +159,7 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
     if cfg["threads"] and cfg["device_target"] == "CPU":
         ms.device_context.cpu.op_tuning.threads_num(int(cfg["threads"]))
     size = tuple(cfg["image_size"] or get_model_cfg(base)["input_size"][1:])
-    net = create_model(base, **cfg["model_kwargs"])
+    net = create_model(base, target=cfg.get("target") or cfg["device_target"], **cfg["model_kwargs"])
     net.set_train(False)
     train = cfg.get("mode", "infer") == "train"
     if variant == "deploy":

@@ -5,6 +5,15 @@ import sys
 __all__ = ["main", "build_parser"]
 
 
+def _target(value: str) -> str:
+    from ..layers.targets import resolve_target
+
+    try:
+        return resolve_target(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="export.py",
@@ -26,9 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing artifacts once the new ones verify")
     p.add_argument("--export-safe-mindir", action="store_true",
                    help="use the export-safe formulations in the MINDIR too (runtimes lacking e.g. Roll)")
-    p.add_argument("--ascend", action="store_true",
-                   help="Ascend-legal graph: every ACmix conv path in its depth-wise form (Ascend runs grouped "
-                        "convolution only depth-wise); same numbers, the sidecar lists no non-depth-wise group conv")
+    p.add_argument("--target", type=_target, default=None,
+                   help="CPU, GPU or Ascend: export the formulations that device runs (default: the device MindSpore "
+                        "runs on here). Ascend: every ACmix conv path depth-wise (Ascend runs grouped convolution "
+                        "only depth-wise). A checkpoint of any form loads; the artifact is verified against the "
+                        "network in this device's form")
+    p.add_argument("--ascend", action="store_true", help="the same as --target Ascend")
     p.add_argument("--seed", type=int, default=0, help="seed of the verification batch")
     return p
 
@@ -39,7 +51,12 @@ def main(argv=None) -> int:
     from ..utils.cli import parse_model_kwargs
     from .export import ExportError, ExportVerificationError, export_model
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.ascend:
+        if args.target not in (None, "Ascend"):
+            parser.error(f"--ascend means --target Ascend; it contradicts --target {args.target}: pass one of them")
+        args.target = "Ascend"
     try:
         kwargs = parse_model_kwargs(args.model_kwargs)
     except ValueError as exc:
@@ -50,7 +67,7 @@ def main(argv=None) -> int:
             args.model, ckpt=args.ckpt, fmt=args.format, out_dir=args.out, batch=args.batch,
             image_size=args.image_size, dynamic_batch=args.dynamic_batch, fp16=args.fp16, model_kwargs=kwargs,
             num_classes=args.num_classes, random_weights=args.random_weights, overwrite=args.overwrite,
-            name=args.name, export_safe_mindir=args.export_safe_mindir, ascend_legal=args.ascend,
+            name=args.name, export_safe_mindir=args.export_safe_mindir, target=args.target,
             seed=args.seed)
     except (ExportError, ExportVerificationError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

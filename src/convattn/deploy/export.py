@@ -113,52 +113,46 @@ def _check_outputs(out_dir: str, stem: str, formats: Sequence[str], overwrite: b
     return paths
 
 
-def _load_checkpoint_strict(ckpt: str) -> Dict:
-    import mindspore as ms
-
-    from ..models.helpers import TRAINING_STATE_PREFIXES
+def _read_checkpoint(ckpt: str) -> Dict:
+    from ..models.helpers import CheckpointMismatchError, read_checkpoint
 
     if not os.path.isfile(ckpt):
         raise ExportError(f"checkpoint '{ckpt}' does not exist (pass the path to a MindSpore .ckpt, or "
                           "--random-weights for a smoke test)")
     try:
-        raw = ms.load_checkpoint(ckpt)
-    except Exception as exc:  # MindSpore raises ValueError/RuntimeError for anything that is not a .ckpt
-        raise ExportError(
-            f"'{ckpt}' is not a readable MindSpore checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); "
-            "for an official PyTorch checkpoint run python -m convattn.convert --model NAME SRC DST first") from exc
-    return {k: v for k, v in raw.items() if not k.startswith(TRAINING_STATE_PREFIXES)}
+        return read_checkpoint(ckpt)
+    except CheckpointMismatchError as exc:
+        raise ExportError(str(exc)) from exc
 
 
-def _build(model: str, ckpt: Optional[str], random_weights: bool, num_classes: Optional[int], model_kwargs: dict):
-    import mindspore as ms
-
+def _build(model: str, ckpt: Optional[str], random_weights: bool, num_classes: Optional[int], model_kwargs: dict,
+           target: Optional[str] = None, weights: Optional[Dict] = None):
+    """Build ``model`` for ``target`` and load ``ckpt`` (or ``weights``, a name -> tensor dict) strictly, every
+    name and shape, the classifier included; a checkpoint of any formulation loads (see
+    :func:`convattn.models.helpers.load_checkpoint`)."""
     from ..models import create_model, get_model_cfg
-    from ..utils.state import compare_shapes
+    from ..models.helpers import CheckpointMismatchError, load_checkpoint
 
     cfg = get_model_cfg(model)  # unknown names fail here, with suggestions
-    if ckpt is None and not random_weights:
+    if ckpt is None and not random_weights and weights is None:
         raise ExportError("--ckpt is required (pass --random-weights to export untrained weights for a smoke test)")
     if ckpt is not None and random_weights:
         raise ExportError("pass either --ckpt or --random-weights, not both")
-    weights = _load_checkpoint_strict(ckpt) if ckpt else None
+    if ckpt is not None:
+        weights = _read_checkpoint(ckpt)
     if num_classes is None:
         head = f"{cfg['classifier']}.weight" if cfg.get("classifier") else None
         num_classes = int(weights[head].shape[0]) if weights is not None and head in weights else cfg["num_classes"]
     try:
-        net = create_model(model, num_classes=num_classes, **model_kwargs)
+        net = create_model(model, num_classes=num_classes, target=target, **model_kwargs)
     except (TypeError, ValueError) as exc:
         raise ExportError(f"cannot build {model} with num_classes={num_classes}, {model_kwargs}: {exc}") from exc
     if weights is not None:
-        target = {p.name: tuple(p.shape) for p in net.get_parameters()}
-        rep = compare_shapes(target, {k: tuple(v.shape) for k, v in weights.items()})
-        if not rep.ok:
-            raise ExportError(
-                f"checkpoint '{ckpt}' does not match {model} (num_classes={num_classes}, model kwargs {model_kwargs}):\n"
-                f"{rep.describe()}\nPass the --model, --model-kwargs and --num-classes it was trained with.")
-        not_loaded, _ = ms.load_param_into_net(net, {k: weights[k] for k in target}, strict_load=True)
-        if not_loaded:
-            raise ExportError(f"parameters not loaded from '{ckpt}': {not_loaded[:12]}")
+        try:
+            load_checkpoint(net, weights, classifier=None, source=ckpt)
+        except CheckpointMismatchError as exc:
+            raise ExportError(f"{exc}\n(built with num_classes={num_classes}, model kwargs {model_kwargs}): pass the "
+                              "--model, --model-kwargs and --num-classes it was trained with.") from exc
     net.set_train(False)
     return net, cfg, num_classes
 
@@ -235,21 +229,33 @@ def export_model(
     ascend_legal: bool = False,
     seed: int = 0,
     log=print,
+    target: Optional[str] = None,
 ) -> List[ExportResult]:
     """Export ``model`` (a registered name) to MINDIR and/or ONNX and verify each file; see the module doc.
 
     ``name`` is the file stem (default: the model name, ``_fp16`` appended for half precision).
     ``export_safe_mindir`` gives the MINDIR the ONNX-safe formulations too (for a runtime that lacks an
-    operator of the fast path, e.g. Roll on CPU). ``ascend_legal`` switches every ACmix convolution path to
-    its depth-wise form (Ascend runs grouped convolution only depth-wise; the sidecar's
-    ``ascend_non_depthwise_grouped_convs`` is then empty). Returns one :class:`ExportResult` per format.
+    operator of the fast path, e.g. Roll on CPU). ``target`` (``'CPU'``, ``'GPU'``, ``'Ascend'``; None: the
+    device MindSpore runs on) builds the network in that device's formulations (Ascend: every ACmix conv path
+    depth-wise, so the sidecar's ``ascend_non_depthwise_grouped_convs`` is empty); the checkpoint may come from
+    any formulation. When the target is not this device, the artifact is verified against the network built
+    for this device (the formulation the tests check against the official code). ``ascend_legal=True`` is
+    ``target='Ascend'``. Returns one :class:`ExportResult` per format.
     """
     import mindspore as ms
 
     from .. import __version__ as convattn_version
+    from ..layers.targets import resolve_target
     from ..models import get_model_cfg
     from .transforms import ascend_grouped_conv_report, prepare_for_export
 
+    here = resolve_target(None)
+    try:
+        target = resolve_target(target if target is not None else ("Ascend" if ascend_legal else None))
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    if ascend_legal and target != "Ascend":
+        raise ExportError(f"ascend_legal (--ascend) means target 'Ascend'; it contradicts target {target!r}")
     formats = parse_formats(fmt)
     model_kwargs = dict(model_kwargs or {})
     get_model_cfg(model)
@@ -257,7 +263,11 @@ def export_model(
         raise ExportError(f"--batch must be >= 1, got {batch}")
     stem = name or (model + ("_fp16" if fp16 else ""))
     paths = _check_outputs(out_dir, stem, formats, overwrite)
-    net, cfg, num_classes = _build(model, ckpt, random_weights, num_classes, model_kwargs)
+    net, cfg, num_classes = _build(model, ckpt, random_weights, num_classes, model_kwargs, target)
+    ref_net = net
+    if target != here:  # the reference: the same weights in this device's formulations
+        state = {p.name: ms.Parameter(ms.Tensor(p.asnumpy()), name=p.name) for p in net.get_parameters()}
+        ref_net, _, _ = _build(model, None, False, num_classes, model_kwargs, here, weights=state)
     in_chans = int(getattr(net, "in_chans", cfg["input_size"][0]))
     if image_size is None:
         image_size = tuple(cfg["input_size"][1:])
@@ -275,7 +285,8 @@ def export_model(
     batches = [x]
     if dynamic_batch:
         batches.append(rng.standard_normal((batch + 1, in_chans, h, w)).astype(np.float32))
-    refs = [_run_reference(net, b, model) for b in batches]
+    refs = [_run_reference(ref_net, b, model) for b in batches]
+    del ref_net
     sha = weights_sha256(net)
     ckpt_sha = _file_sha256(ckpt) if ckpt else None
     precision = "float16" if fp16 else "float32"
@@ -286,7 +297,7 @@ def export_model(
     for f in formats:
         t0 = time.perf_counter()
         onnx_safe = f == "ONNX" or export_safe_mindir
-        deploy = prepare_for_export(net, onnx_safe=onnx_safe, ascend_legal=ascend_legal)
+        deploy = prepare_for_export(net, onnx_safe=onnx_safe, ascend_legal=target == "Ascend")
         if fp16:
             net.to_float(ms.float16)
             for p in net.get_parameters():
@@ -327,12 +338,14 @@ def export_model(
                                   "interpolation": cfg["interpolation"], "input_size": [in_chans, h, w]},
                 "num_classes": num_classes,
                 "model_kwargs": model_kwargs,
+                "target": target,
                 "weights_sha256": sha,
                 "checkpoint": os.path.abspath(ckpt) if ckpt else None,
                 "checkpoint_sha256": ckpt_sha,
                 "random_weights": bool(random_weights),
                 "verification": {"max_abs_diff": diff, "tolerance": limit, "precision": precision,
                                  "batch_sizes": [int(b.shape[0]) for b in feed], "seed": seed,
+                                 "reference": f"the network built for {here}, in eval mode",
                                  "runtime": "mindspore.load + nn.GraphCell" if f == "MINDIR" else "onnxruntime"},
                 "deploy_transforms": deploy,
                 "export_safe": onnx_safe,

@@ -68,6 +68,8 @@ GROUPS: "OrderedDict[str, List[tuple]]" = OrderedDict([
     ("model", [
         ("model", "van_b0", "str", "registered model name (convattn.list_models())"),
         ("model_kwargs", {}, "dict", "architecture overrides passed to convattn.create_model"),
+        ("target", None, "str?", "formulations the network is built in: CPU, GPU or Ascend (null = device_target); "
+                                 "e.g. Ascend on a CPU device runs the Ascend form there"),
         ("drop_rate", None, "float?", "dropout inside the model (null = model default)"),
         ("drop_path_rate", None, "float?", "stochastic depth (null = the model's official rate)"),
         ("pretrained", None, "str?", "MindSpore .ckpt to initialise from"),
@@ -126,6 +128,7 @@ DEFAULTS: Dict[str, Any] = {k: copy.deepcopy(v[0]) for k, v in SCHEMA.items()}
 _CHOICES = {
     "mode": (0, 1),
     "device_target": ("CPU", "GPU", "Ascend"),
+    "target": (None, "CPU", "GPU", "Ascend"),
     "dataset": ("imagefolder", "digits"),
     "interpolation": (None, "bilinear", "bicubic", "nearest", "area"),
     "amp_level": ("O0", "O1", "O2", "O3"),

@@ -83,7 +83,7 @@ def build_model(cfg: Config):
     if cfg.drop_rate is not None:
         kwargs["drop_rate"] = cfg.drop_rate
     net = create_model(cfg.model, num_classes=cfg.num_classes, pretrained=cfg.pretrained,
-                       drop_path_rate=cfg.drop_path_rate, **kwargs)
+                       drop_path_rate=cfg.drop_path_rate, target=cfg.target or cfg.device_target, **kwargs)
     if cfg.amp_level != "O0":
         dtype = ms.float16 if cfg.amp_dtype == "float16" else ms.bfloat16
         net = ms.amp.auto_mixed_precision(net, cfg.amp_level, dtype=dtype)
@@ -208,10 +208,12 @@ def _state_params(net, optimizer, ema, scaler) -> list:
 
 
 def _load_state(path: str, net, optimizer, ema, scaler) -> dict:
-    data = ms.load_checkpoint(path)
+    from ..models.helpers import map_checkpoint_forms, read_checkpoint
+    data = read_checkpoint(path)
     if "train.epoch" not in data:
         raise ValueError(f"{path} is not a convattn training checkpoint (no 'train.epoch'); to start from "
                          "these weights use --pretrained instead of --resume")
+    map_checkpoint_forms(data, net, optimizer, ema)  # written by another formulation (e.g. on another device)
     not_loaded, _ = ms.load_param_into_net(net, data, strict_load=True)
     if not_loaded:
         raise ValueError(f"{path} lacks network parameters {not_loaded[:5]}: it was written for another model "
@@ -471,14 +473,11 @@ def run_eval(cfg: Config) -> dict:
     if make_val is None:
         make_val = _val_only_loader(cfg, data_cfg, rank, size)
     net = build_model(cfg)
-    data = ms.load_checkpoint(cfg.ckpt)
-    use_ema = cfg.ema and any(k.startswith("ema.") for k in data)
-    if use_ema:
-        data = {k[4:]: v for k, v in data.items() if k.startswith("ema.") and k != "ema.updates"}
-    not_loaded, _ = ms.load_param_into_net(net, data, strict_load=True)
-    if not_loaded:
-        raise ValueError(f"{cfg.ckpt} lacks parameters {not_loaded[:5]} of {cfg.model}: check --model and "
-                         "--model_kwargs match the training config")
+    from ..models.helpers import CheckpointMismatchError, load_checkpoint
+    try:  # any formulation's checkpoint (e.g. trained on GPU, evaluated on Ascend)
+        use_ema = load_checkpoint(net, cfg.ckpt, classifier=None, use_ema=cfg.ema)["ema"]
+    except CheckpointMismatchError as exc:
+        raise ValueError(f"{exc}\nCheck --model, --model_kwargs and --num_classes match the training config") from None
     if cfg.deploy:
         from ..deploy import switch_to_deploy
         net.set_train(False)

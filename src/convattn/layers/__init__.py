@@ -4,6 +4,7 @@ from .helpers import GELU, ChannelLayerNorm, check_nchw, conv_fan_out_normal, in
 from .lka import LKA, LKAAttention
 from .window_gather import LocalWindowGather, reflect_pad_slices, set_export_safe
 from .fused_window import LocalAggregate, LocalCorrelate, fused_kernels_available, set_fused_kernels
+from .targets import TARGETS, build_target, map_between_forms, resolve_target, select_form
 from .acmix import ACmix, ACmixConvPath, ConvPathMixin
 from .dynamic_attention import (AttentionActivation, DepthwiseAttentionCore, DynamicAttention, DynamicAttentionCore,
                                 build_attention_core, check_attention_args)
@@ -17,6 +18,7 @@ __all__ = [
     "LKA", "LKAAttention",
     "LocalWindowGather", "reflect_pad_slices", "set_export_safe",
     "LocalAggregate", "LocalCorrelate", "fused_kernels_available", "set_fused_kernels",
+    "TARGETS", "build_target", "map_between_forms", "resolve_target", "select_form",
     "ACmix", "ACmixConvPath", "ConvPathMixin",
     "AttentionActivation", "DepthwiseAttentionCore", "DynamicAttention", "DynamicAttentionCore", "build_attention_core",
     "check_attention_args",

@@ -23,8 +23,9 @@ Ascend note: MindSpore on Ascend runs grouped convolution only when it is depth-
 (``9*head_dim`` inputs, ``out`` outputs, ``head_dim`` groups). :class:`ACmixConvPath` therefore also has a
 numerically identical depth-wise form: broadcast each group's k*k inputs to the ``head`` output channels of that
 group, run a depth-wise conv with the weight reshaped ``(out, k*k, k, k) -> (out*k*k, 1, k, k)``, and sum each
-block of k*k. It is chosen automatically when ``device_target == 'Ascend'`` and selectable anywhere with
-``depthwise_conv=True``; official weights convert by a reshape (``convert_rules='acmix'``).
+block of k*k. It is the form of networks built for the Ascend target (:mod:`convattn.layers.targets`) and
+selectable on CPU/GPU with ``depthwise_conv=True``; checkpoints of either form load into the other by a reshape
+(:func:`convattn.layers.targets.map_between_forms`).
 """
 from typing import Optional
 
@@ -33,19 +34,17 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from .helpers import subsample2d
-from .fused_window import LocalAggregate, LocalCorrelate, TapSoftmax, fused_kernels_available, resolve_fused
+from .fused_window import LocalAggregate, LocalCorrelate, TapSoftmax
 from .local_attention import BlockedWindowAttention
+from .targets import fused_allowed, select_form
 from .window_gather import LocalWindowGather
 
 __all__ = ["ACmix", "ACmixConvPath", "ConvPathMixin", "shift_kernel", "default_depthwise_conv", "acmix_position"]
 
 
 def default_depthwise_conv() -> bool:
-    """True when MindSpore targets Ascend, where only depth-wise grouped convolution is supported."""
-    try:
-        return ms.get_context("device_target") == "Ascend"
-    except (RuntimeError, ValueError):  # pragma: no cover - context not initialised
-        return False
+    """True when the build target (:func:`convattn.layers.targets.resolve_target`) runs the depth-wise form."""
+    return select_form("acmix_conv") == "depthwise"
 
 
 def shift_kernel(out_channels: int, kernel_size: int = 3) -> np.ndarray:
@@ -91,7 +90,8 @@ class ConvPathMixin:
         self.kernel_conv = kernel_conv
         self.kk = kernel_conv * kernel_conv
         self.outs_per_group = out_planes // head_dim
-        self.depthwise_conv = default_depthwise_conv() if depthwise_conv is None else bool(depthwise_conv)
+        requested = None if depthwise_conv is None else ("depthwise" if depthwise_conv else "grouped")
+        self.depthwise_conv = select_form("acmix_conv", requested, type(self).__name__) == "depthwise"
         pad = kernel_conv // 2
         self.fc = nn.Conv2d(3 * head if fc_maps is None else fc_maps, self.kk, 1, has_bias=fc_bias, pad_mode="valid")
         if self.depthwise_conv:
@@ -164,7 +164,7 @@ class ACmixConvPath(ConvPathMixin, nn.Cell):
         stride: stride of ``dep_conv``.
         fc_bias: ``fc`` bias (False in the ResNet module, True in the Swin form).
         depthwise_conv: True for the depth-wise (Ascend-legal) formulation, False for the grouped one,
-            None to choose by device target.
+            None: the build target's form (:mod:`convattn.layers.targets`).
     """
 
     def __init__(self, head: int, head_dim: int, out_planes: int, kernel_conv: int = 3, stride: int = 1,
@@ -190,9 +190,11 @@ class ACmix(ConvPathMixin, nn.Cell):
         stride: output stride of both paths.
         dilation: enters only the attention padding formula, as in the official code; a value that would change
             the output size is rejected.
-        depthwise_conv: conv-path formulation (see :class:`ACmixConvPath`); None = depth-wise on Ascend only.
+        depthwise_conv: conv-path formulation (see :class:`ACmixConvPath`); None: the build target's (depth-wise on
+            Ascend only, :mod:`convattn.layers.targets`).
         export_safe: build the attention gather in its ONNX-exportable form (see ``set_export_safe``).
-        attn_impl: ``'auto'`` (default): ``'fused'`` where the fused CPU kernels are available, else ``'fast'``.
+        attn_impl: ``'auto'`` (default): the build target's form (:mod:`convattn.layers.targets`): ``'fused'`` on
+            CPU where the fused kernels are available, else ``'fast'``.
             ``'fused'``: logits ``q_i . (k_j - pe_j)`` and the weighted sum of values each one ``ops.Custom`` kernel
             (:mod:`convattn.layers.fused_window`, CPU, stride 1 or 2): nothing larger than the
             ``(B*head, k*k, H, W)`` softmax exists, forward or backward. ``'fast'``: blocked dense-matmul window
@@ -209,6 +211,7 @@ class ACmix(ConvPathMixin, nn.Cell):
         if attn_impl not in ("auto", "fused", "fast", "unfold"):
             raise ValueError(f"attn_impl must be 'auto', 'fused' (CPU kernel), 'fast' (blocked matmul attention) or "
                              f"'unfold' (official gather), got {attn_impl!r}")
+        attn_impl = select_form("acmix_attention", attn_impl, "ACmix")  # before building: a bad request fails first
         if head < 1 or out_planes % head != 0:
             raise ValueError(f"out_planes={out_planes} must be divisible by head={head}; "
                              f"choose head among the divisors of {out_planes}")
@@ -239,10 +242,10 @@ class ACmix(ConvPathMixin, nn.Cell):
         self.conv_p = nn.Conv2d(2, self.head_dim, 1, has_bias=True, pad_mode="valid")
         self.unfold = LocalWindowGather(kernel_att, stride=stride, dilation=1, padding=padding_att,
                                         pad_mode="reflect", export_safe=export_safe)
-        self.attn_impl = resolve_fused(attn_impl, "fused", "fast", "ACmix")
+        self.attn_impl = attn_impl
         self.local_attn = BlockedWindowAttention(kernel_att, stride=stride, padding=padding_att, block=attn_block)
         # the fused kernels: built wherever available so set_fused_kernels() can switch to and from them
-        self.fused_capable = stride in (1, 2) and fused_kernels_available()
+        self.fused_capable = stride in (1, 2) and fused_allowed()
         self.fused = self.fused_capable and self.attn_impl == "fused"
         if self.fused_capable:  # heads are folded into the batch, so one weight group per (sample, head)
             self.fused_logits = LocalCorrelate("contiguous", kernel_att, 1, 1, stride)

@@ -43,8 +43,8 @@ class ACmixSAM(ConvPathMixin, SAM):
         head_dim: channels per head of the convolution path; must divide ``rel_planes`` and ``out_planes``.
             ``None`` = ``out_planes // share_planes`` (SAN's attention-weight channels).
         kernel_conv: odd kernel of ``dep_conv`` (ACmix: 3).
-        depthwise_conv: True for the depth-wise (Ascend-legal) ``dep_conv``, False for the grouped one, None to
-            choose by device target (see :class:`~convattn.layers.acmix.ACmixConvPath`).
+        depthwise_conv: True for the depth-wise (Ascend-legal) ``dep_conv``, False for the grouped one, None for
+            the build target's form (see :class:`~convattn.layers.acmix.ACmixConvPath`).
 
     Parameter names: SAM's (``conv1/2/3``, ``conv_w.*``, ``conv_p``) plus ACmix's ``fc``, ``dep_conv``, ``rate1``,
     ``rate2``.

@@ -21,9 +21,9 @@ backward never hold more than the weights ``(N, G, k*k, H, W)`` and maps of the 
 
 The C++ source (``kernels/local_window.cc``) is compiled with the system ``g++`` on first use into
 ``$CONVATTN_KERNEL_CACHE`` (default ``~/.cache/convattn/kernels``), keyed by the source hash and the flags;
-the build is atomic. Where there is no compiler, or the device is not the CPU (Ascend and GPU keep the
-standard-op formulations), :func:`fused_kernels_available` is False and the layers fall back, with one
-warning saying why. ``CONVATTN_FUSED_KERNELS=0`` turns the kernels off; ``CONVATTN_NUM_THREADS`` caps the
+the build is atomic. Where there is no compiler :func:`fused_kernels_available` is False and the layers fall
+back, with one warning saying why. Only networks built for the CPU target use them (GPU and Ascend keep the
+standard-op formulations): :mod:`convattn.layers.targets` decides. ``CONVATTN_FUSED_KERNELS=0`` turns the kernels off; ``CONVATTN_NUM_THREADS`` caps the
 threads they use (default: the CPUs this process may run on).
 
 The kernels are float32; other dtypes are cast around them. ``ops.Custom`` nodes can be exported neither to
@@ -43,7 +43,7 @@ from mindspore import nn, ops
 from .helpers import invalidate_graph_cache
 
 __all__ = ["LocalAggregate", "LocalCorrelate", "LocalDiff", "PairwiseMlp", "TapSoftmax", "fused_kernels_available", "kernel_library",
-           "set_fused_kernels", "resolve_fused"]
+           "set_fused_kernels"]
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "local_window.cc")
 _MODES = ("interleaved", "contiguous")
@@ -103,10 +103,9 @@ def kernel_library() -> Optional[str]:
 
 
 def fused_kernels_available() -> bool:
-    """True on the CPU backend when the kernels are enabled and compiled (compiles them on first call)."""
+    """True when the kernels are enabled and compiled (compiles them on first call). Whether a network uses them
+    is its target's choice (:func:`convattn.layers.targets.select_form`: the CPU target only)."""
     if os.environ.get("CONVATTN_FUSED_KERNELS", "1").strip().lower() in ("0", "false", "off", "no"):
-        return False
-    if ms.get_context("device_target") != "CPU":
         return False
     if kernel_library() is None:
         if not _STATE["warned"]:
@@ -116,18 +115,6 @@ def fused_kernels_available() -> bool:
                           "Install g++ (or set CXX) to enable them.", RuntimeWarning, stacklevel=2)
         return False
     return True
-
-
-def resolve_fused(attn_impl: str, fused_name: str, fallback: str, owner: str) -> str:
-    """Turn ``attn_impl='auto'`` into ``fused_name`` when the kernels are available, else ``fallback``; an
-    explicit request for the fused path where it is unavailable is an error naming the cause."""
-    if attn_impl == "auto":
-        return fused_name if fused_kernels_available() else fallback
-    if attn_impl == fused_name and not fused_kernels_available():
-        reason = _STATE["error"] or f"device target is {ms.get_context('device_target')}, or CONVATTN_FUSED_KERNELS=0"
-        raise RuntimeError(f"{owner}: attn_impl={fused_name!r} needs the fused CPU kernels, which are unavailable "
-                           f"({reason}); use attn_impl='auto' to fall back to '{fallback}'")
-    return attn_impl
 
 
 def _custom(func: str, mode: str, out_shape, bprop=None, inputs: int = 2, tag: str = ""):

@@ -34,7 +34,8 @@ from mindspore import nn, ops
 from mindspore import recompute
 
 from .acmix import acmix_position
-from .fused_window import LocalAggregate, LocalDiff, PairwiseMlp, TapSoftmax, fused_kernels_available, resolve_fused
+from .fused_window import LocalAggregate, LocalDiff, PairwiseMlp, TapSoftmax
+from .targets import fused_allowed, select_form
 from .window_gather import LocalWindowGather
 
 __all__ = ["SAM", "PAIRWISE_RELATIONS", "PATCHWISE_RELATIONS", "MAPPINGS", "sa_type_name"]
@@ -112,8 +113,9 @@ class SAM(nn.Cell):
             group: n_w x k*k, smaller than the relation tensor); ``1`` = one gather, fastest, most memory.
             Only training chunks; inference (``set_train(False)``) always gathers once. Used by the
             ``'unfold'`` aggregation only.
-        attn_impl: aggregation formulation. ``'auto'`` (default): ``'fused'`` where the fused CPU kernels are
-            available (:mod:`convattn.layers.fused_window`), else ``'unfold'``. ``'fused'``: one ``ops.Custom``
+        attn_impl: aggregation formulation. ``'auto'`` (default): the build target's form
+            (:mod:`convattn.layers.targets`): ``'fused'`` on CPU where the fused kernels
+            (:mod:`convattn.layers.fused_window`) are available, else ``'unfold'``. ``'fused'``: one ``ops.Custom``
             kernel sums ``w_t * shift_t(pad(beta(x)))`` over the taps, forward and backward, never building the
             ``k*k x C x H x W`` tensor (CPU only, stride 1; the gather runs at stride > 1 and when export-safe).
             ``'unfold'``: the gather + broadcast multiply + sum (every backend; ONNX with ``export_safe``).
@@ -128,7 +130,7 @@ class SAM(nn.Cell):
         if attn_impl not in ("auto", "fused", "unfold"):
             raise ValueError(f"SAM: attn_impl must be 'auto', 'fused' (CPU kernel) or 'unfold' (gather), "
                              f"got {attn_impl!r}")
-        self.attn_impl = resolve_fused(attn_impl, "fused", "unfold", "SAM")
+        self.attn_impl = select_form("sam_aggregation", attn_impl, type(self).__name__)
         sa_type = sa_type_name(sa_type)
         for label, v in (("in_planes", in_planes), ("rel_planes", rel_planes), ("out_planes", out_planes),
                          ("share_planes", share_planes), ("stride", stride), ("dilation", dilation)):
@@ -185,7 +187,7 @@ class SAM(nn.Cell):
         self.gather = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
         self.aggregation = _Aggregation(self.gather)
         # the fused kernel: built wherever it is available so set_fused_kernels() can switch to and from it
-        self.fused_capable = stride == 1 and fused_kernels_available()
+        self.fused_capable = stride == 1 and fused_allowed()
         self.fused = self.fused_capable and self.attn_impl == "fused"
         if self.fused_capable:
             self.fused_aggregation = LocalAggregate("interleaved", kernel_size, dilation, self.num_weights)

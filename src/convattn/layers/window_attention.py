@@ -160,7 +160,7 @@ class WindowAttentionACmix(ConvPathMixin, WindowAttention):
     The conv path reads the same ``qkv`` projection on the whole (cyclically shifted) map: ``(B, H*W, 3*nH, hd)``
     -> ``fc`` (1x1 over the ``3*nH`` axis, **with bias**) -> ``(B, 9*hd, H, W)`` -> ``dep_conv`` (3x3,
     ``groups=hd``, no bias, shift-initialised); it does not pass through ``proj``. ``rate1 = rate2 = 0.5``.
-    ``depthwise_conv`` selects the Ascend-legal depth-wise form (default: on Ascend only).
+    ``depthwise_conv`` selects the Ascend-legal depth-wise form (default: the build target's, depth-wise on Ascend).
     """
 
     def __init__(self, dim: int, window_size: int, num_heads: int, qkv_bias: bool = True,

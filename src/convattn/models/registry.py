@@ -114,6 +114,7 @@ def create_model(
     drop_path_rate: Optional[float] = None,
     features_only: bool = False,
     out_indices: Optional[Sequence[int]] = None,
+    target: Optional[str] = None,
     **arch_kwargs,
 ):
     """Build a registered model.
@@ -127,9 +128,17 @@ def create_model(
         drop_path_rate: stochastic-depth rate; ``None`` keeps the model's official default.
         features_only: return the stage feature maps (a tuple) instead of logits.
         out_indices: which stages ``features_only`` returns (default: all).
+        target: ``'CPU'``, ``'GPU'`` or ``'Ascend'``: build the formulations that device runs (e.g. ACmix's
+            depth-wise conv path on Ascend; see :mod:`convattn.layers.targets` and the README's target table).
+            ``None``: the device MindSpore is set to. Any target builds and runs on any device (the forms are
+            numerically identical), so the Ascend form can be tested on CPU; ``model.target`` records it.
+            ``pretrained`` checkpoints of any form load into any other.
         **arch_kwargs: architecture overrides, e.g. ``depths=(1, 1, 1, 1)``, ``embed_dims=...``.
     """
+    from ..layers.targets import build_target, resolve_target
+
     entry = model_entrypoint(name)
+    target = resolve_target(target)  # an unknown target fails here, with the valid ones
     kwargs = dict(arch_kwargs)
     kwargs["num_classes"] = num_classes
     kwargs["in_chans"] = in_chans
@@ -142,7 +151,8 @@ def create_model(
     elif out_indices is not None:
         raise ValueError("out_indices is only meaningful with features_only=True")
     try:
-        model = entry(**kwargs)
+        with build_target(target):
+            model = entry(**kwargs)
     except TypeError as exc:
         accepted = _accepted_kwargs(entry)
         bad = sorted(k for k in kwargs if accepted is not None and k not in accepted)
@@ -155,6 +165,7 @@ def create_model(
     cfg["num_classes"] = num_classes
     cfg["architecture"] = name
     model.default_cfg = cfg
+    model.target = target
     if pretrained:
         from .helpers import load_checkpoint
 
