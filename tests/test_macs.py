@@ -79,3 +79,18 @@ def test_acmix_pvt_conv_path_is_the_only_overhead():
     conv_path = sum(9 * 3 * h * n * (c // h) + c * n * 81 for c, n, h in zip(dims, grids, heads))
     assert shared - base == conv_path
     assert full - shared == sum(2 * c * c * n for c, n in zip(dims, grids))   # kv again on every stage's grid
+
+
+def test_model_table_lists_each_selectable_form(monkeypatch):
+    """The README table has a row per kept form (X-volution dense PSSA, ACmix-PVT full kv, ReLU DeiT without RPE)."""
+    from convattn.bench import model_table
+
+    calls = []
+    monkeypatch.setattr(model_table, "profile_model",
+                        lambda name, **kw: calls.append((name, kw)) or {"params_m": 1.0, "gmacs": 2.0})
+    rows = model_table.model_rows(["xvolution_resnet34", "acmix_pvt_tiny", "deit_tiny_relu", "resnet34"])
+    assert calls == [("xvolution_resnet34", {}), ("xvolution_resnet34", {"pssa_form": "dense"}),
+                     ("acmix_pvt_tiny", {}), ("acmix_pvt_tiny", {"acmix_kv": "full"}),
+                     ("deit_tiny_relu", {}), ("deit_tiny_relu", {"rel_pos_embed": False}), ("resnet34", {})]
+    assert rows[1]["model"] == "xvolution_resnet34 pssa_form='dense'" and rows[1]["top1"] is None
+    assert "`acmix_pvt_tiny acmix_kv='full'`" in model_table.markdown_table(rows)
