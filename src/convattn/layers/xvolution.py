@@ -17,8 +17,9 @@ Training form (``XVolution``, Fig. 1 of the paper): two branches, summed::
 
   ``'attention'`` (default; the paper's operator cost): the weighted sum is taken over the channels of each
   product, one 1 x 1 grouped convolution (D groups, C -> 1, stride s) giving one attention coefficient per
-  direction and output pixel, ``a_d(x0) = sum_c w[d, c] x_c(x0) x_c(x0 + L d)`` (a dot-product self-attention
-  logit between x0 and its shifted neighbour, no softmax, no positional encoding); the branch output is the
+  direction and output pixel, ``a_d(x0) = C^-1/2 sum_c w[d, c] x_c(x0) x_c(x0 + L d)`` (a dot-product
+  self-attention logit between x0 and its shifted neighbour with the usual 1/sqrt(C) scale, no softmax, no
+  positional encoding); the branch output is the
   attention-weighted sum of the neighbours, ``PSSA(x)(x0) = sum_d a_d(x0) V S_d(x)(x0)``, with V the identity
   when C_out == C (every ResNet 3x3 except a BasicBlock's first conv of a stage) and a 1 x 1 value
   projection otherwise. The operator's cost is the k x k conv plus ~3 D C multiply-adds per output pixel.
@@ -62,7 +63,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from .helpers import invalidate_graph_cache
+from .helpers import invalidate_graph_cache, subsample2d
 
 __all__ = ["XVolution", "PSSA_FORMS", "pssa_directions", "shift2d", "switch_to_deploy", "is_deploy",
            "invalidate_graph_cache"]
@@ -201,10 +202,10 @@ class XVolution(nn.Cell):
             else:
                 # a_d(x0) = sum_c w[d, c] x_c(x0) S_d(x)_c(x0): D groups of C product channels -> D coefficients
                 self.attn_logit = nn.Conv2d(in_channels * d, d, 1, stride=stride, group=d, has_bias=False)
+                self.logit_scale = float(in_channels) ** -0.5       # dot-product attention's 1/sqrt(C)
                 self.value = (None if in_channels == out_channels
                               else nn.Conv2d(in_channels, out_channels, 1, has_bias=False))
-                # the conv grid's pixels x[::s, ::s] (a 1x1 pool: a strided slice has no working CPU gradient)
-                self.subsample = nn.MaxPool2d(1, stride) if stride > 1 else None
+
         else:
             self.offsets = []
             self.num_shifts = 0
@@ -219,6 +220,15 @@ class XVolution(nn.Cell):
             self.key = nn.Conv2d(in_channels, out_channels, 1, has_bias=False)
             self.value = nn.Conv2d(in_channels, out_channels, 1, has_bias=False)
         self.attn_bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
+        self.init_attention()
+
+    def init_attention(self) -> None:
+        """Initialise the 'attention' form's coefficient weights N(0, 0.02) (a transformer's projection init), so
+        the branch starts small beside the conv; a network whose own init re-draws every Conv2d (the ResNet's
+        Kaiming fan-out would give these D-output convs a std of sqrt(2)) calls this again afterwards."""
+        if self.attn == "pssa" and self.pssa_form == "attention" and not self.deploy:
+            w = self.attn_logit.weight
+            w.set_data(Tensor(np.random.normal(0.0, 0.02, w.shape).astype(np.float32)))
 
     def extend_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -234,15 +244,17 @@ class XVolution(nn.Cell):
         """``concat(x * S_d(x) for every offset d)``: (N, D*C, H, W), direction-major."""
         return ops.concat(tuple(x * shift2d(x, o[0], o[1]) for o in self.offsets), 1)
 
+    def pssa_coefficients(self, x):
+        """``a_d(x0) = C^-1/2 sum_c w[d, c] x_c(x0) S_d(x)_c(x0)`` on the conv grid: (N, D, Ho, Wo)."""
+        return self.attn_logit(self.pssa_features(x)) * self.logit_scale
+
     def pssa_attention(self, x):
         """The ``'attention'`` form's branch before its BN: ``sum_d a_d(x0) V S_d(x)(x0)`` on the conv grid."""
-        a = self.attn_logit(self.pssa_features(x))                   # (N, D, Ho, Wo)
+        a = self.pssa_coefficients(x)                                # (N, D, Ho, Wo)
         v = x if self.value is None else self.value(x)
         out = None
         for i, o in enumerate(self.offsets):
-            sd = shift2d(v, o[0], o[1])
-            if self.subsample is not None:
-                sd = self.subsample(sd)
+            sd = subsample2d(shift2d(v, o[0], o[1]), self.stride)   # the conv grid's pixels x[::s, ::s]
             term = a[:, i:i + 1] * sd
             out = term if out is None else out + term
         return out
@@ -385,7 +397,7 @@ class XVolution(nn.Cell):
             if outside:
                 raise ValueError(f"shift offsets {outside} lie outside the {k}x{k} window: the 'attention' form "
                                  f"is a {k}x{k} dynamic kernel only for offsets within +-{p}")
-            a = self.attn_logit(self.pssa_features(x)).asnumpy().astype(np.float64)     # (N, D, Ho, Wo)
+            a = self.pssa_coefficients(x).asnumpy().astype(np.float64)                   # (N, D, Ho, Wo)
             if self.value is not None:
                 m = self.value.weight.asnumpy().astype(np.float64)[:, :, 0, 0]         # (O, C)
             else:

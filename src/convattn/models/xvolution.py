@@ -75,6 +75,9 @@ class XVolutionResNet(ResNet):
         xv = xvolution_layer(kernel_size, attn, directions, shift, num_heads, pssa_form)
         factories = tuple(xv if s in stages else conv3x3_layer for s in (1, 2, 3, 4))
         super().__init__(layers=layers, spatial_layer=factories, block=block, **kwargs)
+        for _, cell in self.cells_and_names():       # undo the ResNet's Kaiming re-draw of the coefficient convs
+            if isinstance(cell, XVolution):
+                cell.init_attention()
         self.xvol_stages = stages
         self.attn = attn
         self.pssa_form = pssa_form if attn == "pssa" else None
