@@ -200,12 +200,11 @@ class XVolution(nn.Cell):
                 self.attn_conv = nn.Conv2d(in_channels * d, out_channels, k, stride, pad_mode="pad", padding=p,
                                            has_bias=False)
             else:
-                # a_d(x0) = sum_c w[d, c] x_c(x0) S_d(x)_c(x0): D groups of C product channels -> D coefficients
+                # a_d(x0) = C^-1/2 sum_c w[d, c] x_c(x0) S_d(x)_c(x0): D groups of C products -> D coefficients
                 self.attn_logit = nn.Conv2d(in_channels * d, d, 1, stride=stride, group=d, has_bias=False)
                 self.logit_scale = float(in_channels) ** -0.5       # dot-product attention's 1/sqrt(C)
                 self.value = (None if in_channels == out_channels
                               else nn.Conv2d(in_channels, out_channels, 1, has_bias=False))
-
         else:
             self.offsets = []
             self.num_shifts = 0
