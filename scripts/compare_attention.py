@@ -8,8 +8,11 @@ the same recipe, seed and number of epochs. Writes ``<out>/comparison.md`` (val 
     python scripts/compare_attention.py --out ./output/compare_attention            # DeiT trio, 6 epochs
     python scripts/compare_attention.py --family swin --epochs 4                     # the Swin trio
     python scripts/compare_attention.py --family both
+    python scripts/compare_attention.py --family deit-rpe --epochs 5                 # with / without relative position
 
-Models are shrunk to digits size with ``model_kwargs`` (below); everything else is one shared recipe.
+Models are shrunk to digits size with ``model_kwargs`` (below); everything else is one shared recipe. A name may
+carry a variant suffix (``VARIANTS``): ``deit_tiny+rpe`` is DeiT with the relative position embedding (the
+like-for-like softmax baseline), ``deit_tiny_relu-rpe`` the ReLU model without it (the first version).
 """
 import argparse
 import csv
@@ -27,19 +30,31 @@ SMALL = {
              "depths": [2, 2, 2, 1], "num_heads": [2, 2, 4, 4]},
 }
 FAMILIES = {"deit": ["deit_tiny", "deit_tiny_relu", "deit_tiny_dw"],
+            "deit-rpe": ["deit_tiny", "deit_tiny+rpe", "deit_tiny_relu-rpe", "deit_tiny_relu"],
             "swin": ["swin_tiny", "swin_tiny_relu", "swin_tiny_dw"]}
+# name suffix -> extra model kwargs
+VARIANTS = {"+rpe": {"rel_pos_embed": True}, "-rpe": {"rel_pos_embed": False}}
+
+
+def split_variant(name: str):
+    """``'deit_tiny+rpe'`` -> ``('deit_tiny', {'rel_pos_embed': True})``; a plain name -> ``(name, {})``."""
+    for suffix, kwargs in VARIANTS.items():
+        if name.endswith(suffix):
+            return name[:-len(suffix)], dict(kwargs)
+    return name, {}
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
 
-def recipe(model: str, args) -> dict:
+def recipe(name: str, args) -> dict:
+    model, extra = split_variant(name)
     family = "swin" if model.startswith("swin") else "deit"
     return dict(
         dataset="digits", data_dir=args.data_dir, num_classes=10, image_size=32, crop_pct=1.0,
-        interpolation="bilinear", scale=[0.6, 1.0], hflip=0.0, model=model, model_kwargs=SMALL[family],
+        interpolation="bilinear", scale=[0.6, 1.0], hflip=0.0, model=model, model_kwargs={**SMALL[family], **extra},
         drop_path_rate=0.0, batch_size=args.batch_size, opt="adamw", lr=args.lr, weight_decay=0.05,
         min_lr=args.lr / 100, warmup_epochs=1, warmup_lr=args.lr / 100, label_smoothing=0.1, epochs=args.epochs,
         val_interval=1, max_steps_per_epoch=args.max_steps, seed=args.seed, mode=0, num_parallel_workers=1,
-        log_interval=1000, ckpt_dir=os.path.join(args.out, model), keep_checkpoint_max=1)
+        log_interval=1000, ckpt_dir=os.path.join(args.out, name), keep_checkpoint_max=1)
 
 
 def read_log(path: str):
@@ -107,7 +122,7 @@ def plot(results: dict, path: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", choices=["deit", "swin", "both"], default="deit")
+    parser.add_argument("--family", choices=["deit", "deit-rpe", "swin", "both"], default="deit")
     parser.add_argument("--models", default=None, help="comma-separated model names (overrides --family)")
     parser.add_argument("--out", default="./output/compare_attention")
     parser.add_argument("--data_dir", default="./data/digits", help="digits tree (written on first use)")
@@ -139,8 +154,9 @@ def main(argv=None) -> int:
         train(cfg)
         rows = read_log(os.path.join(cfg.ckpt_dir, "train_log.csv"))
         from convattn.models import create_model
-        params = sum(p.size for p in create_model(model, num_classes=10, **SMALL[
-            "swin" if model.startswith("swin") else "deit"]).trainable_params())
+        base, extra = split_variant(model)
+        params = sum(p.size for p in create_model(base, num_classes=10, **SMALL[
+            "swin" if base.startswith("swin") else "deit"], **extra).trainable_params())
         results[model] = {"rows": rows, "time_s": time.time() - t0, "params": params}
     md = os.path.join(args.out, "comparison.md")
     with open(md, "w") as f:

@@ -33,6 +33,11 @@ def test_parameter_counts_match_timm(name):
     n = sum(p.size for p in net.trainable_params()) / 1e6
     assert round(n, 2) == OFFICIAL_PARAMS_M[name], f"{name}: {n:.4f} M"
     relu = convattn.create_model(name + "_relu")
+    heads = net.blocks[0].attn.num_heads
+    # + a relative-position table per block: (2*14 - 1)^2 patch offsets + 3 class-token entries, per head
+    n_soft = sum(p.size for p in net.trainable_params())
+    assert sum(p.size for p in relu.trainable_params()) == n_soft + 12 * 732 * heads
+    relu = convattn.create_model(name + "_relu", rel_pos_embed=False)   # the first version
     assert sum(p.size for p in relu.trainable_params()) == sum(p.size for p in net.trainable_params())
     dw = convattn.create_model(name + "_dw")
     dim = net.embed_dim
@@ -138,3 +143,36 @@ def test_bad_input(ms_mode, shape, match):
     net.set_train(False)
     with pytest.raises((ValueError, RuntimeError), match=match):
         net(Tensor(np.zeros(shape, np.float32)))
+
+
+def test_relative_position_embedding():
+    """Index layout (2-D patch offsets + 3 class-token entries) and where the term enters: softmax adds it to the
+    logits, ReLU (no softmax) to the normalised weights, o = (relu(q k^T s) / N + p) v."""
+    from convattn.layers.dynamic_attention import DynamicAttention, token_relative_position_index
+
+    idx = token_relative_position_index(2, 2)
+    assert idx.shape == (5, 5) and idx[0, 0] == 11 and set(idx[0, 1:]) == {9} and set(idx[1:, 0]) == {10}
+    assert idx[1, 1] == idx[4, 4] == 4 and idx[1, 4] == 0 and idx[4, 1] == 8     # (dy, dx) = (0,0), (-1,-1), (1,1)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 8)).astype(np.float32)
+    for act, mode in (("relu", "values"), ("softmax", "logits")):
+        att = DynamicAttention(8, 2, attn_act=act, rel_pos_grid=(2, 2))
+        att.relative_position_bias_table.set_data(Tensor(rng.normal(size=(12, 2)).astype(np.float32)))
+        assert att.core.act.rel_pos == mode
+        w_qkv, b_qkv = att.qkv.weight.asnumpy(), att.qkv.bias.asnumpy()
+        qkv = (x @ w_qkv.T + b_qkv).reshape(2, 5, 3, 2, 4).transpose(2, 0, 3, 1, 4)
+        logits = qkv[0] @ qkv[1].transpose(0, 1, 3, 2) * 4 ** -0.5
+        p = att.relative_position_bias_table.asnumpy()[idx].transpose(2, 0, 1)[None]
+        if act == "relu":
+            a = np.maximum(logits, 0) / 5 + p
+        else:
+            e = np.exp(logits + p - (logits + p).max(-1, keepdims=True))
+            a = e / e.sum(-1, keepdims=True)
+        o = (a @ qkv[2]).transpose(0, 2, 1, 3).reshape(2, 5, 8)
+        ref = o @ att.proj.weight.asnumpy().T + att.proj.bias.asnumpy()
+        np.testing.assert_allclose(att(Tensor(x)).asnumpy(), ref, rtol=1e-4, atol=1e-5)
+    net, _ = _tiny("deit_tiny_relu")
+    assert net.rel_pos_embed and net.blocks[0].attn.relative_position_bias_table.shape == (3 * 3 + 3, 3)
+    net, _ = _tiny("deit_tiny", rel_pos_embed=True)           # the like-for-like softmax baseline
+    assert net.blocks[0].attn.core.act.rel_pos == "logits" and net.blocks[1].attn.rel_pos_grid == (2, 2)
+    assert not any("relative_position" in p.name for p in _tiny("deit_tiny")[0].get_parameters())

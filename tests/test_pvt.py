@@ -69,3 +69,26 @@ def test_pvt_features_and_bad_input():
     net = convattn.create_model("pvt_tiny", **SMALL)
     with pytest.raises(ValueError, match="built for 64x64"):
         net(ms.Tensor(np.zeros((1, 3, 96, 96), np.float32)))
+
+
+def test_acmix_pvt_conv_path_reuses_sra_kv():
+    """acmix_kv='shared': the conv path reads SRA's own k/v, each repeated over its sr x sr patch (no second kv)."""
+    from mindspore import Tensor
+
+    rng = np.random.default_rng(0)
+    attn = AttentionACmix(16, 2, qkv_bias=True, sr_ratio=2, resolution=(4, 4))
+    for p in attn.trainable_params():
+        p.set_data(Tensor(rng.normal(0, 0.3, p.shape).astype(np.float32)))
+    attn.set_train(False)
+    x = Tensor(rng.normal(size=(2, 16, 16)).astype(np.float32))
+    q_t, kv_t = attn.project(x)
+    kv = kv_t.asnumpy().reshape(2, 2, 2, 32).repeat(2, axis=1).repeat(2, axis=2).reshape(2, 16, 32)
+    qkv = np.concatenate((q_t.asnumpy(), kv), -1).reshape(2, 16, 6, 8).transpose(0, 2, 3, 1)
+    conv = attn.conv_path(Tensor(qkv), 4, 4).asnumpy().reshape(2, 16, 16).transpose(0, 2, 1)
+    ref = attn.rate1.asnumpy() * attn.attend(q_t, kv_t).asnumpy() + attn.rate2.asnumpy() * conv
+    got = attn(x).asnumpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    attn.acmix_kv = "full"          # the first version: kv applied again at full resolution -> another output
+    assert not np.allclose(attn(x).asnumpy(), got, atol=1e-3)
+    with pytest.raises(ValueError, match="multiple of sr_ratio"):
+        AttentionACmix(16, 2, sr_ratio=4, resolution=(6, 6))

@@ -50,15 +50,25 @@ def _check_switch(op, shape=(2, 6, 11, 9), seed=0):
     return _rel(got, ref), x, got
 
 
+def _op(attn, *args, **kwargs):
+    """``attn`` 'pssa' (the default 'attention' form), 'pssa-dense' (the dense form) or 'sa'."""
+    if attn == "pssa-dense":
+        return XVolution(*args, attn="pssa", pssa_form="dense", **kwargs)
+    return XVolution(*args, attn=attn, **kwargs)
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("kernel_size", [1, 3, 5, 7])
-@pytest.mark.parametrize("attn", ["pssa", "sa"])
+@pytest.mark.parametrize("attn", ["pssa", "pssa-dense", "sa"])
 def test_deploy_equals_training_every_kernel_stride(pynative, attn, kernel_size, stride):
-    op = XVolution(6, 8, kernel_size, stride, attn=attn, num_heads=2 if attn == "sa" else None)
+    op = _op(attn, 6, 8, kernel_size, stride, num_heads=2 if attn == "sa" else None)
     err, _, _ = _check_switch(op)
     assert err <= RTOL, f"{attn} k={kernel_size} s={stride}: deploy vs training relative diff {err:.3g}"
-    if attn == "pssa":
-        assert [n for n, _ in op.cells_and_names() if n] == ["fused"], "PSSA deploy form must be ONE conv"
+    cells = [n for n, _ in op.cells_and_names() if n]
+    if attn == "pssa-dense":
+        assert cells == ["fused"], "dense PSSA deploy form must be ONE conv"
+    elif attn == "pssa":   # one k x k conv + the online coefficients (6 -> 8 channels: a 1x1 value projection)
+        assert cells == ["attn_logit", "value", "fused"], cells
 
 
 @pytest.mark.parametrize("directions,shift", [(4, 1), (8, 1), (8, 2), (4, (1, 3)), (((0, 1), (1, 1)), 1)],
@@ -71,15 +81,16 @@ def test_deploy_equals_training_every_direction_set(pynative, directions, shift,
 
 
 def test_deploy_equals_training_graph_and_pynative(ms_mode):
-    for attn in ("pssa", "sa"):
-        err, _, _ = _check_switch(XVolution(8, 8, 3, 2, attn=attn, directions=8), shape=(2, 8, 9, 10))
+    for attn in ("pssa", "pssa-dense", "sa"):
+        err, _, _ = _check_switch(_op(attn, 8, 8, 3, 2, directions=8), shape=(2, 8, 9, 10))
         assert err <= RTOL, f"{attn} [{ms_mode}]: relative diff {err:.3g}"
 
 
+@pytest.mark.parametrize("form,cout", [("dense", 5), ("attention", 4), ("attention", 5)])
 @pytest.mark.parametrize("kernel_size,stride", [(3, 1), (5, 2)])
-def test_deploy_is_the_dynamic_convolution(pynative, kernel_size, stride):
+def test_deploy_is_the_dynamic_convolution(pynative, kernel_size, stride, form, cout):
     """y(x0) = sum_u (W_c + w_A(x0))[u] x(x0 + u) + b with the explicit per-position kernel."""
-    op = XVolution(4, 5, kernel_size, stride, directions=8)
+    op = XVolution(4, cout, kernel_size, stride, directions=8, pssa_form=form)
     _, x, got = _check_switch(op, shape=(2, 4, 9, 8))
     kern = op.dynamic_kernel(x).asnumpy().astype(np.float64)          # (N, O, C, k, k, Ho, Wo)
     n, o, c, k, _, ho, wo = kern.shape
@@ -91,6 +102,10 @@ def test_deploy_is_the_dynamic_convolution(pynative, kernel_size, stride):
             win = xp[:, :, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
             y += np.einsum("nochw,nchw->nohw", kern[:, :, :, i, j], win)
     y += op.fused.bias.asnumpy()[None, :, None, None]
+    if form == "attention":   # the cyclic shift wraps at the border: compare where every tap is inside the map
+        ys, xs = np.arange(ho) * stride, np.arange(wo) * stride
+        inner = np.outer((ys >= 1) & (ys <= x.shape[2] - 2), (xs >= 1) & (xs <= x.shape[3] - 2))
+        y, got = y[:, :, inner], got[:, :, inner]
     assert _rel(y, got) <= RTOL
     static = op.fused.weight.asnumpy()[:, :c]
     assert not np.allclose(kern[0, :, :, :, :, 0, 0], static), "attention coefficients must be content-dependent"
@@ -107,8 +122,8 @@ def test_shift_matches_cyclic_roll(pynative):
 
 
 def test_training_form_gradients_flow(pynative):
-    for attn in ("pssa", "sa"):
-        op = XVolution(4, 6, 3, 2, attn=attn, num_heads=2)
+    for attn in ("pssa", "pssa-dense", "sa"):
+        op = _op(attn, 4, 6, 3, 2, num_heads=2)
         op.set_train(True)
         x = Tensor(np.random.default_rng(0).normal(size=(2, 4, 8, 8)).astype(np.float32))
         params = op.trainable_params()
@@ -140,6 +155,8 @@ def test_bad_input_is_refused(pynative):
         XVolution(4, 4, 3, shift=0)
     with pytest.raises(ValueError, match="num_heads"):
         XVolution(4, 6, 3, attn="sa", num_heads=4)
+    with pytest.raises(ValueError, match="pssa_form"):
+        XVolution(4, 4, 3, pssa_form="full")
     op = XVolution(4, 4, 3)
     with pytest.raises(RuntimeError, match="deploy-form"):
         op.dynamic_kernel(Tensor(np.zeros((1, 4, 5, 5), np.float32)))
@@ -158,6 +175,12 @@ def test_bad_input_is_refused(pynative):
 def test_resnet_parameter_counts():
     count = lambda net: sum(int(np.prod(p.shape)) for p in net.trainable_params())  # noqa: E731
     assert count(create_model("resnet34")) == 21_797_672                           # torchvision resnet34
+    # PSSA 'attention' form (default): ResNet-34 + 56_832 = per X-volution its two BNs (4C), the D*C
+    # coefficient weights and, in layer3.0.conv1 (128 -> 256), a 1x1 value projection; the 'dense' form's
+    # D k x k convs over the products make it 2.25x ResNet-34
+    assert count(create_model("xvolution_resnet34")) == 21_797_672 + 12 * 4 * 256 + 11 * 4 * 256 + 4 * 128 + 128 * 256
+    assert count(create_model("xvolution_resnet34", pssa_form="dense")) == 48_941_864
+    assert count(create_model("xvolution_resnet50")) == 25_569_320
     net = create_model("xvolution_resnet50", attn="sa")
     assert count(net) == 26_742_824
     xv = [n for n, c in net.cells_and_names() if isinstance(c, XVolution)]

@@ -1,4 +1,5 @@
-"""The README's model table: name, params (M), GMACs at the default input size, paper top-1, upstream source."""
+"""The README's model table: name, params (M), GMACs at the default input size, paper top-1, upstream source;
+models that keep an earlier form selectable get a row for it too (``FORM_ROWS``)."""
 from typing import Iterable, List, Optional
 
 from ..models import get_model_cfg, list_models
@@ -7,20 +8,34 @@ from .macs import profile_model
 __all__ = ["model_rows", "markdown_table"]
 
 
-def model_rows(names: Optional[Iterable[str]] = None) -> List[dict]:
+# non-default forms a model keeps selectable, listed in the table under the default one (name -> kwargs per row)
+FORM_ROWS = {
+    "xvolution_resnet34": ({"pssa_form": "dense"},),
+    "xvolution_resnet50": ({"pssa_form": "dense"},),
+    "acmix_pvt_tiny": ({"acmix_kv": "full"},),
+    "acmix_pvt_small": ({"acmix_kv": "full"},),
+    "deit_tiny_relu": ({"rel_pos_embed": False},),
+    "deit_small_relu": ({"rel_pos_embed": False},),
+}
+
+
+def model_rows(names: Optional[Iterable[str]] = None, forms: bool = True) -> List[dict]:
+    """One row per model at its defaults, plus (``forms``) one per selectable form in ``FORM_ROWS``."""
     rows = []
     for name in names or list_models():
         cfg = get_model_cfg(name)
-        prof = profile_model(name)
-        rows.append({
-            "model": name,
-            "params_m": prof["params_m"],
-            "gmacs": prof["gmacs"],
-            "input": "x".join(str(s) for s in cfg["input_size"][1:]),
-            "top1": cfg["top1"],
-            "paper": cfg["paper"] or "",
-            "upstream": cfg["upstream"] or "",
-        })
+        for kwargs in ({},) + (FORM_ROWS.get(name, ()) if forms else ()):
+            prof = profile_model(name, **kwargs)
+            label = name + "".join(f" {k}={v!r}" for k, v in kwargs.items())
+            rows.append({
+                "model": label,
+                "params_m": prof["params_m"],
+                "gmacs": prof["gmacs"],
+                "input": "x".join(str(s) for s in cfg["input_size"][1:]),
+                "top1": cfg["top1"] if not kwargs else None,
+                "paper": cfg["paper"] or "",
+                "upstream": cfg["upstream"] or "",
+            })
     return rows
 
 

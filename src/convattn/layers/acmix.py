@@ -257,6 +257,12 @@ class ACmix(ConvPathMixin, nn.Cell):
                 f"head={self.head}, kernel_conv={self.kernel_conv}, stride={self.stride}, dilation={self.dilation}, "
                 f"attn_impl={self.attn_impl}")
 
+    def extra_macs(self, inputs, output) -> int:
+        """The local attention's products: q . (k + pe_i - pe_j) and sum_j a_ij v_j, each out_planes x k_att^2
+        per output pixel (the 1x1 projections and the conv path are Conv2d cells, counted by their hooks)."""
+        n, ho, wo = output.shape[0], output.shape[2], output.shape[3]
+        return 2 * n * self.out_planes * self.kernel_att * self.kernel_att * ho * wo
+
     def construct(self, x):
         q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)
         b, c, h, w = q.shape

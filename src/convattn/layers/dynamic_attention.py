@@ -29,6 +29,7 @@ from mindspore import Parameter, Tensor, nn, ops
 __all__ = [
     "ATTN_ACTS", "ATTN_NORMS", "ATTN_KINDS", "REL_POS_MODES", "AttentionActivation", "DynamicAttentionCore",
     "DepthwiseAttentionCore", "DynamicAttention", "build_attention_core", "check_attention_args",
+    "token_relative_position_index",
 ]
 
 ATTN_ACTS = ("softmax", "relu", "identity")
@@ -76,6 +77,27 @@ def check_attention_args(dim: int, num_heads: int, attn: str = "standard", attn_
         raise ValueError(f"num_heads={num_heads} does not divide the width dim={dim}; "
                          f"choose a head count that divides {dim}")
     return attn_act, attn_norm, rel_pos
+
+
+def token_relative_position_index(grid_h: int, grid_w: int, num_prefix: int = 1) -> np.ndarray:
+    """(N, N) indices into a relative-position table for ``num_prefix`` (0 or 1) class token + a grid of patches.
+
+    Patch pairs index the (2*gh - 1) * (2*gw - 1) 2-D offsets (Swin's layout); with a class token three more
+    entries follow: class -> patch, patch -> class, class -> class (the layout BEiT uses for the same problem).
+    """
+    if num_prefix not in (0, 1):
+        raise ValueError(f"num_prefix must be 0 or 1 (one class token), got {num_prefix}")
+    ys, xs = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
+    ys, xs = ys.reshape(-1), xs.reshape(-1)
+    idx = (ys[:, None] - ys[None, :] + grid_h - 1) * (2 * grid_w - 1) + (xs[:, None] - xs[None, :] + grid_w - 1)
+    if num_prefix:
+        t = (2 * grid_h - 1) * (2 * grid_w - 1)
+        n = idx.shape[0] + 1
+        full = np.empty((n, n), np.int64)
+        full[1:, 1:] = idx
+        full[0, 1:], full[1:, 0], full[0, 0] = t, t + 1, t + 2
+        idx = full
+    return idx.astype(np.int32)
 
 
 def _window_keep(mask, batch_windows: int):
@@ -287,13 +309,19 @@ class DynamicAttention(nn.Cell):
         qk_scale: logit scale (default C_h ** -0.5; depth-wise: 1.0).
         attn_drop, proj_drop: dropout on the attention map / after the output projection.
 
-    ``construct(x, bias=None)``: ``bias`` is an optional relative-position term (heads, N, N).
+        rel_pos_grid: ``(gh, gw)`` patch grid to learn a relative position embedding for (a per-head table of the
+            2-D offsets, Swin's layout, plus three class-token entries when ``num_prefix`` = 1; trunc-normal 0.02);
+            where it enters is ``rel_pos`` (softmax: the logits; ReLU / identity: o = (a + p) v). None: no term.
+
+    ``construct(x, bias=None)``: ``bias`` is an optional relative-position term (heads, N, N) given by the caller
+    (used when the cell has no table of its own).
     """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn: str = "standard",
                  attn_act: Optional[str] = None, attn_norm: Optional[str] = None, tau: float = 1.0,
                  norm_first: bool = False, rel_pos: str = "auto", qk_scale: Optional[float] = None,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+                 attn_drop: float = 0.0, proj_drop: float = 0.0, rel_pos_grid: Optional[tuple] = None,
+                 num_prefix: int = 1) -> None:
         super().__init__()
         self.core = build_attention_core(dim, num_heads, attn, attn_act, attn_norm, tau, norm_first, rel_pos,
                                          qk_scale, attn_drop)
@@ -305,9 +333,27 @@ class DynamicAttention(nn.Cell):
             self.qkv = nn.Dense(dim, 3 * dim, has_bias=qkv_bias)
         self.proj = nn.Dense(dim, dim)
         self.proj_drop = nn.Dropout(p=proj_drop) if proj_drop > 0 else nn.Identity()
+        self.rel_pos_grid = None if rel_pos_grid is None else (int(rel_pos_grid[0]), int(rel_pos_grid[1]))
+        if self.rel_pos_grid is not None:
+            gh, gw = self.rel_pos_grid
+            index = token_relative_position_index(gh, gw, num_prefix)
+            self.n_rel_tokens = index.shape[0]
+            size = (2 * gh - 1) * (2 * gw - 1) + (3 if num_prefix else 0)
+            self.relative_position_bias_table = Parameter(
+                Tensor(np.random.normal(0.0, 0.02, (size, num_heads)).clip(-2, 2), ms.float32),
+                name="relative_position_bias_table")
+            self.relative_position_index = Tensor(index.reshape(-1), ms.int32)
+
+    def relative_position_bias(self):
+        """The learned relative-position term (heads, N, N)."""
+        n = self.n_rel_tokens
+        bias = ops.gather(self.relative_position_bias_table, self.relative_position_index, 0)
+        return ops.transpose(bias.reshape(n, n, self.num_heads), (2, 0, 1))
 
     def construct(self, x, bias=None):
         b, n, c = x.shape
+        if self.rel_pos_grid is not None:
+            bias = self.relative_position_bias()
         if self.depthwise:
             qk = self.qk(x).reshape(b, n, 2, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
             out = self.core(qk[0], qk[1], bias)

@@ -353,6 +353,20 @@ class SAM(nn.Cell):
     def _aggregation_chunk(self, x3, w, groups):
         return recompute(self.aggregation, x3, w, groups)
 
+    def extra_macs(self, inputs, output) -> int:
+        """Multiply-adds no Conv2d hook sees: the aggregation ``sum_j w(i, j) beta(x_j)`` (out_planes x k*k per
+        output pixel) and the product relations (Hadamard / dot / star: rel x k*k, clique: rel x k^4 per pixel).
+        gamma's 1x1 convolutions are counted by their hooks (or by the fused kernel's own declaration)."""
+        n, ho, wo = output.shape[0], output.shape[-2], output.shape[-1]
+        kk = self.kernel_size * self.kernel_size
+        macs = n * self.out_planes * kk * ho * wo
+        rel = self.conv1.out_channels
+        if self.relation in ("hadamard", "dot", "star"):
+            macs += n * rel * kk * ho * wo
+        elif self.relation == "clique":
+            macs += n * rel * kk * kk * ho * wo
+        return macs
+
     def attend(self, x):
         """``(y, phi(x), psi(x), beta(x))``: the SAM output and the three projections (ACmix-SAN reuses them)."""
         x1, x2, x3 = self.conv1(x), self.conv2(x), self.conv3(x)

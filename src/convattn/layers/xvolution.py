@@ -6,16 +6,29 @@ open is named below and in the README's fidelity table.
 
 Training form (``XVolution``, Fig. 1 of the paper): two branches, summed::
 
-    y = BN_c(Conv_kxk(x)) + BN_a(Attn(x))
+    y = BN_c(Conv_kxk(x)) + BN_a(PSSA(x))
 
 * conv branch: a k x k convolution (stride s, zero padding k // 2, no bias) followed by BatchNorm.
-* attention branch, ``attn='pssa'`` (pixel-shift self-attention, the paper's X-volution):
-  1. shift the map by L pixels along each direction d (a *cyclic* shift, "循环移位, implemented by indexing"),
-     ``S_d(x)[h, w] = x[(h + L*dy) mod H, (w + L*dx) mod W]`` -- done with slices + concat, never Roll;
-  2. element-wise product with the original map, ``T_d = x * S_d(x)`` (per channel, no channel sum);
-  3. the "weighted local sum implementable as a convolution": one k x k convolution (same k, stride and zero
-     padding as the conv branch, no bias) over the D*C channels ``concat(T_1 .. T_D)`` (direction-major);
-  4. BatchNorm (the paper's normalisation; no softmax, no extra scaling of the products).
+* attention branch, ``attn='pssa'`` (pixel-shift self-attention, the paper's X-volution): shift the map by L
+  pixels along each direction d (a *cyclic* shift "implemented by indexing",
+  ``S_d(x)[h, w] = x[(h + L*dy) mod H, (w + L*dx) mod W]``, slices + concat, never Roll), multiply it element-wise
+  with the original map, ``T_d = x * S_d(x)``, and take a weighted sum of the transformed maps (a convolution).
+  Two readings of that weighted sum, ``pssa_form``:
+
+  ``'attention'`` (default; the paper's operator cost): the weighted sum is taken over the channels of each
+  product, one 1 x 1 grouped convolution (D groups, C -> 1, stride s) giving one attention coefficient per
+  direction and output pixel, ``a_d(x0) = C^-1/2 sum_c w[d, c] x_c(x0) x_c(x0 + L d)`` (a dot-product
+  self-attention logit between x0 and its shifted neighbour with the usual 1/sqrt(C) scale, no softmax, no
+  positional encoding); the branch output is the
+  attention-weighted sum of the neighbours, ``PSSA(x)(x0) = sum_d a_d(x0) V S_d(x)(x0)``, with V the identity
+  when C_out == C (every ResNet 3x3 except a BasicBlock's first conv of a stage) and a 1 x 1 value
+  projection otherwise. The operator's cost is the k x k conv plus ~3 D C multiply-adds per output pixel.
+
+  ``'dense'`` (the first version, kept selectable): the weighted sum is one dense k x k convolution over the
+  D*C product channels ``concat(T_1 .. T_D)`` (direction-major, same k/stride/padding as the conv branch, no
+  bias), i.e. D extra k x k convolutions: (1 + D) x the parameters and MACs of the plain conv.
+
+  Then BatchNorm (the paper's normalisation; no softmax, no extra scaling of the products).
 * attention branch, ``attn='sa'`` (the paper's X-volution (SA)): global multi-head dot-product self-attention
   without positional encoding, 1 x 1 query/key/value projections (no bias), logits scaled by
   ``1/sqrt(head_dim)``, softmax over all key positions, then BatchNorm. With stride s the queries are the
@@ -25,22 +38,21 @@ Deploy form (:meth:`XVolution.switch_to_deploy`): every BatchNorm is folded into
 
 * PSSA: both branches merge into ONE dynamic convolution whose kernel at output position x0 and tap u is the
   static kernel plus content-dependent attention coefficients (the paper's
-  ``y(x0) = sum_i (W_c(x0, x_i) + w_A(x0, x_i)) x_i + b``)::
-
-      K(x0)[o, c, u] = W_c[o, c, u] + sum_d W_a[o, d*C + c, u] * S_d(x)_c(x0 + u)
-
-  Because ``K(x0)[o, c, u] * x_c(x0 + u)`` is linear in the static weights, the operator is evaluated without
-  materialising K: one k x k convolution over the content-augmented input ``concat(x, T_1, .., T_D)`` with the
-  fused weight ``concat(W_c, W_a)`` and one bias. :meth:`XVolution.dynamic_kernel` returns K explicitly
-  (for inspection and the tests, which check that ``sum_u K[u] x(x0 + u)`` equals the deploy output).
-  This is exact, not an approximation.
+  ``y(x0) = sum_i (W_c(x0, x_i) + w_A(x0, x_i)) x_i + b``).
+  ``'attention'``: ``K(x0)[o, c, u] = W_c[o, c, u] + M[o, c] * a_{d(u)}(x0)`` with M = diag(BN scale) or the
+  scaled value projection; evaluated as the folded k x k conv plus the online coefficients applied to the
+  shifted taps (never materialising K). The cyclic shift means a border pixel's neighbour tap wraps around
+  instead of reading the zero padding; inside the map K acts on the k x k window exactly.
+  ``'dense'``: ``K(x0)[o, c, u] = W_c[o, c, u] + sum_d W_a[o, d*C + c, u] * S_d(x)_c(x0 + u)``, evaluated as one
+  k x k convolution over ``concat(x, T_1, .., T_D)`` with the fused weight ``concat(W_c, W_a)`` and one bias.
+  :meth:`XVolution.dynamic_kernel` returns K explicitly for either form (for inspection and the tests, which
+  check that ``sum_u K[u] x(x0 + u)`` equals the deploy output). This is exact, not an approximation.
 * SA: the BN after attention folds exactly into the value projection (softmax rows sum to one), and the conv
   branch's BN into the conv; but global attention has a window of the whole image and cannot become a k x k
   kernel, so the deploy form keeps it as a second branch (``y = Conv'(x) + SA'(x)``) -- stated, not approximated.
 
-Cost (CPU, GRAPH mode, eval, median of 7, 2 shared cores): one 3x3 X-volution (PSSA, 4 directions) at
-(8, 64, 56, 56): conv 78 ms, training form 419 ms, deploy form 345 ms; at (8, 256, 14, 14): 47 / 248 / 244 ms
-(SA: 85 / 84 ms). PSSA's merged conv reads (1 + D) * C channels, hence ~(1 + D)x the FLOPs of the plain conv.
+Cost: ``python scripts/benchmark.py --models 'xvolution_resnet34@deploy' resnet34`` measures it; the README
+quotes the measurements of both PSSA forms against the plain ResNets.
 
 Supported for re-parameterization: odd k (1, 3, 5, 7, ...), any stride >= 1, dilation 1, groups 1. Anything else
 is refused at construction with the reason. A deploy-form operator refuses training mode and a second switch.
@@ -51,9 +63,12 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from .helpers import invalidate_graph_cache
+from .helpers import invalidate_graph_cache, subsample2d
 
-__all__ = ["XVolution", "pssa_directions", "shift2d", "switch_to_deploy", "is_deploy", "invalidate_graph_cache"]
+__all__ = ["XVolution", "PSSA_FORMS", "pssa_directions", "shift2d", "switch_to_deploy", "is_deploy",
+           "invalidate_graph_cache"]
+
+PSSA_FORMS = ("attention", "dense")
 
 _DIRECTION_SETS = {
     # (dy, dx): S_d(x)[h, w] = x[h + L*dy, w + L*dx] (cyclic). "left" = the map moves left = sample from the right.
@@ -128,6 +143,10 @@ class XVolution(nn.Cell):
         directions: PSSA shift directions: 4 (default; left, right, up, down -- the directions the paper names),
             8 (plus diagonals: the full 3x3 Markov neighbourhood), or explicit ``((dy, dx), ...)``.
         shift: PSSA shift distance L in pixels (default 1), or a tuple of distances.
+        pssa_form: ``'attention'`` (default: one attention coefficient per direction from the channel-weighted
+            product, applied to the shifted neighbours; the plain conv's cost plus ~3DC MACs per pixel) or
+            ``'dense'`` (a dense k x k conv over the D*C product channels: (1 + D) x the conv's cost). See the
+            module doc.
         num_heads: heads of the SA branch (default ``max(1, out_channels // 64)``: 64-dim heads).
         padding, dilation, groups: accepted only to refuse unsupported values with a clear message
             (padding must be k // 2, dilation 1, groups 1 for the re-parameterization to be exact).
@@ -138,7 +157,7 @@ class XVolution(nn.Cell):
                  attn: str = "pssa", directions: Union[int, Sequence[Tuple[int, int]]] = 4,
                  shift: Union[int, Sequence[int]] = 1, num_heads: Optional[int] = None,
                  padding: Optional[int] = None, dilation: int = 1, groups: int = 1,
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.9) -> None:
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.9, pssa_form: str = "attention") -> None:
         super().__init__()
         if isinstance(kernel_size, (tuple, list)):
             if len(kernel_size) != 2 or kernel_size[0] != kernel_size[1]:
@@ -158,6 +177,9 @@ class XVolution(nn.Cell):
             raise ValueError(f"XVolution uses 'same' zero padding k // 2 = {kernel_size // 2}, got padding={padding}")
         if attn not in ("pssa", "sa"):
             raise ValueError(f"attn must be 'pssa' (pixel-shift self-attention) or 'sa' (global self-attention), got '{attn}'")
+        if pssa_form not in PSSA_FORMS:
+            raise ValueError(f"pssa_form must be one of {PSSA_FORMS} ('attention': the paper's per-direction "
+                             f"attention coefficients; 'dense': a k x k conv over the products), got '{pssa_form}'")
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
         self.in_channels = in_channels
@@ -166,15 +188,23 @@ class XVolution(nn.Cell):
         self.stride = stride
         self.padding = kernel_size // 2
         self.attn = attn
+        self.pssa_form = pssa_form if attn == "pssa" else None
         self.deploy = False
         k, p = kernel_size, kernel_size // 2
         self.conv = nn.Conv2d(in_channels, out_channels, k, stride, pad_mode="pad", padding=p, has_bias=False)
         self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
         if attn == "pssa":
             self.offsets = pssa_directions(directions, shift)
-            self.num_shifts = len(self.offsets)
-            self.attn_conv = nn.Conv2d(in_channels * self.num_shifts, out_channels, k, stride, pad_mode="pad",
-                                       padding=p, has_bias=False)
+            self.num_shifts = d = len(self.offsets)
+            if pssa_form == "dense":
+                self.attn_conv = nn.Conv2d(in_channels * d, out_channels, k, stride, pad_mode="pad", padding=p,
+                                           has_bias=False)
+            else:
+                # a_d(x0) = C^-1/2 sum_c w[d, c] x_c(x0) S_d(x)_c(x0): D groups of C products -> D coefficients
+                self.attn_logit = nn.Conv2d(in_channels * d, d, 1, stride=stride, group=d, has_bias=False)
+                self.logit_scale = float(in_channels) ** -0.5       # dot-product attention's 1/sqrt(C)
+                self.value = (None if in_channels == out_channels
+                              else nn.Conv2d(in_channels, out_channels, 1, has_bias=False))
         else:
             self.offsets = []
             self.num_shifts = 0
@@ -189,12 +219,21 @@ class XVolution(nn.Cell):
             self.key = nn.Conv2d(in_channels, out_channels, 1, has_bias=False)
             self.value = nn.Conv2d(in_channels, out_channels, 1, has_bias=False)
         self.attn_bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
+        self.init_attention()
+
+    def init_attention(self) -> None:
+        """Initialise the 'attention' form's coefficient weights N(0, 0.02) (a transformer's projection init), so
+        the branch starts small beside the conv; a network whose own init re-draws every Conv2d (the ResNet's
+        Kaiming fan-out would give these D-output convs a std of sqrt(2)) calls this again afterwards."""
+        if self.attn == "pssa" and self.pssa_form == "attention" and not self.deploy:
+            w = self.attn_logit.weight
+            w.set_data(Tensor(np.random.normal(0.0, 0.02, w.shape).astype(np.float32)))
 
     def extend_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
              f"attn={self.attn}, deploy={self.deploy}")
         if self.attn == "pssa":
-            s += f", offsets={self.offsets}"
+            s += f", pssa_form={self.pssa_form}, offsets={self.offsets}"
         else:
             s += f", num_heads={self.num_heads}"
         return s
@@ -203,6 +242,35 @@ class XVolution(nn.Cell):
     def pssa_features(self, x):
         """``concat(x * S_d(x) for every offset d)``: (N, D*C, H, W), direction-major."""
         return ops.concat(tuple(x * shift2d(x, o[0], o[1]) for o in self.offsets), 1)
+
+    def pssa_coefficients(self, x):
+        """``a_d(x0) = C^-1/2 sum_c w[d, c] x_c(x0) S_d(x)_c(x0)`` on the conv grid: (N, D, Ho, Wo)."""
+        return self.attn_logit(self.pssa_features(x)) * self.logit_scale
+
+    def pssa_attention(self, x):
+        """The ``'attention'`` form's branch before its BN: ``sum_d a_d(x0) V S_d(x)(x0)`` on the conv grid."""
+        a = self.pssa_coefficients(x)                                # (N, D, Ho, Wo)
+        v = x if self.value is None else self.value(x)
+        out = None
+        for i, o in enumerate(self.offsets):
+            sd = subsample2d(shift2d(v, o[0], o[1]), self.stride)   # the conv grid's pixels x[::s, ::s]
+            term = a[:, i:i + 1] * sd
+            out = term if out is None else out + term
+        return out
+
+    def extra_macs(self, inputs, output) -> int:
+        """Multiply-adds outside the Conv2d cells: the PSSA products and the attention-weighted sum, or the SA
+        query-key and attention-value products."""
+        x = inputs[0]
+        n, c, h, w = x.shape
+        ho, wo = output.shape[2], output.shape[3]
+        if self.attn == "sa":
+            hw = h * w
+            return 2 * n * self.out_channels * ho * wo * hw          # q k^T and a v, every head
+        macs = n * self.num_shifts * c * h * w                        # x * S_d(x)
+        if self.pssa_form == "attention":
+            macs += n * self.num_shifts * self.out_channels * ho * wo # sum_d a_d * S_d(V x)
+        return macs
 
     def global_attention(self, x):
         """Multi-head softmax attention; queries on the stride-s grid, keys/values everywhere: (N, C_out, Ho, Wo)."""
@@ -225,11 +293,16 @@ class XVolution(nn.Cell):
                     "XVolution is in deploy form (BatchNorms folded, weights frozen) and cannot be trained; "
                     "train the training-form network and call switch_to_deploy() after training")
             if self.attn == "pssa":
-                return self.fused(ops.concat((x, self.pssa_features(x)), 1))
+                if self.pssa_form == "dense":
+                    return self.fused(ops.concat((x, self.pssa_features(x)), 1))
+                att = self.pssa_attention(x)
+                return self.fused(x) + (att if self.attn_scale is None else att * self.attn_scale)
             return self.fused(x) + self.global_attention(x)
         y = self.bn(self.conv(x))
         if self.attn == "pssa":
-            return y + self.attn_bn(self.attn_conv(self.pssa_features(x)))
+            if self.pssa_form == "dense":
+                return y + self.attn_bn(self.attn_conv(self.pssa_features(x)))
+            return y + self.attn_bn(self.pssa_attention(x))
         return y + self.attn_bn(self.global_attention(x))
 
     def set_train(self, mode: bool = True):
@@ -255,7 +328,23 @@ class XVolution(nn.Cell):
         sa, ba = _fold_bn(self.attn_bn)
         wc = self.conv.weight.asnumpy().astype(np.float64) * sc[:, None, None, None]
         k, p = self.kernel_size, self.padding
-        if self.attn == "pssa":
+        if self.attn == "pssa" and self.pssa_form == "attention":
+            fused = nn.Conv2d(self.in_channels, self.out_channels, k, self.stride, pad_mode="pad", padding=p,
+                              has_bias=True)
+            fused.weight = _param(wc, "weight")
+            fused.bias = _param(bc + ba, "bias")
+            # BN_a(sum_d a_d V S_d x) = diag(sa) sum_d a_d V S_d x + ba: the scale goes into V (or stays a vector)
+            if self.value is not None:
+                value = nn.Conv2d(self.in_channels, self.out_channels, 1, has_bias=False)
+                value.weight = _param(self.value.weight.asnumpy().astype(np.float64) * sa[:, None, None, None],
+                                      "weight")
+                self.value = value
+                value.weight.name = prefix + "value.weight"
+                self.attn_scale = None
+            else:
+                self.attn_scale = _param(sa.reshape(1, -1, 1, 1), prefix + "attn_scale")
+            self.attn_logit.weight.requires_grad = False
+        elif self.attn == "pssa":
             wa = self.attn_conv.weight.asnumpy().astype(np.float64) * sa[:, None, None, None]
             cin = self.in_channels * (1 + self.num_shifts)
             fused = nn.Conv2d(cin, self.out_channels, k, self.stride, pad_mode="pad", padding=p, has_bias=True)
@@ -288,6 +377,8 @@ class XVolution(nn.Cell):
         """The deploy-form PSSA operator's per-position kernel ``K(x0)``: (N, C_out, C, k, k, Ho, Wo).
 
         ``y[n, o, x0] = sum_{c,u} K[n, o, c, u, x0] * x_pad[n, c, x0*s + u] + b[o]`` (x zero-padded by k // 2).
+        ``'attention'`` form: every shift offset must lie inside the k x k window, and the identity holds where
+        no tap wraps around the border (the cyclic shift reads the opposite border there, not the padding).
         For inspection and tests (it materialises N*C_out*C*k*k*Ho*Wo numbers); the operator itself never builds it.
         """
         if not (self.deploy and self.attn == "pssa"):
@@ -295,12 +386,25 @@ class XVolution(nn.Cell):
         xs = x.asnumpy().astype(np.float64)
         n, c, hh, ww = xs.shape
         k, p, s = self.kernel_size, self.padding, self.stride
-        w = self.fused.weight.asnumpy().astype(np.float64)            # (O, (1+D)C, k, k)
+        w = self.fused.weight.asnumpy().astype(np.float64)            # (O, C or (1+D)C, k, k)
         o = w.shape[0]
         ho, wo = (hh + 2 * p - k) // s + 1, (ww + 2 * p - k) // s + 1
         wc = w[:, :c]
-        wa = w[:, c:].reshape(o, self.num_shifts, c, k, k)
         kern = np.broadcast_to(wc[None, :, :, :, :, None, None], (n, o, c, k, k, ho, wo)).copy()
+        if self.pssa_form == "attention":
+            outside = [off for off in self.offsets if max(abs(off[0]), abs(off[1])) > p]
+            if outside:
+                raise ValueError(f"shift offsets {outside} lie outside the {k}x{k} window: the 'attention' form "
+                                 f"is a {k}x{k} dynamic kernel only for offsets within +-{p}")
+            a = self.pssa_coefficients(x).asnumpy().astype(np.float64)                   # (N, D, Ho, Wo)
+            if self.value is not None:
+                m = self.value.weight.asnumpy().astype(np.float64)[:, :, 0, 0]         # (O, C)
+            else:
+                m = np.diag(self.attn_scale.asnumpy().astype(np.float64).reshape(-1))
+            for d, (dy, dx) in enumerate(self.offsets):
+                kern[:, :, :, p + dy, p + dx] += m[None, :, :, None, None] * a[:, d][:, None, None]
+            return Tensor(kern.astype(np.float32))
+        wa = w[:, c:].reshape(o, self.num_shifts, c, k, k)
         for d, (dy, dx) in enumerate(self.offsets):
             sd = np.roll(xs, (-dy, -dx), axis=(2, 3))                   # S_d(x)[h, w] = x[h + dy, w + dx]
             sdp = np.pad(sd, ((0, 0), (0, 0), (p, p), (p, p)))

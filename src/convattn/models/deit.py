@@ -101,6 +101,14 @@ class VisionTransformer(nn.Cell):
         attn_norm: ``'none'`` | ``'token'`` (divide by N) | ``'layernorm'`` | ``'batchnorm'`` over the attention
             map (default for relu: ``'token'``). tau: temperature. norm_first: normalise before the activation.
         qk_scale: logit scale (default C_h ** -0.5; depth-wise: 1.0).
+        rel_pos_embed: learn a relative position embedding per block (a per-head table over the 2-D patch offsets
+            plus three class-token entries), kept beside DeiT's absolute one. The dynamic-convolution paper's
+            finding is that "with relative position embedding" softmax can be replaced by ReLU; the ``_relu``
+            models use it by default (``rel_pos_embed=False``: the first version), the softmax DeiT models not
+            (official DeiT; ``rel_pos_embed=True`` gives the like-for-like baseline).
+        rel_pos: where the term enters: ``'auto'`` (softmax: added to the logits; ReLU / identity: to the
+            normalised weights, o = (a + p) v, as the paper writes for attention without softmax), ``'logits'``,
+            ``'values'``.
         features_only / out_indices: return the token maps (B, C, H/16, W/16) after the blocks in ``out_indices``
             (default: every block) instead of logits.
     """
@@ -127,13 +135,15 @@ class VisionTransformer(nn.Cell):
         qk_scale: Optional[float] = None,
         features_only: bool = False,
         out_indices: Optional[Sequence[int]] = None,
+        rel_pos_embed: bool = False,
+        rel_pos: str = "auto",
     ) -> None:
         super().__init__()
         self.img_size = to_2tuple(img_size)
         if any(s % patch_size or s < patch_size for s in self.img_size):
             raise ValueError(f"img_size={img_size} is not a multiple of patch_size={patch_size}; "
                              f"use e.g. img_size={max(1, self.img_size[0] // patch_size) * patch_size}")
-        check_attention_args(embed_dim, num_heads, attn, attn_act, attn_norm, tau)
+        check_attention_args(embed_dim, num_heads, attn, attn_act, attn_norm, tau, rel_pos)
         self.patch_size = patch_size
         self.grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         self.num_tokens = self.grid[0] * self.grid[1] + 1
@@ -146,6 +156,7 @@ class VisionTransformer(nn.Cell):
         if bad:
             raise ValueError(f"out_indices {bad} out of range for {depth} blocks")
         self.attn_kind = attn
+        self.rel_pos_embed = bool(rel_pos_embed)
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.cls_token = Parameter(init.initializer(init.TruncatedNormal(0.02), (1, 1, embed_dim), ms.float32),
@@ -155,7 +166,7 @@ class VisionTransformer(nn.Cell):
         self.pos_drop = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
         dpr = np.linspace(0, drop_path_rate, depth).tolist()
         attn_kwargs = dict(attn=attn, attn_act=attn_act, attn_norm=attn_norm, tau=tau, norm_first=norm_first,
-                           qk_scale=qk_scale)
+                           qk_scale=qk_scale, rel_pos=rel_pos, rel_pos_grid=self.grid if rel_pos_embed else None)
         self.blocks = nn.CellList([
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], **attn_kwargs)
             for i in range(depth)
@@ -228,8 +239,8 @@ class VisionTransformer(nn.Cell):
 _VARIANTS = {
     "deit_tiny": (192, 3, {}),
     "deit_small": (384, 6, {}),
-    "deit_tiny_relu": (192, 3, {"attn_act": "relu"}),
-    "deit_small_relu": (384, 6, {"attn_act": "relu"}),
+    "deit_tiny_relu": (192, 3, {"attn_act": "relu", "rel_pos_embed": True}),
+    "deit_small_relu": (384, 6, {"attn_act": "relu", "rel_pos_embed": True}),
     "deit_tiny_dw": (192, 3, {"attn": "depthwise"}),
     "deit_small_dw": (384, 6, {"attn": "depthwise"}),
 }
@@ -267,14 +278,16 @@ def deit_small(**kwargs) -> VisionTransformer:
 @register_model
 @_variant
 def deit_tiny_relu(**kwargs) -> VisionTransformer:
-    """DeiT-Ti with ReLU attention (default normalisation: divide by the token count N)."""
+    """DeiT-Ti with ReLU attention (normalisation: divide by the token count N) and a relative position embedding
+    (``rel_pos_embed=False``: without it, the first version)."""
     return _deit("deit_tiny_relu", **kwargs)
 
 
 @register_model
 @_variant
 def deit_small_relu(**kwargs) -> VisionTransformer:
-    """DeiT-S with ReLU attention (default normalisation: divide by the token count N)."""
+    """DeiT-S with ReLU attention (normalisation: divide by the token count N) and a relative position embedding
+    (``rel_pos_embed=False``: without it, the first version)."""
     return _deit("deit_small_relu", **kwargs)
 
 

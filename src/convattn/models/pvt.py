@@ -14,10 +14,17 @@ choice following the ACmix paper and its released Swin form as closely as PVT al
 
 1. ACmix replaces the spatial-reduction attention (SRA) of every block; the MLP, norms, patch embeddings, position
    embeddings and class token are PVT's.
-2. Stage I (shared 1x1 projections): PVT's ``q`` and ``kv`` Linears are the shared projections. The attention path
-   is PVT's SRA unchanged (q from all tokens, k/v from ``kv(norm(sr(x)))``); the convolution path applies the *same*
-   ``q`` and ``kv`` weights to the full-resolution tokens, because the shift convolution needs q, k, v on the
-   full grid. (Reusing the projections, not adding new ones, is the paper's point: no extra 1x1 parameters.)
+2. Stage I (shared 1x1 projections): PVT's ``q`` and ``kv`` Linears are the shared projections, each computed ONCE
+   and used by both paths (the ACmix paper's point: stage I, the 1x1 projections, is the shared bulk of the
+   cost). The attention path is PVT's SRA unchanged (q from all tokens, k/v from ``kv(norm(sr(x)))``).
+   ``acmix_kv='shared'`` (default): the convolution path reads the same q (full grid) and the same k/v, which
+   SRA computes once per sr x sr patch; each k/v token is repeated over the patch it summarises (nearest
+   upsampling, no multiply-adds; at sr = 1 they are the full-grid k/v). The path adds only ``fc`` + ``dep_conv``:
+   ACmix-PVT-T/S count 2.02 / 3.97 GMACs (attention products included), +0.08 / +0.16 G over PVT-T/S
+   (1.93 / 3.82; PVT's paper: 1.9 / 3.8), against the ACmix README's 2.0 / 3.9 G. PVT-S's remaining 2 % is the
+   conv path itself (fc + dep_conv, 0.16 G at its depths): no reading that keeps that path reaches 3.9.
+   ``acmix_kv='full'`` (the first version): the conv path applies ``kv`` again to the full-resolution tokens
+   (2.25 / 4.47 GMACs).
 3. Stage II, convolution path = the Swin form's: ``fc`` (1x1 over the 3*heads axis, k_conv^2 = 9 outputs,
    **with bias**), reorder to ``(B, 9*head_dim, H, W)``, ``dep_conv`` (3x3, groups = head_dim, no bias, shift
    initialised); the same reshape order as upstream, and the depth-wise (Ascend) form via ``depthwise_conv``.
@@ -110,36 +117,63 @@ class Attention(nn.Cell):
             self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio, pad_mode="valid", has_bias=True)
             self.norm = _ln(dim, 1e-5)
 
-    def attention(self, x):
-        """SRA + ``proj`` on tokens ``(B, N, C)``."""
+    def project(self, x):
+        """Stage I: ``(q (B, N, C), kv (B, M, 2C))``, k/v from the spatially reduced tokens (M = N / sr^2)."""
         b, n, c = x.shape
-        h, w = self.h, self.w
-        nh, hd = self.num_heads, self.head_dim
-        q = ops.transpose(self.q(x).reshape(b, n, nh, hd), (0, 2, 1, 3))
         if self.sr_ratio > 1:
-            x_ = ops.transpose(x, (0, 2, 1)).reshape(b, c, h, w)
+            x_ = ops.transpose(x, (0, 2, 1)).reshape(b, c, self.h, self.w)
             x_ = ops.transpose(self.sr(x_).reshape(b, c, -1), (0, 2, 1))
             x_ = self.norm(x_)
         else:
             x_ = x
-        kv = ops.transpose(self.kv(x_).reshape(b, -1, 2, nh, hd), (2, 0, 3, 1, 4))
+        return self.q(x), self.kv(x_)
+
+    def attend(self, q_t, kv_t):
+        """Stage II, attention: softmax(q k^T * scale) v over all heads, then ``proj``."""
+        b, n, c = q_t.shape
+        nh, hd = self.num_heads, self.head_dim
+        q = ops.transpose(q_t.reshape(b, n, nh, hd), (0, 2, 1, 3))
+        kv = ops.transpose(kv_t.reshape(b, -1, 2, nh, hd), (2, 0, 3, 1, 4))
         k, v = kv[0], kv[1]
         attn = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * self.scale, axis=-1)
         attn = self.attn_drop(attn)
         out = ops.transpose(ops.matmul(attn, v), (0, 2, 1, 3)).reshape(b, n, c)
         return self.proj(out)
 
+    def attention(self, x):
+        """SRA + ``proj`` on tokens ``(B, N, C)``."""
+        q_t, kv_t = self.project(x)
+        return self.attend(q_t, kv_t)
+
+    def extra_macs(self, inputs, output) -> int:
+        """q k^T and attn v: 2 B N M C (M = N / sr^2 key tokens; the class token joins both in the last stage)."""
+        b, n, c = inputs[0].shape
+        m = (self.h // self.sr_ratio) * (self.w // self.sr_ratio) + (self.n_cls if self.sr_ratio == 1 else 0)
+        return 2 * b * n * m * c
+
     def construct(self, x):
         return self.proj_drop(self.attention(x))
 
 
 class AttentionACmix(ConvPathMixin, Attention):
-    """ACmix on PVT's SRA (design in the module docstring): ``rate1 * proj(SRA) + rate2 * conv_path(q, k, v)``."""
+    """ACmix on PVT's SRA (design in the module docstring): ``rate1 * proj(SRA) + rate2 * conv_path(q, k, v)``.
+
+    ``acmix_kv``: ``'shared'`` (default: the conv path reuses SRA's k/v, repeated over each sr x sr patch) or
+    ``'full'`` (``kv`` applied again to the full-resolution tokens for the conv path).
+    """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, qk_scale: Optional[float] = None,
                  attn_drop: float = 0.0, proj_drop: float = 0.0, sr_ratio: int = 1, resolution=(14, 14),
-                 n_cls: int = 0, depthwise_conv: Optional[bool] = None) -> None:
+                 n_cls: int = 0, depthwise_conv: Optional[bool] = None, acmix_kv: str = "shared") -> None:
+        if acmix_kv not in ("shared", "full"):
+            raise ValueError(f"acmix_kv must be 'shared' (the conv path reuses SRA's k/v) or 'full' (kv recomputed "
+                             f"on the full-resolution tokens), got {acmix_kv!r}")
+        if acmix_kv == "shared" and (resolution[0] % sr_ratio or resolution[1] % sr_ratio):
+            raise ValueError(f"acmix_kv='shared' repeats each k/v token over its {sr_ratio}x{sr_ratio} patch, so the "
+                             f"{resolution[0]}x{resolution[1]} token grid must be a multiple of sr_ratio={sr_ratio}; "
+                             f"use an img_size whose stage grids divide by the sr ratios, or acmix_kv='full'")
         Attention.__init__(self, dim, num_heads, qkv_bias, qk_scale, attn_drop, proj_drop, sr_ratio, resolution, n_cls)
+        self.acmix_kv = acmix_kv
         self.init_conv_path(num_heads, dim // num_heads, dim, 3, 1, fc_bias=True, depthwise_conv=depthwise_conv)
         self.rate1 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate1")
         self.rate2 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate2")
@@ -147,13 +181,22 @@ class AttentionACmix(ConvPathMixin, Attention):
     def construct(self, x):
         b, n, c = x.shape
         nh, hd, h, w, n_cls = self.num_heads, self.head_dim, self.h, self.w, self.n_cls
-        xs = x[:, n_cls:] if n_cls > 0 else x
-        qkv = ops.concat((self.q(xs), self.kv(xs)), -1)  # (B, HW, 3C): q heads, k heads, v heads
+        q_t, kv_t = self.project(x)                        # stage I, once for both paths
+        qs = q_t[:, n_cls:] if n_cls > 0 else q_t
+        r = self.sr_ratio
+        if self.acmix_kv == "full":
+            kvs = self.kv(x[:, n_cls:] if n_cls > 0 else x)
+        elif r > 1:                                        # each reduced k/v token over its r x r patch
+            kvs = kv_t.reshape(b, h // r, 1, w // r, 1, 2 * c)
+            kvs = ops.broadcast_to(kvs, (b, h // r, r, w // r, r, 2 * c)).reshape(b, h * w, 2 * c)
+        else:
+            kvs = kv_t[:, n_cls:] if n_cls > 0 else kv_t
+        qkv = ops.concat((qs, kvs), -1)  # (B, HW, 3C): q heads, k heads, v heads
         f_all = ops.transpose(qkv.reshape(b, h * w, 3 * nh, hd), (0, 2, 3, 1))
         conv = ops.transpose(self.conv_path(f_all, h, w).reshape(b, c, h * w), (0, 2, 1))
         if n_cls > 0:
             conv = ops.concat((ops.zeros((b, n_cls, c), conv.dtype), conv), 1)
-        out = self.rate1 * self.attention(x) + self.rate2 * conv
+        out = self.rate1 * self.attend(q_t, kv_t) + self.rate2 * conv
         return self.proj_drop(out)
 
 
@@ -161,12 +204,12 @@ class Block(nn.Cell):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
                  qk_scale: Optional[float] = None, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
                  sr_ratio: int = 1, acmix: bool = False, depthwise_conv: Optional[bool] = None, resolution=(14, 14),
-                 n_cls: int = 0) -> None:
+                 n_cls: int = 0, acmix_kv: str = "shared") -> None:
         super().__init__()
         self.norm1 = _ln(dim, 1e-6)
         if acmix:
             self.attn = AttentionACmix(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop, sr_ratio, resolution, n_cls,
-                                       depthwise_conv)
+                                       depthwise_conv, acmix_kv)
         else:
             self.attn = Attention(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop, sr_ratio, resolution, n_cls)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -198,6 +241,8 @@ class PyramidVisionTransformer(StagedClassifier, nn.Cell):
         embed_dims, num_heads, mlp_ratios, depths, sr_ratios: per stage. qkv_bias, qk_scale: attention options.
         drop_rate, attn_drop_rate, drop_path_rate: dropout / stochastic depth (linear over all blocks).
         acmix / depthwise_conv: ACmix attention and its conv-path formulation (None: depth-wise on Ascend).
+        acmix_kv: where the ACmix conv path gets k/v: ``'shared'`` (default, SRA's own k/v repeated over each
+            sr x sr patch) or ``'full'`` (``kv`` re-applied at full resolution); see the module docstring.
         features_only / out_indices: return the stage maps of stages 1-3 and the last stage's patch tokens (NCHW).
     """
 
@@ -207,7 +252,7 @@ class PyramidVisionTransformer(StagedClassifier, nn.Cell):
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.1,
                  depths: Sequence[int] = (2, 2, 2, 2), sr_ratios: Sequence[int] = (8, 4, 2, 1), acmix: bool = False,
                  depthwise_conv: Optional[bool] = None, features_only: bool = False,
-                 out_indices: Optional[Sequence[int]] = None) -> None:
+                 out_indices: Optional[Sequence[int]] = None, acmix_kv: str = "shared") -> None:
         super().__init__()
         n = len(depths)
         if not (len(embed_dims) == len(num_heads) == len(mlp_ratios) == len(sr_ratios) == n):
@@ -243,7 +288,7 @@ class PyramidVisionTransformer(StagedClassifier, nn.Cell):
                                                          name=f"pos_embed{i + 1}"))
             setattr(self, f"block{i + 1}", nn.CellList([
                 Block(embed_dims[i], num_heads[i], mlp_ratios[i], qkv_bias, qk_scale, drop_rate, attn_drop_rate,
-                      dpr[cur + j], sr_ratios[i], acmix, depthwise_conv, res[i], 1 if i == n - 1 else 0)
+                      dpr[cur + j], sr_ratios[i], acmix, depthwise_conv, res[i], 1 if i == n - 1 else 0, acmix_kv)
                 for j in range(depths[i])]))
             cur += depths[i]
             self.feature_info.append({"num_chs": embed_dims[i], "reduction": patch_size * 2 ** i,

@@ -38,12 +38,13 @@ default_cfgs = {
 
 
 def xvolution_layer(kernel_size: int = 3, attn: str = "pssa", directions=4, shift=1,
-                    num_heads: Optional[int] = None):
+                    num_heads: Optional[int] = None, pssa_form: str = "attention"):
     """A spatial-layer factory for the shared ResNet: ``XVolution(in, width, kernel_size, stride, attn, ...)``."""
 
     def build(width: int, stride: int, dilation: int, in_channels: Optional[int] = None) -> nn.Cell:
         return XVolution(width if in_channels is None else in_channels, width, kernel_size, stride, attn=attn,
-                         directions=directions, shift=shift, num_heads=num_heads, dilation=dilation)
+                         directions=directions, shift=shift, num_heads=num_heads, dilation=dilation,
+                         pssa_form=pssa_form)
 
     return build
 
@@ -54,6 +55,9 @@ class XVolutionResNet(ResNet):
     Args:
         xvol_stages: stages (1-4) whose 3x3 convs become X-volution (default ``(3,)``, the paper's best).
         attn: ``'pssa'`` (X-volution) or ``'sa'`` (X-volution (SA), global self-attention).
+        pssa_form: ``'attention'`` (default: the paper's operator, the plain conv's cost plus a few MACs per
+            pixel) or ``'dense'`` (the first version: a dense k x k conv over the D shifted products, (1 + D) x
+            the conv's cost), see :class:`~convattn.layers.XVolution`.
         kernel_size, directions, shift, num_heads: passed to :class:`~convattn.layers.XVolution`.
         Everything else: :class:`~convattn.models.resnet.ResNet` (``layers``, ``block``, ``num_classes``, ...).
     """
@@ -61,18 +65,22 @@ class XVolutionResNet(ResNet):
     def __init__(self, layers: Sequence[int] = (3, 4, 6, 3), block: str = "bottleneck",
                  xvol_stages: Sequence[int] = (3,), attn: str = "pssa", kernel_size: int = 3,
                  directions: Union[int, Sequence[Tuple[int, int]]] = 4, shift: Union[int, Sequence[int]] = 1,
-                 num_heads: Optional[int] = None, **kwargs) -> None:
+                 num_heads: Optional[int] = None, pssa_form: str = "attention", **kwargs) -> None:
         stages = tuple(sorted({int(s) for s in xvol_stages}))
         if not stages or any(s not in (1, 2, 3, 4) for s in stages):
             raise ValueError(f"xvol_stages must be a non-empty subset of stages 1, 2, 3, 4 (layer1..layer4), "
                              f"got {tuple(xvol_stages)}")
         if "spatial_layer" in kwargs:
             raise TypeError("XVolutionResNet builds its own spatial layers; use xvol_stages / attn / kernel_size")
-        xv = xvolution_layer(kernel_size, attn, directions, shift, num_heads)
+        xv = xvolution_layer(kernel_size, attn, directions, shift, num_heads, pssa_form)
         factories = tuple(xv if s in stages else conv3x3_layer for s in (1, 2, 3, 4))
         super().__init__(layers=layers, spatial_layer=factories, block=block, **kwargs)
+        for _, cell in self.cells_and_names():       # undo the ResNet's Kaiming re-draw of the coefficient convs
+            if isinstance(cell, XVolution):
+                cell.init_attention()
         self.xvol_stages = stages
         self.attn = attn
+        self.pssa_form = pssa_form if attn == "pssa" else None
         self.deployed = False
 
     def switch_to_deploy(self) -> "XVolutionResNet":
