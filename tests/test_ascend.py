@@ -15,6 +15,7 @@ from convattn.bench.ascend_audit import (REPRESENTATIVES, REVIEWED_UNDOCUMENTED,
 from convattn.convert import load_official_state
 from convattn.layers import set_fused_kernels
 from convattn.layers.san_attention import SAM
+from conftest import REPO
 from parity import load_fixture, tolerance
 
 
@@ -193,3 +194,42 @@ def test_window_attention_masks_are_finite_in_float16():
         assert np.isfinite(mask).all()
     neg = window_mask(2, 3, 3, 2).min()
     assert np.exp(np.float16(neg) - np.float16(100)) == 0 and np.exp(np.float32(neg) + np.float32(1e3)) == 0
+
+
+def test_audit_flags_what_ascend_cannot_run(tmp_path):
+    """The CPU form of ACmix (grouped dep_conv, fused CPU kernels) fails the audit; its Ascend form passes; an
+    undocumented primitive is 'unknown'; the command line exits 1 on a violation."""
+    import importlib.util
+    from convattn.bench import ascend_audit as audit
+    from convattn.deploy import to_ascend_legal
+    from convattn.layers import ACmix
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        x = ms.Tensor(np.random.default_rng(0).standard_normal((1, 8, 6, 6)).astype(np.float32))
+        cpu = ACmix(8, 8, kernel_att=3, head=2, depthwise_conv=False)
+        cpu.set_train(False)
+        bad = audit.audit_graph(audit.graph_primitives(cpu, x))
+        to_ascend_legal(cpu)
+        set_fused_kernels(cpu, False)
+        good = audit.audit_graph(audit.graph_primitives(cpu, x))
+    finally:
+        ms.set_context(mode=previous)
+    assert bad["Conv2D"]["status"] == "violation" and "not depth-wise" in bad["Conv2D"]["problems"][0]
+    if "Custom" in bad:  # the fused kernels are built where g++ is
+        assert any("CPU-only" in p for p in bad["Custom"]["problems"])
+    assert good["Conv2D"]["status"] == "ok" and "Custom" not in good
+    assert not [op for op, row in good.items() if row["status"] == "violation"]
+    assert audit.primitive_platforms("NoSuchPrimitive")[0] is None
+    assert audit.primitive_platforms("Conv2DBackpropFilter")[0] == ("Ascend", "GPU", "CPU")
+
+    result = {"name": "acmix_cpu_form", "infer": bad, "train": good}
+    path = str(tmp_path / "audit.json")
+    audit.save_results([result], path)
+    spec = importlib.util.spec_from_file_location("ascend_audit_cli", REPO / "scripts" / "ascend_audit.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main(["--load", path, "--summary-only"]) == 1
+    result["infer"] = good
+    audit.save_results([result], path)
+    assert cli.main(["--load", path, "--summary-only"]) == 0
