@@ -44,7 +44,12 @@ def main(argv=None) -> int:
         names += [n for n in found if n not in names]
     results, bad = [], False
     for name in names:
-        result = audit_model(name, full_size=args.full_size)
+        try:
+            result = audit_model(name, full_size=args.full_size)
+        except Exception as exc:  # noqa: BLE001  (a graph that does not compile fails the audit, the rest goes on)
+            print(f"VIOLATION {name}: does not compile: {type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
+            bad = True
+            continue
         results.append(result)
         found = findings(result)
         if not args.summary_only:
