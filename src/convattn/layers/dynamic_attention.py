@@ -258,7 +258,8 @@ class DepthwiseAttentionCore(nn.Cell):
             k_bar = k.mean(2, keep_dims=True)                         # (B', h, 1, C_h): one kernel per window
         else:
             keep = ops.tile(_window_keep(mask, q.shape[0]), (1, self.num_heads, 1, 1))   # (B', h, N, M)
-            k_bar = self.matmul(keep / keep.sum(-1, keepdims=True), k)                  # per-query kernel
+            keep = (keep / keep.sum(-1, keepdims=True)).astype(k.dtype)  # float32 map; k is float16 under O2
+            k_bar = self.matmul(keep, k)                                                # per-query kernel
         out = q * k_bar
         if self.scale != 1.0:
             out = out * self.scale
@@ -268,7 +269,7 @@ class DepthwiseAttentionCore(nn.Cell):
             p = ops.tile(ops.expand_dims(bias, 0), (q.shape[0], 1, 1, 1))
             if mask is not None:
                 p = p * _window_keep(mask, q.shape[0])
-            out = out + self.matmul(p, k)
+            out = out + self.matmul(p.astype(k.dtype), k)
         return out
 
     def extra_macs(self, inputs, output) -> int:

@@ -169,7 +169,18 @@ def _make_ops(mode: str, kernel_size: int, dilation: int, groups: int, stride: i
     return custom("agg", agg_shape, agg_bprop), custom("corr", corr_shape, corr_bprop)
 
 
-class LocalAggregate(nn.Cell):
+class _Float32Cell(nn.Cell):
+    """A cell around float32 kernels. AMP (``to_float(float16)``, O2/O3) flags every sub-cell, and a flagged cell
+    in PYNATIVE mode casts the inputs of each primitive it runs to float16, past the casts to float32 in
+    ``construct``; these cells keep the float32 flag instead (their callers' dtype comes back on the output)."""
+
+    def add_flags_recursive(self, **flags):
+        if flags.get("fp16") or flags.get("bf16"):
+            flags.update(fp16=False, bf16=False, fp32=True)
+        return super().add_flags_recursive(**flags)
+
+
+class LocalAggregate(_Float32Cell):
     """``construct(w, xp)``: weights ``(N, G, k*k, Ho, Wo)`` and the padded map ``(N, C, Hp, Wp)`` ->
     ``(N, C, Ho, Wo)`` (stride 1: ``Hp = Ho + d(k-1)``; stride 2: ``Hp >= 2(Ho-1) + k``); ``C`` divisible by ``G``,
     weight group of channel c by ``mode``. float32 inside."""
@@ -183,7 +194,7 @@ class LocalAggregate(nn.Cell):
         return self.op(w.astype(ms.float32), xp.astype(ms.float32)).astype(dtype)
 
 
-class LocalCorrelate(nn.Cell):
+class LocalCorrelate(_Float32Cell):
     """``construct(a, xp)``: ``a`` ``(N, C, Ho, Wo)`` and the padded map -> ``(N, groups, k*k, Ho, Wo)``,
     ``w[g, t, p] = sum_{c in g} a[c, p] * xp[c, s*p + o_t]``. float32 inside."""
 
@@ -196,7 +207,7 @@ class LocalCorrelate(nn.Cell):
         return self.op(a.astype(ms.float32), xp.astype(ms.float32)).astype(dtype)
 
 
-class TapSoftmax(nn.Cell):
+class TapSoftmax(_Float32Cell):
     """Softmax over axis 2 of ``(N, G, T, H, W)``; float32 inside."""
 
     def __init__(self) -> None:
@@ -226,7 +237,7 @@ def _diff_ops(kernel_size: int, dilation: int):
     return _custom("diff", "", lambda a, xp: (a[0], a[1], taps, a[2], a[3]), bprop, tag=tag), scatter
 
 
-class LocalDiff(nn.Cell):
+class LocalDiff(_Float32Cell):
     """``construct(a, xp)``: ``a`` ``(N, C, H, W)``, the padded map ``(N, C, H + d(k-1), W + d(k-1))`` ->
     ``(N, C, k*k, H, W)`` with ``r[c, t, p] = a[c, p] - xp[c, p + o_t]``; float32 inside."""
 
@@ -239,7 +250,7 @@ class LocalDiff(nn.Cell):
         return self.op(a.astype(ms.float32), xp.astype(ms.float32)).astype(dtype)
 
 
-class PairwiseMlp(nn.Cell):
+class PairwiseMlp(_Float32Cell):
     """``construct(a, bp, w1, b1, w2, b2)`` -> ``(N, O, k*k, H, W)``:
     ``w2 @ relu(w1 @ relu(a_i - bp_{i+o_t}) + b1) + b2`` per tap t and pixel i, where ``a`` ``(N, C, H, W)``,
     ``bp`` its padded partner, ``w1`` ``(K, C)``, ``w2`` ``(O, K)``. The gradient (for eval-mode

@@ -9,7 +9,7 @@ stride ``s*b``: the halo overlap costs ``(halo/b)^2`` = 3-4x less memory than ``
 
     logits = Q_block @ K_halo^T + mask,   out = softmax(logits) @ V_halo        (two BatchMatMuls)
 
-where ``mask`` is 0 where the key lies in the query's own ``k x k`` window and -1e9 elsewhere, so
+where ``mask`` is 0 where the key lies in the query's own ``k x k`` window and -1e4 elsewhere, so
 ``exp`` gives exactly 0 outside the window and the softmax is *exactly* the sliding-window softmax (the
 float32 result differs from the reference by summation order only). More multiply-adds
 (``halo^2 / k^2`` ~ 3-4x), but dense GEMMs that run at matmul speed instead of elementwise speed.
@@ -27,7 +27,9 @@ from mindspore import nn, ops
 
 __all__ = ["BlockedWindowAttention", "block_split", "window_mask"]
 
-_NEG = -1e9
+# Finite in float16 (AMP O2 builds the mask in the logits' dtype; -1e9 would be -inf there, which Ascend's
+# overflow check counts as an overflow), and exp(-1e4 + anything sensible) is exactly 0 in float16 and float32.
+_NEG = -1e4
 
 
 def block_split(size: int, target: int):
@@ -37,7 +39,7 @@ def block_split(size: int, target: int):
 
 
 def window_mask(bh: int, bw: int, kernel: int, stride: int) -> np.ndarray:
-    """``(bh*bw, hh*hw)`` additive mask: 0 where halo position (u, v) lies in query (r, c)'s window, else -1e9."""
+    """``(bh*bw, hh*hw)`` additive mask: 0 where halo position (u, v) lies in query (r, c)'s window, else -1e4."""
     hh, hw = stride * (bh - 1) + kernel, stride * (bw - 1) + kernel
     u, r = np.arange(hh)[None, :], np.arange(bh)[:, None]
     rows = (u >= stride * r) & (u < stride * r + kernel)                      # (bh, hh)

@@ -71,6 +71,12 @@ def _mapping(kind: str, cin: int, hidden: int, cout: int) -> nn.SequentialCell:
     return nn.SequentialCell(cells)
 
 
+def _unwrap(cell):
+    """The cell itself, or the one an AMP cast wrapper holds: O2 keeps each BatchNorm in float32 inside a
+    wrapper cell (``_backbone``) that has none of the BatchNorm's parameters."""
+    return getattr(cell, "_backbone", cell)
+
+
 class _Aggregation(nn.Cell):
     """The weighted footprint sum for ``groups`` share groups: (N, groups*n_w, H, W) x (N, n_w, k*k, L)."""
 
@@ -102,9 +108,7 @@ class SAM(nn.Cell):
         mapping: gamma's layout, see the module docstring.
         position_encoding: pairwise only, append p_i - p_j (official: on). Patchwise weights index the
             footprint positions themselves, so the flag has no effect there.
-        export_safe: build the gathers with the ONNX-exportable slice path (same numbers, slower), and the
-            position grid from ``arange`` instead of ``linspace`` (the exporter has no ``LinSpace``; the two
-            grids are bit-identical, ``tests/test_export.py``).
+        export_safe: build the gathers with the ONNX-exportable slice path (same numbers, slower).
         agg_chunks: split the aggregation into this many chunks of share groups (a divisor of share_planes).
             Gathering all k*k neighbours of beta(x) for every channel is a B x out_planes x k*k x H*W tensor,
             4x the official relation tensor (the official CUDA kernel never builds it). With ``agg_chunks``
@@ -226,13 +230,9 @@ class SAM(nn.Cell):
     def _position_map(self, x):
         """conv_p of the [-1, 1] coordinate grid of x's map: (1, 2, H, W), (x, y) channel order."""
         h, w = x.shape[2], x.shape[3]
-        if self.export_safe:
-            grid = acmix_position(h, w, x.dtype)  # same values, no LinSpace (not exportable to ONNX)
-        else:
-            loc_w = ops.linspace(-1.0, 1.0, w).reshape(1, 1, 1, w).astype(x.dtype)
-            loc_h = ops.linspace(-1.0, 1.0, h).reshape(1, 1, h, 1).astype(x.dtype)
-            ones = ops.ones((1, 1, h, w), x.dtype)
-            grid = ops.concat((loc_w * ones, loc_h * ones), 1)
+        # arange * step - 1, bit-identical to linspace(-1, 1) in float32 (tests/test_export.py); LinSpace itself is
+        # neither exportable to ONNX nor usable under AMP O2 (its kernel takes float32/float64 only)
+        grid = acmix_position(h, w, x.dtype)
         return self.conv_p(grid)
 
     def _position(self, x):
@@ -262,7 +262,7 @@ class SAM(nn.Cell):
         affine per channel and the relation a difference, so ``BN0(a_i - b_j) = (s*a + t)_i - (s*b)_j`` applies to
         the small maps; BN1 folds into the first 1x1 conv. Exact algebra (float32 rounding); training keeps the
         plain cells (batch statistics)."""
-        bn0, conv1, bn1, conv2 = self.conv_w[0], self.conv_w[2], self.conv_w[3], self.conv_w[5]
+        bn0, conv1, bn1, conv2 = _unwrap(self.conv_w[0]), self.conv_w[2], _unwrap(self.conv_w[3]), self.conv_w[5]
         a, bp = self._subtraction_inputs(x1, x2)
         s0 = bn0.gamma / ops.sqrt(bn0.moving_variance + bn0.eps)
         t0 = bn0.beta - bn0.moving_mean * s0

@@ -1,0 +1,474 @@
+"""Ascend, proven from CPU: the Ascend form of a model, its O2 training step, and an operator audit of both graphs.
+
+:func:`build_ascend_form` builds a registered model as it runs on Ascend (on any backend, CPU included).
+:class:`O2TrainStep` is one training step as the Ascend recipes run it: AMP O2 in float16 (BatchNorm and LayerNorm
+kept in float32), soft-target cross-entropy, the loss scaled by 1024 and the gradients unscaled.
+
+:func:`audit_model` compiles the inference graph (float32, eval) and the O2 training step (forward + backward) of
+a model's Ascend form in GRAPH mode, reads the front-end graph (the one every backend receives, serialised to MINDIR
+as :func:`mindspore.export` does), counts every primitive, and checks each one:
+
+* **platforms**: the ``Supported Platforms`` section of the primitive's docstring in the installed MindSpore
+  (following "Refer to :func:`mindspore.ops.x`" to the function's docstring). A backward primitive MindSpore
+  derives itself (``Conv2DBackpropInput``, ``SoftmaxBackward``, ...) takes the status of its forward primitive;
+  graph-plumbing primitives (``Load``, ``MakeTuple``, ...) run no kernel. Not ``Ascend`` = violation;
+  no documented answer = ``unknown``, flagged by name in every table (the command line fails on it with
+  ``--strict``).
+* **grouped convolution**: Ascend runs a grouped ``Conv2D`` (and its backward) only when depth-wise
+  (``in = out = group``, weight ``(group, 1, k, k)``).
+* **dtypes**: every float input must be float16 or float32 (what O2 produces and Ascend 910 kernels take); a few
+  primitives document narrower input dtypes (:data:`DTYPE_RULES`).
+* **CPU kernels**: ``Custom`` AOT kernels (the fused CPU kernels) are compiled for the CPU only.
+
+``scripts/ascend_audit.py`` is the command line; it prints one table per model, a summary, and exits 1 on a
+violation. Layers and models never import this module.
+"""
+import collections
+import inspect
+import os
+import re
+import tempfile
+from typing import Dict, List, Optional
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops
+
+__all__ = ["REPRESENTATIVES", "REVIEWED_UNDOCUMENTED", "DTYPE_RULES", "build_ascend_form", "O2TrainStep", "graph_primitives",
+           "primitive_platforms", "audit_graph", "audit_net", "audit_model", "findings", "summary_table", "model_table", "primitive_table",
+           "save_results", "load_results"]
+
+# One model per code path of the Ascend forms (CI audits these and trains them on digits under O2); together they
+# run every layer formulation of the zoo (the other models are these with other widths and depths).
+REPRESENTATIVES = {
+    "ResNet bottleneck + ACmix (depth-wise conv path, blocked window attention)": "acmix_resnet26",
+    "Swin (shifted-window softmax attention, patch merging) + ACmix in windows": "acmix_swin_tiny",
+    "PVT (spatial-reduction attention) + ACmix in PVT": "acmix_pvt_tiny",
+    "SAN network, patchwise gather + ACmix conv path": "acmix_san10",
+    "SAN pairwise gather with position encoding": "san10_pairwise",
+    "depth-wise dynamic attention in windows": "swin_tiny_dw",
+    "ReLU attention, global (DeiT, class token)": "deit_tiny_relu",
+    "VAN large-kernel attention": "van_b0",
+    "X-volution PSSA (BasicBlock ResNet)": "xvolution_resnet34",
+}
+# Primitives in our graphs whose docstrings state no platforms, reviewed by hand (still reported as 'unknown').
+REVIEWED_UNDOCUMENTED = {
+    "Muls": "tensor x Python scalar, emitted by the front end for `x * 0.5`; no docstring",
+    "Divs": "tensor / Python scalar, emitted by the front end for `x / 2.0`; no docstring",
+    "MatMulExt": "the matmul of mindspore.mint / ops.matmul on 2.10; no docstring",
+    "UniformReal": "ops.rand (drop path); the primitive is documented as Deprecated from 2.10",
+}
+
+# Primitives that only wire the graph (parameters, tuples, side-effect order): no device kernel.
+GRAPH_PLUMBING = {"Load", "UpdateState", "Depend", "MakeTuple", "TupleGetItem", "MakeList", "ListGetItem",
+                  "Return", "Constant", "make_tuple", "tuple_getitem", "Partial", "Switch"}
+# Backward primitives that MindSpore's autodiff emits for a forward primitive (the forward's docs cover them).
+BACKWARD_OF = {
+    "Conv2DBackpropInput": "Conv2D", "Conv2DBackpropFilter": "Conv2D", "BatchNormGrad": "BatchNorm",
+    "ReluGrad": "ReLU", "SoftmaxBackward": "Softmax", "LogSoftmaxGrad": "LogSoftmax",
+    "StridedSliceGrad": "StridedSlice", "MirrorPadGrad": "MirrorPad", "BiasAddGrad": "BiasAdd",
+    "MaxPool3DGradWithArgmax": "MaxPool3DWithArgmax", "LayerNormGrad": "LayerNorm", "GeLUGrad": "GeLU",
+    "SigmoidGrad": "Sigmoid", "SqrtGrad": "Sqrt", "RsqrtGrad": "Rsqrt", "MaxPoolGrad": "MaxPool",
+    "AvgPoolGrad": "AvgPool", "TanhGrad": "Tanh", "SiLUGrad": "SiLU", "Im2ColGrad": "Im2Col",
+    "GatherDGradV2": "GatherD", "SplitWithSize": "Split", "LayerNormGradGrad": "LayerNorm",
+}
+# Documented input dtypes narrower than {float16, float32}: primitive -> (input index, allowed dtypes, source).
+DTYPE_RULES = {
+    "LinSpace": ((0, 1), ("float32", "float64"), "mindspore.ops.LinSpace: start/stop float32 or float64"),
+}
+FLOAT_OK = ("float16", "float32")
+_CONV_FAMILY = {"Conv2D": 1, "Conv2DBackpropInput": 1, "Conv2DBackpropFilter": None}  # weight input (None: output)
+
+
+# ----------------------------------------------------------------------------------------------- building
+def build_ascend_form(name: str, **kwargs) -> nn.Cell:
+    """Registered model ``name`` in the form it runs on Ascend, built on any backend (CPU included)."""
+    from ..models import create_model
+    try:
+        return create_model(name, target="Ascend", **kwargs)
+    except TypeError as exc:  # a create_model without the target switch
+        if "target" not in str(exc):
+            raise
+    from ..deploy import to_ascend_legal
+    from ..layers import set_fused_kernels
+    net = create_model(name, **kwargs)
+    to_ascend_legal(net)  # ACmix conv paths: grouped -> depth-wise
+    set_fused_kernels(net, False)  # the fused CPU kernels -> the standard-op formulations
+    return net
+
+
+class _ScaledLoss(nn.Cell):
+    def __init__(self, net: nn.Cell, scale: float) -> None:
+        super().__init__()
+        from ..engine.losses import SoftTargetCrossEntropy
+        self.net = net
+        self.loss_fn = SoftTargetCrossEntropy()
+        self.scale = ms.Tensor(scale, ms.float32)
+
+    def construct(self, x, target):
+        return self.loss_fn(self.net(x), target) * self.scale
+
+
+class O2TrainStep(nn.Cell):
+    """``construct(images, soft_targets) -> (loss, grads)``: AMP O2 (float16) forward, soft-target cross-entropy
+    scaled by ``loss_scale``, gradients of the trainable parameters, both unscaled (no optimizer update).
+    ``net`` is wrapped in place by :func:`mindspore.amp.auto_mixed_precision`; ``self.net`` is the wrapped one."""
+
+    def __init__(self, net: nn.Cell, loss_scale: float = 1024.0) -> None:
+        super().__init__()
+        self.net = ms.amp.auto_mixed_precision(net, "O2", ms.float16)
+        self.scaled = _ScaledLoss(self.net, loss_scale)
+        self.weights = ms.ParameterTuple(self.net.trainable_params())
+        self.inv_scale = ms.Tensor(1.0 / loss_scale, ms.float32)
+
+    def construct(self, x, target):
+        loss, grads = ms.value_and_grad(self.scaled, None, self.weights)(x, target)
+        grads = tuple(g.astype(ms.float32) * self.inv_scale for g in grads)
+        return loss * self.inv_scale, grads
+
+
+# ------------------------------------------------------------------------------------------ graph reading
+_DTYPES = None
+
+
+def _dtype_names() -> Dict[int, str]:
+    global _DTYPES
+    if _DTYPES is None:
+        from mindspore.train import mind_ir_pb2
+        alias = {"float": "float32", "double": "float64"}
+        _DTYPES = {v: alias.get(k.lower(), k.lower()) for k, v in mind_ir_pb2.TensorProto.DataType.items()}
+    return _DTYPES
+
+
+def _out_types(node_or_attr) -> List[tuple]:
+    """[(dtype name, shape)] of a node's outputs, from its 'shape' attribute."""
+    names = _dtype_names()
+    for attr in node_or_attr.attribute:
+        if attr.name == "shape":
+            return [(names.get(t.data_type, str(t.data_type)), tuple(t.dims)) for t in attr.tensors]
+    return []
+
+
+def _attr_value(attr):
+    if attr.type == attr.INT64 or attr.HasField("i"):
+        return attr.i
+    if attr.HasField("s"):
+        return attr.s.decode() if isinstance(attr.s, bytes) else attr.s
+    return None
+
+
+def _graph_proto(cell: nn.Cell, *inputs):
+    """The MINDIR ``ModelProto`` of ``cell`` compiled (GRAPH mode) on ``inputs``: the front-end graph that every
+    backend receives, as :func:`mindspore.export` writes it. Compiles through :meth:`Cell.compile`, so a later call
+    of ``cell`` on inputs of the same shapes runs this graph without compiling again."""
+    from mindspore.train import mind_ir_pb2
+    model = mind_ir_pb2.ModelProto()
+    try:
+        from mindspore.graph.api import _cell_graph_executor
+        cell.compile(*inputs)
+        model.ParseFromString(_cell_graph_executor._get_func_graph_proto(cell, cell.compile_phase, "mind_ir"))
+        return model
+    except (ImportError, AttributeError):  # another MindSpore layout: the public route (compiles once more)
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "graph")
+        ms.export(cell, *inputs, file_name=path, file_format="MINDIR")
+        with open(path + ".mindir", "rb") as f:
+            model.ParseFromString(f.read())
+    return model
+
+
+def graph_primitives(cell: nn.Cell, *inputs) -> List[dict]:
+    """Compile ``cell`` on ``inputs`` in GRAPH mode and return one record per primitive node: ``{'op', 'attrs',
+    'in' [(dtype, shape)], 'out' [(dtype, shape)], 'where'}`` (every sub-graph included)."""
+    model = _graph_proto(cell, *inputs)
+    names = _dtype_names()
+    prims = {p.name: p for p in model.primitives}
+    graphs = [model.graph] + list(model.functions)
+    values = {}  # value name -> [(dtype, shape)]
+    for g in graphs:
+        for v in list(g.input) + list(g.output):
+            values[v.name] = [(names.get(t.data_type, str(t.data_type)), tuple(t.dims)) for t in v.tensor]
+        for p in g.parameter:
+            values[p.name] = [(names.get(p.data_type, str(p.data_type)), tuple(p.dims))]
+        for n in g.node:
+            values[n.output[0] if n.output else n.name] = _out_types(n)
+    records = []
+    for g in graphs:
+        for n in g.node:
+            ref = n.op_type[5:] if n.op_type.startswith("REF::") else n.op_type
+            prim = prims.get(ref)
+            if prim is None:  # Constant, or a call of a sub-graph
+                continue
+            attrs = {a.name: _attr_value(a) for a in prim.attribute}
+            ins = [values.get(i, [(None, ())])[0] if values.get(i) else (None, ()) for i in n.input]
+            records.append({"op": prim.op_type, "attrs": attrs, "in": ins, "out": _out_types(n), "where": n.domain})
+    return records
+
+
+# ------------------------------------------------------------------------------------------- documentation
+_PLATFORMS_CACHE: Dict[str, tuple] = {}
+_PLATFORMS_RE = re.compile(r"Supported Platforms:\s*\n\s*([^\n]+)")
+_REFER_RE = re.compile(r"Refer to :func:`mindspore\.ops\.([\w.]+)`")
+
+
+def _documented(doc: Optional[str]):
+    m = _PLATFORMS_RE.search(doc or "")
+    if m:
+        return tuple(re.findall(r"``(\w+)``", m.group(1))) or tuple(m.group(1).split())
+    return None
+
+
+def _primitive_class(op: str):
+    from mindspore.ops import operations as P
+    from mindspore.ops import auto_generate as A
+    from mindspore.ops.operations import _grad_ops, _inner_ops
+    for mod in (P, A, _grad_ops, _inner_ops):
+        cls = getattr(mod, op, None)
+        if inspect.isclass(cls):
+            yield cls
+
+
+def primitive_platforms(op: str) -> tuple:
+    """``(platforms, source)`` for primitive ``op`` from the installed MindSpore's docstrings; ``platforms`` is a
+    tuple such as ``('Ascend', 'GPU', 'CPU')``, ``('graph',)`` for plumbing, or None when nothing documents it."""
+    if op in _PLATFORMS_CACHE:
+        return _PLATFORMS_CACHE[op]
+    result = (None, "no 'Supported Platforms' in its docstring or the function it refers to")
+    if op in GRAPH_PLUMBING:
+        result = (("graph",), "graph plumbing, no kernel")
+    elif op in BACKWARD_OF:
+        fwd, src = primitive_platforms(BACKWARD_OF[op])
+        result = (fwd, f"backward of {BACKWARD_OF[op]} ({src})")
+    else:
+        for cls in _primitive_class(op):
+            found = _documented(cls.__doc__)
+            if found:
+                result = (found, f"{cls.__module__.split('.')[-1]}.{op} docstring")
+                break
+            ref = _REFER_RE.search(cls.__doc__ or "")
+            if ref:
+                from mindspore.ops import auto_generate
+                fn = getattr(ops, ref.group(1), None) or getattr(auto_generate, ref.group(1), None)
+                found = _documented(getattr(fn, "__doc__", None))
+                if found:
+                    result = (found, f"mindspore.ops.{ref.group(1)} docstring")
+                    break
+    _PLATFORMS_CACHE[op] = result
+    return result
+
+
+# ------------------------------------------------------------------------------------------------- checks
+def _check(rec: dict) -> List[str]:
+    """Constraint violations of one primitive node."""
+    op, problems = rec["op"], []
+    if op in _CONV_FAMILY:
+        group = int(rec["attrs"].get("group", rec["attrs"].get("groups", 1)) or 1)
+        idx = _CONV_FAMILY[op]
+        wshape = (rec["out"][0][1] if rec["out"] else ()) if idx is None else \
+            (rec["in"][idx][1] if len(rec["in"]) > idx else ())
+        if group > 1 and not (len(wshape) == 4 and wshape[1] == 1 and wshape[0] == group):
+            problems.append(f"grouped {op} (group {group}, weight {wshape}) is not depth-wise")
+    if op == "Custom" and str(rec["attrs"].get("func_type", "")) in ("aot", "pyfunc"):
+        problems.append(f"Custom {rec['attrs'].get('func_type')} kernel (CPU-only)")
+    if op not in GRAPH_PLUMBING and op != "Cast":
+        rule = DTYPE_RULES.get(op)
+        for i, (dtype, _) in enumerate(rec["in"]):
+            if dtype is None or not dtype.startswith(("float", "bfloat")):
+                continue
+            if rule and i in rule[0]:
+                if dtype not in rule[1]:
+                    problems.append(f"{op} input {i} is {dtype} ({rule[2]})")
+            elif dtype not in FLOAT_OK:
+                problems.append(f"{op} input {i} is {dtype} (Ascend kernels take float16/float32)")
+    return problems
+
+
+def audit_graph(records: List[dict]) -> Dict[str, dict]:
+    """Per primitive: count, input float dtypes seen, documented platforms (+ source) and its status
+    ('ok', 'graph', 'violation', 'unknown') with the problems found."""
+    table = collections.OrderedDict()
+    for rec in sorted(records, key=lambda r: r["op"]):
+        row = table.setdefault(rec["op"], {"count": 0, "dtypes": set(), "problems": [], "groups": set()})
+        row["count"] += 1
+        if rec["op"] in _CONV_FAMILY:
+            row["groups"].add(int(rec["attrs"].get("group", 1) or 1))
+        row["dtypes"].update(d for d, _ in rec["in"] if d and d.startswith(("float", "bfloat")))
+        for p in _check(rec):
+            if p not in row["problems"]:
+                row["problems"].append(p)
+    for op, row in table.items():
+        platforms, source = primitive_platforms(op)
+        row["platforms"], row["source"] = platforms, source
+        if platforms is None:
+            row["status"] = "unknown"
+        elif platforms == ("graph",):
+            row["status"] = "graph"
+        elif platforms == ("Deprecated",):
+            row["status"] = "unknown"
+            row["source"] = f"documented as Deprecated in 2.10, no platforms ({source})"
+        elif "Ascend" not in platforms:
+            row["status"] = "violation"
+            row["problems"].insert(0, f"not documented for Ascend ({' '.join(platforms)}; {source})")
+        else:
+            row["status"] = "ok"
+        if row["problems"]:
+            row["status"] = "violation"
+    return table
+
+
+def audit_net(name: str, net: nn.Cell, x, target) -> dict:
+    """Audit an Ascend-form network on inputs ``x`` (images) and ``target`` (soft labels), in GRAPH mode: its
+    inference graph (float32, eval) and its :class:`O2TrainStep` (``net`` is wrapped for O2 in place). The
+    result holds ``'step'``, the compiled O2 step, ready to run on inputs of the same shapes."""
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        net.set_train(False)
+        infer = audit_graph(graph_primitives(net, x))
+        step = O2TrainStep(net)
+        step.set_train(True)
+        train = audit_graph(graph_primitives(step, x, target))
+    finally:
+        ms.set_context(mode=previous)
+    return {"name": name, "infer": infer, "train": train, "step": step}
+
+
+def audit_model(name: str, full_size: bool = False, batch: int = 2, num_classes: int = 10) -> dict:
+    """Audit the Ascend form of ``name`` (see :func:`audit_net`). ``full_size`` builds the registered architecture
+    at its input size; otherwise the small test configuration of its ``default_cfg`` (same operators, smaller
+    shapes, much faster to compile)."""
+    from ..models import get_model_cfg
+    cfg = get_model_cfg(name)
+    kwargs = {} if full_size else dict(cfg["test_kwargs"])
+    c, h, w = cfg["input_size"] if full_size else cfg["test_input_size"]
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((batch, c, h, w)).astype(np.float32))
+    target = ms.Tensor(np.eye(num_classes, dtype=np.float32)[np.arange(batch) % num_classes])
+    ms.set_seed(0)
+    result = audit_net(name, build_ascend_form(name, num_classes=num_classes, **kwargs), x, target)
+    del result["step"]
+    return result
+
+
+def findings(result: dict) -> Dict[str, List[str]]:
+    """``{'violation': [...], 'unknown': [...]}``: ``graph: primitive: problem`` lines of one audited model."""
+    out = {"violation": [], "unknown": []}
+    for graph in ("infer", "train"):
+        for op, row in result[graph].items():
+            if row["status"] == "violation":
+                out["violation"] += [f"{graph}: {op}: {p}" for p in row["problems"]]
+            elif row["status"] == "unknown":
+                out["unknown"].append(f"{graph}: {op}: {row['source']}")
+    return out
+
+
+def _platform_cell(row: dict) -> str:
+    if row["platforms"] == ("graph",):
+        return "graph (no kernel)"
+    text = " ".join(row["platforms"]) if row["platforms"] else "?"
+    if "backward of" in row["source"]:
+        text += f" (as {row['source'].split(' ')[2]})"
+    return text
+
+
+def model_table(result: dict) -> str:
+    """Markdown table of every primitive of one model: count in each graph, float input dtypes, documented
+    platforms, status and problems."""
+    lines = [f"{result['name']} (Ascend form)", "",
+             "| primitive | infer | train (O2) | float inputs (infer / train) | documented platforms | status |",
+             "|---|---:|---:|---|---|---|"]
+    for op in sorted(set(result["infer"]) | set(result["train"])):
+        i, t = result["infer"].get(op), result["train"].get(op)
+        row = t or i
+        statuses = {r["status"] for r in (i, t) if r}
+        status = "violation" if "violation" in statuses else statuses.pop()
+        problems = sorted({p for r in (i, t) if r for p in r["problems"]})
+        dt = " / ".join(", ".join(sorted(r["dtypes"])) or "-" if r else "-" for r in (i, t))
+        lines.append(f"| {op} | {i['count'] if i else 0} | {t['count'] if t else 0} | {dt} | {_platform_cell(row)} | "
+                     f"{status}{': ' + '; '.join(problems) if problems else ''} |")
+    return "\n".join(lines)
+
+
+def _conv_groups(result: dict) -> str:
+    groups = set()
+    for graph in ("infer", "train"):
+        row = result[graph].get("Conv2D")
+        if row:
+            groups.update(row.get("groups", ()))
+    grouped = sorted(g for g in groups if g > 1)
+    return "none" if not groups else ("1" if not grouped else f"1 + depth-wise ({len(grouped)} sizes)"
+                                      if 1 in groups else f"depth-wise ({len(grouped)} sizes)")
+
+
+def summary_table(results: List[dict]) -> str:
+    """One row per audited model: kernel primitives (distinct / nodes) in each graph, grouped convolutions,
+    statuses, and the verdict (FAIL on a violation; unknown primitives are listed by name)."""
+    lines = ["| model | infer: primitives / nodes | train (O2): primitives / nodes | Conv2D groups | "
+             "documented for Ascend | derived (backward) | unknown | violations | verdict |",
+             "|---|---|---|---|---:|---:|---|---:|---|"]
+    for r in results:
+        cells = []
+        for graph in ("infer", "train"):
+            kernels = {op: row for op, row in r[graph].items() if row["status"] != "graph"}
+            cells.append(f"{len(kernels)} / {sum(row['count'] for row in kernels.values())}")
+        both = {**r["infer"], **r["train"]}
+        documented = sum(1 for row in both.values() if row["status"] == "ok" and "backward of" not in row["source"])
+        derived = sum(1 for row in both.values() if row["status"] == "ok" and "backward of" in row["source"])
+        unknown = sorted(op for op, row in both.items() if row["status"] == "unknown")
+        found = findings(r)
+        verdict = "FAIL" if found["violation"] else ("pass (unknown flagged)" if unknown else "pass")
+        lines.append(f"| {r['name']} | {cells[0]} | {cells[1]} | {_conv_groups(r)} | {documented} | {derived} | "
+                     f"{', '.join(unknown) or '-'} | {len(found['violation'])} | {verdict} |")
+    return "\n".join(lines)
+
+
+def primitive_table(results: List[dict]) -> str:
+    """Every primitive over all audited models: in how many models' inference / training graphs it appears, the
+    float input dtypes seen in training, its documented platforms (and where that is written), and its status."""
+    agg = collections.OrderedDict()
+    for r in results:
+        for graph in ("infer", "train"):
+            for op, row in r[graph].items():
+                a = agg.setdefault(op, {"infer": 0, "train": 0, "dtypes": set(), "row": row, "status": set(),
+                                        "problems": set()})
+                a[graph] += 1
+                if graph == "train":
+                    a["dtypes"].update(row["dtypes"])
+                a["status"].add(row["status"])
+                a["problems"].update(row["problems"])
+    lines = [f"| primitive | models (infer / train, of {len(results)}) | float inputs under O2 | documented platforms "
+             "| source | status |", "|---|---|---|---|---|---|"]
+    for op in sorted(agg):
+        a = agg[op]
+        status = "violation" if "violation" in a["status"] else sorted(a["status"])[0]
+        if a["problems"]:
+            status += ": " + "; ".join(sorted(a["problems"]))
+        lines.append(f"| {op} | {a['infer']} / {a['train']} | {', '.join(sorted(a['dtypes'])) or '-'} | "
+                     f"{_platform_cell(a['row'])} | {a['row']['source']} | {status} |")
+    return "\n".join(lines)
+
+
+def save_results(results: List[dict], path: str) -> None:
+    """Write audit results to JSON (sets as sorted lists)."""
+    import json
+
+    def plain(v):
+        if isinstance(v, (set, tuple)):
+            return sorted(v) if isinstance(v, set) else list(v)
+        raise TypeError(type(v))
+
+    with open(path, "w") as f:
+        json.dump([{k: r[k] for k in ("name", "infer", "train")} for r in results], f, default=plain, indent=0)
+
+
+def load_results(path: str) -> List[dict]:
+    """Audit results written by :func:`save_results`."""
+    import json
+    with open(path) as f:
+        results = json.load(f)
+    for r in results:
+        for graph in ("infer", "train"):
+            for row in r[graph].values():
+                row["dtypes"], row["groups"] = set(row["dtypes"]), set(row["groups"])
+                row["platforms"] = tuple(row["platforms"]) if row["platforms"] else None
+    return results
