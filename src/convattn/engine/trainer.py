@@ -387,13 +387,14 @@ def train(cfg: Config) -> dict:
             metrics = evaluate(net, make_val(), cfg.num_classes, distributed)
             row.update(val_loss=f"{metrics['loss']:.6f}", val_top1=f"{metrics['top1']:.3f}",
                        val_top5=f"{metrics['top5']:.3f}")
+            if ema is not None:
+                ema.swap()  # back to the raw weights before anything is saved: every checkpoint, the best one
+                # included, holds the raw weights under their own names and the averages under ema.*
             is_best = metrics["top1"] > best_acc
             if is_best:
                 best_acc = metrics["top1"]
                 if rank == 0:
                     manager.save_best(params, meta(epoch, steps_per_epoch, epoch * steps_per_epoch, best_acc))
-            if ema is not None:
-                ema.swap()
             _print(f"epoch {epoch}/{cfg.epochs} done in {epoch_time:.1f}s: train loss {train_loss:.4f}, "
                    f"val top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}% loss {metrics['loss']:.4f}"
                    f"{' (best)' if is_best else ''}", rank)
