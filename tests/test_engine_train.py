@@ -5,6 +5,7 @@ import signal
 
 import numpy as np
 import pytest
+import yaml
 
 from engine_helpers import cli_args, ckpt_arrays, run_script
 
@@ -23,6 +24,12 @@ def test_short_training_loss_falls_and_eval(digits_dir, tmp_path):
                                         batch_size=32, lr=0.01, log_interval=4))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "epoch 1/2 step 4/12 loss" in r.stdout and "img/s ETA" in r.stdout
+    # the model defaults the config left null are printed and saved with the values the run used
+    from convattn.models import get_model_cfg
+    mean = [float(m) for m in get_model_cfg("van_b0")["mean"]]
+    saved = yaml.safe_load(open(out / "config.yaml"))
+    assert saved["mean"] == mean and saved["drop_rate"] == 0.0 and saved["model"] == "van_b0", saved
+    assert "effective config" in r.stdout and f"\nmean: {mean}\n".replace("'", "") in r.stdout
     rows = list(csv.DictReader(open(out / "train_log.csv")))
     assert [int(x["epoch"]) for x in rows] == [1, 2]
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"]) < np.log(10) + 0.3

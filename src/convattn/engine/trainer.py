@@ -23,7 +23,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from .checkpoint import CheckpointManager
-from .config import Config, dump_config
+from .config import Config, dump_config, format_config
 from .ema import EMA
 from .feedback import EpochLog, format_eta, plot_curves
 from .losses import SoftTargetCrossEntropy
@@ -87,6 +87,24 @@ def build_model(cfg: Config):
         dtype = ms.float16 if cfg.amp_dtype == "float16" else ms.bfloat16
         net = ms.amp.auto_mixed_precision(net, cfg.amp_level, dtype=dtype)
     return net
+
+
+def effective_config(cfg: Config, data_cfg: dict, net) -> Config:
+    """``cfg`` with every null that the run resolves replaced by the value used: the model's input size,
+    crop, interpolation and normalisation, its drop-path/dropout rates, and the worker count."""
+    from ..layers import DropPath
+    out = Config(cfg)
+    for key in ("image_size", "crop_pct", "interpolation", "mean", "std"):
+        out[key] = list(data_cfg[key]) if isinstance(data_cfg[key], tuple) else data_cfg[key]
+    cells = [c for _, c in net.cells_and_names()]
+    if out.drop_path_rate is None:
+        out.drop_path_rate = round(max([c.drop_prob for c in cells if isinstance(c, DropPath)], default=0.0), 6)
+    if out.drop_rate is None and not any(float(getattr(c, "p", 0.0) or 0.0) > 0 for c in cells
+                                         if isinstance(c, nn.Dropout)):
+        out.drop_rate = 0.0  # (a model with dropout keeps null: its rates may differ per layer)
+    if out.deterministic:
+        out.num_parallel_workers = 1
+    return out
 
 
 def prepare_data_dir(cfg: Config, rank: int = 0) -> None:
@@ -245,8 +263,6 @@ def train(cfg: Config) -> dict:
     rank, size = setup_context(cfg)
     distributed = size > 1
     os.makedirs(cfg.ckpt_dir, exist_ok=True)
-    if rank == 0:
-        dump_config(cfg, os.path.join(cfg.ckpt_dir, "config.yaml"))
     prepare_data_dir(cfg, rank)
     data_cfg = resolve_data_cfg(cfg, get_model_cfg(cfg.model))
     make_train, make_val, _ = build_loaders(cfg, data_cfg, rank, size)
@@ -260,6 +276,11 @@ def train(cfg: Config) -> dict:
     lrs = build_lr_schedule(cfg, steps_per_epoch, global_batch)
 
     net = build_model(cfg)
+    if rank == 0:
+        shown = effective_config(cfg, data_cfg, net)
+        dump_config(shown, os.path.join(cfg.ckpt_dir, "config.yaml"))
+        _print(f"effective config (saved as {os.path.join(cfg.ckpt_dir, 'config.yaml')}):\n"
+               + format_config(shown).rstrip(), rank)
     n_params = sum(p.size for p in net.trainable_params())
     optimizer = create_optimizer(cfg, net.trainable_params(), lrs)
     ema = EMA(net, cfg.ema_decay) if cfg.ema else None
