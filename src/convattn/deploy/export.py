@@ -250,8 +250,13 @@ def export_model(
     from ..models import get_model_cfg
     from .transforms import ascend_grouped_conv_report, prepare_for_export
 
+    from ..utils.cli import split_num_classes
+
     formats = parse_formats(fmt)
-    model_kwargs = dict(model_kwargs or {})
+    try:
+        model_kwargs, num_classes = split_num_classes(model_kwargs or {}, num_classes)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
     get_model_cfg(model)
     if batch < 1:
         raise ExportError(f"--batch must be >= 1, got {batch}")
