@@ -27,7 +27,16 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="no registered model matches"):
         resolve_models(["nothing_*"])
     assert bench_main(["--models", "van_b0", "--batch-sizes", "0"]) == 2
-    assert bench_main(["--models", "van_b0", "--device_target", "Ascend"]) == 2  # no Ascend build here
+
+
+def test_unavailable_device_target_is_refused(monkeypatch, capsys):
+    """Whatever build is installed: a target the installation cannot run is refused with the fix named."""
+    import convattn.bench.cli as bench_cli
+
+    monkeypatch.setattr(bench_cli, "device_available", lambda target: target != "Ascend")
+    assert bench_main(["--models", "van_b0", "--device_target", "Ascend"]) == 2
+    err = capsys.readouterr().err
+    assert "device target Ascend is not available" in err and "--device_target CPU" in err
 
 
 def test_suite_reports_failures_and_keeps_going(tmp_path):
@@ -65,3 +74,4 @@ def test_train_mode_option():
     assert BenchConfig(mode="train")["mode"] == "train" and BenchConfig()["mode"] == "infer"
     with pytest.raises(ValueError, match="mode must be 'infer'"):
         BenchConfig(mode="training")
+
