@@ -22,6 +22,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+from ..utils.params import count_parameters, format_params
 from .checkpoint import CheckpointManager
 from .config import Config, dump_config, format_config
 from .ema import EMA
@@ -281,7 +282,7 @@ def train(cfg: Config) -> dict:
         dump_config(shown, os.path.join(cfg.ckpt_dir, "config.yaml"))
         _print(f"effective config (saved as {os.path.join(cfg.ckpt_dir, 'config.yaml')}):\n"
                + format_config(shown).rstrip(), rank)
-    n_params = sum(p.size for p in net.trainable_params())
+    n_params = count_parameters(net)
     optimizer = create_optimizer(cfg, net.trainable_params(), lrs)
     ema = EMA(net, cfg.ema_decay) if cfg.ema else None
     scaler = ms.amp.DynamicLossScaler(cfg.loss_scale, 2, 1000) if cfg.amp_level != "O0" else None
@@ -338,7 +339,8 @@ def train(cfg: Config) -> dict:
     mixup = Mixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, cfg.num_classes,
                   cfg.label_smoothing, cfg.label_smoothing_mode)
     kill_at, nan_at = _debug_step(KILL_ENV), _debug_step(NAN_ENV)
-    _print(f"training {cfg.model} ({n_params / 1e6:.2f} M params) on {cfg.device_target} x{size}: "
+    params_text = format_params(n_params[0] / 1e6, n_params[1] / 1e6, " M")  # total, and trainable where it differs
+    _print(f"training {cfg.model} ({params_text} params) on {cfg.device_target} x{size}: "
            f"{steps_per_epoch} steps/epoch x {cfg.epochs} epochs, global batch {global_batch}, "
            f"peak lr {lrs.max():.3g}, opt {cfg.opt}, amp {cfg.amp_level}", rank)
 
