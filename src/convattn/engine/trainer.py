@@ -108,15 +108,25 @@ def effective_config(cfg: Config, data_cfg: dict, net) -> Config:
     return out
 
 
+DIGITS_SIZE = 32  # the quickstart tree is always written at 32x32, whatever image_size a recipe trains at
+
+
 def prepare_data_dir(cfg: Config, rank: int = 0) -> None:
-    """For ``dataset: digits`` write the ImageFolder tree on first use (rank 0; other ranks wait)."""
+    """For ``dataset: digits`` write the 32x32 ImageFolder tree on first use (rank 0; other ranks wait). The tree
+    does not depend on the recipe (a 64x64 recipe resizes it), so the quickstarts read the same images whichever
+    runs first; a tree of another size (written by hand) is used, with a warning."""
     if cfg.dataset != "digits":
         return
     from ..data import digits_tree_ready, write_digits_imagefolder
     if digits_tree_ready(cfg.data_dir):
+        size = _digits_tree_size(cfg.data_dir)
+        if size is not None and size != DIGITS_SIZE:
+            _print(f"warning: {cfg.data_dir} holds the digits at {size}x{size}; the quickstart results are for the "
+                   f"{DIGITS_SIZE}x{DIGITS_SIZE} tree written on first use (rewrite it with python "
+                   f"scripts/prepare_digits.py --out {cfg.data_dir} --overwrite)", rank)
         return
     if rank == 0:
-        size = cfg.image_size or 32
+        size = DIGITS_SIZE
         counts = write_digits_imagefolder(cfg.data_dir, size=size)
         _print(f"wrote the digits ImageFolder tree to {cfg.data_dir}: {counts['train']} train / "
                f"{counts['val']} val images ({size}x{size} RGB PNG)")
@@ -126,6 +136,18 @@ def prepare_data_dir(cfg: Config, rank: int = 0) -> None:
             if time.time() > deadline:
                 raise TimeoutError(f"rank {rank}: rank 0 did not finish writing {cfg.data_dir} in 300 s")
             time.sleep(0.5)
+
+
+def _digits_tree_size(root: str):
+    """The image side recorded in a digits tree's marker file, or None."""
+    import re
+    from ..data.digits import _MARKER
+    try:
+        with open(os.path.join(root, _MARKER)) as f:
+            m = re.search(r"size=(\d+)", f.read())
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
 
 
 def build_loaders(cfg: Config, data_cfg: dict, rank: int, size: int):
