@@ -1,5 +1,6 @@
 """Every distinct model code path trains through the engine (``convattn.engine.trainer.train``, the code
-scripts/train.py runs) on the quickstart digits: a few AdamW/SGD steps at a small width, and the loss falls.
+scripts/train.py runs) on the quickstart digits: a few AdamW/SGD steps at a small width; the training loss falls
+and on the validation split the network beats its own initialisation (top-1 clearly above chance, or a lower loss).
 
 One representative per code path:
 
@@ -56,6 +57,18 @@ CASES = {
 }
 
 
+def _evaluate_initialisation(cfg):
+    """Val metrics of the network train() starts from (same seed, same builder, same val loader)."""
+    from convattn.data import resolve_data_cfg
+    from convattn.engine.trainer import build_loaders, build_model, evaluate, setup_context
+    from convattn.models import get_model_cfg
+
+    setup_context(cfg)
+    net = build_model(cfg)
+    _, make_val, _ = build_loaders(cfg, resolve_data_cfg(cfg, get_model_cfg(cfg.model)), 0, 1)
+    return evaluate(net, make_val(), cfg.num_classes, False)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_family_trains_on_digits(case, digits32, tmp_path):
     model, kwargs, opt, size = CASES[case]
@@ -67,9 +80,18 @@ def test_family_trains_on_digits(case, digits32, tmp_path):
         scale=[1.0, 1.0], hflip=0.0, model=model, model_kwargs=kwargs, drop_path_rate=None, batch_size=32,
         epochs=3, max_steps_per_epoch=steps, label_smoothing=0.0, val_interval=0, warmup_epochs=0, mode=0, seed=0, num_parallel_workers=1,
         log_interval=1000, ckpt_dir=str(out), keep_checkpoint_max=1, ckpt_interval=2, **opt))
+    untrained = _evaluate_initialisation(cfg)
     metrics = train(cfg)
     with open(os.path.join(out, "train_log.csv"), newline="") as f:
         losses = [float(r["train_loss"]) for r in csv.DictReader(f)]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses), losses
     assert losses[-1] < losses[0], f"{case}: mean train loss did not fall from epoch 1 to epoch 3: {losses}"
-    assert 0.0 <= metrics["top1"] <= 100.0 and metrics["n"] == 359  # evaluated on the whole val split
+    assert metrics["n"] == 359  # evaluated on the whole val split
+    # learned what generalises, not just moved: on the held-out digits the trained network beats the same network at
+    # its seeded initialisation: its top-1 is clearly above chance (10 classes: 10 %, binomial spread 1.6 % on 359
+    # images), or its val loss is lower. Either alone is not enough at this length: a few dozen steps leave the
+    # slowest ViTs at chance-level top-1 while their loss falls, and BatchNorm running statistics that lag the
+    # weights inflate the eval loss of CNNs whose top-1 already rose
+    assert metrics["top1"] >= 15.0 or metrics["loss"] < untrained["loss"], (
+        f"{case}: val top-1 {metrics['top1']:.2f} % (chance 10 %), val loss {metrics['loss']:.4f} after training vs "
+        f"{untrained['loss']:.4f} at initialisation")
