@@ -58,7 +58,8 @@ CASES = {
 
 
 def _evaluate_initialisation(cfg):
-    """Val metrics of the network train() starts from (same seed, same builder, same val loader)."""
+    """Val metrics of the network train() starts from (same seed, same builder, same val loader); setup_context
+    reseeds, so this builds the same initial weights after train() has run."""
     from convattn.data import resolve_data_cfg
     from convattn.engine.trainer import build_loaders, build_model, evaluate, setup_context
     from convattn.models import get_model_cfg
@@ -80,7 +81,6 @@ def test_family_trains_on_digits(case, digits32, tmp_path):
         scale=[1.0, 1.0], hflip=0.0, model=model, model_kwargs=kwargs, drop_path_rate=None, batch_size=32,
         epochs=3, max_steps_per_epoch=steps, label_smoothing=0.0, val_interval=0, warmup_epochs=0, mode=0, seed=0, num_parallel_workers=1,
         log_interval=1000, ckpt_dir=str(out), keep_checkpoint_max=1, ckpt_interval=2, **opt))
-    untrained = _evaluate_initialisation(cfg)
     metrics = train(cfg)
     with open(os.path.join(out, "train_log.csv"), newline="") as f:
         losses = [float(r["train_loss"]) for r in csv.DictReader(f)]
@@ -92,6 +92,8 @@ def test_family_trains_on_digits(case, digits32, tmp_path):
     # images), or its val loss is lower. Either alone is not enough at this length: a few dozen steps leave the
     # slowest ViTs at chance-level top-1 while their loss falls, and BatchNorm running statistics that lag the
     # weights inflate the eval loss of CNNs whose top-1 already rose
-    assert metrics["top1"] >= 15.0 or metrics["loss"] < untrained["loss"], (
-        f"{case}: val top-1 {metrics['top1']:.2f} % (chance 10 %), val loss {metrics['loss']:.4f} after training vs "
-        f"{untrained['loss']:.4f} at initialisation")
+    if metrics["top1"] < 15.0:  # (the initialisation is evaluated only then: it costs a compile)
+        untrained = _evaluate_initialisation(cfg)
+        assert metrics["loss"] < untrained["loss"], (
+            f"{case}: val top-1 {metrics['top1']:.2f} % (chance 10 %) and val loss {metrics['loss']:.4f} after "
+            f"training vs {untrained['loss']:.4f} at initialisation")
