@@ -36,7 +36,7 @@ SWIN = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=[2, 2
 DEIT = dict(img_size=32, patch_size=4, embed_dim=48, depth=2)
 VIT_ADAMW = dict(ADAMW, lr=2e-3, max_steps_per_epoch=20)  # a plain ViT needs more (cheap) steps to leave chance level
 SAN = dict(layers=[1, 1, 1, 1, 1], kernels=[3, 3, 3, 3, 3], base_width=16, share_planes=4)
-SAN_SGD = dict(SGD, max_steps_per_epoch=10)  # 15 steps leave pairwise SAN at chance on the val split (10.03 %)
+SAN_SGD = dict(SGD, max_steps_per_epoch=10)  # 15 steps leave both SANs at chance on the val split (10.03 %)
 R1 = dict(layers=[1, 1, 1, 1])
 
 # id: (model, model_kwargs, recipe, image size)
@@ -47,7 +47,7 @@ CASES = {
     "acmix_pvt_tiny": ("acmix_pvt_tiny", dict(img_size=32, depths=[1, 1, 1, 1], embed_dims=[16, 32, 64, 128],
                                               num_heads=[1, 2, 4, 8]), ADAMW, 32),
     "san10_pairwise": ("san10_pairwise", SAN, SAN_SGD, 64),
-    "san10_patchwise": ("san10_patchwise", SAN, SGD, 64),
+    "san10_patchwise": ("san10_patchwise", SAN, SAN_SGD, 64),
     "xvolution_resnet34_pssa": ("xvolution_resnet34", R1, SGD, 32),
     "xvolution_resnet34_sa": ("xvolution_resnet34", dict(R1, attn="sa"), SGD, 32),
     "deit_tiny": ("deit_tiny", DEIT, VIT_ADAMW, 32),
