@@ -27,7 +27,16 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="no registered model matches"):
         resolve_models(["nothing_*"])
     assert bench_main(["--models", "van_b0", "--batch-sizes", "0"]) == 2
-    assert bench_main(["--models", "van_b0", "--device_target", "Ascend"]) == 2  # no Ascend build here
+
+
+def test_unavailable_device_target_is_refused(monkeypatch, capsys):
+    """Whatever build is installed: a target the installation cannot run is refused with the fix named."""
+    import convattn.bench.cli as bench_cli
+
+    monkeypatch.setattr(bench_cli, "device_available", lambda target: target != "Ascend")
+    assert bench_main(["--models", "van_b0", "--device_target", "Ascend"]) == 2
+    err = capsys.readouterr().err
+    assert "device target Ascend is not available" in err and "--device_target CPU" in err
 
 
 def test_suite_reports_failures_and_keeps_going(tmp_path):
@@ -82,3 +91,33 @@ def test_formulation_column_follows_the_target():
     assert "acmix-conv:depthwise" in ascend and "attn:blocked-matmul" in ascend
     assert "acmix-conv:grouped" in cpu
     assert ("attn:fused-kernel" in cpu) == fused_kernels_available()
+
+
+def test_parameter_counts_include_frozen_weights():
+    """The X-volution deploy form freezes its merged weights: the harness reports every weight the network holds
+    (BatchNorm statistics aside, as PyTorch counts) and the trainable count apart, in the row and the tables."""
+    from convattn import create_model
+    from convattn.bench.harness import markdown, param_columns
+    from convattn.bench.model_table import markdown_table
+    from convattn.utils.params import BN_STATISTICS
+
+    net = create_model("xvolution_resnet34", num_classes=10, layers=(1, 1, 1, 1))
+    net.set_train(False)
+    net.switch_to_deploy()
+    held = sum(p.size for p in net.get_parameters() if p.name.rsplit(".", 1)[-1] not in BN_STATISTICS)
+    trainable = sum(p.size for p in net.trainable_params())
+    assert trainable < held
+    cols = param_columns(net)
+    assert cols == {"params_m": pytest.approx(held / 1e6), "trainable_m": pytest.approx(trainable / 1e6)}
+    text = f"{held / 1e6:.2f} ({trainable / 1e6:.2f} trainable)"
+    env = {"device_target": "CPU", "processor": "x", "threads": 1, "mindspore": "2.10.0", "date": "d",
+           "settings": dict(BenchConfig())}
+    row = dict(cols, model="m", batch_size=1, imgs_per_s=1.0, ms_per_step=1.0, ms_p10=1.0, ms_p90=1.0, compile_s=0.0,
+               gmacs=1.0, peak_mem_mb=1.0, baseline=None, time_ratio=None, mac_ratio=None, defect=None,
+               formulation="f", status="ok")
+    assert f"| {text} |" in markdown([row], env)
+    table = markdown_table([dict(cols, model="m", gmacs=1.0, input="32x32", top1=None, paper="", upstream="")])
+    assert f"| {text} |" in table
+    same = dict(cols, trainable_m=cols["params_m"])
+    assert f"| {held / 1e6:.2f} |" in markdown_table([dict(same, model="m", gmacs=1.0, input="32x32", top1=None,
+                                                            paper="", upstream="")])

@@ -98,3 +98,20 @@ def test_partial_state_is_refused_before_loading():
     with pytest.raises(ConversionError, match="missing from the checkpoint"):
         load_official_state(net, {"conv0.weight": np.zeros((8, 1, 5, 5), np.float32)}, rules="van")
     np.testing.assert_array_equal(net.conv0.weight.asnumpy(), before)
+
+
+def test_num_classes_in_model_kwargs(tmp_path, capsys):
+    """Any create_model argument may come in --model-kwargs, num_classes included; a clash names --num-classes."""
+    from convattn.convert.__main__ import main
+
+    fixture = require_reference("van_b0.npz")
+    dst = tmp_path / "b0_10.ckpt"
+    assert main(["--model", "van_b0", "--model-kwargs", '{"num_classes": 10}', str(fixture), str(dst)]) == 0
+    info = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])
+    assert info["num_classes"] == 10 and info["model_kwargs"] == {}
+    assert ms.load_checkpoint(str(dst))["head.weight"].shape == (10, 256)
+    other = tmp_path / "clash.ckpt"
+    assert main(["--model", "van_b0", "--num-classes", "7", "--model-kwargs", '{"num_classes": 10}', str(fixture),
+                 str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "disagree" in err and "--num-classes" in err and not other.exists()

@@ -6,7 +6,7 @@ from convattn.engine.config import ConfigError, SCHEMA, dump_config, load_config
 
 
 def _cfg(**kw):
-    base = {"dataset": "digits", "num_classes": 10}
+    base = {"dataset": "digits", "num_classes": 10, "model": "van_b0"}
     base.update(kw)
     return base
 
@@ -70,11 +70,25 @@ def test_invalid_values(bad, needle):
         validate(_cfg(**bad))
 
 
+def test_model_is_required_and_model_kwargs_are_checked():
+    with pytest.raises(ConfigError, match="config key 'model' is required.*--model NAME"):
+        validate({"dataset": "digits", "num_classes": 10})
+    with pytest.raises(ConfigError, match=r"van_b0 does not accept 'depth' \(did you mean 'depths'\?\).*embed_dims"):
+        validate(_cfg(model_kwargs={"depth": [1, 1, 1, 1]}))
+    with pytest.raises(ConfigError, match="'model_kwargs' sets 'num_classes'.*'num_classes: ...' instead"):
+        validate(_cfg(model_kwargs={"num_classes": 10}))
+    with pytest.raises(ConfigError, match="'model_kwargs' sets 'drop_path_rate'"):
+        validate(_cfg(model="deit_tiny", model_kwargs={"drop_path_rate": 0.1}))
+    with pytest.raises(ConfigError, match="san10_pairwise does not accept 'embed_dims'"):
+        validate(_cfg(model="san10_pairwise", model_kwargs={"embed_dims": [8]}))
+    assert validate(_cfg(model="san10_pairwise", model_kwargs={"layers": [1, 1, 1, 1, 1]})).model == "san10_pairwise"
+
+
 def test_missing_paths(tmp_path):
     with pytest.raises(ConfigError, match="'data_dir' is required"):
-        validate({"dataset": "imagefolder"})
+        validate({"dataset": "imagefolder", "model": "van_b0"})
     with pytest.raises(ConfigError, match=r"train does not exist"):
-        validate({"dataset": "imagefolder", "data_dir": str(tmp_path)})
+        validate({"dataset": "imagefolder", "data_dir": str(tmp_path), "model": "van_b0"})
     with pytest.raises(ConfigError, match="resume"):
         validate(_cfg(resume=str(tmp_path / "nope.ckpt")))
     with pytest.raises(ConfigError, match="pretrained"):

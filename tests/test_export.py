@@ -386,6 +386,20 @@ def test_checkpoint_of_other_model_is_refused(tmp_path, van_small):
     assert not (tmp_path / "o").exists()
 
 
+def test_cli_takes_num_classes_in_model_kwargs(tmp_path, van_small, capsys):
+    """Any create_model argument may come in --model-kwargs, num_classes included; a clash names --num-classes."""
+    from convattn.deploy.cli import main
+
+    h, w = van_small["image_size"]
+    args = ["--model", "van_b0", "--ckpt", van_small["ckpt"], "--format", "ONNX", "--image-size", str(h), str(w),
+            "--model-kwargs", json.dumps(dict(van_small["model_kwargs"], num_classes=10))]
+    assert main(args + ["--num-classes", "7", "--out", str(tmp_path / "bad")]) == 1
+    assert "disagree" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(args + ["--out", str(tmp_path / "o")]) == 0, capsys.readouterr().err
+    side = json.loads((tmp_path / "o" / "van_b0.onnx.json").read_text())
+    assert side["num_classes"] == 10 and "num_classes" not in side["model_kwargs"]
+
+
 def test_missing_or_unreadable_checkpoint(tmp_path, van_small):
     with pytest.raises(ExportError, match="--random-weights"):
         export_model("van_b0", fmt="ONNX", out_dir=str(tmp_path / "o"))

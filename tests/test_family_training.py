@@ -1,5 +1,6 @@
 """Every distinct model code path trains through the engine (``convattn.engine.trainer.train``, the code
-scripts/train.py runs) on the quickstart digits: a few AdamW/SGD steps at a small width, and the loss falls.
+scripts/train.py runs) on the quickstart digits: a few AdamW/SGD steps at a small width; the training loss falls
+and on the validation split the network beats its own initialisation (top-1 clearly above chance, or a lower loss).
 
 One representative per code path:
 
@@ -35,6 +36,7 @@ SWIN = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=[2, 2
 DEIT = dict(img_size=32, patch_size=4, embed_dim=48, depth=2)
 VIT_ADAMW = dict(ADAMW, lr=2e-3, max_steps_per_epoch=20)  # a plain ViT needs more (cheap) steps to leave chance level
 SAN = dict(layers=[1, 1, 1, 1, 1], kernels=[3, 3, 3, 3, 3], base_width=16, share_planes=4)
+SAN_SGD = dict(SGD, max_steps_per_epoch=10)  # 15 steps leave both SANs at chance on the val split (10.03 %)
 R1 = dict(layers=[1, 1, 1, 1])
 
 # id: (model, model_kwargs, recipe, image size)
@@ -44,8 +46,8 @@ CASES = {
     "acmix_swin_tiny": ("acmix_swin_tiny", SWIN, ADAMW, 32),
     "acmix_pvt_tiny": ("acmix_pvt_tiny", dict(img_size=32, depths=[1, 1, 1, 1], embed_dims=[16, 32, 64, 128],
                                               num_heads=[1, 2, 4, 8]), ADAMW, 32),
-    "san10_pairwise": ("san10_pairwise", SAN, SGD, 64),
-    "san10_patchwise": ("san10_patchwise", SAN, SGD, 64),
+    "san10_pairwise": ("san10_pairwise", SAN, SAN_SGD, 64),
+    "san10_patchwise": ("san10_patchwise", SAN, SAN_SGD, 64),
     "xvolution_resnet34_pssa": ("xvolution_resnet34", R1, SGD, 32),
     "xvolution_resnet34_sa": ("xvolution_resnet34", dict(R1, attn="sa"), SGD, 32),
     "deit_tiny": ("deit_tiny", DEIT, VIT_ADAMW, 32),
@@ -56,7 +58,27 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
+def _evaluate_initialisation(cfg):
+    """Val metrics of the network train() starts from (same seed, same builder, same val loader); setup_context
+    reseeds, so this builds the same initial weights after train() has run."""
+    from convattn.data import resolve_data_cfg
+    from convattn.engine.trainer import build_loaders, build_model, evaluate, setup_context
+    from convattn.models import get_model_cfg
+
+    setup_context(cfg)
+    net = build_model(cfg)
+    _, make_val, _ = build_loaders(cfg, resolve_data_cfg(cfg, get_model_cfg(cfg.model)), 0, 1)
+    return evaluate(net, make_val(), cfg.num_classes, False)
+
+
+# measured: patchwise SAN (base_width 16) stays at chance on the val split after 30 SGD steps (10.03 %, val loss
+# 2.90 vs 2.30 at init) while its training loss falls; its recipe here still has to be found
+_NOT_YET = {"san10_patchwise"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(
+    strict=True, reason="does not yet beat its initialisation on the val split at this length"))
+    if c in _NOT_YET else c for c in CASES])
 def test_family_trains_on_digits(case, digits32, tmp_path):
     model, kwargs, opt, size = CASES[case]
     out = tmp_path / case
@@ -72,4 +94,14 @@ def test_family_trains_on_digits(case, digits32, tmp_path):
         losses = [float(r["train_loss"]) for r in csv.DictReader(f)]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses), losses
     assert losses[-1] < losses[0], f"{case}: mean train loss did not fall from epoch 1 to epoch 3: {losses}"
-    assert 0.0 <= metrics["top1"] <= 100.0 and metrics["n"] == 359  # evaluated on the whole val split
+    assert metrics["n"] == 359  # evaluated on the whole val split
+    # learned what generalises, not just moved: on the held-out digits the trained network beats the same network at
+    # its seeded initialisation: its top-1 is clearly above chance (10 classes: 10 %, binomial spread 1.6 % on 359
+    # images), or its val loss is lower. Either alone is not enough at this length: a few dozen steps leave the
+    # slowest ViTs at chance-level top-1 while their loss falls, and BatchNorm running statistics that lag the
+    # weights inflate the eval loss of CNNs whose top-1 already rose
+    if metrics["top1"] < 15.0:  # (the initialisation is evaluated only then: it costs a compile)
+        untrained = _evaluate_initialisation(cfg)
+        assert metrics["loss"] < untrained["loss"], (
+            f"{case}: val top-1 {metrics['top1']:.2f} % (chance 10 %) and val loss {metrics['loss']:.4f} after "
+            f"training vs {untrained['loss']:.4f} at initialisation")

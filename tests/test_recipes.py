@@ -131,8 +131,8 @@ def test_aug_repeats_deals_repeated_copies_to_ranks(tmp_path):
 
 
 def test_aug_repeats_config_key():
-    cfg = validate({"dataset": "digits", "num_classes": 10, "aug_repeats": 3})
+    cfg = validate({"dataset": "digits", "num_classes": 10, "model": "van_b0", "aug_repeats": 3})
     assert cfg.aug_repeats == 3
     from convattn.engine.config import ConfigError
     with pytest.raises(ConfigError, match="'aug_repeats' must be > 0"):
-        validate({"dataset": "digits", "num_classes": 10, "aug_repeats": 0})
+        validate({"dataset": "digits", "num_classes": 10, "model": "van_b0", "aug_repeats": 0})

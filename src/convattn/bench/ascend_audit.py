@@ -84,29 +84,19 @@ _CONV_FAMILY = {"Conv2D": 1, "Conv2DBackpropInput": 1, "Conv2DBackpropFilter": N
 def build_ascend_form(name: str, **kwargs) -> nn.Cell:
     """Registered model ``name`` in the form it runs on Ascend, built on any backend (CPU included)."""
     from ..models import create_model
-    try:
-        return create_model(name, target="Ascend", **kwargs)
-    except TypeError as exc:  # a create_model without the target switch
-        if "target" not in str(exc):
-            raise
-    from ..deploy import to_ascend_legal
-    from ..layers import set_fused_kernels
-    net = create_model(name, **kwargs)
-    to_ascend_legal(net)  # ACmix conv paths: grouped -> depth-wise
-    set_fused_kernels(net, False)  # the fused CPU kernels -> the standard-op formulations
-    return net
+    return create_model(name, target="Ascend", **kwargs)
 
 
 class _ScaledLoss(nn.Cell):
     def __init__(self, net: nn.Cell, scale: float) -> None:
         super().__init__()
-        from ..engine.losses import SoftTargetCrossEntropy
         self.net = net
-        self.loss_fn = SoftTargetCrossEntropy()
+        self.log_softmax = nn.LogSoftmax(axis=-1)
         self.scale = ms.Tensor(scale, ms.float32)
 
     def construct(self, x, target):
-        return self.loss_fn(self.net(x), target) * self.scale
+        logp = self.log_softmax(self.net(x).astype(ms.float32))  # soft-target cross-entropy, as the trainer's
+        return -(target * logp).sum(-1).mean() * self.scale
 
 
 class O2TrainStep(nn.Cell):

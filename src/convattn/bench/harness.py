@@ -145,6 +145,14 @@ def _peak_memory_mb(device_target: str) -> float:
     return ms.runtime.max_memory_allocated() / 2 ** 20
 
 
+def param_columns(net) -> dict:
+    """``params_m``: every weight the network holds (frozen ones too: the X-volution deploy form freezes its merged
+    weights), BatchNorm statistics aside; ``trainable_m``: the trainable ones."""
+    from ..utils.params import count_parameters
+    total, trainable = count_parameters(net)
+    return {"params_m": total / 1e6, "trainable_m": trainable / 1e6}
+
+
 def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
     """Benchmark one model at one batch size in THIS process (used by the subprocess worker)."""
     import numpy as np
@@ -152,7 +160,7 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
     from mindspore import nn
 
     from ..models import create_model, get_model_cfg
-    from .macs import count_macs, count_params
+    from .macs import count_macs
 
     base, _, variant = name.partition("@")
     ms.set_device(cfg["device_target"])
@@ -166,7 +174,7 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
         if not hasattr(net, "switch_to_deploy"):
             raise ValueError(f"{base} has no switch_to_deploy(); '@deploy' applies to re-parameterisable models")
         net.switch_to_deploy()
-    params_m = count_params(net) / 1e6
+    counts = param_columns(net)
     gmacs = count_macs(net, (1, 3) + size)["total"] / 1e9
     formulation = _describe_formulation(net)
     if cfg["precision"] == "float16":
@@ -209,7 +217,7 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
         "precision": cfg["precision"], "device_target": cfg["device_target"], "mode": cfg.get("mode", "infer"),
         "imgs_per_s": batch_size * len(times) / elapsed, "ms_per_step": 1000 * med,
         "ms_p10": 1000 * q[max(0, int(0.1 * (len(q) - 1)))], "ms_p90": 1000 * q[int(math.ceil(0.9 * (len(q) - 1)))],
-        "compile_s": max(0.0, first - med), "params_m": params_m, "gmacs": gmacs,
+        "compile_s": max(0.0, first - med), **counts, "gmacs": gmacs,
         "peak_mem_mb": _peak_memory_mb(cfg["device_target"]), "formulation": formulation, "status": "ok", "error": "",
     }
 
@@ -293,7 +301,7 @@ def _add_relative(rows: List[dict]) -> None:
 
 
 COLUMNS = ["model", "mode", "baseline", "batch_size", "img_size", "precision", "imgs_per_s", "ms_per_step", "ms_p10", "ms_p90",
-           "compile_s", "params_m", "gmacs", "peak_mem_mb", "time_ratio", "mac_ratio", "rel_throughput", "defect",
+           "compile_s", "params_m", "trainable_m", "gmacs", "peak_mem_mb", "time_ratio", "mac_ratio", "rel_throughput", "defect",
            "formulation", "status", "error"]
 
 
@@ -318,6 +326,15 @@ def _fmt(v, nd=2):
     return str(v)
 
 
+def _params(r: dict) -> str:
+    """Total parameters (M), with the trainable count where it differs."""
+    from ..utils.params import format_params
+    if r.get("params_m") in (None, ""):
+        return "–"
+    trainable = r.get("trainable_m")
+    return format_params(float(r["params_m"]), float(r["params_m"] if trainable in (None, "") else trainable))
+
+
 def markdown(rows: List[dict], env: dict) -> str:
     head = (f"Device {env['device_target']} ({env['processor']}, {env['threads']} threads), MindSpore {env['mindspore']}, "
             f"{env['settings']['precision']}, mode {env['settings'].get('mode', 'infer')}, {env['date']}\n\n")
@@ -331,7 +348,7 @@ def markdown(rows: List[dict], env: dict) -> str:
             continue
         lines.append(
             f"| `{r['model']}` | {r['batch_size']} | {_fmt(r['imgs_per_s'])} | {_fmt(r['ms_per_step'], 1)} "
-            f"({_fmt(r['ms_p10'], 1)}–{_fmt(r['ms_p90'], 1)}) | {_fmt(r['compile_s'], 1)} | {_fmt(r['params_m'])} | "
+            f"({_fmt(r['ms_p10'], 1)}–{_fmt(r['ms_p90'], 1)}) | {_fmt(r['compile_s'], 1)} | {_params(r)} | "
             f"{_fmt(r['gmacs'])} | {_fmt(r['peak_mem_mb'], 0)} | {r['baseline'] or '–'} | {_fmt(r['time_ratio'])} | "
             f"{_fmt(r['mac_ratio'])} | {_fmt(r['defect'])} | {r['formulation']} |")
     return head + "\n".join(lines) + "\n"

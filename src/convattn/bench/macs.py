@@ -68,11 +68,14 @@ def count_macs(net, input_shape: Tuple[int, ...]) -> Dict[str, int]:
 
 
 def profile_model(name: str, input_size: Optional[Tuple[int, int, int]] = None, num_classes: int = 1000, **kwargs) -> dict:
-    """Params (M) and GMACs of a registered model at its default input size (or ``input_size``)."""
+    """Params (M: every weight, ``trainable_m`` the trainable ones) and GMACs of a registered model at its default
+    input size (or ``input_size``)."""
     from ..models import create_model
+    from ..utils.params import count_parameters
 
     net = create_model(name, num_classes=num_classes, **kwargs)
     size = tuple(input_size or net.default_cfg["input_size"])
     macs = count_macs(net, (1,) + size)
-    return {"model": name, "params_m": count_params(net) / 1e6, "gmacs": macs["total"] / 1e9,
+    total, trainable = count_parameters(net)
+    return {"model": name, "params_m": total / 1e6, "trainable_m": trainable / 1e6, "gmacs": macs["total"] / 1e9,
             "input_size": size, "macs": macs}

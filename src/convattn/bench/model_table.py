@@ -1,8 +1,10 @@
-"""The README's model table: name, params (M), GMACs at the default input size, paper top-1, upstream source;
-models that keep an earlier form selectable get a row for it too (``FORM_ROWS``)."""
+"""The README's model table: name, params (M; every weight, the trainable ones apart where they differ), GMACs at
+the default input size, paper top-1, upstream source; models that keep an earlier form selectable get a row for it
+too (``FORM_ROWS``)."""
 from typing import Iterable, List, Optional
 
 from ..models import get_model_cfg, list_models
+from ..utils.params import format_params
 from .macs import profile_model
 
 __all__ = ["model_rows", "markdown_table"]
@@ -30,6 +32,7 @@ def model_rows(names: Optional[Iterable[str]] = None, forms: bool = True) -> Lis
             rows.append({
                 "model": label,
                 "params_m": prof["params_m"],
+                "trainable_m": prof["trainable_m"],
                 "gmacs": prof["gmacs"],
                 "input": "x".join(str(s) for s in cfg["input_size"][1:]),
                 "top1": cfg["top1"] if not kwargs else None,
@@ -45,6 +48,7 @@ def markdown_table(rows: List[dict]) -> str:
     for r in rows:
         top1 = f"{r['top1']:.1f}" if r["top1"] is not None else "–"
         upstream = r["upstream"] or "none released (designed from the paper)"
-        lines.append(f"| `{r['model']}` | {r['params_m']:.2f} | {r['gmacs']:.2f} | {r['input']} | {top1} | {r['paper']} "
+        params = format_params(r["params_m"], r.get("trainable_m", r["params_m"]))
+        lines.append(f"| `{r['model']}` | {params} | {r['gmacs']:.2f} | {r['input']} | {top1} | {r['paper']} "
                      f"| {upstream} |")
     return "\n".join(lines)

@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "into a MindSpore .ckpt that convattn.create_model(NAME, pretrained=DST) loads.",
     )
     p.add_argument("--model", required=True, help="registered model name, e.g. van_b0 (see convattn.list_models())")
-    p.add_argument("--model-kwargs", default="{}", help='architecture overrides as JSON, e.g. \'{"depths": [1,1,1,1]}\'')
+    p.add_argument("--model-kwargs", default="{}", help='create_model arguments as JSON, e.g. \'{"depths": [1,1,1,1], "num_classes": 10}\'')
     p.add_argument("--num-classes", type=int, default=None, help="class count (default: read from the checkpoint's head)")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.add_argument("src", help="official checkpoint (.pth, .pth.tar, .pt or .npz)")

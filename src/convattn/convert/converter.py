@@ -72,7 +72,9 @@ def convert_checkpoint(src: str, dst: str, model: str, model_kwargs: Optional[di
     """
     from ..models import create_model, get_model_cfg  # the converter CLI needs the target's parameter table
 
-    model_kwargs = dict(model_kwargs or {})
+    from ..utils.cli import split_num_classes
+
+    model_kwargs, num_classes = split_num_classes(model_kwargs or {}, num_classes)
     cfg = get_model_cfg(model)
     if os.path.exists(dst) and not overwrite:
         raise FileExistsError(f"'{dst}' already exists; choose another path or pass --overwrite")

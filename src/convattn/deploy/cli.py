@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="half-precision weights and input")
     p.add_argument("--out", default="exported", help="output folder (default ./exported)")
     p.add_argument("--name", help="file stem (default: the model name, plus _fp16)")
-    p.add_argument("--model-kwargs", default="{}", help='architecture overrides as JSON, e.g. \'{"depths": [1,1,1,1]}\'')
+    p.add_argument("--model-kwargs", default="{}", help='create_model arguments as JSON, e.g. \'{"depths": [1,1,1,1], "num_classes": 10}\'')
     p.add_argument("--num-classes", type=int, help="class count (default: read from the checkpoint's classifier)")
     p.add_argument("--overwrite", action="store_true", help="replace existing artifacts once the new ones verify")
     p.add_argument("--export-safe-mindir", action="store_true",

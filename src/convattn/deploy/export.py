@@ -249,6 +249,8 @@ def export_model(
     from ..models import get_model_cfg
     from .transforms import ascend_grouped_conv_report, prepare_for_export
 
+    from ..utils.cli import split_num_classes
+
     here = resolve_target(None)
     try:
         target = resolve_target(target if target is not None else ("Ascend" if ascend_legal else None))
@@ -257,7 +259,10 @@ def export_model(
     if ascend_legal and target != "Ascend":
         raise ExportError(f"ascend_legal (--ascend) means target 'Ascend'; it contradicts target {target!r}")
     formats = parse_formats(fmt)
-    model_kwargs = dict(model_kwargs or {})
+    try:
+        model_kwargs, num_classes = split_num_classes(model_kwargs or {}, num_classes)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
     get_model_cfg(model)
     if batch < 1:
         raise ExportError(f"--batch must be >= 1, got {batch}")

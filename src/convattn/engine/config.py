@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
-__all__ = ["ConfigError", "Config", "SCHEMA", "GROUPS", "load_config", "parse_cli", "validate", "dump_config"]
+__all__ = ["ConfigError", "Config", "SCHEMA", "GROUPS", "load_config", "parse_cli", "validate", "dump_config",
+           "format_config"]
 
 
 class ConfigError(ValueError):
@@ -49,7 +50,8 @@ GROUPS: "OrderedDict[str, List[tuple]]" = OrderedDict([
                                   "epoch, differently augmented, spread over the ranks; epoch length unchanged"),
     ]),
     ("augmentation", [
-        ("image_size", None, "int?", "training/eval resolution (null = the model's default input size)"),
+        ("image_size", None, "int?", "training/eval resolution (null = the model's default input size; the run "
+                                     "prints and saves the value used, as for every null below)"),
         ("crop_pct", None, "float?", "eval resize = image_size / crop_pct, then centre crop (null = model default)"),
         ("interpolation", None, "str?", "bilinear, bicubic, nearest or area (null = model default)"),
         ("mean", None, "list?", "normalisation mean in [0, 1] (null = model default)"),
@@ -66,12 +68,14 @@ GROUPS: "OrderedDict[str, List[tuple]]" = OrderedDict([
         ("mixup_switch_prob", 0.5, "float", "probability of cutmix instead of mixup when both are on"),
     ]),
     ("model", [
-        ("model", "van_b0", "str", "registered model name (convattn.list_models())"),
-        ("model_kwargs", {}, "dict", "architecture overrides passed to convattn.create_model"),
+        ("model", None, "str?", "registered model name (convattn.list_models()); required"),
+        ("model_kwargs", {}, "dict", "architecture overrides passed to convattn.create_model (checked against the "
+                                     "model's constructor)"),
         ("target", None, "str?", "formulations the network is built in: CPU, GPU or Ascend (null = device_target); "
                                  "e.g. Ascend on a CPU device runs the Ascend form there"),
-        ("drop_rate", None, "float?", "dropout inside the model (null = model default)"),
-        ("drop_path_rate", None, "float?", "stochastic depth (null = the model's official rate)"),
+        ("drop_rate", None, "float?", "dropout inside the model (null = model default; the run prints the value used)"),
+        ("drop_path_rate", None, "float?",
+         "stochastic depth (null = the model's official rate; the run prints the value used)"),
         ("pretrained", None, "str?", "MindSpore .ckpt to initialise from"),
         ("deploy", False, "bool", "eval.py: switch_to_deploy() (re-parameterised inference form) before evaluating"),
         ("amp_level", "O0", "str", "O0 (fp32), O1, O2, O3 (float16)"),
@@ -258,11 +262,7 @@ def validate(cfg: Dict[str, Any], for_training: bool = True) -> Config:
     if out.min_lr > out.lr:
         raise ConfigError(f"min_lr ({out.min_lr}) is above lr ({out.lr}); lower min_lr")
     # the model must exist and accept model_kwargs' names (checked before any data work)
-    from ..models import get_model_cfg
-    try:
-        get_model_cfg(out.model)
-    except ValueError as exc:
-        raise ConfigError(f"config key 'model': {exc}") from None
+    _check_model(out)
     # paths
     if out.dataset == "imagefolder":
         if out.data_dir is None:
@@ -287,6 +287,41 @@ def validate(cfg: Dict[str, Any], for_training: bool = True) -> Config:
         raise ConfigError("amp_dtype bfloat16 has no CPU kernels in MindSpore 2.10 (Conv2D/MatMul fail); "
                           "use amp_dtype float16 on CPU")
     return out
+
+
+# create_model arguments the trainer sets from their own config keys; model_kwargs may not repeat them
+_OWN_KEYS = {"num_classes": "num_classes", "drop_path_rate": "drop_path_rate", "drop_rate": "drop_rate",
+             "pretrained": "pretrained"}
+
+
+def _check_model(out: "Config") -> None:
+    """``model`` is given and registered; ``model_kwargs`` are names its constructor accepts."""
+    from ..models import get_model_cfg, list_models
+    from ..models.registry import _accepted_kwargs, model_entrypoint
+    if out.model is None:
+        raise ConfigError("config key 'model' is required: set 'model: NAME' in the config file or pass --model NAME "
+                          f"(one of convattn.list_models(), e.g. {', '.join(list_models()[:3])})")
+    try:
+        get_model_cfg(out.model)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'model': {exc}") from None
+    for key in out.model_kwargs:
+        if key in _OWN_KEYS:
+            raise ConfigError(f"config key 'model_kwargs' sets '{key}', which has its own config key: remove it from "
+                              f"model_kwargs and set '{_OWN_KEYS[key]}: ...' instead")
+        if key in ("features_only", "out_indices"):
+            raise ConfigError(f"config key 'model_kwargs': '{key}' builds a feature extractor, which cannot be "
+                              "trained or evaluated as a classifier; remove it")
+    accepted = _accepted_kwargs(model_entrypoint(out.model))
+    if accepted is not None:
+        bad = sorted(k for k in out.model_kwargs if k not in accepted and k != "in_chans")
+        if bad:
+            hints = []
+            for k in bad:
+                close = difflib.get_close_matches(k, sorted(accepted), n=1, cutoff=0.6)
+                hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            raise ConfigError(f"config key 'model_kwargs': {out.model} does not accept {', '.join(hints)}; accepted "
+                              f"architecture arguments: {sorted(a for a in accepted if a not in _OWN_KEYS)}")
 
 
 def parse_randaugment(spec: str):
@@ -388,8 +423,8 @@ def load_config(path: Optional[str], overrides: Optional[Dict[str, Any]] = None)
     return cfg
 
 
-def dump_config(cfg: Dict[str, Any], path: str) -> None:
-    """Write the effective config as grouped flat YAML (atomically)."""
+def format_config(cfg: Dict[str, Any]) -> str:
+    """The config as grouped flat YAML (the text :func:`dump_config` writes)."""
     lines = []
     for group, items in GROUPS.items():
         lines.append(f"# {group}")
@@ -397,9 +432,14 @@ def dump_config(cfg: Dict[str, Any], path: str) -> None:
             lines.append(yaml.safe_dump({key: _plain(cfg[key])}, default_flow_style=True, sort_keys=False).strip()
                          .removeprefix("{").removesuffix("}"))
         lines.append("")
+    return "\n".join(lines)
+
+
+def dump_config(cfg: Dict[str, Any], path: str) -> None:
+    """Write the effective config as grouped flat YAML (atomically)."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
+        f.write(format_config(cfg))
     os.replace(tmp, path)
 
 

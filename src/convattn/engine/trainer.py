@@ -22,8 +22,9 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
+from ..utils.params import count_parameters, format_params
 from .checkpoint import CheckpointManager
-from .config import Config, dump_config
+from .config import Config, dump_config, format_config
 from .ema import EMA
 from .feedback import EpochLog, format_eta, plot_curves
 from .losses import SoftTargetCrossEntropy
@@ -90,15 +91,43 @@ def build_model(cfg: Config):
     return net
 
 
+def effective_config(cfg: Config, data_cfg: dict, net) -> Config:
+    """``cfg`` with every null that the run resolves replaced by the value used: the model's input size,
+    crop, interpolation and normalisation, its drop-path/dropout rates, and the worker count."""
+    from ..layers import DropPath
+    out = Config(cfg)
+    for key in ("image_size", "crop_pct", "interpolation", "mean", "std"):
+        out[key] = list(data_cfg[key]) if isinstance(data_cfg[key], tuple) else data_cfg[key]
+    cells = [c for _, c in net.cells_and_names()]
+    if out.drop_path_rate is None:
+        out.drop_path_rate = round(max([c.drop_prob for c in cells if isinstance(c, DropPath)], default=0.0), 6)
+    if out.drop_rate is None and not any(float(getattr(c, "p", 0.0) or 0.0) > 0 for c in cells
+                                         if isinstance(c, nn.Dropout)):
+        out.drop_rate = 0.0  # (a model with dropout keeps null: its rates may differ per layer)
+    if out.deterministic:
+        out.num_parallel_workers = 1
+    return out
+
+
+DIGITS_SIZE = 32  # the quickstart tree is always written at 32x32, whatever image_size a recipe trains at
+
+
 def prepare_data_dir(cfg: Config, rank: int = 0) -> None:
-    """For ``dataset: digits`` write the ImageFolder tree on first use (rank 0; other ranks wait)."""
+    """For ``dataset: digits`` write the 32x32 ImageFolder tree on first use (rank 0; other ranks wait). The tree
+    does not depend on the recipe (a 64x64 recipe resizes it), so the quickstarts read the same images whichever
+    runs first; a tree of another size (written by hand) is used, with a warning."""
     if cfg.dataset != "digits":
         return
     from ..data import digits_tree_ready, write_digits_imagefolder
     if digits_tree_ready(cfg.data_dir):
+        size = _digits_tree_size(cfg.data_dir)
+        if size is not None and size != DIGITS_SIZE:
+            _print(f"warning: {cfg.data_dir} holds the digits at {size}x{size}; the quickstart results are for the "
+                   f"{DIGITS_SIZE}x{DIGITS_SIZE} tree written on first use (rewrite it with python "
+                   f"scripts/prepare_digits.py --out {cfg.data_dir} --overwrite)", rank)
         return
     if rank == 0:
-        size = cfg.image_size or 32
+        size = DIGITS_SIZE
         counts = write_digits_imagefolder(cfg.data_dir, size=size)
         _print(f"wrote the digits ImageFolder tree to {cfg.data_dir}: {counts['train']} train / "
                f"{counts['val']} val images ({size}x{size} RGB PNG)")
@@ -108,6 +137,18 @@ def prepare_data_dir(cfg: Config, rank: int = 0) -> None:
             if time.time() > deadline:
                 raise TimeoutError(f"rank {rank}: rank 0 did not finish writing {cfg.data_dir} in 300 s")
             time.sleep(0.5)
+
+
+def _digits_tree_size(root: str):
+    """The image side recorded in a digits tree's marker file, or None."""
+    import re
+    from ..data.digits import _MARKER
+    try:
+        with open(os.path.join(root, _MARKER)) as f:
+            m = re.search(r"size=(\d+)", f.read())
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
 
 
 def build_loaders(cfg: Config, data_cfg: dict, rank: int, size: int):
@@ -250,8 +291,6 @@ def train(cfg: Config) -> dict:
     rank, size = setup_context(cfg)
     distributed = size > 1
     os.makedirs(cfg.ckpt_dir, exist_ok=True)
-    if rank == 0:
-        dump_config(cfg, os.path.join(cfg.ckpt_dir, "config.yaml"))
     prepare_data_dir(cfg, rank)
     data_cfg = resolve_data_cfg(cfg, get_model_cfg(cfg.model))
     make_train, make_val, class_to_idx = build_loaders(cfg, data_cfg, rank, size)
@@ -277,7 +316,12 @@ def train(cfg: Config) -> dict:
     lrs = build_lr_schedule(cfg, opt_steps, global_batch)
 
     net = build_model(cfg)
-    n_params = sum(p.size for p in net.trainable_params())
+    if rank == 0:
+        shown = effective_config(cfg, data_cfg, net)
+        dump_config(shown, os.path.join(cfg.ckpt_dir, "config.yaml"))
+        _print(f"effective config (saved as {os.path.join(cfg.ckpt_dir, 'config.yaml')}):\n"
+               + format_config(shown).rstrip(), rank)
+    n_params = count_parameters(net)
     optimizer = create_optimizer(cfg, net.trainable_params(), lrs)
     ema = EMA(net, cfg.ema_decay) if cfg.ema else None
     scaler = ms.amp.DynamicLossScaler(cfg.loss_scale, 2, 1000) if cfg.amp_level != "O0" else None
@@ -319,7 +363,8 @@ def train(cfg: Config) -> dict:
                   f"{opt_steps} optimizer steps/epoch of {accum} micro-batches"
                   + (f" (the last {dropped} micro-batches of each epoch do not fill a window and are skipped)"
                      if dropped else ""))
-    _print(f"training {cfg.model} ({n_params / 1e6:.2f} M params) on {cfg.device_target} x{size}: "
+    params_text = format_params(n_params[0] / 1e6, n_params[1] / 1e6, " M")  # total, and trainable where it differs
+    _print(f"training {cfg.model} ({params_text} params) on {cfg.device_target} x{size}: "
            f"{steps_text} x {cfg.epochs} epochs, global batch {global_batch} = {cfg.batch_size} per device x {size} "
            f"device{'s' if size > 1 else ''} x {accum} accumulation step{'s' if accum > 1 else ''}"
            f"{' (lr_scale linear: lr x %g)' % (global_batch / cfg.lr_base_batch) if cfg.lr_scale == 'linear' else ''}, "
@@ -399,13 +444,14 @@ def train(cfg: Config) -> dict:
             metrics = evaluate(net, make_val(), cfg.num_classes, distributed)
             row.update(val_loss=f"{metrics['loss']:.6f}", val_top1=f"{metrics['top1']:.3f}",
                        val_top5=f"{metrics['top5']:.3f}")
+            if ema is not None:
+                ema.swap()  # back to the raw weights before anything is saved: every checkpoint, the best one
+                # included, holds the raw weights under their own names and the averages under ema.*
             is_best = metrics["top1"] > best_acc
             if is_best:
                 best_acc = metrics["top1"]
                 if rank == 0:
                     manager.save_best(params, meta(epoch, steps_per_epoch, epoch * opt_steps, best_acc))
-            if ema is not None:
-                ema.swap()
             _print(f"epoch {epoch}/{cfg.epochs} done in {epoch_time:.1f}s: train loss {train_loss:.4f}, "
                    f"val top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}% loss {metrics['loss']:.4f}"
                    f"{' (best)' if is_best else ''}", rank)

@@ -1,6 +1,6 @@
 """What every staged classifier in the zoo shares (mindcv's ``forward_features`` / ``forward_head`` / ``construct``)."""
 
-__all__ = ["StagedClassifier"]
+__all__ = ["StagedClassifier", "reflect_padding", "smallest_input_side", "check_min_input_size"]
 
 
 class StagedClassifier:
@@ -22,3 +22,27 @@ class StagedClassifier:
             feats = self.feature_maps(x)
             return tuple(feats[i] for i in self.out_indices)
         return self.forward_head(self.forward_features(x))
+
+
+def reflect_padding(cell) -> int:
+    """The largest reflection padding of the local-window gathers inside ``cell`` (0 if none). Reflection padding
+    by ``p`` needs a feature map larger than ``p`` on each side, so such a layer bounds the input size from below."""
+    from ..layers.window_gather import LocalWindowGather
+    return max((int(c.padding) for _, c in cell.cells_and_names()
+                if isinstance(c, LocalWindowGather) and c.pad_mode == "reflect"), default=0)
+
+
+def smallest_input_side(fits, limit: int = 8192) -> int:
+    """The smallest image side ``s`` with ``fits(s)`` (a monotone predicate that follows the side through the
+    network's strides); ``limit`` if none up to it."""
+    for side in range(1, limit + 1):
+        if fits(side):
+            return side
+    return limit
+
+
+def check_min_input_size(model: str, min_side: int, h: int, w: int, why: str) -> None:
+    """Raise a ValueError naming the input size and the smallest the network accepts."""
+    if h < min_side or w < min_side:
+        raise ValueError(f"{model} needs inputs of at least {min_side}x{min_side} ({why}); got {h}x{w}. "
+                         f"Resize the images to {min_side} or more (image_size in the config)")

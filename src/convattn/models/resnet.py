@@ -28,7 +28,7 @@ from mindspore.common import initializer as init
 
 from ..layers import ACmix, check_nchw, conv_fan_out_normal
 from ..layers.acmix import ConvPathMixin
-from .base import StagedClassifier
+from .base import StagedClassifier, check_min_input_size, reflect_padding, smallest_input_side
 from .registry import model_cfg, register_model
 
 __all__ = ["ResNet", "Bottleneck", "BasicBlock", "conv3x3_layer", "acmix_layer"]
@@ -193,6 +193,39 @@ class ResNet(StagedClassifier, nn.Cell):
         else:
             self.fc = nn.Identity()
         self._init_weights(zero_init_residual)
+        self.min_input_size = self._min_input_side()
+
+    def _min_input_side(self) -> int:
+        """Smallest square input whose feature maps are larger than every reflection padding (ACmix attention)
+        at the point where it is applied; 1 for a network without reflection-padded layers."""
+        needs = []  # (pad, index of the block, spatial layer after the block's stride?)
+        for stage in self.stages:
+            for blk in stage:
+                convs = (("conv2", False),) if isinstance(blk, Bottleneck) else (("conv1", False), ("conv2", True))
+                needs.append([(reflect_padding(getattr(blk, n)), after) for n, after in convs])
+        if not any(p for block in needs for p, _ in block):
+            return 1
+        strides = [2 if (i > 0 and j == 0) else 1 for i, stage in enumerate(self.stages) for j in range(len(stage))]
+
+        def fits(side: int) -> bool:
+            side = (side - 1) // 2 + 1  # 7x7 stride-2 stem
+            side = (side - 1) // 2 + 1  # 3x3 stride-2 max-pool
+            for block, stride in zip(needs, strides):
+                out = -(-side // stride)
+                if any(p and (out if after else side) <= p for p, after in block):
+                    return False
+                side = out
+            return True
+
+        self.min_input_reason = (f"its ACmix attention reflection-pads by "
+                                 f"{max(p for block in needs for p, _ in block)} pixels, which needs feature maps "
+                                 f"larger than that at every stride up to 32")
+        return smallest_input_side(fits)
+
+    def check_input_size(self, h: int, w: int) -> None:
+        """Raise ValueError for an input smaller than :attr:`min_input_size` (the exporter calls this too)."""
+        if self.min_input_size > 1:
+            check_min_input_size("ResNet", self.min_input_size, h, w, self.min_input_reason)
 
     def _make_layer(self, planes: int, blocks: int, stride: int, spatial_layer: SpatialFactory) -> nn.SequentialCell:
         downsample = None
@@ -226,6 +259,7 @@ class ResNet(StagedClassifier, nn.Cell):
 
     def forward_stages(self, x) -> Tuple:
         x = check_nchw(x, self.in_chans, "ResNet")
+        self.check_input_size(x.shape[2], x.shape[3])
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         outs = ()
         for stage in self.stages:

@@ -14,7 +14,7 @@ from mindspore import nn, ops
 
 from ..layers import check_nchw
 from ..layers.san_attention import SAM, sa_type_name
-from .base import StagedClassifier
+from .base import StagedClassifier, check_min_input_size, reflect_padding, smallest_input_side
 from .registry import IMAGENET_MEAN, IMAGENET_STD, model_cfg, register_model
 
 __all__ = ["SAN", "Bottleneck"]
@@ -151,9 +151,27 @@ class SAN(StagedClassifier, nn.Cell):
         self.fc = nn.Dense(widths[-1], num_classes) if (num_classes > 0 and not features_only) else nn.Identity()
         self.stages = [(getattr(self, f"conv{i}"), getattr(self, f"layer{i}"), getattr(self, f"bn{i}"))
                        for i in range(5)]
+        pads = [reflect_padding(getattr(self, f"layer{i}")) for i in range(5)]
+        # stage i runs at side // 2**(i+1) (2x2 max-pools); its windows reflection-pad by pads[i]
+
+        def fits(side: int) -> bool:
+            for p in pads:
+                side //= 2
+                if side <= p:
+                    return False
+            return True
+
+        self.min_input_size = smallest_input_side(fits)
+        self.min_input_reason = (f"stage i runs at 1/2^(i+1) of the input and its attention windows reflection-pad "
+                                 f"by {list(pads)} pixels, which needs feature maps larger than that")
+
+    def check_input_size(self, h: int, w: int) -> None:
+        """Raise ValueError for an input smaller than :attr:`min_input_size` (the exporter calls this too)."""
+        check_min_input_size("SAN", self.min_input_size, h, w, self.min_input_reason)
 
     def forward_stages(self, x) -> Tuple:
         x = check_nchw(x, self.in_chans, "SAN")
+        self.check_input_size(x.shape[2], x.shape[3])
         x = self.relu(self.bn_in(self.conv_in(x)))
         outs = ()
         for conv, layer, bn in self.stages:
