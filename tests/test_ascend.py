@@ -82,6 +82,7 @@ def _digits(size: int):
     return images, d.target[order]
 
 
+@pytest.mark.slow  # ~10 min for the nine; the every-model O2 step above and the ACmix audit test below run by default
 @pytest.mark.parametrize("name", list(REPRESENTATIVES.values()))
 def test_representative_audit_and_o2_digits_training(name):
     """Ascend form in GRAPH mode: the audit of its inference graph and O2 training step finds no violation and no
