@@ -51,6 +51,17 @@ def ms_mode(request):
     ms.set_context(mode=previous)
 
 
+@pytest.fixture
+def pynative():
+    """Run a test in PYNATIVE_MODE (no graph compile: cheaper where a test only executes once)."""
+    import mindspore as ms
+
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=previous)
+
+
 @pytest.fixture(scope="session")
 def digits32(tmp_path_factory):
     """The quickstart digits (32x32 RGB PNG ImageFolder tree), written once per session by the engine's writer."""

@@ -19,14 +19,6 @@ from conftest import REPO
 from parity import load_fixture, tolerance
 
 
-@pytest.fixture
-def pynative():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
-
-
 def _copy_weights(src: nn.Cell, dst: nn.Cell) -> None:
     """Copy every parameter of ``src`` into the same-named one of ``dst`` (the depth-wise ACmix weight is the
     grouped one reshaped: same name, same element order)."""

@@ -15,14 +15,6 @@ from convattn.models.xvolution import XVolutionResNet
 RTOL = 1e-5
 
 
-@pytest.fixture
-def pynative():
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=previous)
-
-
 def _randomise_bn(net, seed=0):
     """Non-trivial running statistics and affine parameters in every BatchNorm."""
     rng = np.random.default_rng(seed)
