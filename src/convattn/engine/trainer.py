@@ -98,11 +98,17 @@ def effective_config(cfg: Config, data_cfg: dict, net) -> Config:
     out = Config(cfg)
     for key in ("image_size", "crop_pct", "interpolation", "mean", "std"):
         out[key] = list(data_cfg[key]) if isinstance(data_cfg[key], tuple) else data_cfg[key]
+    from ..models.registry import _accepted_kwargs, model_entrypoint
     cells = [c for _, c in net.cells_and_names()]
-    if out.drop_path_rate is None:
+    accepted = _accepted_kwargs(model_entrypoint(cfg.model))  # a saved config must build again: only keys it takes
+
+    def takes(key: str) -> bool:
+        return accepted is None or key in accepted
+
+    if out.drop_path_rate is None and takes("drop_path_rate"):
         out.drop_path_rate = round(max([c.drop_prob for c in cells if isinstance(c, DropPath)], default=0.0), 6)
-    if out.drop_rate is None and not any(float(getattr(c, "p", 0.0) or 0.0) > 0 for c in cells
-                                         if isinstance(c, nn.Dropout)):
+    if out.drop_rate is None and takes("drop_rate") and not any(float(getattr(c, "p", 0.0) or 0.0) > 0 for c in cells
+                                                               if isinstance(c, nn.Dropout)):
         out.drop_rate = 0.0  # (a model with dropout keeps null: its rates may differ per layer)
     if out.deterministic:
         out.num_parallel_workers = 1
@@ -525,7 +531,7 @@ def run_eval(cfg: Config) -> dict:
     except CheckpointMismatchError as exc:
         raise ValueError(f"{exc}\nCheck --model, --model_kwargs and --num_classes match the training config") from None
     if cfg.deploy:
-        from ..deploy import switch_to_deploy
+        from ..layers.reparam import switch_to_deploy
         net.set_train(False)
         switched = switch_to_deploy(net)
         if not switched:
