@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 import convattn  # noqa: E402,F401  (CPU defaults before MindSpore runs)
-from convattn.utils.parity import markdown_table, parity_rows  # noqa: E402
+from convattn.convert.parity import markdown_table, parity_rows  # noqa: E402
 from convattn.utils.readme import replace_marked_block  # noqa: E402
 
 

@@ -3,7 +3,7 @@ import json
 import re
 
 from conftest import REPO, require_reference
-from convattn.utils.parity import FIXTURES, markdown_table, parity_rows
+from convattn.convert.parity import FIXTURES, markdown_table, parity_rows
 
 
 def test_every_reference_fixture_is_in_the_table():

@@ -7,7 +7,7 @@ Mixup/cutmix act on whole batches (see :mod:`convattn.data.mixup`).
 import math
 from typing import Optional, Sequence
 
-__all__ = ["resolve_data_cfg", "train_transforms", "eval_transforms"]
+__all__ = ["resolve_data_cfg", "train_transforms", "eval_transforms", "parse_randaugment"]
 
 
 def _inter(name: str):
@@ -27,6 +27,32 @@ def resolve_data_cfg(cfg, model_cfg: dict) -> dict:
     }
 
 
+def parse_randaugment(spec: str):
+    """``'rand-m9-n2-mstd0.5-inc1'`` -> (magnitude, num_ops). Only m and n are used; mstd/inc are accepted."""
+    parts = spec.split("-")
+    if parts[0] != "rand":
+        raise ValueError(f"config key 'auto_augment' must look like 'rand-m9-n2', got {spec!r}")
+    magnitude, num_ops = 9, 2
+    for part in parts[1:]:
+        try:
+            if part.startswith("mstd"):
+                float(part[4:])
+            elif part.startswith("inc"):
+                int(part[3:])
+            elif part.startswith("m"):
+                magnitude = int(part[1:])
+            elif part.startswith("n"):
+                num_ops = int(part[1:])
+            else:
+                raise ValueError(part)
+        except ValueError:
+            raise ValueError(f"config key 'auto_augment': cannot read {part!r} in {spec!r} "
+                              "(expected rand-m<int>[-n<int>][-mstd<float>][-inc<int>])") from None
+    if not 0 <= magnitude <= 30 or num_ops < 1:
+        raise ValueError(f"config key 'auto_augment': magnitude must be 0..30 and n >= 1, got {spec!r}")
+    return magnitude, num_ops
+
+
 def train_transforms(image_size: int, mean: Sequence[float], std: Sequence[float], interpolation: str = "bicubic",
                      scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip: float = 0.5, color_jitter: float = 0.0,
                      auto_augment: Optional[str] = None, re_prob: float = 0.0) -> list:
@@ -36,7 +62,6 @@ def train_transforms(image_size: int, mean: Sequence[float], std: Sequence[float
     if hflip > 0:
         ops.append(vision.RandomHorizontalFlip(prob=hflip))
     if auto_augment:
-        from ..engine.config import parse_randaugment
         magnitude, num_ops = parse_randaugment(auto_augment)
         fill = tuple(int(round(255 * m)) for m in mean)
         ops.append(vision.RandAugment(num_ops=num_ops, magnitude=min(magnitude, 30), num_magnitude_bins=31,

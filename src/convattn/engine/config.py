@@ -258,7 +258,11 @@ def validate(cfg: Dict[str, Any], for_training: bool = True) -> Config:
     if out.std is not None and not all(x > 0 for x in out.std):
         raise ConfigError(f"config key 'std' must be positive, got {out.std}")
     if out.auto_augment is not None:
-        parse_randaugment(out.auto_augment)
+        from ..data.transforms import parse_randaugment
+        try:
+            parse_randaugment(out.auto_augment)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if out.min_lr > out.lr:
         raise ConfigError(f"min_lr ({out.min_lr}) is above lr ({out.lr}); lower min_lr")
     # the model must exist and accept model_kwargs' names (checked before any data work)
@@ -322,32 +326,6 @@ def _check_model(out: "Config") -> None:
                 hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
             raise ConfigError(f"config key 'model_kwargs': {out.model} does not accept {', '.join(hints)}; accepted "
                               f"architecture arguments: {sorted(a for a in accepted if a not in _OWN_KEYS)}")
-
-
-def parse_randaugment(spec: str):
-    """``'rand-m9-n2-mstd0.5-inc1'`` -> (magnitude, num_ops). Only m and n are used; mstd/inc are accepted."""
-    parts = spec.split("-")
-    if parts[0] != "rand":
-        raise ConfigError(f"config key 'auto_augment' must look like 'rand-m9-n2', got {spec!r}")
-    magnitude, num_ops = 9, 2
-    for part in parts[1:]:
-        try:
-            if part.startswith("mstd"):
-                float(part[4:])
-            elif part.startswith("inc"):
-                int(part[3:])
-            elif part.startswith("m"):
-                magnitude = int(part[1:])
-            elif part.startswith("n"):
-                num_ops = int(part[1:])
-            else:
-                raise ValueError(part)
-        except ValueError:
-            raise ConfigError(f"config key 'auto_augment': cannot read {part!r} in {spec!r} "
-                              "(expected rand-m<int>[-n<int>][-mstd<float>][-inc<int>])") from None
-    if not 0 <= magnitude <= 30 or num_ops < 1:
-        raise ConfigError(f"config key 'auto_augment': magnitude must be 0..30 and n >= 1, got {spec!r}")
-    return magnitude, num_ops
 
 
 def _parse_value(text: str):

@@ -106,8 +106,8 @@ class OverlapPatchEmbed(nn.Cell):
         return self.norm(self.proj(x))
 
     def switch_to_deploy(self) -> None:
-        """Fold the BatchNorm into the projection (inference only; called by ``convattn.deploy``)."""
-        from ..deploy.transforms import fold_bn_into_conv
+        """Fold the BatchNorm into the projection (inference only; called by the network-level ``switch_to_deploy``)."""
+        from ..layers.reparam import fold_bn_into_conv
 
         fold_bn_into_conv(self, "proj", "norm")
 
