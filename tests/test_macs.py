@@ -60,8 +60,8 @@ def test_xvolution_pssa_and_sa(form):
     c, hw, d = 6, 25, 4
     m = count_macs(XVolution(c, c, 3, pssa_form=form), (1, c, 5, 5))
     conv = c * c * 9 * hw
-    if form == "attention":   # products, per-direction channel sums (1x1 grouped conv), weighted sum of neighbours
-        assert m["extra"] == d * c * hw + d * c * hw
+    if form == "attention":   # products, per-direction channel sums, weighted sum of neighbours (all declared)
+        assert m["extra"] == d * c * hw + d * c * hw + d * c * hw
         assert m["total"] == conv + d * c * hw + 2 * d * c * hw
     else:                     # products + a dense 3x3 conv over the D*C products
         assert m["total"] == conv + d * c * c * 9 * hw + d * c * hw
@@ -87,7 +87,8 @@ def test_model_table_lists_each_selectable_form(monkeypatch):
 
     calls = []
     monkeypatch.setattr(model_table, "profile_model",
-                        lambda name, **kw: calls.append((name, kw)) or {"params_m": 1.0, "gmacs": 2.0})
+                        lambda name, **kw: calls.append((name, kw)) or {"params_m": 1.0, "trainable_m": 1.0,
+                                                                          "gmacs": 2.0})
     rows = model_table.model_rows(["xvolution_resnet34", "acmix_pvt_tiny", "deit_tiny_relu", "resnet34"])
     assert calls == [("xvolution_resnet34", {}), ("xvolution_resnet34", {"pssa_form": "dense"}),
                      ("acmix_pvt_tiny", {}), ("acmix_pvt_tiny", {"acmix_kv": "full"}),
