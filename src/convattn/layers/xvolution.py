@@ -131,6 +131,30 @@ def _param(value: np.ndarray, name: str) -> Parameter:
     return Parameter(Tensor(value.astype(np.float32)), name=name, requires_grad=False)
 
 
+class DirectionLogits(nn.Cell):
+    """``a_d = sum_c w[d, c] f[d*C + c]`` at every pixel of the stride-``s`` grid: (N, D*C, H, W) -> (N, D, Ho, Wo).
+
+    The same function as a 1x1 convolution with D groups (weight (D, C, 1, 1), no bias), written as a multiply and
+    a channel sum: Ascend runs a grouped Conv2D only when it is depth-wise, and this one is not (D*C -> D), so the
+    grouped convolution would not run there. One formulation serves every target.
+    """
+
+    def __init__(self, channels: int, directions: int, stride: int = 1) -> None:
+        super().__init__()
+        self.channels, self.directions, self.stride = channels, directions, stride
+        self.weight = Parameter(Tensor(np.zeros((directions, channels, 1, 1), np.float32)), name="weight")
+
+    def construct(self, feats):
+        feats = subsample2d(feats, self.stride)
+        n, _, h, w = feats.shape
+        f = ops.reshape(feats, (n, self.directions, self.channels, h, w))
+        wt = ops.reshape(self.weight, (1, self.directions, self.channels, 1, 1)).astype(f.dtype)
+        return (f * wt).sum(2)
+
+    def extra_macs(self, inputs, output) -> int:
+        return int(np.prod(output.shape)) * self.channels
+
+
 class XVolution(nn.Cell):
     """X-volution operator: k x k conv + BN, plus PSSA + BN or global self-attention + BN (see the module doc).
 
@@ -201,7 +225,7 @@ class XVolution(nn.Cell):
                                            has_bias=False)
             else:
                 # a_d(x0) = C^-1/2 sum_c w[d, c] x_c(x0) S_d(x)_c(x0): D groups of C products -> D coefficients
-                self.attn_logit = nn.Conv2d(in_channels * d, d, 1, stride=stride, group=d, has_bias=False)
+                self.attn_logit = DirectionLogits(in_channels, d, stride)
                 self.logit_scale = float(in_channels) ** -0.5       # dot-product attention's 1/sqrt(C)
                 self.value = (None if in_channels == out_channels
                               else nn.Conv2d(in_channels, out_channels, 1, has_bias=False))
