@@ -20,3 +20,22 @@ def test_parse_model_kwargs():
     for bad in ("[1, 2]", "{depths: 1}"):
         with pytest.raises(ValueError, match="must be a JSON object"):
             parse_model_kwargs(bad)
+
+
+def test_atomic_directory_replaces_whole_or_leaves_old(tmp_path):
+    """The tree writers (digits, generated ImageNet) fill a sibling folder and swap it in: an error mid-write leaves
+    the old folder and no temporary one; success replaces the old folder entirely."""
+    import pytest as _pytest
+    from convattn.utils.fsio import atomic_directory
+
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "old.txt").write_text("old")
+    with _pytest.raises(RuntimeError):
+        with atomic_directory(root) as tmp:
+            (tmp_path / tmp / "half.txt").write_text("half")
+            raise RuntimeError("disk full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tree"] and (root / "old.txt").read_text() == "old"
+    with atomic_directory(root) as tmp:
+        (tmp_path / tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tree"] and sorted(p.name for p in root.iterdir()) == ["new.txt"]

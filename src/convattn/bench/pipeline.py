@@ -19,13 +19,13 @@ as a timing.
 """
 import json
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from typing import Dict, List, Sequence
 
 import numpy as np
+
+from ..utils.fsio import atomic_directory
 
 __all__ = ["write_fake_imagenet", "build_pipeline", "time_pipeline", "run_pipeline_bench", "summarize",
            "pipeline_markdown", "write_pipeline_reports", "PIPELINES"]
@@ -51,10 +51,7 @@ def write_fake_imagenet(root: str, classes: int = 10, per_class: int = 32, seed:
     if os.path.exists(root) and os.listdir(root) and not os.path.isfile(marker):
         raise FileExistsError(f"{root} exists and is not a generated tree; choose an empty or missing folder")
     rng = np.random.RandomState(seed)
-    parent = os.path.dirname(os.path.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(root) + ".tmp-", dir=parent)
-    try:
+    with atomic_directory(root) as tmp:
         for c in range(classes):
             folder = os.path.join(tmp, f"n{c:08d}")
             os.makedirs(folder)
@@ -67,12 +64,6 @@ def write_fake_imagenet(root: str, classes: int = 10, per_class: int = 32, seed:
                     os.path.join(folder, f"{c:04d}_{i:05d}.JPEG"), quality=quality)
         with open(os.path.join(tmp, _MARKER), "w") as f:
             f.write(stamp)
-        if os.path.exists(root):
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return _tree_stats(root)
 
 

@@ -8,12 +8,11 @@ machine writes the same tree::
     root/train/<0..9>/<index>.png
     root/val/<0..9>/<index>.png
 """
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..utils.fsio import atomic_directory
 
 __all__ = ["write_digits_imagefolder", "digits_tree_ready", "DIGITS_CLASSES"]
 
@@ -53,27 +52,19 @@ def write_digits_imagefolder(root, size: int = 32, val_fraction: float = 0.2, se
     images = digits.images.astype(np.float32)  # (1797, 8, 8), 0..16
     labels = digits.target.astype(np.int64)
     rng = np.random.RandomState(seed)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
-    try:
+    with atomic_directory(root) as tmp:
         for cls in range(10):
             idx = np.flatnonzero(labels == cls)
             idx = idx[rng.permutation(len(idx))]
             n_val = int(round(len(idx) * val_fraction))
             for split, part in (("val", idx[:n_val]), ("train", idx[n_val:])):
-                folder = tmp / split / str(cls)
+                folder = Path(tmp) / split / str(cls)
                 folder.mkdir(parents=True, exist_ok=True)
                 for i in part:
                     grey = np.clip(images[i] * (255.0 / 16.0), 0, 255).astype(np.uint8)
                     img = Image.fromarray(grey, mode="L").resize((size, size), Image.BICUBIC).convert("RGB")
                     img.save(folder / f"{i:04d}.png")
-        (tmp / _MARKER).write_text(f"size={size} val_fraction={val_fraction} seed={seed}\n")
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (Path(tmp) / _MARKER).write_text(f"size={size} val_fraction={val_fraction} seed={seed}\n")
     return _count(root)
 
 
