@@ -8,13 +8,14 @@ machine writes the same tree::
     root/train/<0..9>/<index>.png
     root/val/<0..9>/<index>.png
 """
+import re
 from pathlib import Path
 
 import numpy as np
 
 from ..utils.fsio import atomic_directory
 
-__all__ = ["write_digits_imagefolder", "digits_tree_ready", "DIGITS_CLASSES"]
+__all__ = ["write_digits_imagefolder", "digits_tree_ready", "digits_tree_size", "DIGITS_CLASSES"]
 
 DIGITS_CLASSES = tuple(str(i) for i in range(10))
 _MARKER = ".convattn_digits_complete"
@@ -23,6 +24,16 @@ _MARKER = ".convattn_digits_complete"
 def digits_tree_ready(root) -> bool:
     """True when ``root`` holds a complete tree written by :func:`write_digits_imagefolder`."""
     return (Path(root) / _MARKER).is_file()
+
+
+def digits_tree_size(root):
+    """The image side a complete digits tree was written at (from its marker file), or None."""
+    try:
+        text = (Path(root) / _MARKER).read_text()
+    except OSError:
+        return None
+    m = re.search(r"size=(\d+)", text)
+    return int(m.group(1)) if m else None
 
 
 def write_digits_imagefolder(root, size: int = 32, val_fraction: float = 0.2, seed: int = 0,

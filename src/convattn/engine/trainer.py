@@ -124,9 +124,9 @@ def prepare_data_dir(cfg: Config, rank: int = 0) -> None:
     runs first; a tree of another size (written by hand) is used, with a warning."""
     if cfg.dataset != "digits":
         return
-    from ..data import digits_tree_ready, write_digits_imagefolder
+    from ..data import digits_tree_ready, digits_tree_size, write_digits_imagefolder
     if digits_tree_ready(cfg.data_dir):
-        size = _digits_tree_size(cfg.data_dir)
+        size = digits_tree_size(cfg.data_dir)
         if size is not None and size != DIGITS_SIZE:
             _print(f"warning: {cfg.data_dir} holds the digits at {size}x{size}; the quickstart results are for the "
                    f"{DIGITS_SIZE}x{DIGITS_SIZE} tree written on first use (rewrite it with python "
@@ -143,18 +143,6 @@ def prepare_data_dir(cfg: Config, rank: int = 0) -> None:
             if time.time() > deadline:
                 raise TimeoutError(f"rank {rank}: rank 0 did not finish writing {cfg.data_dir} in 300 s")
             time.sleep(0.5)
-
-
-def _digits_tree_size(root: str):
-    """The image side recorded in a digits tree's marker file, or None."""
-    import re
-    from ..data.digits import _MARKER
-    try:
-        with open(os.path.join(root, _MARKER)) as f:
-            m = re.search(r"size=(\d+)", f.read())
-    except OSError:
-        return None
-    return int(m.group(1)) if m else None
 
 
 def build_loaders(cfg: Config, data_cfg: dict, rank: int, size: int):
