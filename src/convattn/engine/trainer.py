@@ -242,12 +242,13 @@ def _state_params(net, optimizer, ema, scaler) -> list:
     return out
 
 
-def _load_state(path: str, net, optimizer, ema, scaler) -> dict:
+def _load_state(path: str, net, optimizer, ema, scaler, accum: int = 1) -> dict:
     from ..models.helpers import map_checkpoint_forms, read_checkpoint
     data = read_checkpoint(path)
     if "train.epoch" not in data:
         raise ValueError(f"{path} is not a convattn training checkpoint (no 'train.epoch'); to start from "
                          "these weights use --pretrained instead of --resume")
+    _check_resume_window(path, data, accum)  # before anything is loaded into the network
     map_checkpoint_forms(data, net, optimizer, ema)  # written by another formulation (e.g. on another device)
     not_loaded, _ = ms.load_param_into_net(net, data, strict_load=True)
     if not_loaded:
@@ -341,8 +342,7 @@ def train(cfg: Config) -> dict:
         if path is None:
             _print(f"--resume auto: no checkpoint of {cfg.model} in {cfg.ckpt_dir}; starting from scratch", rank)
         else:
-            _check_resume_window(path, accum)
-            meta = _load_state(path, net, optimizer, ema, scaler)
+            meta = _load_state(path, net, optimizer, ema, scaler, accum)
             start_epoch, start_step, best_acc = int(meta["epoch"]), int(meta["step"]), meta["best_acc"]
             if start_step >= steps_per_epoch:
                 start_epoch, start_step = start_epoch + 1, 0
@@ -468,12 +468,12 @@ def train(cfg: Config) -> dict:
     return metrics
 
 
-def _check_resume_window(path: str, accum: int) -> None:
+def _check_resume_window(path: str, data: dict, accum: int) -> None:
     """Refuse a checkpoint whose position is inside an accumulation window or counted with another window size.
 
     The partial gradient sum of a window is not checkpointed (the trainer saves only at window boundaries), and the
-    checkpoint's optimizer-step count indexes the lr schedule, which depends on accumulation_steps."""
-    data = ms.load_checkpoint(path, choice_func=lambda name: name in ("train.step", "train.accumulation_steps"))
+    checkpoint's optimizer-step count indexes the lr schedule, which depends on accumulation_steps. ``data`` is the
+    checkpoint read by :func:`_load_state` (the file is read once)."""
 
     def read(key, default):
         value = data.get(key, default)
