@@ -2,7 +2,7 @@
 """Ascend operator audit: compile each model's Ascend form (inference graph and O2 training step) on this machine,
 count every primitive and check it against what MindSpore documents for Ascend.
 
-Usage: python scripts/ascend_audit.py [PATTERN ...] [--summary-only] [--strict] [--readme README.md]
+Usage: python scripts/ascend_audit.py [PATTERN ...] [--summary-only] [--strict] [--readme docs/ascend.md]
 Exit status 1 when a primitive violates a documented constraint (with --strict: also when one is undocumented).
 """
 import argparse

@@ -1,9 +1,9 @@
-"""Export every registered model (or those given) to MINDIR and ONNX and print the README's export table.
+"""Export every registered model (or those given) to MINDIR and ONNX and print the export table of export/README.md.
 
     python scripts/export_table.py                      # test-size instances (cfg['test_kwargs'], cfg['test_input_size'])
     python scripts/export_table.py --full van_b0        # the full architecture at its default input size
-    python scripts/export_table.py --readme README.md   # also replace the table between the markers in README.md
-    python scripts/export_table.py --full van_b0 van_b1 --readme README.md --marker export-table-full
+    python scripts/export_table.py --readme export/README.md   # also replace the table between its markers
+    python scripts/export_table.py --full van_b0 van_b1 --readme export/README.md --marker export-table-full
 
 Weights are random (BatchNorm statistics perturbed so BN folding is exercised); the point is operator
 coverage and numerical parity of the exported graphs, which does not depend on trained values. A format

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Print the README's model table (params, GMACs counted from the networks, paper top-1, upstream source).
+"""Print the model table of configs/README.md (params, GMACs counted from the networks, paper top-1, upstream source).
 
 Usage: python scripts/model_table.py [PATTERN ...]     e.g.  python scripts/model_table.py 'van_*'
+       python scripts/model_table.py --readme configs/README.md   # rewrite the generated block there
 """
 import argparse
 import os

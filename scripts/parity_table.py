@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Print the README's parity table: every official-code fixture vs the port, in GRAPH and PYNATIVE mode.
+"""Print the parity table of docs/convert.md: every official-code fixture vs the port, in GRAPH and PYNATIVE mode.
 
-Usage: python scripts/parity_table.py [--readme README.md] [FIXTURE ...]   (fixtures: ../shared/reference, or set
+Usage: python scripts/parity_table.py [--readme docs/convert.md] [FIXTURE ...]   (fixtures: ../shared/reference, or set
 CONVATTN_REFERENCE_DIR). Exits 1 if any comparison is outside its tolerance.
 """
 import argparse

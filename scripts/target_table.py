@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Print the README's target table (what each target runs, and why) and check checkpoints across formulations.
+"""Print the target table of docs/ascend.md (what each target runs, and why) and check checkpoints across formulations.
 
-Usage: python scripts/target_table.py [--check [NAME ...]] [--readme README.md]
+Usage: python scripts/target_table.py [--check [NAME ...]] [--readme docs/ascend.md]
 
 ``--check``: for each named model (default: one per family with a device-dependent formulation, at its test size)
 build every distinct formulation (targets CPU, GPU, Ascend), save each one's random weights, load each checkpoint

@@ -1,8 +1,8 @@
 """Parity with the official code: every fixture of the reference folder (outputs of the official PyTorch code on
 seeded random weights) loaded through the converter mapping and compared in eval mode, in GRAPH and PYNATIVE mode.
 
-``scripts/parity_table.py`` prints the README's parity table from :func:`parity_rows` (and writes it between the
-README's ``parity-table`` markers); the tests in ``tests/test_{van,acmix,swin,san}.py`` assert the same comparisons.
+``scripts/parity_table.py`` prints the parity table of docs/convert.md from :func:`parity_rows` (and writes it between
+that page's ``parity-table`` markers); the tests in ``tests/test_{van,acmix,swin,san}.py`` assert the same comparisons.
 Tolerance (the fixture README's rule): ``max|ours - official| <= 1e-5 * max(1, max|official|)``.
 """
 import os
