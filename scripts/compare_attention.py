@@ -21,6 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from convattn.utils.cli import ArgumentParser  # noqa: E402
 import convattn  # noqa: E402,F401  (sets ONEDNN_MAX_CPU_ISA=AVX2 before MindSpore runs a kernel)
 
 # small, structurally complete instances for 32x32 inputs (the whole block/attention code path of each model)
@@ -120,7 +121,7 @@ def plot(results: dict, path: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", choices=["deit", "deit-rpe", "swin", "both"], default="deit")
     parser.add_argument("--models", default=None, help="comma-separated model names (overrides --family)")

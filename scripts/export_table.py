@@ -9,7 +9,6 @@ Weights are random (BatchNorm statistics perturbed so BN folding is exercised); 
 coverage and numerical parity of the exported graphs, which does not depend on trained values. A format
 that fails is reported in its table cell (and the exit status is 1); one JSON line per model goes to stderr.
 """
-import argparse
 import json
 import os
 import sys
@@ -17,6 +16,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from convattn.utils.cli import ArgumentParser  # noqa: E402
 import convattn  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -42,7 +42,7 @@ def _perturbed_ckpt(name, kwargs, path):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="*", help="model names (default: all registered)")
     ap.add_argument("--full", action="store_true", help="full architecture at the default input size")
     ap.add_argument("--readme", help="README to update between the <!-- MARKER:begin/end --> lines")

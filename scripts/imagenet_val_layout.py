@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """ImageNet's flat validation folder + its label file -> class folders of symbolic links (see --help)."""
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from convattn.utils.cli import ArgumentParser  # noqa: E402
 from convattn.data.imagenet import ValLayoutError, make_val_layout  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="scripts/imagenet_val_layout.py",
         description="Turn ImageNet's flat val/ (ILSVRC2012_val_*.JPEG) into val/<class>/<file> symbolic links "
                     "(no copies) from a label file: Kaggle's LOC_val_solution.csv, '<file> <class>' lines, or one "
@@ -20,8 +20,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="where the class folders go (default: inside --val; the flat files stay)")
     p.add_argument("--classes", help="integer labels: the devkit's data/meta.mat, or a file of class folder names "
                                      "in label order, one per line ('<wnid> <names>' lines keep the wnid)")
-    p.add_argument("--index-base", type=int, choices=[0, 1], help="integer labels: 1 for the devkit, 0 for 0-based")
-    p.add_argument("--dry-run", action="store_true", help="only say what would be created")
+    p.add_argument("--index_base", type=int, choices=[0, 1], help="integer labels: 1 for the devkit, 0 for 0-based")
+    p.add_argument("--dry_run", action="store_true", help="only say what would be created")
     args = p.parse_args(argv)
     try:
         make_val_layout(args.val, args.labels, args.out, args.classes, args.index_base, args.dry_run)

@@ -3,11 +3,11 @@
 
 Usage: python scripts/model_table.py [PATTERN ...]     e.g.  python scripts/model_table.py 'van_*'
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from convattn.utils.cli import ArgumentParser  # noqa: E402
 
 import convattn  # noqa: E402  (CPU speed default before MindSpore runs)
 from convattn.bench.model_table import markdown_table, model_rows  # noqa: E402
@@ -15,7 +15,7 @@ from convattn.utils.readme import replace_marked_block  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("patterns", nargs="*", default=["*"], help="shell-style name patterns (default: every model)")
     p.add_argument("--readme", help="also replace the block between <!-- model-table:begin/end --> in this file")
     args = p.parse_args(argv)

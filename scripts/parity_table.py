@@ -4,11 +4,11 @@
 Usage: python scripts/parity_table.py [--readme README.md] [FIXTURE ...]   (fixtures: ../shared/reference, or set
 CONVATTN_REFERENCE_DIR). Exits 1 if any comparison is outside its tolerance.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from convattn.utils.cli import ArgumentParser  # noqa: E402
 
 import convattn  # noqa: E402,F401  (CPU defaults before MindSpore runs)
 from convattn.convert.parity import markdown_table, parity_rows  # noqa: E402
@@ -16,7 +16,7 @@ from convattn.utils.readme import replace_marked_block  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("fixtures", nargs="*", help="fixture names (default: all), e.g. van_b0 san_sam_pairwise_k3")
     p.add_argument("--readme", help="also replace the block between <!-- parity-table:begin/end --> in this file")
     args = p.parse_args(argv)

@@ -24,4 +24,4 @@ if [ $# -eq 4 ]; then
   OUT=(--out "$OUT_FILE")
 fi
 python "$ROOT/scripts/infer.py" --model "$MODEL" "${SRC[@]}" "$IMAGES" "${OUT[@]}" \
-  --device_target "${DEVICE_TARGET:-CPU}" --topk "${TOPK:-5}" --batch-size "${BATCH_SIZE:-16}"
+  --device_target "${DEVICE_TARGET:-CPU}" --topk "${TOPK:-5}" --batch_size "${BATCH_SIZE:-16}"

@@ -7,13 +7,13 @@ Usage: python scripts/target_table.py [--check [NAME ...]] [--readme README.md]
 build every distinct formulation (targets CPU, GPU, Ascend), save each one's random weights, load each checkpoint
 into every other formulation and print the max relative output difference (the portability the tests assert).
 """
-import argparse
 import os
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+from convattn.utils.cli import ArgumentParser  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -89,7 +89,7 @@ def check(names) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", nargs="*", metavar="NAME", help="check cross-form checkpoints (default models: one "
                                                                 "per family with a device-dependent formulation)")
     p.add_argument("--readme", help="also replace the blocks between <!-- target-table:begin/end --> (and, with "
