@@ -5,16 +5,13 @@ count every primitive and check it against what MindSpore documents for Ascend.
 Usage: python scripts/ascend_audit.py [PATTERN ...] [--summary_only] [--strict] [--readme README.md]
 Exit status 1 when a primitive violates a documented constraint (with --strict: also when one is undocumented).
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-from convattn.utils.cli import ArgumentParser  # noqa: E402
-
-import convattn  # noqa: E402  (CPU speed default before MindSpore runs)
-from convattn.bench.ascend_audit import (REPRESENTATIVES, audit_model, findings, load_results,  # noqa: E402
+import convattn  # (CPU speed default before MindSpore runs)
+from convattn.bench.ascend_audit import (REPRESENTATIVES, audit_model, findings, load_results,
                                          model_table, primitive_table, save_results, summary_table)
-from convattn.utils.readme import replace_marked_block  # noqa: E402
+from convattn.utils.cli import ArgumentParser
+from convattn.utils.readme import replace_marked_block
 
 
 def main(argv=None) -> int:

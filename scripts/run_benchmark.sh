@@ -11,6 +11,7 @@ if [ $# -gt 3 ]; then
   exit 2
 fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's package, installed or not
 DEVICE=${1:-CPU}
 BATCHES=${2:-8}
 OUT=${3:-outputs/benchmark}

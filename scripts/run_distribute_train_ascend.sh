@@ -17,6 +17,7 @@ POS=(); while [ $# -gt 0 ] && [[ "$1" != --* ]]; do POS+=("$1"); shift; done
 EXTRA=("$@")
 if [ ${#POS[@]} -lt 3 ] || [ ${#POS[@]} -gt 4 ]; then echo "$usage"; exit 1; fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's package, installed or not
 RANK_TABLE=$(realpath -m "${POS[0]}"); CONFIG=$(realpath -m "${POS[1]}"); DATA_PATH=$(realpath -m "${POS[2]}")
 SERVER_ID=${POS[3]:-${SERVER_ID:-}}
 [ -f "$RANK_TABLE" ] || fail "RANK_TABLE_FILE: $RANK_TABLE does not exist"
@@ -28,8 +29,8 @@ RANK_SIZE=$(echo "$TABLE_OUT" | awk '$1 == "RANK_SIZE" {print $2}')
 read -r _ SERVER SERVER_INDEX <<< "$(echo "$TABLE_OUT" | grep '^SERVER ')"
 mapfile -t DEVICES < <(echo "$TABLE_OUT" | awk '$1 == "DEVICE" {print $2, $3}')
 TRAIN_ARGS=(-c "$CONFIG" --data_dir "$DATA_PATH" --device_target Ascend --distribute true "${EXTRA[@]}")
-python -c 'import sys; sys.path.insert(0, sys.argv[1]); from convattn.engine.cli import check_main; sys.exit(check_main(sys.argv[2:]))' \
-  "$ROOT/src" "${TRAIN_ARGS[@]}" || fail "the config above was refused; nothing was started"
+python -c 'import sys; from convattn.engine.cli import check_main; sys.exit(check_main(sys.argv[1:]))' \
+  "${TRAIN_ARGS[@]}" || fail "the config above was refused; nothing was started"
 LOCAL=${#DEVICES[@]}
 echo "server $SERVER (index $SERVER_INDEX): $LOCAL of $RANK_SIZE devices; rank table $RANK_TABLE"
 CORES=$(nproc); PER=$((CORES / LOCAL)); [ $PER -ge 1 ] || PER=1

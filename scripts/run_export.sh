@@ -11,5 +11,6 @@ MODEL=$1; CKPT=$2; shift 2
 OUT=exported
 if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then OUT=$1; shift; fi
 HERE=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH="$HERE/src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's package, installed or not
 PY=${PYTHON:-python}
 exec "$PY" "$HERE/export/export.py" --model "$MODEL" --ckpt "$CKPT" --format ALL --out "$OUT" "$@"

@@ -1,12 +1,19 @@
-"""One flag spelling on every command line: ``--snake_case`` in ``--help``, ``--kebab-case`` accepted as an alias.
+"""Command lines: one flag spelling (``--snake_case`` in ``--help``, ``--kebab-case`` accepted as an alias), console
+entry points, and scripts/*.py as thin wrappers that do not patch ``sys.path``.
 
 Parses a command line that sets every flag of each parser once in each spelling (no command runs) and compares
 the results; cheap (no MindSpore work).
 """
 import argparse
+import ast
 import importlib
+import os
+import subprocess
+import sys
 
 import pytest
+
+from conftest import REPO
 
 from convattn.utils.cli import ALIAS_NOTE, ArgumentParser
 
@@ -19,6 +26,12 @@ PARSERS = [
     ("convattn.deploy.cli", "build_parser"),
     ("convattn.deploy.infer_cli", "build_parser"),
     ("convattn.engine.cli", "prepare_digits_parser"),
+    ("convattn.engine.compare_attention", "build_parser"),
+    ("convattn.bench.model_table_cli", "build_parser"),
+    ("convattn.bench.target_table", "build_parser"),
+    ("convattn.bench.export_table", "build_parser"),
+    ("convattn.convert.parity_cli", "build_parser"),
+    ("convattn.data.val_layout_cli", "build_parser"),
 ]
 
 
@@ -121,3 +134,38 @@ def test_engine_help_lists_snake_case(capsys):
         parse_cli(["--help"], "t")
     out = capsys.readouterr().out
     assert "model_kwargs" in out and "amp_level" in out and "model-kwargs" not in out
+
+
+def test_scripts_do_not_touch_sys_path():
+    """scripts/*.py import the installed (or PYTHONPATH) package; none edits sys.path."""
+    bad = []
+    for path in sorted((REPO / "scripts").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", None) == "sys":
+                bad.append(f"scripts/{path.name}:{node.lineno}")
+    assert not bad, "scripts must not patch sys.path (the package is installed, or PYTHONPATH=src): " + ", ".join(bad)
+
+
+def _console_scripts():
+    tomllib = pytest.importorskip("tomllib")
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)["project"]["scripts"]
+
+
+def test_console_entry_points_are_importable():
+    scripts = _console_scripts()
+    for name in ("convattn-train", "convattn-eval", "convattn-export", "convattn-bench", "convattn-convert"):
+        assert name in scripts, f"pyproject.toml lacks the console command {name}"
+    for name, target in scripts.items():
+        module, _, func = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), func, None)), f"{name} -> {target} is not callable"
+
+
+def test_a_script_runs_from_anywhere_with_only_src_on_the_path(tmp_path):
+    """A thin wrapper run as a file, outside the checkout, finds the package through PYTHONPATH alone (the tests'
+    subprocesses run this way, whichever checkout is installed)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_digits.py"), "--help"], cwd=str(tmp_path),
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: prepare_digits.py") and "--val_fraction" in r.stdout

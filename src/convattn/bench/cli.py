@@ -10,7 +10,6 @@ __all__ = ["main", "build_parser", "device_available"]
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
-        prog="scripts/benchmark.py",
         description="Inference speed of registered models, each hybrid beside its plain backbone (ACmix paper, Table 9).",
     )
     p.add_argument("--models", nargs="+", default=None,

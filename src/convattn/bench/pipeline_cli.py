@@ -16,9 +16,8 @@ def _gen_args(p):
 
 
 def generate_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="scripts/make_fake_imagenet.py",
-                                description="Write an ImageNet-like JPEG tree (root/<class>/<file>.JPEG, photo "
-                                            "sizes around 500x375, ~100 KB files) for input-pipeline measurements.")
+    p = ArgumentParser(description="Write an ImageNet-like JPEG tree (root/<class>/<file>.JPEG, photo "
+                                   "sizes around 500x375, ~100 KB files) for input-pipeline measurements.")
     p.add_argument("root", help="folder to write (must be missing, empty or an earlier generated tree)")
     _gen_args(p)
     return p
@@ -37,7 +36,6 @@ def generate_main(argv=None) -> int:
 
 def bench_parser() -> ArgumentParser:
     p = ArgumentParser(
-        prog="scripts/bench_pipeline.py",
         description="Images/s through the full training transform for the project's reader (Pillow decode in the "
                     "source, the default; and its decode='cpp' option) and MindSpore's ImageFolderDataset + C++ "
                     "Decode, alternating, per worker count; ratios are taken within each repeat.")

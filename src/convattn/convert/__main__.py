@@ -9,7 +9,6 @@ _env.apply_cpu_defaults()
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
-        prog="python -m convattn.convert",
         description="Convert an official PyTorch checkpoint (.pth/.pth.tar, read without PyTorch; or .npz) "
                     "into a MindSpore .ckpt that convattn.create_model(NAME, pretrained=DST) loads.",
     )

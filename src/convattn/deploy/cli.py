@@ -18,7 +18,6 @@ def _target(value: str) -> str:
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
-        prog="export.py",
         description="Export a registered convattn model to MINDIR and/or ONNX. Every artifact is loaded back "
                     "(mindspore.load + nn.GraphCell, onnxruntime), run on a fixed random batch and compared with "
                     "the network in eval mode; it is kept, with a JSON sidecar, only within the tolerance.")

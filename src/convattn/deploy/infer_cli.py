@@ -8,7 +8,6 @@ __all__ = ["main", "build_parser"]
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
-        prog="scripts/infer.py",
         description="Top-k classes with probabilities for image files, from a registered model with a checkpoint "
                     "or an exported MINDIR, through the model's own eval transform (resize, centre crop, mean/std).")
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")

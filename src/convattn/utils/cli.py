@@ -6,6 +6,8 @@ before parsing, so ``--help`` and the error messages show the canonical one. One
 mapping (``'{depths: [1, 1, 1, 1]}'``; JSON is valid YAML, so ``'{"depths": [1, 1, 1, 1]}'`` works too).
 """
 import argparse
+import os
+import sys
 from typing import Optional, Tuple
 
 import yaml
@@ -22,6 +24,16 @@ def canonical_flag(option: str) -> str:
     return option
 
 
+def _prog() -> str:
+    """The command as the user typed it: ``convattn-bench``, ``benchmark.py`` or ``python -m convattn.convert``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "convattn"
+    if name == "__main__.py":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name:
+            return "python -m " + spec.name.removesuffix(".__main__")
+    return name
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` with the project's flag spelling.
 
@@ -30,6 +42,8 @@ class ArgumentParser(argparse.ArgumentParser):
     """
 
     def __init__(self, *args, **kwargs):
+        if not args and kwargs.get("prog") is None:
+            kwargs["prog"] = _prog()
         epilog = kwargs.get("epilog")
         kwargs["epilog"] = f"{epilog}\n\n{ALIAS_NOTE}" if epilog else ALIAS_NOTE
         super().__init__(*args, **kwargs)
@@ -49,8 +63,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         if args is None:
-            import sys
-
             args = sys.argv[1:]
         args = list(args)
         out = []
