@@ -2,7 +2,7 @@
 readings of "Interpret Vision Transformers as ConvNets with Dynamic Convolutions" (ReLU/normalised ``_relu``,
 depth-wise ``_dw``), trained through the engine (the code scripts/train.py runs) on the quickstart digits with
 the same recipe, seed and number of epochs. Writes ``<out>/comparison.md`` (val top-1 and train loss per epoch),
-``<out>/comparison.png`` (the curves, drawn with Pillow) and each run's engine output in ``<out>/<model>/``.
+``<out>/comparison.png`` (the curves) and each run's engine output in ``<out>/<model>/``.
 
     python scripts/compare_attention.py --out ./output/compare_attention            # DeiT trio, 6 epochs
     python scripts/compare_attention.py --family swin --epochs 4                     # the Swin trio
@@ -20,6 +20,7 @@ import sys
 import time
 
 from ..utils.cli import ArgumentParser
+from ..utils.plot import Panel, line_panels
 
 __all__ = ["main", "build_parser", "recipe", "markdown", "plot", "SMALL", "FAMILIES", "VARIANTS"]
 
@@ -42,7 +43,6 @@ def split_variant(name: str):
         if name.endswith(suffix):
             return name[:-len(suffix)], dict(kwargs)
     return name, {}
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
 
 def recipe(name: str, args) -> dict:
@@ -86,37 +86,13 @@ def markdown(results: dict, args) -> str:
 
 
 def plot(results: dict, path: str) -> str:
-    from PIL import Image, ImageDraw
-    W, H, pad = 900, 420, 50
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    d.text((pad, 12), "attention cores on digits: train loss (left), val top-1 % (right) per epoch", fill="black")
-    pw = (W - 3 * pad) // 2
-    for p, key in enumerate(("train_loss", "val_top1")):
-        x0, y0 = pad + p * (pw + pad), pad
-        x1, y1 = x0 + pw, H - pad
-        d.rectangle([x0, y0, x1, y1], outline="black")
-        vals = [r[key] for res in results.values() for r in res["rows"]]
-        vmin, vmax = min(vals), max(vals)
-        vmax = vmax if vmax - vmin > 1e-9 else vmin + 1
-        emax = max(max(r["epoch"] for r in res["rows"]) for res in results.values())
-        d.text((x0 + 3, y0 + 3), f"{vmax:.3g}", fill="gray")
-        d.text((x0 + 3, y1 - 14), f"{vmin:.3g}", fill="gray")
-        d.text((x0, y1 + 8), "epoch 1", fill="black")
-        d.text((x1 - 50, y1 + 8), f"epoch {emax}", fill="black")
-        for j, (model, res) in enumerate(results.items()):
-            colour = COLOURS[j % len(COLOURS)]
-            pts = [(x0 + (r["epoch"] - 1) / max(emax - 1, 1) * pw, y1 - (r[key] - vmin) / (vmax - vmin) * (y1 - y0))
-                   for r in res["rows"]]
-            if len(pts) > 1:
-                d.line(pts, fill=colour, width=2)
-            for px, py in pts:
-                d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=colour)
-            d.text((x1 - 130, (y0 + 8 + 14 * j) if key == "val_top1" else (y1 - 20 - 14 * j)), model, fill=colour)
-    tmp = path + ".tmp.png"
-    img.save(tmp)
-    os.replace(tmp, path)
-    return path
+    """Train loss and val top-1 per epoch, one line per model (utils.plot); returns ``path``."""
+    def series(key):
+        return [(model, [r["epoch"] for r in res["rows"]], [r[key] for r in res["rows"]])
+                for model, res in results.items()]
+
+    return line_panels(path, [Panel(series("train_loss"), "train loss"), Panel(series("val_top1"), "val top-1 (%)")],
+                       title="Attention cores on digits", size=(900, 420))
 
 
 def build_parser() -> ArgumentParser:
