@@ -1,15 +1,11 @@
 """Export a registered model to MINDIR / ONNX with built-in verification (see convattn.deploy).
 
     python export/export.py --model van_b0 --ckpt van_b0.ckpt --format ALL --out exported/
-"""
-import os
-import sys
 
-try:
-    import convattn  # noqa: F401
-except ImportError:  # a source checkout without `pip install -e .`
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-    import convattn  # noqa: F401
+Thin wrapper over ``convattn.deploy.cli.main`` (console command: convattn-export); needs the package importable
+(``pip install -e .``, or PYTHONPATH=src; scripts/run_export.sh sets the latter).
+"""
+import sys
 
 from convattn.deploy.cli import main
 

@@ -2,30 +2,27 @@
 """Ascend operator audit: compile each model's Ascend form (inference graph and O2 training step) on this machine,
 count every primitive and check it against what MindSpore documents for Ascend.
 
-Usage: python scripts/ascend_audit.py [PATTERN ...] [--summary-only] [--strict] [--readme docs/ascend.md]
+Usage: python scripts/ascend_audit.py [PATTERN ...] [--summary_only] [--strict] [--readme docs/ascend.md]
 Exit status 1 when a primitive violates a documented constraint (with --strict: also when one is undocumented).
 """
-import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-
-import convattn  # noqa: E402  (CPU speed default before MindSpore runs)
-from convattn.bench.ascend_audit import (REPRESENTATIVES, audit_model, findings, load_results,  # noqa: E402
+import convattn  # (CPU speed default before MindSpore runs)
+from convattn.bench.ascend_audit import (REPRESENTATIVES, audit_model, findings, load_results,
                                          model_table, primitive_table, save_results, summary_table)
-from convattn.utils.readme import replace_marked_block  # noqa: E402
+from convattn.utils.cli import ArgumentParser
+from convattn.utils.readme import replace_marked_block
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("patterns", nargs="*", default=["*"],
                    help="shell-style model name patterns (default: every model); 'representatives' = one model per "
                         "code path")
-    p.add_argument("--full-size", action="store_true",
+    p.add_argument("--full_size", action="store_true",
                    help="audit the registered architecture at its input size (default: the small test configuration "
                         "of each model's default_cfg: the same operators, faster to compile)")
-    p.add_argument("--summary-only", action="store_true", help="print only the summary and the primitive tables")
+    p.add_argument("--summary_only", action="store_true", help="print only the summary and the primitive tables")
     p.add_argument("--strict", action="store_true", help="fail on undocumented (unknown) primitives too")
     p.add_argument("--readme", help="replace the block between <!-- ascend-audit:begin/end --> in this file")
     p.add_argument("--save", help="also write the results to this JSON file")

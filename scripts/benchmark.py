@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""Inference speed harness (see ``python scripts/benchmark.py --help``): thin wrapper over convattn.bench."""
-import os
+"""Inference speed harness (console command: convattn-bench). See --help.
+
+Thin wrapper over ``convattn.bench.cli.main``;
+needs the package importable (``pip install -e .``, or PYTHONPATH=src).
+"""
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-
-import convattn  # noqa: E402,F401  (CPU speed default before MindSpore runs)
-from convattn.bench.cli import main  # noqa: E402
+from convattn.bench.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

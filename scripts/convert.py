@@ -1,14 +1,12 @@
 #!/usr/bin/env python
-"""Thin wrapper of ``python -m convattn.convert``: official PyTorch checkpoint -> MindSpore .ckpt.
+"""Official PyTorch checkpoint -> MindSpore .ckpt (console command: convattn-convert). See --help.
 
-Usage: python scripts/convert.py --model NAME [--model-kwargs JSON] SRC DST
+Thin wrapper over ``convattn.convert.__main__.main``;
+needs the package importable (``pip install -e .``, or PYTHONPATH=src).
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-
-from convattn.convert.__main__ import main  # noqa: E402
+from convattn.convert.__main__ import main
 
 if __name__ == "__main__":
     sys.exit(main())

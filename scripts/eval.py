@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Thin wrapper over convattn.engine.cli.eval_main (see --help)."""
-import os
+"""Evaluate a checkpoint on the val tree (console command: convattn-eval). See --help.
+
+Thin wrapper over ``convattn.engine.cli.eval_main``;
+needs the package importable (``pip install -e .``, or PYTHONPATH=src).
+"""
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-import convattn  # noqa: E402,F401  (sets ONEDNN_MAX_CPU_ISA=AVX2 before MindSpore runs a kernel)
-from convattn.engine.cli import eval_main  # noqa: E402
+from convattn.engine.cli import eval_main as main
 
 if __name__ == "__main__":
-    sys.exit(eval_main())
+    sys.exit(main())

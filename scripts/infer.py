@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Top-k predictions on image files from a checkpoint or a MINDIR: thin wrapper over convattn.deploy.infer_cli."""
-import os
+"""Top-k predictions on image files from a checkpoint or a MINDIR (console command: convattn-infer). See --help.
+
+Thin wrapper over ``convattn.deploy.infer_cli.main``;
+needs the package importable (``pip install -e .``, or PYTHONPATH=src).
+"""
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-import convattn  # noqa: E402,F401  (sets ONEDNN_MAX_CPU_ISA=AVX2 before MindSpore runs a kernel)
-from convattn.deploy.infer_cli import main  # noqa: E402
+from convattn.deploy.infer_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

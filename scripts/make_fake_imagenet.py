@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Thin wrapper over convattn.bench.pipeline_cli.generate_main (see --help)."""
-import os
+"""Write a generated ImageNet-like JPEG tree (console command: convattn-fake-imagenet). See --help.
+
+Thin wrapper over ``convattn.bench.pipeline_cli.generate_main``;
+needs the package importable (``pip install -e .``, or PYTHONPATH=src).
+"""
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-import convattn  # noqa: E402,F401  (CPU defaults before MindSpore runs anything)
-from convattn.bench.pipeline_cli import generate_main  # noqa: E402
+from convattn.bench.pipeline_cli import generate_main as main
 
 if __name__ == "__main__":
-    sys.exit(generate_main())
+    sys.exit(main())

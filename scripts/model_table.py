@@ -1,35 +1,12 @@
 #!/usr/bin/env python
-"""Print the model table of configs/README.md (params, GMACs counted from the networks, paper top-1, upstream source).
+"""Print (or write into configs/README.md) the model table. See --help.
 
-Usage: python scripts/model_table.py [PATTERN ...]     e.g.  python scripts/model_table.py 'van_*'
-       python scripts/model_table.py --readme configs/README.md   # rewrite the generated block there
+Thin wrapper over ``convattn.bench.model_table_cli.main``;
+needs the package importable (``pip install -e .``, or PYTHONPATH=src).
 """
-import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-
-import convattn  # noqa: E402  (CPU speed default before MindSpore runs)
-from convattn.bench.model_table import markdown_table, model_rows  # noqa: E402
-from convattn.utils.readme import replace_marked_block  # noqa: E402
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("patterns", nargs="*", default=["*"], help="shell-style name patterns (default: every model)")
-    p.add_argument("--readme", help="also replace the block between <!-- model-table:begin/end --> in this file")
-    args = p.parse_args(argv)
-    names = sorted({n for pat in args.patterns for n in convattn.list_models(pat)})
-    if not names:
-        print(f"error: no registered model matches {args.patterns}; see convattn.list_models()", file=sys.stderr)
-        return 2
-    table = markdown_table(model_rows(names))
-    print(table)
-    if args.readme:
-        replace_marked_block(args.readme, "model-table", table)
-    return 0
-
+from convattn.bench.model_table_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,42 +1,12 @@
 #!/usr/bin/env python
-"""Print the parity table of docs/convert.md: every official-code fixture vs the port, in GRAPH and PYNATIVE mode.
+"""Print (or write into docs/convert.md) the parity table of the official-code fixtures. See --help.
 
-Usage: python scripts/parity_table.py [--readme docs/convert.md] [FIXTURE ...]   (fixtures: ../shared/reference, or set
-CONVATTN_REFERENCE_DIR). Exits 1 if any comparison is outside its tolerance.
+Thin wrapper over ``convattn.convert.parity_cli.main``;
+needs the package importable (``pip install -e .``, or PYTHONPATH=src).
 """
-import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-
-import convattn  # noqa: E402,F401  (CPU defaults before MindSpore runs)
-from convattn.convert.parity import markdown_table, parity_rows  # noqa: E402
-from convattn.utils.readme import replace_marked_block  # noqa: E402
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("fixtures", nargs="*", help="fixture names (default: all), e.g. van_b0 san_sam_pairwise_k3")
-    p.add_argument("--readme", help="also replace the block between <!-- parity-table:begin/end --> in this file")
-    args = p.parse_args(argv)
-    try:
-        rows = parity_rows(only=args.fixtures or None, log=lambda m: print(m, file=sys.stderr, flush=True))
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if not rows:
-        print(f"error: no fixture matches {args.fixtures}", file=sys.stderr)
-        return 2
-    table = markdown_table(rows)
-    print(table)
-    if args.readme:
-        if args.fixtures:
-            print("error: --readme needs the full table (drop the fixture names)", file=sys.stderr)
-            return 2
-        replace_marked_block(args.readme, "parity-table", table)
-    return 0 if all(r["ok"] for r in rows) else 1
-
+from convattn.convert.parity_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

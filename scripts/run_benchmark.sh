@@ -11,11 +11,12 @@ if [ $# -gt 3 ]; then
   exit 2
 fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's package, installed or not
 DEVICE=${1:-CPU}
 BATCHES=${2:-8}
 OUT=${3:-outputs/benchmark}
 case "$DEVICE" in CPU|GPU|Ascend) ;; *) echo "error: DEVICE_TARGET must be CPU, GPU or Ascend, got '$DEVICE'" >&2; exit 2;; esac
-ARGS=(--device_target "$DEVICE" --batch-sizes ${BATCHES//,/ } --out "$OUT" --precision "${PRECISION:-float32}"
+ARGS=(--device_target "$DEVICE" --batch_sizes ${BATCHES//,/ } --out "$OUT" --precision "${PRECISION:-float32}"
       --iters "${ITERS:-8}")
 [ -n "${THREADS:-}" ] && ARGS+=(--threads "$THREADS")
 # shellcheck disable=SC2206

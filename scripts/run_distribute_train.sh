@@ -17,6 +17,7 @@ if [ ${#POS[@]} -lt 4 ] || [ ${#POS[@]} -gt 8 ]; then
 fi
 fail() { echo "error: $*" >&2; exit 1; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's package, installed or not
 CONFIG=$(realpath -m "${POS[0]}"); DATA_PATH=$(realpath -m "${POS[1]}"); DEVICE_NUM=${POS[2]}; TARGET=${POS[3]}
 NODE_NUM=${POS[4]:-${NODE_NUM:-1}}; NODE_RANK=${POS[5]:-${NODE_RANK:-0}}
 MASTER_ADDR=${POS[6]:-${MASTER_ADDR:-}}; MASTER_PORT=${POS[7]:-${MASTER_PORT:-8118}}
@@ -36,8 +37,8 @@ fi
 command -v msrun >/dev/null || fail "msrun not found (it ships with the mindspore wheel; activate its environment)"
 TRAIN_ARGS=(-c "$CONFIG" --data_dir "$DATA_PATH" --device_target "$TARGET" --distribute true "${EXTRA[@]}")
 # the whole config (with the overrides) is checked here, before msrun starts anything
-python -c 'import sys; sys.path.insert(0, sys.argv[1]); from convattn.engine.cli import check_main; sys.exit(check_main(sys.argv[2:]))' \
-  "$ROOT/src" "${TRAIN_ARGS[@]}" || fail "the config above was refused; nothing was started"
+python -c 'import sys; from convattn.engine.cli import check_main; sys.exit(check_main(sys.argv[1:]))' \
+  "${TRAIN_ARGS[@]}" || fail "the config above was refused; nothing was started"
 WORKERS=$((NODE_NUM * DEVICE_NUM))
 CMD=(msrun --worker_num="$WORKERS" --local_worker_num="$DEVICE_NUM" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR"
      --master_port="$MASTER_PORT" --log_dir="${LOG_DIR:-./msrun_log}" --join=True --cluster_time_out=600

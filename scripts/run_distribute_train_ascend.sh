@@ -1,22 +1,23 @@
 #!/bin/bash
 # Classic rank-table launcher for Ascend, run once on EVERY server of the table. Usage:
-#   bash scripts/run_distribute_train_ascend.sh [--dry-run] RANK_TABLE_FILE CONFIG DATA_PATH [SERVER_ID] [--key value ...]
+#   bash scripts/run_distribute_train_ascend.sh [--dry_run] RANK_TABLE_FILE CONFIG DATA_PATH [SERVER_ID] [--key value ...]
 # It finds this server in the table (the server whose server_id/host_ip is an address of this machine, or the one
 # SERVER_ID names: its server_id or 0-based index; also from the environment), and starts one process per device
 # OF THIS SERVER with DEVICE_ID / RANK_ID taken from the table and RANK_SIZE = all devices of the table; per-rank
 # work directories ./train_parallel<RANK_ID>/ with their own log, this server's CPU cores split evenly (taskset).
 # Trailing --key value pairs override config keys (e.g. --accumulation_steps 2); the config is checked before any
-# process starts. --dry-run (or DRY_RUN=1) prints each process's environment and command and starts nothing.
+# process starts. --dry_run (or --dry-run, or DRY_RUN=1) prints each process's environment and command and starts nothing.
 # Global batch = batch_size x RANK_SIZE x accumulation_steps.
 set -e
-usage="Usage: bash scripts/run_distribute_train_ascend.sh [--dry-run] RANK_TABLE_FILE CONFIG DATA_PATH [SERVER_ID] [--key value ...]"
+usage="Usage: bash scripts/run_distribute_train_ascend.sh [--dry_run] RANK_TABLE_FILE CONFIG DATA_PATH [SERVER_ID] [--key value ...]"
 fail() { echo "error: $*" >&2; exit 1; }
 DRY=${DRY_RUN:-0}
-if [ "$1" = "--dry-run" ]; then DRY=1; shift; fi
+if [ "${1:-}" = "--dry_run" ] || [ "${1:-}" = "--dry-run" ]; then DRY=1; shift; fi
 POS=(); while [ $# -gt 0 ] && [[ "$1" != --* ]]; do POS+=("$1"); shift; done
 EXTRA=("$@")
 if [ ${#POS[@]} -lt 3 ] || [ ${#POS[@]} -gt 4 ]; then echo "$usage"; exit 1; fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's package, installed or not
 RANK_TABLE=$(realpath -m "${POS[0]}"); CONFIG=$(realpath -m "${POS[1]}"); DATA_PATH=$(realpath -m "${POS[2]}")
 SERVER_ID=${POS[3]:-${SERVER_ID:-}}
 [ -f "$RANK_TABLE" ] || fail "RANK_TABLE_FILE: $RANK_TABLE does not exist"
@@ -28,8 +29,8 @@ RANK_SIZE=$(echo "$TABLE_OUT" | awk '$1 == "RANK_SIZE" {print $2}')
 read -r _ SERVER SERVER_INDEX <<< "$(echo "$TABLE_OUT" | grep '^SERVER ')"
 mapfile -t DEVICES < <(echo "$TABLE_OUT" | awk '$1 == "DEVICE" {print $2, $3}')
 TRAIN_ARGS=(-c "$CONFIG" --data_dir "$DATA_PATH" --device_target Ascend --distribute true "${EXTRA[@]}")
-python -c 'import sys; sys.path.insert(0, sys.argv[1]); from convattn.engine.cli import check_main; sys.exit(check_main(sys.argv[2:]))' \
-  "$ROOT/src" "${TRAIN_ARGS[@]}" || fail "the config above was refused; nothing was started"
+python -c 'import sys; from convattn.engine.cli import check_main; sys.exit(check_main(sys.argv[1:]))' \
+  "${TRAIN_ARGS[@]}" || fail "the config above was refused; nothing was started"
 LOCAL=${#DEVICES[@]}
 echo "server $SERVER (index $SERVER_INDEX): $LOCAL of $RANK_SIZE devices; rank table $RANK_TABLE"
 CORES=$(nproc); PER=$((CORES / LOCAL)); [ $PER -ge 1 ] || PER=1

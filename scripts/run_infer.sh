@@ -9,6 +9,7 @@ if [ $# -lt 3 ] || [ $# -gt 4 ]; then
   exit 1
 fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's package, installed or not
 MODEL=$1; WEIGHTS=$(realpath -m "$2"); IMAGES=$(realpath -m "$3")
 [ -f "$WEIGHTS" ] || { echo "error: checkpoint/MINDIR $WEIGHTS does not exist"; exit 1; }
 [ -e "$IMAGES" ] || { echo "error: images path $IMAGES does not exist (an image file or a folder of images)"; exit 1; }
@@ -24,4 +25,4 @@ if [ $# -eq 4 ]; then
   OUT=(--out "$OUT_FILE")
 fi
 python "$ROOT/scripts/infer.py" --model "$MODEL" "${SRC[@]}" "$IMAGES" "${OUT[@]}" \
-  --device_target "${DEVICE_TARGET:-CPU}" --topk "${TOPK:-5}" --batch-size "${BATCH_SIZE:-16}"
+  --device_target "${DEVICE_TARGET:-CPU}" --topk "${TOPK:-5}" --batch_size "${BATCH_SIZE:-16}"

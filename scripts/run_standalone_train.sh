@@ -6,6 +6,7 @@ if [ $# -ne 3 ]; then
   exit 1
 fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's package, installed or not
 CONFIG=$(realpath -m "$1"); DATA_PATH=$(realpath -m "$2"); TARGET=$3
 [ -f "$CONFIG" ] || { echo "error: config $CONFIG does not exist"; exit 1; }
 [ -d "$DATA_PATH" ] || { echo "error: data path $DATA_PATH is not a directory (expected train/ and val/ inside)"; exit 1; }

@@ -25,9 +25,17 @@ def cli_args(**overrides):
     return args
 
 
-def run_script(script, args, env=None, timeout=300):
+def src_env(env=None):
+    """The environment for a subprocess that runs this checkout's package (scripts/*.py import it; whichever
+    checkout is installed editable, or none, does not matter)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
+    full_env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src")] + [p for p in [full_env.get("PYTHONPATH")] if p])
+    return full_env
+
+
+def run_script(script, args, env=None, timeout=300):
+    full_env = src_env(env)
     return subprocess.run([PY, str(REPO / "scripts" / script)] + list(args), cwd=str(REPO), env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -26,7 +26,7 @@ def test_bad_settings_are_refused():
         resolve_models(["van_bx"])
     with pytest.raises(ValueError, match="no registered model matches"):
         resolve_models(["nothing_*"])
-    assert bench_main(["--models", "van_b0", "--batch-sizes", "0"]) == 2
+    assert bench_main(["--models", "van_b0", "--batch_sizes", "0"]) == 2
 
 
 def test_unavailable_device_target_is_refused(monkeypatch, capsys):

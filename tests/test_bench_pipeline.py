@@ -44,8 +44,8 @@ def test_both_pipelines_give_training_batches_and_a_report(tmp_path, capsys):
         r = e["convattn/native"]
         assert r["min"] <= r["median"] <= r["max"] and e["convattn-cpp"]["cpu_ms_per_image"] > 0
     # the command line: generates the tree, writes JSON and markdown
-    assert bench_main(["--data", str(tmp_path / "g"), "--generate", "--classes", "2", "--per-class", "3",
-                       "--workers", "1", "--repeats", "1", "--batch-size", "2", "--image-size", "32",
+    assert bench_main(["--data", str(tmp_path / "g"), "--generate", "--classes", "2", "--per_class", "3",
+                       "--workers", "1", "--repeats", "1", "--batch_size", "2", "--image_size", "32",
                        "--out", str(tmp_path / "rep")]) == 0
     data = json.load(open(tmp_path / "rep" / "pipeline.json"))
     assert data["environment"]["images"] == 6 and len(data["rows"]) == 3

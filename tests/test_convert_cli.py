@@ -75,7 +75,7 @@ def test_existing_destination_is_not_overwritten(tmp_path):
 
 
 def test_bad_model_kwargs_json(tmp_path):
-    proc = _run_cli("--model", "van_b0", "--model-kwargs", "[1, 2]", "a.pth", str(tmp_path / "b.ckpt"))
+    proc = _run_cli("--model", "van_b0", "--model_kwargs", "[1, 2]", "a.pth", str(tmp_path / "b.ckpt"))
     assert proc.returncode == 2 and "JSON object" in proc.stderr
 
 
@@ -101,17 +101,17 @@ def test_partial_state_is_refused_before_loading():
 
 
 def test_num_classes_in_model_kwargs(tmp_path, capsys):
-    """Any create_model argument may come in --model-kwargs, num_classes included; a clash names --num-classes."""
+    """Any create_model argument may come in --model_kwargs, num_classes included; a clash names --num_classes."""
     from convattn.convert.__main__ import main
 
     fixture = require_reference("van_b0.npz")
     dst = tmp_path / "b0_10.ckpt"
-    assert main(["--model", "van_b0", "--model-kwargs", '{"num_classes": 10}', str(fixture), str(dst)]) == 0
+    assert main(["--model", "van_b0", "--model_kwargs", '{"num_classes": 10}', str(fixture), str(dst)]) == 0
     info = json.loads(capsys.readouterr().out.rsplit("wrote", 1)[0])
     assert info["num_classes"] == 10 and info["model_kwargs"] == {}
     assert ms.load_checkpoint(str(dst))["head.weight"].shape == (10, 256)
     other = tmp_path / "clash.ckpt"
-    assert main(["--model", "van_b0", "--num-classes", "7", "--model-kwargs", '{"num_classes": 10}', str(fixture),
+    assert main(["--model", "van_b0", "--num_classes", "7", "--model_kwargs", '{"num_classes": 10}', str(fixture),
                  str(other)]) == 1
     err = capsys.readouterr().err
-    assert "disagree" in err and "--num-classes" in err and not other.exists()
+    assert "disagree" in err and "--num_classes" in err and not other.exists()

@@ -223,8 +223,8 @@ def test_cli_ascend_export_has_no_grouped_conv(tmp_path):
 
     cfg = convattn.get_model_cfg("acmix_pvt_tiny")
     out = tmp_path / "o"
-    args = ["--model", "acmix_pvt_tiny", "--random-weights", "--num-classes", "10", "--format", "MINDIR",
-            "--image-size", "64", "64", "--model-kwargs", json.dumps(cfg["test_kwargs"]), "--out", str(out)]
+    args = ["--model", "acmix_pvt_tiny", "--random_weights", "--num_classes", "10", "--format", "MINDIR",
+            "--image_size", "64", "64", "--model_kwargs", json.dumps(cfg["test_kwargs"]), "--out", str(out)]
     assert main(args + ["--ascend"]) == 0
     side = json.loads((out / "acmix_pvt_tiny.mindir.json").read_text())
     assert side["ascend_non_depthwise_grouped_convs"] == [] and side["target"] == "Ascend"
@@ -387,13 +387,13 @@ def test_checkpoint_of_other_model_is_refused(tmp_path, van_small):
 
 
 def test_cli_takes_num_classes_in_model_kwargs(tmp_path, van_small, capsys):
-    """Any create_model argument may come in --model-kwargs, num_classes included; a clash names --num-classes."""
+    """Any create_model argument may come in --model_kwargs, num_classes included; a clash names --num_classes."""
     from convattn.deploy.cli import main
 
     h, w = van_small["image_size"]
-    args = ["--model", "van_b0", "--ckpt", van_small["ckpt"], "--format", "ONNX", "--image-size", str(h), str(w),
-            "--model-kwargs", json.dumps(dict(van_small["model_kwargs"], num_classes=10))]
-    assert main(args + ["--num-classes", "7", "--out", str(tmp_path / "bad")]) == 1
+    args = ["--model", "van_b0", "--ckpt", van_small["ckpt"], "--format", "ONNX", "--image_size", str(h), str(w),
+            "--model_kwargs", json.dumps(dict(van_small["model_kwargs"], num_classes=10))]
+    assert main(args + ["--num_classes", "7", "--out", str(tmp_path / "bad")]) == 1
     assert "disagree" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert main(args + ["--out", str(tmp_path / "o")]) == 0, capsys.readouterr().err
     side = json.loads((tmp_path / "o" / "van_b0.onnx.json").read_text())
@@ -401,7 +401,7 @@ def test_cli_takes_num_classes_in_model_kwargs(tmp_path, van_small, capsys):
 
 
 def test_missing_or_unreadable_checkpoint(tmp_path, van_small):
-    with pytest.raises(ExportError, match="--random-weights"):
+    with pytest.raises(ExportError, match="--random_weights"):
         export_model("van_b0", fmt="ONNX", out_dir=str(tmp_path / "o"))
     bad = tmp_path / "junk.ckpt"
     bad.write_bytes(b"not a checkpoint")
@@ -479,9 +479,9 @@ def test_failed_verification_keeps_nothing_and_removes_nothing(tmp_path, van_sma
 def test_cli_reports_errors(tmp_path, capsys):
     from convattn.deploy.cli import main
 
-    assert main(["--model", "van_b0", "--random-weights", "--format", "PB", "--out", str(tmp_path / "o")]) == 1
+    assert main(["--model", "van_b0", "--random_weights", "--format", "PB", "--out", str(tmp_path / "o")]) == 1
     assert "unknown export format 'PB'" in capsys.readouterr().err
-    assert main(["--model", "van_b9", "--random-weights", "--out", str(tmp_path / "o")]) == 1
+    assert main(["--model", "van_b9", "--random_weights", "--out", str(tmp_path / "o")]) == 1
     assert "Unknown model 'van_b9'" in capsys.readouterr().err
-    assert main(["--model", "van_b0", "--random-weights", "--model-kwargs", "[1]", "--out", str(tmp_path / "o")]) == 2
+    assert main(["--model", "van_b0", "--random_weights", "--model_kwargs", "[1]", "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()

@@ -72,7 +72,7 @@ def test_checkpoint_predictions_names_and_unreadable_image(trained, tmp_path, ca
     # the command line (PYNATIVE: no graph compile): prints per image, writes CSV, reports the bad file, exits 0
     out_csv, out_json = tmp_path / "p.csv", tmp_path / "p.json"
     assert infer_main(["--ckpt", trained["ckpt"], "--topk", "2", "--out", str(out_csv),  # config.yaml names the model
-                       "--batch-size", "4", "--mode", "1"] + inputs) == 0
+                       "--batch_size", "4", "--mode", "1"] + inputs) == 0
     printed = capsys.readouterr()
     assert "digit" in printed.out and f"{bad}: ERROR" in printed.out and "1 of 4 image(s)" in printed.err
     rows = list(csv.DictReader(open(out_csv)))
@@ -87,7 +87,7 @@ def test_checkpoint_of_another_model_fails_with_the_mismatch_error(trained, tmp_
     other = {"depths": [1, 1, 1, 2]}  # another architecture than the checkpoint's (cheaper to build than van_b1)
     with pytest.raises(CheckpointMismatchError, match="does not match"):
         Predictor(model="van_b0", ckpt=trained["ckpt"], model_kwargs=other, log=lambda *_: None)
-    assert infer_main(["--model", "van_b0", "--ckpt", trained["ckpt"], "--model-kwargs", json.dumps(other),
+    assert infer_main(["--model", "van_b0", "--ckpt", trained["ckpt"], "--model_kwargs", json.dumps(other),
                        trained["images"][0]]) == 1
     assert "does not match" in capsys.readouterr().err
 

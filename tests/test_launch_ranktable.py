@@ -41,7 +41,7 @@ def _launch(args, env=None, cwd=None):
 
 def test_dry_run_starts_each_servers_own_devices(inputs, tmp_path):
     table, cfg, data = inputs
-    runs = {0: _launch(["--dry-run", table, cfg, data, "10.255.0.1", "--accumulation_steps", "4"], cwd=tmp_path),
+    runs = {0: _launch(["--dry_run", table, cfg, data, "10.255.0.1", "--accumulation_steps", "4"], cwd=tmp_path),
             1: _launch([table, cfg, data], env={"DRY_RUN": "1", "SERVER_ID": "10.255.0.2"}, cwd=tmp_path)}
     for index, r in runs.items():
         assert r.returncode == 0, r.stdout + r.stderr

@@ -67,7 +67,7 @@ def test_convert_cli_writes_loadable_acmix_swin(tmp_path):
     src = require_reference("acmix_swin_net_e32_d2222.npz")
     dst = tmp_path / "acmix_swin.ckpt"
     cmd = [sys.executable, "-m", "convattn.convert", "--model", "acmix_swin_tiny",
-           "--model-kwargs", json.dumps(NET_KWARGS), str(src), str(dst)]
+           "--model_kwargs", json.dumps(NET_KWARGS), str(src), str(dst)]
     env = {"PYTHONPATH": str(REPO / "src"), "GLOG_v": "3", "PATH": "/usr/bin:/bin"}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""Small shared helpers: README block replacement and the --model-kwargs parser."""
+"""Small shared helpers: README block replacement and the --model_kwargs parser."""
 import pytest
 
 from convattn.utils.cli import parse_model_kwargs
@@ -16,9 +16,14 @@ def test_replace_marked_block(tmp_path):
 
 
 def test_parse_model_kwargs():
+    """One syntax everywhere: a YAML flow mapping; JSON objects (valid YAML) keep working."""
     assert parse_model_kwargs('{"depths": [1, 1, 1, 1]}') == {"depths": [1, 1, 1, 1]}
-    for bad in ("[1, 2]", "{depths: 1}"):
-        with pytest.raises(ValueError, match="must be a JSON object"):
+    assert parse_model_kwargs("{depths: [1, 1, 1, 1], num_classes: 10}") == {"depths": [1, 1, 1, 1], "num_classes": 10}
+    assert parse_model_kwargs("") == {} and parse_model_kwargs(None) == {}
+    for bad, why in (("[1, 2]", "list, not a mapping"), ("{depths: [1, 2}", "does not parse"),
+                     ("7", "int, not a mapping")):
+        with pytest.raises(ValueError, match=r"--model_kwargs must be a mapping written in YAML flow style or as a "
+                                             r"JSON object, e\.g\. .*" + why):
             parse_model_kwargs(bad)
 
 

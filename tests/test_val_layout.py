@@ -58,7 +58,7 @@ def test_dry_run_then_links_in_place(flat, capsys):
     main = _script()
     args = ["--val", str(flat / "val"), "--labels", str(flat / "LOC_val_solution.csv")]
     before = sorted(os.listdir(flat / "val"))
-    assert main(args + ["--dry-run"]) == 0
+    assert main(args + ["--dry_run"]) == 0
     assert "would create 6 links" in capsys.readouterr().out and sorted(os.listdir(flat / "val")) == before
     assert main(args) == 0
     for w in WNIDS:
@@ -76,7 +76,7 @@ def test_devkit_labels_and_bad_input(flat, capsys):
     common = ["--val", str(flat / "val"), "--labels", str(flat / "ground_truth.txt"), "--out", str(out)]
     main = _script()
     assert main(common) == 1 and "--classes FILE" in capsys.readouterr().err  # integer labels need the class list
-    assert main(common + ["--classes", str(flat / "synsets.txt"), "--index-base", "1"]) == 0
+    assert main(common + ["--classes", str(flat / "synsets.txt"), "--index_base", "1"]) == 0
     assert sorted(os.listdir(out)) == WNIDS and sorted(os.listdir(out / WNIDS[1])) == [
         "ILSVRC2012_val_00000002.JPEG", "ILSVRC2012_val_00000005.JPEG"]
     # the devkit's meta.mat gives the ILSVRC2012_ID order (here the reverse of the sorted wnids; 1001+ are not classes)

@@ -1,16 +1,15 @@
 """Command line of the speed harness (``scripts/benchmark.py``)."""
-import argparse
 import os
 import sys
 
+from ..utils.cli import ArgumentParser
 from .harness import DEFAULT_SUITE, BenchConfig, environment, resolve_models, run_suite, write_reports
 
 __all__ = ["main", "build_parser", "device_available"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="scripts/benchmark.py",
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
         description="Inference speed of registered models, each hybrid beside its plain backbone (ACmix paper, Table 9).",
     )
     p.add_argument("--models", nargs="+", default=None,
@@ -20,13 +19,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, choices=["CPU", "GPU", "Ascend"],
                    help="build the models in this target's formulations (default: --device_target's), e.g. time "
                         "the Ascend form on CPU")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[8])
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=[8])
     p.add_argument("--precision", default="float32", choices=["float32", "float16"])
-    p.add_argument("--amp-level", default="O2", choices=["O1", "O2", "O3"], help="used with --precision float16")
+    p.add_argument("--amp_level", default="O2", choices=["O1", "O2", "O3"], help="used with --precision float16")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps after the first (compiling) call")
     p.add_argument("--iters", type=int, default=8, help="timed steps")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all the process may use)")
-    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"))
+    p.add_argument("--image_size", type=int, nargs=2, default=None, metavar=("H", "W"))
     p.add_argument("--timeout", type=int, default=900, help="seconds per model before it is reported as failed")
     p.add_argument("--mode", default="infer", choices=["infer", "train"],
                    help="infer: eval forward; train: one training step (forward + backward + SGD momentum update)")

@@ -356,25 +356,14 @@ def markdown(rows: List[dict], env: dict) -> str:
 
 def bar_chart(rows: List[dict], path: str) -> None:
     """PNG bar chart of each hybrid's throughput relative to its baseline (1.0 = as fast as the baseline)."""
-    from PIL import Image, ImageDraw
+    from ..utils.plot import bar_chart as draw_bars
 
-    items = [(r["model"], r["rel_throughput"]) for r in rows if r.get("rel_throughput")]
-    width, bar_h, left, right = 900, 22, 260, 60
-    height = 60 + bar_h * max(1, len(items))
-    img = Image.new("RGB", (width, height), "white")
-    d = ImageDraw.Draw(img)
-    d.text((10, 10), "Throughput relative to the plain baseline (same run)", fill="black")
-    scale_max = max([1.0] + [v for _, v in items]) * 1.1
-    x1 = left + (width - left - right) / scale_max
-    d.line([(x1, 35), (x1, height - 10)], fill=(200, 0, 0))
-    d.text((x1 + 3, 35), "1.0", fill=(200, 0, 0))
-    for i, (name, v) in enumerate(items):
-        y = 50 + i * bar_h
-        d.text((10, y + 4), name, fill="black")
-        x = left + (width - left - right) * v / scale_max
-        d.rectangle([left, y + 3, x, y + bar_h - 3], fill=(70, 130, 180) if v >= 0.5 else (220, 120, 60))
-        d.text((x + 4, y + 4), f"{v:.2f}", fill="black")
-    img.save(path)
+    ok = [r for r in rows if r.get("rel_throughput")]
+    several = len({r["batch_size"] for r in ok}) > 1
+    items = [(f"{r['model']} (batch {r['batch_size']})" if several else r["model"], r["rel_throughput"]) for r in ok]
+    draw_bars(path, [n for n, _ in items], [v for _, v in items],
+              title="Throughput relative to the plain baseline (same run)",
+              xlabel="images/s relative to the baseline", reference=1.0, reference_label="as fast as the baseline")
 
 
 def write_reports(rows: List[dict], env: dict, out_dir: str, stem: str = "benchmark") -> Dict[str, str]:

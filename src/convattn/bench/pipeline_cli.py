@@ -1,27 +1,30 @@
 """Command lines: ``scripts/make_fake_imagenet.py`` (the generated tree) and ``scripts/bench_pipeline.py``."""
-import argparse
 import datetime
 import os
 import sys
 
+from ..utils.cli import ArgumentParser
 from .pipeline import PIPELINES, run_pipeline_bench, write_fake_imagenet, write_pipeline_reports
 
-__all__ = ["bench_main", "generate_main"]
+__all__ = ["bench_main", "generate_main", "bench_parser", "generate_parser"]
 
 
 def _gen_args(p):
     p.add_argument("--classes", type=int, default=10, help="class folders (default 10)")
-    p.add_argument("--per-class", type=int, default=32, help="images per class (default 32)")
+    p.add_argument("--per_class", type=int, default=32, help="images per class (default 32)")
     p.add_argument("--seed", type=int, default=0)
 
 
-def generate_main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="scripts/make_fake_imagenet.py",
-                                description="Write an ImageNet-like JPEG tree (root/<class>/<file>.JPEG, photo "
-                                            "sizes around 500x375, ~100 KB files) for input-pipeline measurements.")
+def generate_parser() -> ArgumentParser:
+    p = ArgumentParser(description="Write an ImageNet-like JPEG tree (root/<class>/<file>.JPEG, photo "
+                                   "sizes around 500x375, ~100 KB files) for input-pipeline measurements.")
     p.add_argument("root", help="folder to write (must be missing, empty or an earlier generated tree)")
     _gen_args(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def generate_main(argv=None) -> int:
+    args = generate_parser().parse_args(argv)
     try:
         st = write_fake_imagenet(args.root, args.classes, args.per_class, args.seed)
     except (FileExistsError, ValueError) as exc:
@@ -31,9 +34,8 @@ def generate_main(argv=None) -> int:
     return 0
 
 
-def bench_main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="scripts/bench_pipeline.py",
+def bench_parser() -> ArgumentParser:
+    p = ArgumentParser(
         description="Images/s through the full training transform for the project's reader (Pillow decode in the "
                     "source, the default; and its decode='cpp' option) and MindSpore's ImageFolderDataset + C++ "
                     "Decode, alternating, per worker count; ratios are taken within each repeat.")
@@ -42,14 +44,18 @@ def bench_main(argv=None) -> int:
     _gen_args(p)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts (default 1 2)")
     p.add_argument("--repeats", type=int, default=3, help="alternating repeats per cell (default 3)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--max-batches", type=int, default=0, help="timed batches per run (0 = the rest of one epoch)")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--image_size", type=int, default=224)
+    p.add_argument("--max_batches", type=int, default=0, help="timed batches per run (0 = the rest of one epoch)")
     p.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=list(PIPELINES))
     p.add_argument("--out", default="outputs/pipeline", help="folder for pipeline.json / pipeline.md")
-    args = p.parse_args(argv)
+    return p
+
+
+def bench_main(argv=None) -> int:
+    args = bench_parser().parse_args(argv)
     if min(args.workers) < 1 or args.repeats < 1 or args.batch_size < 1:
-        print("error: --workers, --repeats and --batch-size must be >= 1", file=sys.stderr)
+        print("error: --workers, --repeats and --batch_size must be >= 1", file=sys.stderr)
         return 2
     import mindspore as ms
 

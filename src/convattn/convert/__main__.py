@@ -1,22 +1,21 @@
-"""``python -m convattn.convert --model NAME [--model-kwargs JSON] SRC DST``: official PyTorch weights -> MindSpore .ckpt."""
-import argparse
+"""``python -m convattn.convert --model NAME [--model_kwargs YAML] SRC DST``: official PyTorch weights -> MindSpore .ckpt."""
 import sys
 
 from .. import _env
-from ..utils.cli import parse_model_kwargs
+from ..utils.cli import ArgumentParser, parse_model_kwargs
 
 _env.apply_cpu_defaults()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m convattn.convert",
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
         description="Convert an official PyTorch checkpoint (.pth/.pth.tar, read without PyTorch; or .npz) "
                     "into a MindSpore .ckpt that convattn.create_model(NAME, pretrained=DST) loads.",
     )
     p.add_argument("--model", required=True, help="registered model name, e.g. van_b0 (see convattn.list_models())")
-    p.add_argument("--model-kwargs", default="{}", help='create_model arguments as JSON, e.g. \'{"depths": [1,1,1,1], "num_classes": 10}\'')
-    p.add_argument("--num-classes", type=int, default=None, help="class count (default: read from the checkpoint's head)")
+    p.add_argument("--model_kwargs", default="{}", help="create_model arguments as a YAML flow mapping (JSON works too), e.g. "
+                        "'{depths: [1, 1, 1, 1], num_classes: 10}'")
+    p.add_argument("--num_classes", type=int, default=None, help="class count (default: read from the checkpoint's head)")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.add_argument("src", help="official checkpoint (.pth, .pth.tar, .pt or .npz)")
     p.add_argument("dst", help="MindSpore checkpoint to write (.ckpt)")

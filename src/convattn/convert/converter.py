@@ -53,7 +53,7 @@ def load_official_state(net, state: Mapping[str, np.ndarray], rules=None, classi
     if strict and not report.ok:
         raise ConversionError(
             f"the checkpoint does not fit {cfg.get('architecture', net.__class__.__name__)}:\n{report.describe()}\n"
-            "Check --model and --model-kwargs (depths, widths, num_classes) against how the checkpoint was trained."
+            "Check --model and --model_kwargs (depths, widths, num_classes) against how the checkpoint was trained."
         )
     params = {p.name: p for p in net.get_parameters()}
     tensors = {k: ms.Parameter(ms.Tensor(v.astype(ms.dtype_to_nptype(params[k].dtype))), name=k) for k, v in mapped.items()}

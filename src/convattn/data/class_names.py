@@ -85,7 +85,7 @@ def class_names_for(num_classes: int, names_file: Optional[str] = None,
         names = read_class_names(path)
         if len(names) != num_classes:
             raise ValueError(f"{path} names {len(names)} classes but the model has {num_classes}; pass the class-names "
-                             "file of the training run that wrote this checkpoint (or --class-names none for indices)")
+                             "file of the training run that wrote this checkpoint (or --class_names none for indices)")
         return names, path
     if num_classes == 1000:
         return imagenet_class_names(), "ImageNet-1k"

@@ -7,10 +7,10 @@ understood:
 
 * Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``; the class is the first WordNet id);
 * ``<file> <class>`` lines (``<class>`` a folder name such as a WordNet id, or an integer index: then
-  ``--classes`` and ``--index-base`` say which folder an index means);
+  ``--classes`` and ``--index_base`` say which folder an index means);
 * one label per line in sorted file order, as the devkit's ``ILSVRC2012_validation_ground_truth.txt``
   (integers in the devkit's ILSVRC2012_ID order, which differs from the sorted WordNet order: pass the devkit's
-  ``meta.mat`` as ``--classes``, read with SciPy, or a text file of WordNet ids in that order with ``--index-base 1``).
+  ``meta.mat`` as ``--classes``, read with SciPy, or a text file of WordNet ids in that order with ``--index_base 1``).
 
 Everything is checked before anything is written (every image has a label, every label an image); a dry
 run prints what would be done. A rerun is a no-op; an existing entry that is not the same link stops it.
@@ -80,7 +80,7 @@ def read_val_labels(labels: str, images: List[str], classes: Optional[str] = Non
         if classes is None or index_base is None:
             raise ValLayoutError(
                 f"{labels} gives integer labels: pass --classes with the devkit's meta.mat, or --classes FILE (the "
-                "class folder names in label order, one per line) and --index-base 1 or 0")
+                "class folder names in label order, one per line) and --index_base 1 or 0")
         names = _read_classes(classes)
     out: Dict[str, str] = {}
     for key, lab in pairs:

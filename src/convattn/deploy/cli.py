@@ -2,6 +2,8 @@
 import argparse
 import sys
 
+from ..utils.cli import ArgumentParser
+
 __all__ = ["main", "build_parser"]
 
 
@@ -14,26 +16,26 @@ def _target(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="export.py",
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
         description="Export a registered convattn model to MINDIR and/or ONNX. Every artifact is loaded back "
                     "(mindspore.load + nn.GraphCell, onnxruntime), run on a fixed random batch and compared with "
                     "the network in eval mode; it is kept, with a JSON sidecar, only within the tolerance.")
     p.add_argument("--model", required=True, help="registered model name (convattn.list_models())")
     p.add_argument("--ckpt", help="MindSpore .ckpt to export (convert official weights with python -m convattn.convert)")
-    p.add_argument("--random-weights", action="store_true", help="export freshly initialised weights (smoke tests only)")
+    p.add_argument("--random_weights", action="store_true", help="export freshly initialised weights (smoke tests only)")
     p.add_argument("--format", default="ALL", help="MINDIR, ONNX or ALL (default ALL)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the exported input (default 1)")
-    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the model's)")
-    p.add_argument("--dynamic-batch", action="store_true", help="leave the batch axis dynamic (verified at two sizes)")
+    p.add_argument("--image_size", type=int, nargs=2, metavar=("H", "W"), help="input size (default: the model's)")
+    p.add_argument("--dynamic_batch", action="store_true", help="leave the batch axis dynamic (verified at two sizes)")
     p.add_argument("--fp16", action="store_true", help="half-precision weights and input")
     p.add_argument("--out", default="exported", help="output folder (default ./exported)")
     p.add_argument("--name", help="file stem (default: the model name, plus _fp16)")
-    p.add_argument("--model-kwargs", default="{}", help='create_model arguments as JSON, e.g. \'{"depths": [1,1,1,1], "num_classes": 10}\'')
-    p.add_argument("--num-classes", type=int, help="class count (default: read from the checkpoint's classifier)")
+    p.add_argument("--model_kwargs", default="{}", help="create_model arguments as a YAML flow mapping (JSON works too), e.g. "
+                        "'{depths: [1, 1, 1, 1], num_classes: 10}'")
+    p.add_argument("--num_classes", type=int, help="class count (default: read from the checkpoint's classifier)")
     p.add_argument("--overwrite", action="store_true", help="replace existing artifacts once the new ones verify")
-    p.add_argument("--export-safe-mindir", action="store_true",
+    p.add_argument("--export_safe_mindir", action="store_true",
                    help="use the export-safe formulations in the MINDIR too (runtimes lacking e.g. Roll)")
     p.add_argument("--target", type=_target, default=None,
                    help="CPU, GPU or Ascend: export the formulations that device runs (default: the device MindSpore "

@@ -118,7 +118,7 @@ def _read_checkpoint(ckpt: str) -> Dict:
 
     if not os.path.isfile(ckpt):
         raise ExportError(f"checkpoint '{ckpt}' does not exist (pass the path to a MindSpore .ckpt, or "
-                          "--random-weights for a smoke test)")
+                          "--random_weights for a smoke test)")
     try:
         return read_checkpoint(ckpt)
     except CheckpointMismatchError as exc:
@@ -135,9 +135,9 @@ def _build(model: str, ckpt: Optional[str], random_weights: bool, num_classes: O
 
     cfg = get_model_cfg(model)  # unknown names fail here, with suggestions
     if ckpt is None and not random_weights and weights is None:
-        raise ExportError("--ckpt is required (pass --random-weights to export untrained weights for a smoke test)")
+        raise ExportError("--ckpt is required (pass --random_weights to export untrained weights for a smoke test)")
     if ckpt is not None and random_weights:
-        raise ExportError("pass either --ckpt or --random-weights, not both")
+        raise ExportError("pass either --ckpt or --random_weights, not both")
     if ckpt is not None:
         weights = _read_checkpoint(ckpt)
     if num_classes is None:
@@ -152,7 +152,7 @@ def _build(model: str, ckpt: Optional[str], random_weights: bool, num_classes: O
             load_checkpoint(net, weights, classifier=None, source=ckpt)
         except CheckpointMismatchError as exc:
             raise ExportError(f"{exc}\n(built with num_classes={num_classes}, model kwargs {model_kwargs}): pass the "
-                              "--model, --model-kwargs and --num-classes it was trained with.") from exc
+                              "--model, --model_kwargs and --num_classes it was trained with.") from exc
     net.set_train(False)
     return net, cfg, num_classes
 
@@ -165,7 +165,7 @@ def _run_reference(net, x: np.ndarray, model: str):
     except (ValueError, TypeError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ExportError(f"{model} cannot take an input of shape {tuple(x.shape)}: {first}. "
-                          "Choose an --image-size the model accepts (e.g. its default_cfg input_size).") from exc
+                          "Choose an --image_size the model accepts (e.g. its default_cfg input_size).") from exc
     if isinstance(out, (tuple, list)):
         raise ExportError(f"{model} returns {len(out)} outputs; export the classifier form (features_only=False)")
     return out.asnumpy().astype(np.float32)
@@ -277,7 +277,7 @@ def export_model(
     if image_size is None:
         image_size = tuple(cfg["input_size"][1:])
     if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
-        raise ExportError(f"--image-size takes two positive integers H W, got {image_size}")
+        raise ExportError(f"--image_size takes two positive integers H W, got {image_size}")
     h, w = (int(s) for s in image_size)
     check = getattr(net, "check_input_size", None)
     if callable(check):

@@ -75,7 +75,7 @@ class Predictor:
         if (ckpt is None) == (mindir is None):
             raise InferError("pass either a checkpoint (--model NAME --ckpt FILE) or an exported --mindir FILE")
         if batch_size < 1:
-            raise InferError(f"--batch-size must be >= 1, got {batch_size}")
+            raise InferError(f"--batch_size must be >= 1, got {batch_size}")
         self.log, self.batch_size, self.fixed_batch, self.input_dtype = log, int(batch_size), None, np.float32
         search, data_keys = [], {"image_size": None, "crop_pct": None, "interpolation": None, "mean": None, "std": None}
         if mindir is not None:

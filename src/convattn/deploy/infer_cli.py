@@ -1,13 +1,13 @@
 """Command line of ``scripts/infer.py``: top-k predictions on image files from a checkpoint or a MINDIR."""
-import argparse
 import sys
+
+from ..utils.cli import ArgumentParser
 
 __all__ = ["main", "build_parser"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="scripts/infer.py",
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
         description="Top-k classes with probabilities for image files, from a registered model with a checkpoint "
                     "or an exported MINDIR, through the model's own eval transform (resize, centre crop, mean/std).")
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
@@ -15,14 +15,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "beside --ckpt, or by the MINDIR's sidecar)")
     p.add_argument("--ckpt", help="MindSpore .ckpt (a training run's or a converted one)")
     p.add_argument("--mindir", help="MINDIR written by scripts/run_export.sh (its .json sidecar beside it)")
-    p.add_argument("--model-kwargs", default=None,
-                   help="architecture overrides as JSON (default: the training run's config.yaml beside the ckpt)")
-    p.add_argument("--num-classes", type=int, help="class count (default: read from the checkpoint's classifier)")
-    p.add_argument("--class-names", help="class-names file (class_names.json or one name per line); 'none' for "
+    p.add_argument("--model_kwargs", default=None,
+                   help="architecture overrides as a YAML flow mapping, e.g. '{depths: [1, 1, 1, 1]}' (default: the training run's config.yaml beside the ckpt)")
+    p.add_argument("--num_classes", type=int, help="class count (default: read from the checkpoint's classifier)")
+    p.add_argument("--class_names", help="class-names file (class_names.json or one name per line); 'none' for "
                                          "indices (default: class_names.json beside the checkpoint, ImageNet-1k's "
                                          "names for 1,000 classes, else indices)")
     p.add_argument("--topk", type=int, default=5, help="classes reported per image (default 5)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward call (default 16)")
+    p.add_argument("--batch_size", type=int, default=16, help="images per forward call (default 16)")
     p.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
     p.add_argument("--mode", type=int, default=0, choices=[0, 1], help="0 = GRAPH_MODE (default), 1 = PYNATIVE_MODE")
     p.add_argument("--out", help="write the predictions to this .csv or .json file")

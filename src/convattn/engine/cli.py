@@ -1,8 +1,8 @@
 """Command-line entry points behind scripts/train.py, scripts/eval.py and scripts/prepare_digits.py."""
-import argparse
 import sys
 from typing import Optional, Sequence
 
+from ..utils.cli import ArgumentParser
 from .config import ConfigError, parse_cli, validate
 
 __all__ = ["train_main", "check_main", "eval_main", "prepare_digits_main"]
@@ -50,14 +50,18 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def prepare_digits_main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Write scikit-learn's bundled digits as an ImageFolder tree.")
+def prepare_digits_parser() -> ArgumentParser:
+    parser = ArgumentParser(description="Write scikit-learn's bundled digits as an ImageFolder tree.")
     parser.add_argument("--out", default="./data/digits", help="output root (gets train/ and val/)")
     parser.add_argument("--size", type=int, default=32, help="image side in pixels (upscaled from 8)")
     parser.add_argument("--val_fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def prepare_digits_main(argv: Optional[Sequence[str]] = None) -> int:
+    args = prepare_digits_parser().parse_args(argv)
     from ..data import write_digits_imagefolder
     try:
         counts = write_digits_imagefolder(args.out, args.size, args.val_fraction, args.seed, args.overwrite)

@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from ..utils.cli import ArgumentParser, parse_model_kwargs
+
 __all__ = ["ConfigError", "Config", "SCHEMA", "GROUPS", "load_config", "parse_cli", "validate", "dump_config",
            "format_config"]
 
@@ -339,8 +341,8 @@ def parse_cli(argv: Optional[Sequence[str]], description: str) -> Dict[str, Any]
     """``-c/--config FILE`` plus ``--key value`` overrides -> a merged (unvalidated) dict."""
     epilog = "config keys (override any with --key value):\n" + "\n".join(
         f"  [{group}] " + ", ".join(k for k, *_ in items) for group, items in GROUPS.items())
-    parser = argparse.ArgumentParser(description=description, epilog=epilog,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=description, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", default=None, help="YAML config file")
     args, rest = parser.parse_known_args(argv)
     overrides: Dict[str, Any] = {}
@@ -365,6 +367,12 @@ def parse_cli(argv: Optional[Sequence[str]], description: str) -> Dict[str, Any]
                 i += 2
         if key not in SCHEMA:
             raise ConfigError(f"command line: {_unknown_msg(key, SCHEMA)}")
+        if key == "model_kwargs":  # the one model_kwargs syntax of every command line (utils.cli)
+            try:
+                overrides[key] = parse_model_kwargs(text)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            continue
         overrides[key] = _parse_value(text)
         if SCHEMA[key][1].rstrip("?") == "str" and overrides[key] is not None and not isinstance(overrides[key], str):
             overrides[key] = text  # e.g. --amp_level O0 stays a string even if YAML would read it otherwise

@@ -1,8 +1,10 @@
-"""Progress lines, the per-epoch CSV log, and a PNG of the training curves drawn with Pillow."""
+"""Progress lines, the per-epoch CSV log, and a PNG of the training curves (drawn by utils.plot)."""
 import csv
 import os
 import time
 from typing import Dict, List, Optional
+
+from ..utils.plot import Panel, line_panels
 
 __all__ = ["CSV_FIELDS", "EpochLog", "format_eta", "plot_curves"]
 
@@ -48,49 +50,15 @@ def _floats(rows, key):
 
 
 def plot_curves(rows: List[Dict], path: str, title: str = "") -> str:
-    """Two panels (loss; top-1/top-5 accuracy) against epoch, drawn with Pillow; written atomically."""
-    from PIL import Image, ImageDraw
-    W, H, pad = 900, 420, 50
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    d.text((pad, 10), title or "training curves", fill="black")
-    panels = [
-        ("loss", [("train_loss", (31, 119, 180)), ("val_loss", (255, 127, 14))]),
-        ("accuracy %", [("val_top1", (44, 160, 44)), ("val_top5", (214, 39, 40))]),
-    ]
-    pw = (W - 3 * pad) // 2
-    for i, (label, series) in enumerate(panels):
-        x0, y0, x1, y1 = pad + i * (pw + pad), pad, pad + i * (pw + pad) + pw, H - pad
-        d.rectangle([x0, y0, x1, y1], outline="black")
-        d.text((x0, y1 + 8), f"epoch  ({label})", fill="black")
-        data = {k: _floats(rows, k) for k, _ in series}
-        pts = [p for v in data.values() for p in v]
-        if not pts:
-            continue
-        ex = [e for e, _ in pts]
-        vy = [v for _, v in pts]
-        emin, emax = min(ex), max(max(ex), min(ex) + 1)
-        vmin, vmax = min(vy), max(vy)
-        if vmax - vmin < 1e-12:
-            vmin, vmax = vmin - 1, vmax + 1
-        d.text((x0 + 2, y0 + 2), f"{vmax:.3g}", fill="gray")
-        d.text((x0 + 2, y1 - 12), f"{vmin:.3g}", fill="gray")
-        d.text((x1 - 30, y1 + 8), str(emax), fill="black")
+    """Two panels (loss; top-1/top-5 accuracy %) against epoch (utils.plot: ticks, labels, legend below the
+    panels); written atomically as a 900x420 PNG."""
+    def series(key, label):
+        pts = _floats(rows, key)
+        return (label, [e for e, _ in pts], [v for _, v in pts])
 
-        def xy(e, v):
-            return (x0 + (e - emin) / (emax - emin) * (x1 - x0), y1 - (v - vmin) / (vmax - vmin) * (y1 - y0))
-
-        for j, (key, color) in enumerate(series):
-            line = [xy(e, v) for e, v in data[key]]
-            if len(line) > 1:
-                d.line(line, fill=color, width=2)
-            for px, py in line:
-                d.ellipse([px - 2, py - 2, px + 2, py + 2], fill=color)
-            d.text((x1 - 90, y0 + 6 + 14 * j), key, fill=color)
-    tmp = path + ".tmp.png"
-    img.save(tmp)
-    os.replace(tmp, path)
-    return path
+    panels = [Panel([series("train_loss", "train loss"), series("val_loss", "val loss")], "loss"),
+              Panel([series("val_top1", "val top-1"), series("val_top5", "val top-5")], "accuracy (%)")]
+    return line_panels(path, panels, title=title or "training curves", size=(900, 420))
 
 
 class Timer:
