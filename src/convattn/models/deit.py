@@ -17,7 +17,8 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import initializer as init
 
 from ..layers import GELU, DropPath, DynamicAttention, check_attention_args, check_nchw, to_2tuple
-from .registry import model_cfg, register_model
+from .builder import check_out_indices, register_variants
+from .registry import model_cfg
 
 __all__ = ["VisionTransformer"]
 
@@ -151,10 +152,7 @@ class VisionTransformer(nn.Cell):
         self.num_classes = num_classes
         self.num_features = self.embed_dim = embed_dim
         self.features_only = features_only
-        self.out_indices = tuple(range(depth) if out_indices is None else out_indices)
-        bad = [i for i in self.out_indices if not 0 <= i < depth]
-        if bad:
-            raise ValueError(f"out_indices {bad} out of range for {depth} blocks")
+        self.out_indices = check_out_indices(out_indices, depth, "blocks")
         self.attn_kind = attn
         self.rel_pos_embed = bool(rel_pos_embed)
 
@@ -235,71 +233,20 @@ class VisionTransformer(nn.Cell):
         return self.forward_head(self.forward_features(x))
 
 
-# name: (embed_dim, num_heads, attention options)
-_VARIANTS = {
-    "deit_tiny": (192, 3, {}),
-    "deit_small": (384, 6, {}),
-    "deit_tiny_relu": (192, 3, {"attn_act": "relu", "rel_pos_embed": True}),
-    "deit_small_relu": (384, 6, {"attn_act": "relu", "rel_pos_embed": True}),
-    "deit_tiny_dw": (192, 3, {"attn": "depthwise"}),
-    "deit_small_dw": (384, 6, {"attn": "depthwise"}),
+# DeiT's training default (main.py --drop-path 0.1) for Ti and S
+_DEIT = dict(patch_size=16, depth=12, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=0.1)
+_TI = dict(embed_dim=192, num_heads=3, **_DEIT)
+_S = dict(embed_dim=384, num_heads=6, **_DEIT)
+VARIANTS = {
+    "deit_tiny": _TI,   # DeiT-Ti/16 at 224: 5.72 M params, softmax attention
+    "deit_small": _S,   # DeiT-S/16 at 224: 22.05 M params
+    # ReLU attention (normalisation: divide by the token count N) and a relative position embedding
+    # (rel_pos_embed=False: without it, the first version)
+    "deit_tiny_relu": dict(_TI, attn_act="relu", rel_pos_embed=True),
+    "deit_small_relu": dict(_S, attn_act="relu", rel_pos_embed=True),
+    # depth-wise self-attention (no value bank: 5.27 M / 20.28 M params)
+    "deit_tiny_dw": dict(_TI, attn="depthwise"),
+    "deit_small_dw": dict(_S, attn="depthwise"),
 }
 
-
-def _deit(variant: str, **kwargs) -> VisionTransformer:
-    embed_dim, num_heads, attn = _VARIANTS[variant]
-    # DeiT's training default (main.py --drop-path 0.1) for Ti and S
-    args = dict(patch_size=16, embed_dim=embed_dim, depth=12, num_heads=num_heads, mlp_ratio=4.0,
-                qkv_bias=True, drop_path_rate=0.1)
-    args.update(attn)
-    args.update(kwargs)
-    return VisionTransformer(**args)
-
-
-def _variant(fn):
-    fn.model_cls = VisionTransformer
-    return fn
-
-
-@register_model
-@_variant
-def deit_tiny(**kwargs) -> VisionTransformer:
-    """DeiT-Ti/16 at 224: 5.72 M params, softmax attention."""
-    return _deit("deit_tiny", **kwargs)
-
-
-@register_model
-@_variant
-def deit_small(**kwargs) -> VisionTransformer:
-    """DeiT-S/16 at 224: 22.05 M params, softmax attention."""
-    return _deit("deit_small", **kwargs)
-
-
-@register_model
-@_variant
-def deit_tiny_relu(**kwargs) -> VisionTransformer:
-    """DeiT-Ti with ReLU attention (normalisation: divide by the token count N) and a relative position embedding
-    (``rel_pos_embed=False``: without it, the first version)."""
-    return _deit("deit_tiny_relu", **kwargs)
-
-
-@register_model
-@_variant
-def deit_small_relu(**kwargs) -> VisionTransformer:
-    """DeiT-S with ReLU attention (normalisation: divide by the token count N) and a relative position embedding
-    (``rel_pos_embed=False``: without it, the first version)."""
-    return _deit("deit_small_relu", **kwargs)
-
-
-@register_model
-@_variant
-def deit_tiny_dw(**kwargs) -> VisionTransformer:
-    """DeiT-Ti with depth-wise self-attention (no value bank: 5.27 M params)."""
-    return _deit("deit_tiny_dw", **kwargs)
-
-
-@register_model
-@_variant
-def deit_small_dw(**kwargs) -> VisionTransformer:
-    """DeiT-S with depth-wise self-attention (no value bank: 20.28 M params)."""
-    return _deit("deit_small_dw", **kwargs)
+register_variants(__name__, VisionTransformer, VARIANTS, default_cfgs)

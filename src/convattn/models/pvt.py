@@ -48,7 +48,8 @@ from mindspore.common import initializer as init
 from ..layers import GELU, DropPath, check_nchw, to_2tuple
 from ..layers.acmix import ConvPathMixin
 from .base import StagedClassifier
-from .registry import model_cfg, register_model
+from .builder import check_out_indices, register_variants
+from .registry import model_cfg
 from .swin import trunc_normal
 
 __all__ = ["PyramidVisionTransformer", "Attention", "AttentionACmix", "Block"]
@@ -276,7 +277,7 @@ class PyramidVisionTransformer(StagedClassifier, nn.Cell):
         self.num_classes = num_classes
         self.stage_res = res
         self.features_only = features_only
-        self.out_indices = tuple(range(n) if out_indices is None else out_indices)
+        self.out_indices = check_out_indices(out_indices, n)
         dpr = np.linspace(0, drop_path_rate, sum(depths)).tolist()
         cur = 0
         self.feature_info = []
@@ -347,41 +348,14 @@ class PyramidVisionTransformer(StagedClassifier, nn.Cell):
         return feats
 
 
-def _variant(fn):
-    fn.model_cls = PyramidVisionTransformer
-    return fn
+_PVT = dict(patch_size=4, embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4),
+            qkv_bias=True, sr_ratios=(8, 4, 2, 1), drop_path_rate=0.1)
+VARIANTS = {
+    "pvt_tiny": dict(_PVT, depths=(2, 2, 2, 2)),                         # 13.23 M params
+    "pvt_small": dict(_PVT, depths=(3, 4, 6, 3)),                        # 24.49 M
+    # designed from the paper (upstream never released it): 13.40 M (README 13 M) / 24.83 M (README 25 M)
+    "acmix_pvt_tiny": dict(_PVT, depths=(2, 2, 2, 2), acmix=True),
+    "acmix_pvt_small": dict(_PVT, depths=(3, 4, 6, 3), acmix=True),
+}
 
-
-def _pvt(default_depths, acmix, **kwargs) -> PyramidVisionTransformer:
-    args = dict(patch_size=4, embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4),
-                qkv_bias=True, depths=default_depths, sr_ratios=(8, 4, 2, 1), drop_path_rate=0.1)
-    args.update(kwargs)
-    return PyramidVisionTransformer(acmix=acmix, **args)
-
-
-@register_model
-@_variant
-def pvt_tiny(**kwargs) -> PyramidVisionTransformer:
-    """PVT-Tiny (depths 2,2,2,2): 13.23 M params."""
-    return _pvt((2, 2, 2, 2), False, **kwargs)
-
-
-@register_model
-@_variant
-def pvt_small(**kwargs) -> PyramidVisionTransformer:
-    """PVT-Small (depths 3,4,6,3): 24.49 M params."""
-    return _pvt((3, 4, 6, 3), False, **kwargs)
-
-
-@register_model
-@_variant
-def acmix_pvt_tiny(**kwargs) -> PyramidVisionTransformer:
-    """ACmix-PVT-Tiny (designed from the paper; upstream never released it): 13.40 M params (README 13 M)."""
-    return _pvt((2, 2, 2, 2), True, **kwargs)
-
-
-@register_model
-@_variant
-def acmix_pvt_small(**kwargs) -> PyramidVisionTransformer:
-    """ACmix-PVT-Small (designed from the paper; upstream never released it): 24.83 M params (README 25 M)."""
-    return _pvt((3, 4, 6, 3), True, **kwargs)
+register_variants(__name__, PyramidVisionTransformer, VARIANTS, default_cfgs)

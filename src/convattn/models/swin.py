@@ -30,7 +30,8 @@ from ..layers import GELU, DropPath, check_nchw, to_2tuple
 from ..layers.dynamic_attention import build_attention_core, check_attention_args
 from ..layers.window_attention import WindowAttention, WindowAttentionACmix, cyclic_shift, shifted_window_mask
 from .base import StagedClassifier
-from .registry import model_cfg, register_model
+from .builder import check_out_indices, register_variants
+from .registry import model_cfg
 
 __all__ = ["SwinTransformer", "SwinTransformerBlock", "BasicLayer", "PatchMerging", "PatchEmbed"]
 
@@ -278,10 +279,7 @@ class SwinTransformer(StagedClassifier, nn.Cell):
                             rel_pos=rel_pos)
         self.num_classes = num_classes
         self.features_only = features_only
-        self.out_indices = tuple(range(self.num_layers) if out_indices is None else out_indices)
-        bad = [i for i in self.out_indices if not 0 <= i < self.num_layers]
-        if bad:
-            raise ValueError(f"out_indices {bad} out of range for {self.num_layers} stages")
+        self.out_indices = check_out_indices(out_indices, self.num_layers)
         self.num_features = int(embed_dim * 2 ** (self.num_layers - 1))
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, patch_norm)
         res = self.patch_embed.patches_resolution
@@ -350,42 +348,13 @@ class SwinTransformer(StagedClassifier, nn.Cell):
         return feats
 
 
-def _variant(fn):
-    fn.model_cls = SwinTransformer
-    return fn
+_TINY = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.2)
+_SMALL = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.3)
+VARIANTS = {
+    "swin_tiny": _TINY,                            # 28.29 M params
+    "swin_small": _SMALL,                          # 49.61 M
+    "acmix_swin_tiny": dict(_TINY, acmix=True),    # 28.65 M (official code; README 30 M)
+    "acmix_swin_small": dict(_SMALL, acmix=True),  # 50.35 M (official code; README 51 M)
+}
 
-
-@register_model
-@_variant
-def swin_tiny(**kwargs) -> SwinTransformer:
-    """Swin-T (embed 96, depths 2,2,6,2, heads 3,6,12,24, window 7): 28.29 M params; drop path 0.2."""
-    args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.2)
-    args.update(kwargs)
-    return SwinTransformer(**args)
-
-
-@register_model
-@_variant
-def swin_small(**kwargs) -> SwinTransformer:
-    """Swin-S (embed 96, depths 2,2,18,2): 49.61 M params; drop path 0.3."""
-    args = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.3)
-    args.update(kwargs)
-    return SwinTransformer(**args)
-
-
-@register_model
-@_variant
-def acmix_swin_tiny(**kwargs) -> SwinTransformer:
-    """ACmix-Swin-T: 28.65 M params (official code; README 30 M); drop path 0.2."""
-    args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.2)
-    args.update(kwargs)
-    return SwinTransformer(acmix=True, **args)
-
-
-@register_model
-@_variant
-def acmix_swin_small(**kwargs) -> SwinTransformer:
-    """ACmix-Swin-S: 50.35 M params (official code; README 51 M); drop path 0.3."""
-    args = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.3)
-    args.update(kwargs)
-    return SwinTransformer(acmix=True, **args)
+register_variants(__name__, SwinTransformer, VARIANTS, default_cfgs)
