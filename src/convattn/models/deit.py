@@ -13,10 +13,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, nn, ops
 from mindspore.common import initializer as init
 
-from ..layers import GELU, DropPath, DynamicAttention, check_attention_args, check_nchw, to_2tuple
+from ..layers import DropPath, DynamicAttention, Mlp, PatchEmbed, check_attention_args, check_nchw, layer_norm, to_2tuple
 from .builder import check_out_indices, register_variants
 from .registry import model_cfg
 
@@ -46,47 +46,21 @@ default_cfgs = {
 }
 
 
-class Mlp(nn.Cell):
-    """fc1 -> GELU (exact) -> dropout -> fc2 -> dropout."""
-
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Dense(dim, hidden)
-        self.act = GELU()
-        self.fc2 = nn.Dense(hidden, dim)
-        self.drop = nn.Dropout(p=drop) if drop > 0 else nn.Identity()
-
-    def construct(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
 class Block(nn.Cell):
     """Pre-norm Transformer block: x + DropPath(attn(LN(x))), then x + DropPath(mlp(LN(x)))."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0,
                  attn_drop: float = 0.0, drop_path: float = 0.0, **attn_kwargs) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm((dim,), epsilon=1e-6)
+        self.norm1 = layer_norm(dim, 1e-6)
         self.attn = DynamicAttention(dim, num_heads, qkv_bias, attn_drop=attn_drop, proj_drop=drop, **attn_kwargs)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm((dim,), epsilon=1e-6)
+        self.norm2 = layer_norm(dim, 1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def construct(self, x):
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class PatchEmbed(nn.Cell):
-    """Non-overlapping patch x patch conv (with bias) -> tokens (B, N, C)."""
-
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size, pad_mode="valid", has_bias=True)
-
-    def construct(self, x):
-        x = self.proj(x)
-        return x.reshape(x.shape[0], x.shape[1], -1).transpose(0, 2, 1)
 
 
 class VisionTransformer(nn.Cell):
@@ -169,7 +143,7 @@ class VisionTransformer(nn.Cell):
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], **attn_kwargs)
             for i in range(depth)
         ])
-        self.norm = nn.LayerNorm((embed_dim,), epsilon=1e-6)
+        self.norm = layer_norm(embed_dim, 1e-6)
         self.feature_info = [{"num_chs": embed_dim, "reduction": patch_size, "module": f"blocks.{i}"}
                              for i in range(depth)]
         if not features_only and num_classes > 0:

@@ -9,7 +9,7 @@ import difflib
 import fnmatch
 import inspect
 import sys
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 __all__ = [
     "model_cfg", "register_model", "list_models", "is_model", "get_model_cfg", "model_entrypoint",
