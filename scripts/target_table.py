@@ -3,7 +3,7 @@
 
 Usage: python scripts/target_table.py [--check [NAME ...]] [--readme README.md]
 
-``--check``: for each named model (default: one per family with a device-dependent formulation, at its test size)
+``--check``: for each named model (default: one per family with a device-dependent formulation, at its small size)
 build every distinct formulation (targets CPU, GPU, Ascend), save each one's random weights, load each checkpoint
 into every other formulation and print the max relative output difference (the portability the tests assert).
 """
@@ -53,8 +53,8 @@ def check(names) -> str:
         for name in names:
             cfg = convattn.get_model_cfg(name)
             extra = FAMILIES.get(name, {})
-            kwargs = dict(cfg["test_kwargs"], **extra)
-            size = (64, 64) if extra else tuple(cfg["test_input_size"][1:])
+            kwargs = dict(cfg["small_kwargs"], **extra)
+            size = (64, 64) if extra else tuple(cfg["small_input_size"][1:])
             x = ms.Tensor(np.random.default_rng(0).standard_normal((2, 3) + size).astype(np.float32))
             nets, seen = {}, {}
             for seed, t in enumerate(("Ascend", "CPU", "GPU")):

@@ -60,8 +60,8 @@ def _cfg(top1=None, **kwargs):
         first_conv="conv_in", classifier="fc", paper=_PAPER, upstream="none (designed from the paper)",
         convert_rules="acmix", top1=top1,
         # every stage, both paths, half width, 3x3 footprints: 64 px leaves the last stage at 2x2 > reflect pad 1
-        test_kwargs={"layers": (1, 1, 1, 1, 1), "kernels": (3, 3, 3, 3, 3), "base_width": 32},
-        test_input_size=(3, 64, 64), **kwargs,
+        small_kwargs={"layers": (1, 1, 1, 1, 1), "kernels": (3, 3, 3, 3, 3), "base_width": 32},
+        small_input_size=(3, 64, 64), **kwargs,
     )
 
 

@@ -31,7 +31,7 @@ def _cfg(top1=None, paper=_PAPER, upstream=_UPSTREAM, convert_rules="deit", **kw
     return model_cfg(
         crop_pct=0.875, interpolation="bicubic", first_conv="patch_embed.proj", classifier="head",
         paper=paper, upstream=upstream, convert_rules=convert_rules, top1=top1,
-        test_kwargs={"depth": 2, "embed_dim": 48, "img_size": 32}, test_input_size=(3, 32, 32), **kwargs,
+        small_kwargs={"depth": 2, "embed_dim": 48, "img_size": 32}, small_input_size=(3, 32, 32), **kwargs,
     )
 
 

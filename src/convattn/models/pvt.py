@@ -61,8 +61,8 @@ def _cfg(top1=None, acmix=False, **kwargs):
         paper=_ACMIX_PAPER if acmix else _PVT_PAPER,
         upstream=("not released by LeapLabTHU/ACmix; designed from the paper on whai362/PVT (see module docstring)"
                   if acmix else "whai362/PVT classification/pvt.py"),
-        convert_rules="acmix", top1=top1, test_kwargs={"img_size": 64, "depths": (1, 1, 1, 1)},
-        test_input_size=(3, 64, 64), **kwargs,
+        convert_rules="acmix", top1=top1, small_kwargs={"img_size": 64, "depths": (1, 1, 1, 1)},
+        small_input_size=(3, 64, 64), **kwargs,
     )
 
 

@@ -30,9 +30,11 @@ def model_cfg(**kwargs) -> dict:
     ``crop_pct``, ``interpolation``, ``mean``, ``std``, ``first_conv``, ``classifier`` (parameter
     prefix of the head, dropped when the class count changes), ``paper``, ``upstream`` (official code),
     ``convert_rules`` (name of the weight-mapping rules in :mod:`convattn.convert.rules`) and
-    ``top1`` (ImageNet-1k top-1 the paper/upstream reports, or None), ``test_kwargs`` (architecture
-    overrides that make a small but structurally complete instance for fast tests, e.g. one block per
-    stage) and ``test_input_size`` (the smallest input those tests use).
+    ``top1`` (ImageNet-1k top-1 the paper/upstream reports, or None), ``small_kwargs`` (architecture
+    overrides that make a small but structurally complete instance -- every stage and every kind of block, e.g.
+    one block per stage -- used by the tests and by the tools that tabulate every model quickly: the Ascend audit,
+    ``scripts/export_table.py``, ``scripts/target_table.py``) and ``small_input_size`` (the smallest input such
+    an instance takes).
     """
     cfg = {
         "url": None,
@@ -48,8 +50,8 @@ def model_cfg(**kwargs) -> dict:
         "upstream": None,
         "convert_rules": None,
         "top1": None,
-        "test_kwargs": {},
-        "test_input_size": (3, 64, 64),
+        "small_kwargs": {},
+        "small_input_size": (3, 64, 64),
     }
     unknown = set(kwargs) - set(cfg)
     if unknown:

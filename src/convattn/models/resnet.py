@@ -45,7 +45,7 @@ def _cfg(top1=None, acmix=False, **kwargs):
     return model_cfg(
         crop_pct=0.875, interpolation="bilinear", first_conv="conv1", classifier="fc",
         upstream=_ACMIX_UPSTREAM if acmix else _TV_UPSTREAM,
-        convert_rules="acmix", top1=top1, test_kwargs={"layers": (1, 1, 1, 1)}, test_input_size=(3, 64, 64),
+        convert_rules="acmix", top1=top1, small_kwargs={"layers": (1, 1, 1, 1)}, small_input_size=(3, 64, 64),
         **kwargs,
     )
 

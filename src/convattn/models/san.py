@@ -30,7 +30,7 @@ def _cfg(top1=None, **kwargs):
         mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875, interpolation="bilinear",
         first_conv="conv_in", classifier="fc", paper=_PAPER, upstream=_UPSTREAM, convert_rules="san", top1=top1,
         # one block per stage keeps every stage; 128 px leaves the last (k=7) stage at 4x4 > its reflect pad 3
-        test_kwargs={"layers": (1, 1, 1, 1, 1)}, test_input_size=(3, 128, 128), **kwargs,
+        small_kwargs={"layers": (1, 1, 1, 1, 1)}, small_input_size=(3, 128, 128), **kwargs,
     )
 
 

@@ -44,9 +44,9 @@ def _cfg(top1=None, acmix=False, **kwargs):
         upstream=("LeapLabTHU/ACmix@81dddb6 Swin-Transformer/models/swin_transformer_acmix.py" if acmix
                   else "microsoft/Swin-Transformer models/swin_transformer.py"),
         convert_rules="acmix_swin", top1=top1,
-        test_kwargs={"img_size": 64, "embed_dim": 16, "depths": (2, 2, 1, 1), "num_heads": (1, 2, 2, 4),
+        small_kwargs={"img_size": 64, "embed_dim": 16, "depths": (2, 2, 1, 1), "num_heads": (1, 2, 2, 4),
                      "window_size": 4},
-        test_input_size=(3, 64, 64), **kwargs,
+        small_input_size=(3, 64, 64), **kwargs,
     )
 
 

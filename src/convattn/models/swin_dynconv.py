@@ -23,9 +23,9 @@ def _cfg(**kwargs):
     return model_cfg(
         crop_pct=0.875, interpolation="bicubic", first_conv="patch_embed.proj", classifier="head", paper=_PAPER,
         upstream=None, convert_rules="acmix_swin", top1=None,
-        test_kwargs={"img_size": 64, "embed_dim": 16, "depths": (2, 2, 1, 1), "num_heads": (1, 2, 2, 4),
+        small_kwargs={"img_size": 64, "embed_dim": 16, "depths": (2, 2, 1, 1), "num_heads": (1, 2, 2, 4),
                      "window_size": 4},
-        test_input_size=(3, 64, 64), **kwargs,
+        small_input_size=(3, 64, 64), **kwargs,
     )
 
 

@@ -28,7 +28,7 @@ def _cfg(top1=None, **kwargs):
     return model_cfg(
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.9, interpolation="bicubic",
         first_conv="patch_embed1.proj", classifier="head", paper=_PAPER, upstream=_UPSTREAM,
-        convert_rules="van", top1=top1, test_kwargs={"depths": (1, 1, 1, 1)}, **kwargs,
+        convert_rules="van", top1=top1, small_kwargs={"depths": (1, 1, 1, 1)}, **kwargs,
     )
 
 

@@ -27,7 +27,7 @@ _PAPER = "X-volution: On the Unification of Convolution and Self-attention (arXi
 def _cfg(**kwargs):
     return model_cfg(
         crop_pct=0.875, interpolation="bilinear", first_conv="conv1", classifier="fc", paper=_PAPER, upstream=None,
-        convert_rules=None, top1=None, test_kwargs={"layers": (1, 1, 1, 1)}, test_input_size=(3, 64, 64), **kwargs,
+        convert_rules=None, top1=None, small_kwargs={"layers": (1, 1, 1, 1)}, small_input_size=(3, 64, 64), **kwargs,
     )
 
 
