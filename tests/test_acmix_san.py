@@ -93,9 +93,9 @@ def test_acmix_sam_equals_designed_formula():
 
 def test_acmix_san_forward_shapes_and_features(ms_mode):
     cfg = convattn.get_model_cfg("acmix_san15")
-    net = convattn.create_model("acmix_san15", features_only=True, **cfg["test_kwargs"])
+    net = convattn.create_model("acmix_san15", features_only=True, **cfg["small_kwargs"])
     net.set_train(False)
-    feats = net(ms.Tensor(np.random.RandomState(0).randn(2, *cfg["test_input_size"]).astype(np.float32)))
+    feats = net(ms.Tensor(np.random.RandomState(0).randn(2, *cfg["small_input_size"]).astype(np.float32)))
     assert [tuple(f.shape) for f in feats] == [(2, 32, 32, 32), (2, 128, 16, 16), (2, 256, 8, 8), (2, 512, 4, 4),
                                                (2, 1024, 2, 2)]
     assert all(np.isfinite(f.asnumpy()).all() for f in feats)
@@ -106,9 +106,9 @@ def test_acmix_san_train_step_updates_both_paths():
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_seed(0)
     cfg = convattn.get_model_cfg("acmix_san10")
-    net = convattn.create_model("acmix_san10", num_classes=5, **cfg["test_kwargs"])
+    net = convattn.create_model("acmix_san10", num_classes=5, **cfg["small_kwargs"])
     rs = np.random.RandomState(1)
-    x = ms.Tensor(rs.randn(2, *cfg["test_input_size"]).astype(np.float32))
+    x = ms.Tensor(rs.randn(2, *cfg["small_input_size"]).astype(np.float32))
     y = ms.Tensor(np.array([1, 3], np.int32))
     loss_fn = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
     opt = nn.SGD(net.trainable_params(), learning_rate=0.05, momentum=0.9)
@@ -173,7 +173,7 @@ def test_acmix_san_rejects_bad_construction(kwargs, match):
 def test_acmix_san_rejects_bad_input(shape, match):
     ms.set_context(mode=ms.PYNATIVE_MODE)
     cfg = convattn.get_model_cfg("acmix_san10")
-    net = convattn.create_model("acmix_san10", **cfg["test_kwargs"])
+    net = convattn.create_model("acmix_san10", **cfg["small_kwargs"])
     net.set_train(False)
     with pytest.raises((ValueError, RuntimeError), match=match):
         net(ms.Tensor(np.zeros(shape, np.float32)))

@@ -30,9 +30,9 @@ def _copy_weights(src: nn.Cell, dst: nn.Cell) -> None:
 
 def _inputs(name: str, batch: int = 2):
     cfg = convattn.get_model_cfg(name)
-    x = np.random.default_rng(0).standard_normal((batch,) + tuple(cfg["test_input_size"])).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((batch,) + tuple(cfg["small_input_size"])).astype(np.float32)
     target = np.eye(10, dtype=np.float32)[np.arange(batch) % 10]
-    return cfg["test_kwargs"], ms.Tensor(x), ms.Tensor(target)
+    return cfg["small_kwargs"], ms.Tensor(x), ms.Tensor(target)
 
 
 # ---------------------------------------------------------------------- every model: forward and O2 step
@@ -81,10 +81,10 @@ def test_representative_audit_and_o2_digits_training(name):
     unreviewed undocumented primitive; then the same compiled O2 step (float16, loss scale 1024, AdamW) trains on
     digits for a few steps: finite, the loss falls, and the held-out top-1 is printed (README)."""
     cfg = convattn.get_model_cfg(name)
-    images, labels = _digits(cfg["test_input_size"][1])
+    images, labels = _digits(cfg["small_input_size"][1])
     onehot = np.eye(10, dtype=np.float32)[labels]
     ms.set_seed(0)
-    net = build_ascend_form(name, num_classes=10, **cfg["test_kwargs"])
+    net = build_ascend_form(name, num_classes=10, **cfg["small_kwargs"])
     result = audit_net(name, net, ms.Tensor(images[:DIGITS_BATCH]), ms.Tensor(onehot[:DIGITS_BATCH]))
     found = findings(result)
     assert not found["violation"], f"{name}: Ascend audit violations: {found['violation']}"

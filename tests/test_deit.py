@@ -15,7 +15,7 @@ OFFICIAL_PARAMS_M = {"deit_tiny": 5.72, "deit_small": 22.05}
 
 def _tiny(name, **kwargs):
     cfg = convattn.get_model_cfg(name)
-    return convattn.create_model(name, num_classes=10, **{**cfg["test_kwargs"], **kwargs}), cfg["test_input_size"]
+    return convattn.create_model(name, num_classes=10, **{**cfg["small_kwargs"], **kwargs}), cfg["small_input_size"]
 
 
 def test_registered_with_cfgs():
@@ -24,7 +24,7 @@ def test_registered_with_cfgs():
     assert convattn.get_model_cfg("deit_small")["top1"] == 79.8
     for name in VARIANTS:
         cfg = convattn.get_model_cfg(name)
-        assert cfg["paper"] and cfg["test_kwargs"] and cfg["first_conv"] == "patch_embed.proj"
+        assert cfg["paper"] and cfg["small_kwargs"] and cfg["first_conv"] == "patch_embed.proj"
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS_M))

@@ -68,7 +68,7 @@ def _family_firsts():
 
 def _small(name, num_classes=10):
     cfg = convattn.get_model_cfg(name)
-    net = convattn.create_model(name, num_classes=num_classes, **cfg["test_kwargs"])
+    net = convattn.create_model(name, num_classes=num_classes, **cfg["small_kwargs"])
     net.set_train(False)
     return net, cfg
 
@@ -172,7 +172,7 @@ def test_deploy_form_equals_training_form(name):
     takes minutes (the module ONNX test runs that formulation compiled)."""
     net, cfg = _small(name)
     _perturb_bn(net)
-    x = ms.Tensor(np.random.default_rng(1).standard_normal((2,) + tuple(cfg["test_input_size"])).astype(np.float32))
+    x = ms.Tensor(np.random.default_rng(1).standard_normal((2,) + tuple(cfg["small_input_size"])).astype(np.float32))
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE if name in SLICE_GATHER else ms.GRAPH_MODE)
     try:
@@ -202,7 +202,7 @@ def test_ascend_legal_mode_leaves_no_grouped_conv_in_any_model():
 def test_ascend_legal_conv_path_keeps_function_and_names(name):
     """The three ACmix conv-path hosts (ResNet module with stride-2 blocks, Swin window form, PVT form)."""
     net, cfg = _small(name)
-    x = ms.Tensor(np.random.default_rng(2).standard_normal((2,) + tuple(cfg["test_input_size"])).astype(np.float32))
+    x = ms.Tensor(np.random.default_rng(2).standard_normal((2,) + tuple(cfg["small_input_size"])).astype(np.float32))
     names = {p.name: tuple(p.shape) for p in net.get_parameters()}
     ref = net(x).asnumpy()
     report = prepare_for_export(net, onnx_safe=False, ascend_legal=True)
@@ -224,7 +224,7 @@ def test_cli_ascend_export_has_no_grouped_conv(tmp_path):
     cfg = convattn.get_model_cfg("acmix_pvt_tiny")
     out = tmp_path / "o"
     args = ["--model", "acmix_pvt_tiny", "--random_weights", "--num_classes", "10", "--format", "MINDIR",
-            "--image_size", "64", "64", "--model_kwargs", json.dumps(cfg["test_kwargs"]), "--out", str(out)]
+            "--image_size", "64", "64", "--model_kwargs", json.dumps(cfg["small_kwargs"]), "--out", str(out)]
     assert main(args + ["--ascend"]) == 0
     side = json.loads((out / "acmix_pvt_tiny.mindir.json").read_text())
     assert side["ascend_non_depthwise_grouped_convs"] == [] and side["target"] == "Ascend"
@@ -248,8 +248,8 @@ def test_ascend_form_export_from_a_cpu_checkpoint(name, tmp_path):
     fused kernels) is written and verified against the CPU form of the same weights."""
     fmt, extra = ASCEND_FORM_EXPORTS[name]
     cfg = convattn.get_model_cfg(name)
-    kwargs = dict(cfg["test_kwargs"], **extra)
-    size = (64, 64) if extra else tuple(cfg["test_input_size"][1:])
+    kwargs = dict(cfg["small_kwargs"], **extra)
+    size = (64, 64) if extra else tuple(cfg["small_input_size"][1:])
     cpu = convattn.create_model(name, num_classes=10, target="CPU", **kwargs)
     ckpt = str(tmp_path / "cpu.ckpt")
     ms.save_checkpoint(cpu, ckpt)
@@ -291,7 +291,7 @@ def test_every_model_exports_and_verifies(name, tmp_path):
     cfg = _ckpt(name, tmp_path / "w.ckpt")
     out = tmp_path / "out"
     results = export_model(name, ckpt=str(tmp_path / "w.ckpt"), fmt="ALL" if len(formats) == 2 else formats[0],
-                           out_dir=str(out), image_size=cfg["test_input_size"][1:], model_kwargs=cfg["test_kwargs"],
+                           out_dir=str(out), image_size=cfg["small_input_size"][1:], model_kwargs=cfg["small_kwargs"],
                            log=lambda *_: None)
     assert [r.format for r in results] == formats
     for r in results:
@@ -299,7 +299,7 @@ def test_every_model_exports_and_verifies(name, tmp_path):
         assert os.path.getsize(r.path) == r.size_bytes > 0
         side = json.loads(open(r.sidecar).read())
         assert side["model"] == name and side["num_classes"] == 10
-        assert side["input"] == {"name": "input", "shape": [1, 3] + list(cfg["test_input_size"][1:]),
+        assert side["input"] == {"name": "input", "shape": [1, 3] + list(cfg["small_input_size"][1:]),
                                  "dtype": "float32", "layout": "NCHW"}
         assert side["preprocessing"]["mean"] == list(cfg["mean"]) and side["mindspore_version"] == ms.__version__
         assert len(side["weights_sha256"]) == 64 and side["verification"]["max_abs_diff"] == r.max_abs_diff
@@ -314,7 +314,7 @@ def test_slice_gather_networks_export_onnx(name, tmp_path):
     below covers the same formulations in the default run)."""
     cfg = _ckpt(name, tmp_path / "w.ckpt")
     res = export_model(name, ckpt=str(tmp_path / "w.ckpt"), fmt="ONNX", out_dir=str(tmp_path / "o"),
-                       image_size=cfg["test_input_size"][1:], model_kwargs=cfg["test_kwargs"], log=lambda *_: None)
+                       image_size=cfg["small_input_size"][1:], model_kwargs=cfg["small_kwargs"], log=lambda *_: None)
     assert res[0].max_abs_diff <= FP32_TOL
 
 
@@ -348,8 +348,8 @@ def test_slice_gather_modules_export_onnx(build, tmp_path):
 def test_dynamic_batch_and_fp16(tmp_path):
     name = "resnet26"  # the export-safe stem pool must follow the batch size
     cfg = convattn.get_model_cfg(name)
-    kw = dict(random_weights=True, num_classes=10, image_size=cfg["test_input_size"][1:],
-              model_kwargs=cfg["test_kwargs"], log=lambda *_: None)
+    kw = dict(random_weights=True, num_classes=10, image_size=cfg["small_input_size"][1:],
+              model_kwargs=cfg["small_kwargs"], log=lambda *_: None)
     dyn = export_model(name, fmt="ONNX", out_dir=str(tmp_path / "dyn"), batch=2, dynamic_batch=True, **kw)
     side = json.loads(open(dyn[0].sidecar).read())
     assert side["input"]["shape"][0] is None and side["verification"]["batch_sizes"] == [2, 3]
@@ -365,8 +365,8 @@ def test_dynamic_batch_and_fp16(tmp_path):
 @pytest.fixture
 def van_small(tmp_path):
     cfg = _ckpt("van_b0", tmp_path / "b0.ckpt")
-    return dict(ckpt=str(tmp_path / "b0.ckpt"), image_size=cfg["test_input_size"][1:],
-                model_kwargs=cfg["test_kwargs"], log=lambda *_: None)
+    return dict(ckpt=str(tmp_path / "b0.ckpt"), image_size=cfg["small_input_size"][1:],
+                model_kwargs=cfg["small_kwargs"], log=lambda *_: None)
 
 
 def test_unknown_format(tmp_path, van_small):
@@ -453,14 +453,14 @@ def test_image_size_the_model_cannot_take(tmp_path, van_small):
 def test_fixed_size_models_refuse_other_sizes_before_writing(tmp_path, name, built):
     """Window / position-embedding models check the size with their own check_input_size, before any run."""
     cfg = convattn.get_model_cfg(name)
-    net = convattn.create_model(name, num_classes=10, **cfg["test_kwargs"])
-    h, w = cfg["test_input_size"][1:]
+    net = convattn.create_model(name, num_classes=10, **cfg["small_kwargs"])
+    h, w = cfg["small_input_size"][1:]
     net.check_input_size(h, w)
     with pytest.raises(ValueError, match=built):
         net.check_input_size(h + 16, w)
     with pytest.raises(ExportError, match=f"{name} cannot take {h + 16}x{w} inputs: .*{built}"):
         export_model(name, random_weights=True, num_classes=10, fmt="ALL", out_dir=str(tmp_path / "o"),
-                     image_size=(h + 16, w), model_kwargs=cfg["test_kwargs"], log=lambda *_: None)
+                     image_size=(h + 16, w), model_kwargs=cfg["small_kwargs"], log=lambda *_: None)
     assert not (tmp_path / "o").exists()
 
 

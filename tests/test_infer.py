@@ -14,7 +14,7 @@ from convattn.deploy.infer_cli import main as infer_main
 from convattn.models import create_model
 from convattn.models.helpers import CheckpointMismatchError
 
-TINY = {"depths": [1, 1, 1, 1]}  # van_b0's test_kwargs
+TINY = {"depths": [1, 1, 1, 1]}  # van_b0's small_kwargs
 
 
 @pytest.fixture(scope="module")

@@ -110,3 +110,23 @@ def test_van_b0_gmacs_match_official_count():
     net = convattn.create_model("van_b0")
     assert count_params(net) == 4105800  # the fixture's official parameter count
     assert round(count_macs(net, (1, 3, 224, 224))["total"] / 1e9, 2) == 0.86  # model-facts §5.3
+
+
+@pytest.mark.parametrize("name, stages", [("van_b0", "4 stages"), ("resnet26", "4 stages"), ("san10_pairwise", "5 stages"),
+                                          ("swin_tiny", "4 stages"), ("pvt_tiny", "4 stages"), ("deit_tiny", "12 blocks"),
+                                          ("xvolution_resnet34", "4 stages")])
+def test_out_indices_are_checked_by_the_builder_for_every_family(name, stages):
+    """One check (models.builder.check_out_indices) for every network; it raises before any stage is built."""
+    with pytest.raises(ValueError, match=rf"out_indices \[99\] out of range for {stages}"):
+        convattn.create_model(name, features_only=True, out_indices=(0, 99))
+
+
+def test_variant_tables_register_factories_with_their_arguments():
+    from convattn.models import builder, registry, resnet
+    entry = registry.model_entrypoint("acmix_resnet26")
+    assert entry is resnet.acmix_resnet26 and entry.variant_args == {"layers": (1, 2, 4, 1)}
+    assert {"k_att", "head", "depthwise_conv", "layers", "block"} <= registry.accepted_kwargs(entry)
+    assert "head_dim" in registry.accepted_kwargs(registry.model_entrypoint("acmix_san10"))
+    with pytest.raises(KeyError, match="without a default_cfgs entry"):
+        builder.register_variants(__name__, resnet.ResNet, {"resnet_nocfg": {}}, {})
+    assert builder.check_out_indices(None, 3) == (0, 1, 2)

@@ -201,15 +201,15 @@ def test_san_network_trains_on_digits(sa_type):
 def test_san_features_only():
     ms.set_context(mode=ms.PYNATIVE_MODE)
     cfg = convattn.get_model_cfg("san10_pairwise")
-    net = convattn.create_model("san10_pairwise", features_only=True, **cfg["test_kwargs"])
+    net = convattn.create_model("san10_pairwise", features_only=True, **cfg["small_kwargs"])
     net.set_train(False)
-    feats = net(ms.Tensor(np.random.randn(1, *cfg["test_input_size"]).astype(np.float32)))
+    feats = net(ms.Tensor(np.random.randn(1, *cfg["small_input_size"]).astype(np.float32)))
     assert [tuple(f.shape) for f in feats] == [(1, 64, 64, 64), (1, 256, 32, 32), (1, 512, 16, 16),
                                                (1, 1024, 8, 8), (1, 2048, 4, 4)]
     assert [i["reduction"] for i in net.feature_info] == [2, 4, 8, 16, 32]
     assert not any(p.name.startswith("fc.") for p in net.get_parameters())
     sub = convattn.create_model("san10_patchwise", features_only=True, out_indices=(2, 4), base_width=32,
-                                **cfg["test_kwargs"])
+                                **cfg["small_kwargs"])
     sub.set_train(False)
     assert [f.shape[1] for f in sub(ms.Tensor(np.zeros((1, 3, 128, 128), np.float32)))] == [256, 1024]
 

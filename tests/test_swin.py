@@ -102,12 +102,12 @@ def test_swin_defaults_small_instance_and_features():
     cfg = convattn.get_model_cfg("acmix_swin_tiny")
     assert cfg["convert_rules"] == "acmix_swin" and cfg["top1"] == 81.9
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    net = convattn.create_model("acmix_swin_small", num_classes=10, **cfg["test_kwargs"])
+    net = convattn.create_model("acmix_swin_small", num_classes=10, **cfg["small_kwargs"])
     assert net.layers[0].blocks[1].shift_size == 2 and net.layers[2].blocks[0].window_size == 4
     net.set_train(False)
-    x = ms.Tensor(np.random.randn(1, *cfg["test_input_size"]).astype(np.float32))
+    x = ms.Tensor(np.random.randn(1, *cfg["small_input_size"]).astype(np.float32))
     assert tuple(net(x).shape) == (1, 10)
-    feats = convattn.create_model("swin_tiny", features_only=True, **cfg["test_kwargs"])
+    feats = convattn.create_model("swin_tiny", features_only=True, **cfg["small_kwargs"])
     feats.set_train(False)
     assert [tuple(f.shape) for f in feats(x)] == [(1, 16, 16, 16), (1, 32, 8, 8), (1, 64, 4, 4), (1, 128, 2, 2)]
     big = convattn.create_model("acmix_swin_small", depths=(1, 1, 1, 1))

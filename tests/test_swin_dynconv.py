@@ -29,7 +29,7 @@ def test_softmax_core_equals_swin_window_attention(ms_mode):
 
 def _tiny(name, **kwargs):
     cfg = convattn.get_model_cfg(name)
-    return convattn.create_model(name, num_classes=10, **{**cfg["test_kwargs"], **kwargs}), cfg["test_input_size"]
+    return convattn.create_model(name, num_classes=10, **{**cfg["small_kwargs"], **kwargs}), cfg["small_input_size"]
 
 
 @pytest.mark.parametrize("name", ["swin_tiny_relu", "swin_tiny_dw"])

@@ -14,7 +14,7 @@ from convattn.models.helpers import load_checkpoint
 SRC = Path(__file__).resolve().parents[1] / "src" / "convattn"
 
 # Every family with a device-dependent formulation, at a small width that keeps its code paths
-# (SAN: 3x3 footprints so 64x64 inputs reach the last stage; the others: their default_cfg test_kwargs).
+# (SAN: 3x3 footprints so 64x64 inputs reach the last stage; the others: their default_cfg small_kwargs).
 FAMILIES = {
     "acmix_resnet26": {},
     "acmix_swin_tiny": {},
@@ -102,8 +102,8 @@ def _forms(net):
 def test_checkpoint_of_any_form_loads_into_every_other(name, tmp_path):
     """Save from each formulation, load into each other (create_model(pretrained=)): outputs equal."""
     cfg = convattn.get_model_cfg(name)
-    kwargs = dict(cfg["test_kwargs"], **FAMILIES[name])
-    size = (64, 64) if FAMILIES[name] else tuple(cfg["test_input_size"][1:])
+    kwargs = dict(cfg["small_kwargs"], **FAMILIES[name])
+    size = (64, 64) if FAMILIES[name] else tuple(cfg["small_input_size"][1:])
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)
     try:

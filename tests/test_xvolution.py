@@ -199,10 +199,10 @@ def test_network_switch_keeps_logits(name, attn, mode):
 
 def _check_network_switch(name, attn):
     cfg = convattn.get_model_cfg(name)
-    net = create_model(name, num_classes=10, attn=attn, **cfg["test_kwargs"])
+    net = create_model(name, num_classes=10, attn=attn, **cfg["small_kwargs"])
     _randomise_bn(net, 3)
     net.set_train(False)
-    x = Tensor(np.random.default_rng(4).normal(size=(2,) + tuple(cfg["test_input_size"])).astype(np.float32))
+    x = Tensor(np.random.default_rng(4).normal(size=(2,) + tuple(cfg["small_input_size"])).astype(np.float32))
     ref = net(x).asnumpy()                 # GRAPH mode: switch_to_deploy must make the compiled graph stale
     assert not is_deploy(net)
     net.switch_to_deploy()

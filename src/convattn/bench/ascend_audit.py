@@ -330,8 +330,8 @@ def audit_model(name: str, full_size: bool = False, batch: int = 2, num_classes:
     shapes, much faster to compile)."""
     from ..models import get_model_cfg
     cfg = get_model_cfg(name)
-    kwargs = {} if full_size else dict(cfg["test_kwargs"])
-    c, h, w = cfg["input_size"] if full_size else cfg["test_input_size"]
+    kwargs = {} if full_size else dict(cfg["small_kwargs"])
+    c, h, w = cfg["input_size"] if full_size else cfg["small_input_size"]
     x = ms.Tensor(np.random.default_rng(0).standard_normal((batch, c, h, w)).astype(np.float32))
     target = ms.Tensor(np.eye(num_classes, dtype=np.float32)[np.arange(batch) % num_classes])
     ms.set_seed(0)

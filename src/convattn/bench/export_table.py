@@ -1,6 +1,6 @@
 """Export every registered model (or those given) to MINDIR and ONNX and print the export table of export/README.md.
 
-    python scripts/export_table.py                      # test-size instances (cfg['test_kwargs'], cfg['test_input_size'])
+    python scripts/export_table.py                      # small instances (cfg['small_kwargs'], cfg['small_input_size'])
     python scripts/export_table.py --full van_b0        # the full architecture at its default input size
     python scripts/export_table.py --readme export/README.md   # also replace the table between its markers
     python scripts/export_table.py --full van_b0 van_b1 --readme export/README.md --marker export-table-full
@@ -56,8 +56,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             cfg = get_model_cfg(name)
-            kwargs = {} if args.full else dict(cfg["test_kwargs"])
-            size = tuple(cfg["input_size"] if args.full else cfg["test_input_size"])[1:]
+            kwargs = {} if args.full else dict(cfg["small_kwargs"])
+            size = tuple(cfg["input_size"] if args.full else cfg["small_input_size"])[1:]
             ckpt = os.path.join(tmp, f"{name}.ckpt")
             n_params = _perturbed_ckpt(name, kwargs, ckpt)
             by = {}

@@ -85,7 +85,7 @@ class BenchConfig(dict):
 def resolve_models(patterns: Sequence[str]) -> List[str]:
     """Expand names and shell wildcards against the registry (``name@deploy`` allowed); unknown names raise."""
     from ..models import list_models
-    from ..models.registry import _unknown_model
+    from ..models.registry import unknown_model_error
 
     out: List[str] = []
     for pat in patterns:
@@ -99,7 +99,7 @@ def resolve_models(patterns: Sequence[str]) -> List[str]:
             out += [m + (f"@{variant}" if variant else "") for m in matches]
         else:
             if not list_models(base):
-                raise _unknown_model(base)
+                raise unknown_model_error(base)
             out.append(pat)
     return list(dict.fromkeys(out))
 

@@ -52,8 +52,8 @@ def check(names) -> str:
         for name in names:
             cfg = get_model_cfg(name)
             extra = FAMILIES.get(name, {})
-            kwargs = dict(cfg["test_kwargs"], **extra)
-            size = (64, 64) if extra else tuple(cfg["test_input_size"][1:])
+            kwargs = dict(cfg["small_kwargs"], **extra)
+            size = (64, 64) if extra else tuple(cfg["small_input_size"][1:])
             x = ms.Tensor(np.random.default_rng(0).standard_normal((2, 3) + size).astype(np.float32))
             nets, seen = {}, {}
             for seed, t in enumerate(("Ascend", "CPU", "GPU")):

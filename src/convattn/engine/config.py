@@ -303,7 +303,7 @@ _OWN_KEYS = {"num_classes": "num_classes", "drop_path_rate": "drop_path_rate", "
 def _check_model(out: "Config") -> None:
     """``model`` is given and registered; ``model_kwargs`` are names its constructor accepts."""
     from ..models import get_model_cfg, list_models
-    from ..models.registry import _accepted_kwargs, model_entrypoint
+    from ..models.registry import accepted_kwargs, model_entrypoint
     if out.model is None:
         raise ConfigError("config key 'model' is required: set 'model: NAME' in the config file or pass --model NAME "
                           f"(one of convattn.list_models(), e.g. {', '.join(list_models()[:3])})")
@@ -318,7 +318,7 @@ def _check_model(out: "Config") -> None:
         if key in ("features_only", "out_indices"):
             raise ConfigError(f"config key 'model_kwargs': '{key}' builds a feature extractor, which cannot be "
                               "trained or evaluated as a classifier; remove it")
-    accepted = _accepted_kwargs(model_entrypoint(out.model))
+    accepted = accepted_kwargs(model_entrypoint(out.model))
     if accepted is not None:
         bad = sorted(k for k in out.model_kwargs if k not in accepted and k != "in_chans")
         if bad:

@@ -98,9 +98,9 @@ def effective_config(cfg: Config, data_cfg: dict, net) -> Config:
     out = Config(cfg)
     for key in ("image_size", "crop_pct", "interpolation", "mean", "std"):
         out[key] = list(data_cfg[key]) if isinstance(data_cfg[key], tuple) else data_cfg[key]
-    from ..models.registry import _accepted_kwargs, model_entrypoint
+    from ..models.registry import accepted_kwargs, model_entrypoint
     cells = [c for _, c in net.cells_and_names()]
-    accepted = _accepted_kwargs(model_entrypoint(cfg.model))  # a saved config must build again: only keys it takes
+    accepted = accepted_kwargs(model_entrypoint(cfg.model))  # a saved config must build again: only keys it takes
 
     def takes(key: str) -> bool:
         return accepted is None or key in accepted

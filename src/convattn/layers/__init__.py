@@ -1,6 +1,10 @@
 """Operators (MindSpore cells), one file per idea. Layers know no network."""
 from .drop_path import DropPath
 from .helpers import GELU, ChannelLayerNorm, check_nchw, conv_fan_out_normal, invalidate_graph_cache, subsample2d, to_2tuple
+from .init import trunc_normal, trunc_normal_dense
+from .norm import layer_norm
+from .mlp import Mlp
+from .patch_embed import PatchEmbed
 from .lka import LKA, LKAAttention
 from .window_gather import LocalWindowGather, reflect_pad_slices, set_export_safe
 from .fused_window import LocalAggregate, LocalCorrelate, fused_kernels_available, set_fused_kernels
@@ -15,6 +19,7 @@ from .xvolution import XVolution, is_deploy, pssa_directions, shift2d, switch_to
 
 __all__ = [
     "DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "invalidate_graph_cache", "subsample2d", "to_2tuple",
+    "trunc_normal", "trunc_normal_dense", "layer_norm", "Mlp", "PatchEmbed",
     "LKA", "LKAAttention",
     "LocalWindowGather", "reflect_pad_slices", "set_export_safe",
     "LocalAggregate", "LocalCorrelate", "fused_kernels_available", "set_fused_kernels",

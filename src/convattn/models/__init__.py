@@ -1,5 +1,6 @@
-"""Networks, one file per family, all registered in :mod:`convattn.models.registry`."""
-from .registry import create_model, get_model_cfg, is_model, list_models, model_cfg, register_model
+"""Networks, one file per family (blocks, network, variant table), registered through :mod:`.builder`."""
+from .builder import create_model
+from .registry import get_model_cfg, is_model, list_models, model_cfg, register_model
 from . import van  # noqa: F401  (VAN B0-B6)
 from . import resnet  # noqa: F401  (ResNet baselines and ACmix-ResNet)
 from . import swin  # noqa: F401  (Swin baselines and ACmix-Swin)

@@ -44,10 +44,11 @@ Parameter names: SAN's (``layer{i}.{k}.sam.conv1/2/3``, ``sam.conv_w.*``) plus `
 from typing import Optional
 
 from ..layers.acmix_san import ACmixSAM
-from .registry import IMAGENET_MEAN, IMAGENET_STD, model_cfg, register_model
-from .san import SAN, Bottleneck, _san, _variant
+from .builder import register_variants
+from .registry import IMAGENET_MEAN, IMAGENET_STD, model_cfg
+from .san import SAN, SAN_LAYERS, Bottleneck
 
-__all__ = ["ACmixBottleneck"]
+__all__ = ["ACmixBottleneck", "acmix_san"]
 
 _PAPER = "On the Integration of Self-Attention and Convolution (CVPR 2022, arXiv 2111.14556)"
 
@@ -59,8 +60,8 @@ def _cfg(top1=None, **kwargs):
         first_conv="conv_in", classifier="fc", paper=_PAPER, upstream="none (designed from the paper)",
         convert_rules="acmix", top1=top1,
         # every stage, both paths, half width, 3x3 footprints: 64 px leaves the last stage at 2x2 > reflect pad 1
-        test_kwargs={"layers": (1, 1, 1, 1, 1), "kernels": (3, 3, 3, 3, 3), "base_width": 32},
-        test_input_size=(3, 64, 64), **kwargs,
+        small_kwargs={"layers": (1, 1, 1, 1, 1), "kernels": (3, 3, 3, 3, 3), "base_width": 32},
+        small_input_size=(3, 64, 64), **kwargs,
     )
 
 
@@ -78,32 +79,18 @@ class ACmixBottleneck(Bottleneck):
     sam_cls = ACmixSAM
 
 
-def _acmix_san(depth: str, sa_type: str = "patchwise", head_dim: Optional[int] = None,
-               depthwise_conv: Optional[bool] = None, **kwargs) -> SAN:
-    args = dict(block=ACmixBottleneck, head_dim=head_dim, depthwise_conv=depthwise_conv)
-    args.update(kwargs)
-    return _san(depth, sa_type, **args)
+def acmix_san(head_dim: Optional[int] = None, depthwise_conv: Optional[bool] = None, **kwargs) -> SAN:
+    """:class:`~convattn.models.san.SAN` built with :class:`ACmixBottleneck` (``head_dim``, ``depthwise_conv``: the
+    conv path of :class:`~convattn.layers.acmix_san.ACmixSAM`)."""
+    kwargs.setdefault("block", ACmixBottleneck)
+    return SAN(head_dim=head_dim, depthwise_conv=depthwise_conv, **kwargs)
 
 
-@register_model
-@_variant
-def acmix_san10(sa_type: str = "patchwise", head_dim: Optional[int] = None, depthwise_conv: Optional[bool] = None,
-                **kwargs) -> SAN:
-    """ACmix-SAN10 (patchwise): 12.00 M params (README 12.1 M); layers (2, 1, 2, 4, 1)."""
-    return _acmix_san("san10", sa_type, head_dim, depthwise_conv, **kwargs)
+_K = (3, 7, 7, 7, 7)
+VARIANTS = {  # patchwise (sa_type='pairwise' works too); params: ours (README)
+    "acmix_san10": dict(sa_type="patchwise", layers=SAN_LAYERS["san10"], kernels=_K),  # 12.00 M (12.1 M)
+    "acmix_san15": dict(sa_type="patchwise", layers=SAN_LAYERS["san15"], kernels=_K),  # 16.41 M (16.6 M)
+    "acmix_san19": dict(sa_type="patchwise", layers=SAN_LAYERS["san19"], kernels=_K),  # 20.83 M (21.2 M)
+}
 
-
-@register_model
-@_variant
-def acmix_san15(sa_type: str = "patchwise", head_dim: Optional[int] = None, depthwise_conv: Optional[bool] = None,
-                **kwargs) -> SAN:
-    """ACmix-SAN15 (patchwise): 16.41 M params (README 16.6 M); layers (3, 2, 3, 5, 2)."""
-    return _acmix_san("san15", sa_type, head_dim, depthwise_conv, **kwargs)
-
-
-@register_model
-@_variant
-def acmix_san19(sa_type: str = "patchwise", head_dim: Optional[int] = None, depthwise_conv: Optional[bool] = None,
-                **kwargs) -> SAN:
-    """ACmix-SAN19 (patchwise): 20.83 M params (README 21.2 M); layers (3, 3, 4, 6, 3)."""
-    return _acmix_san("san19", sa_type, head_dim, depthwise_conv, **kwargs)
+register_variants(__name__, SAN, VARIANTS, default_cfgs, build=acmix_san)

@@ -13,11 +13,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 import mindspore as ms
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, nn, ops
 from mindspore.common import initializer as init
 
-from ..layers import GELU, DropPath, DynamicAttention, check_attention_args, check_nchw, to_2tuple
-from .registry import model_cfg, register_model
+from ..layers import DropPath, DynamicAttention, Mlp, PatchEmbed, check_attention_args, check_nchw, layer_norm, to_2tuple
+from .builder import check_out_indices, register_variants
+from .registry import model_cfg
 
 __all__ = ["VisionTransformer"]
 
@@ -30,7 +31,7 @@ def _cfg(top1=None, paper=_PAPER, upstream=_UPSTREAM, convert_rules="deit", **kw
     return model_cfg(
         crop_pct=0.875, interpolation="bicubic", first_conv="patch_embed.proj", classifier="head",
         paper=paper, upstream=upstream, convert_rules=convert_rules, top1=top1,
-        test_kwargs={"depth": 2, "embed_dim": 48, "img_size": 32}, test_input_size=(3, 32, 32), **kwargs,
+        small_kwargs={"depth": 2, "embed_dim": 48, "img_size": 32}, small_input_size=(3, 32, 32), **kwargs,
     )
 
 
@@ -45,47 +46,21 @@ default_cfgs = {
 }
 
 
-class Mlp(nn.Cell):
-    """fc1 -> GELU (exact) -> dropout -> fc2 -> dropout."""
-
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Dense(dim, hidden)
-        self.act = GELU()
-        self.fc2 = nn.Dense(hidden, dim)
-        self.drop = nn.Dropout(p=drop) if drop > 0 else nn.Identity()
-
-    def construct(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-
-
 class Block(nn.Cell):
     """Pre-norm Transformer block: x + DropPath(attn(LN(x))), then x + DropPath(mlp(LN(x)))."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop: float = 0.0,
                  attn_drop: float = 0.0, drop_path: float = 0.0, **attn_kwargs) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm((dim,), epsilon=1e-6)
+        self.norm1 = layer_norm(dim, 1e-6)
         self.attn = DynamicAttention(dim, num_heads, qkv_bias, attn_drop=attn_drop, proj_drop=drop, **attn_kwargs)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm((dim,), epsilon=1e-6)
+        self.norm2 = layer_norm(dim, 1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def construct(self, x):
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class PatchEmbed(nn.Cell):
-    """Non-overlapping patch x patch conv (with bias) -> tokens (B, N, C)."""
-
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size, pad_mode="valid", has_bias=True)
-
-    def construct(self, x):
-        x = self.proj(x)
-        return x.reshape(x.shape[0], x.shape[1], -1).transpose(0, 2, 1)
 
 
 class VisionTransformer(nn.Cell):
@@ -151,10 +126,7 @@ class VisionTransformer(nn.Cell):
         self.num_classes = num_classes
         self.num_features = self.embed_dim = embed_dim
         self.features_only = features_only
-        self.out_indices = tuple(range(depth) if out_indices is None else out_indices)
-        bad = [i for i in self.out_indices if not 0 <= i < depth]
-        if bad:
-            raise ValueError(f"out_indices {bad} out of range for {depth} blocks")
+        self.out_indices = check_out_indices(out_indices, depth, "blocks")
         self.attn_kind = attn
         self.rel_pos_embed = bool(rel_pos_embed)
 
@@ -171,7 +143,7 @@ class VisionTransformer(nn.Cell):
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i], **attn_kwargs)
             for i in range(depth)
         ])
-        self.norm = nn.LayerNorm((embed_dim,), epsilon=1e-6)
+        self.norm = layer_norm(embed_dim, 1e-6)
         self.feature_info = [{"num_chs": embed_dim, "reduction": patch_size, "module": f"blocks.{i}"}
                              for i in range(depth)]
         if not features_only and num_classes > 0:
@@ -235,71 +207,20 @@ class VisionTransformer(nn.Cell):
         return self.forward_head(self.forward_features(x))
 
 
-# name: (embed_dim, num_heads, attention options)
-_VARIANTS = {
-    "deit_tiny": (192, 3, {}),
-    "deit_small": (384, 6, {}),
-    "deit_tiny_relu": (192, 3, {"attn_act": "relu", "rel_pos_embed": True}),
-    "deit_small_relu": (384, 6, {"attn_act": "relu", "rel_pos_embed": True}),
-    "deit_tiny_dw": (192, 3, {"attn": "depthwise"}),
-    "deit_small_dw": (384, 6, {"attn": "depthwise"}),
+# DeiT's training default (main.py --drop-path 0.1) for Ti and S
+_DEIT = dict(patch_size=16, depth=12, mlp_ratio=4.0, qkv_bias=True, drop_path_rate=0.1)
+_TI = dict(embed_dim=192, num_heads=3, **_DEIT)
+_S = dict(embed_dim=384, num_heads=6, **_DEIT)
+VARIANTS = {
+    "deit_tiny": _TI,   # DeiT-Ti/16 at 224: 5.72 M params, softmax attention
+    "deit_small": _S,   # DeiT-S/16 at 224: 22.05 M params
+    # ReLU attention (normalisation: divide by the token count N) and a relative position embedding
+    # (rel_pos_embed=False: without it, the first version)
+    "deit_tiny_relu": dict(_TI, attn_act="relu", rel_pos_embed=True),
+    "deit_small_relu": dict(_S, attn_act="relu", rel_pos_embed=True),
+    # depth-wise self-attention (no value bank: 5.27 M / 20.28 M params)
+    "deit_tiny_dw": dict(_TI, attn="depthwise"),
+    "deit_small_dw": dict(_S, attn="depthwise"),
 }
 
-
-def _deit(variant: str, **kwargs) -> VisionTransformer:
-    embed_dim, num_heads, attn = _VARIANTS[variant]
-    # DeiT's training default (main.py --drop-path 0.1) for Ti and S
-    args = dict(patch_size=16, embed_dim=embed_dim, depth=12, num_heads=num_heads, mlp_ratio=4.0,
-                qkv_bias=True, drop_path_rate=0.1)
-    args.update(attn)
-    args.update(kwargs)
-    return VisionTransformer(**args)
-
-
-def _variant(fn):
-    fn.model_cls = VisionTransformer
-    return fn
-
-
-@register_model
-@_variant
-def deit_tiny(**kwargs) -> VisionTransformer:
-    """DeiT-Ti/16 at 224: 5.72 M params, softmax attention."""
-    return _deit("deit_tiny", **kwargs)
-
-
-@register_model
-@_variant
-def deit_small(**kwargs) -> VisionTransformer:
-    """DeiT-S/16 at 224: 22.05 M params, softmax attention."""
-    return _deit("deit_small", **kwargs)
-
-
-@register_model
-@_variant
-def deit_tiny_relu(**kwargs) -> VisionTransformer:
-    """DeiT-Ti with ReLU attention (normalisation: divide by the token count N) and a relative position embedding
-    (``rel_pos_embed=False``: without it, the first version)."""
-    return _deit("deit_tiny_relu", **kwargs)
-
-
-@register_model
-@_variant
-def deit_small_relu(**kwargs) -> VisionTransformer:
-    """DeiT-S with ReLU attention (normalisation: divide by the token count N) and a relative position embedding
-    (``rel_pos_embed=False``: without it, the first version)."""
-    return _deit("deit_small_relu", **kwargs)
-
-
-@register_model
-@_variant
-def deit_tiny_dw(**kwargs) -> VisionTransformer:
-    """DeiT-Ti with depth-wise self-attention (no value bank: 5.27 M params)."""
-    return _deit("deit_tiny_dw", **kwargs)
-
-
-@register_model
-@_variant
-def deit_small_dw(**kwargs) -> VisionTransformer:
-    """DeiT-S with depth-wise self-attention (no value bank: 20.28 M params)."""
-    return _deit("deit_small_dw", **kwargs)
+register_variants(__name__, VisionTransformer, VARIANTS, default_cfgs)

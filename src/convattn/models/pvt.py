@@ -38,18 +38,16 @@ Parameter counts (1000 classes): PVT-T 13.23 M, PVT-S 24.49 M (upstream); ACmix-
 The ACmix README prints 13 M / 25 M: ACmix-PVT-S is within 0.7 %; ACmix-PVT-T is 3 % above the rounded "13 M"
 because the PVT-T baseline itself has 13.2 M and any ACmix conv path adds >= 81*C weights per block (+0.17 M).
 """
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import numpy as np
-import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
-from mindspore.common import initializer as init
 
-from ..layers import GELU, DropPath, check_nchw, to_2tuple
+from ..layers import DropPath, Mlp, PatchEmbed, check_nchw, layer_norm, to_2tuple, trunc_normal, trunc_normal_dense
 from ..layers.acmix import ConvPathMixin
 from .base import StagedClassifier
-from .registry import model_cfg, register_model
-from .swin import trunc_normal
+from .builder import check_out_indices, register_variants
+from .registry import model_cfg
 
 __all__ = ["PyramidVisionTransformer", "Attention", "AttentionACmix", "Block"]
 
@@ -63,8 +61,8 @@ def _cfg(top1=None, acmix=False, **kwargs):
         paper=_ACMIX_PAPER if acmix else _PVT_PAPER,
         upstream=("not released by LeapLabTHU/ACmix; designed from the paper on whai362/PVT (see module docstring)"
                   if acmix else "whai362/PVT classification/pvt.py"),
-        convert_rules="acmix", top1=top1, test_kwargs={"img_size": 64, "depths": (1, 1, 1, 1)},
-        test_input_size=(3, 64, 64), **kwargs,
+        convert_rules="acmix", top1=top1, small_kwargs={"img_size": 64, "depths": (1, 1, 1, 1)},
+        small_input_size=(3, 64, 64), **kwargs,
     )
 
 
@@ -74,22 +72,6 @@ default_cfgs = {
     "acmix_pvt_tiny": _cfg(top1=78.0, acmix=True),
     "acmix_pvt_small": _cfg(top1=81.7, acmix=True),
 }
-
-
-def _ln(dim: int, eps: float) -> nn.LayerNorm:
-    return nn.LayerNorm((dim,), epsilon=eps)
-
-
-class Mlp(nn.Cell):
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Dense(dim, hidden, weight_init="zeros")  # trunc-normal set by the network
-        self.act = GELU()
-        self.fc2 = nn.Dense(hidden, dim, weight_init="zeros")
-        self.drop = nn.Dropout(p=drop) if drop > 0 else nn.Identity()
-
-    def construct(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class Attention(nn.Cell):
@@ -115,7 +97,7 @@ class Attention(nn.Cell):
         self.sr_ratio = sr_ratio
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio, pad_mode="valid", has_bias=True)
-            self.norm = _ln(dim, 1e-5)
+            self.norm = layer_norm(dim, 1e-5)
 
     def project(self, x):
         """Stage I: ``(q (B, N, C), kv (B, M, 2C))``, k/v from the spatially reduced tokens (M = N / sr^2)."""
@@ -206,31 +188,19 @@ class Block(nn.Cell):
                  sr_ratio: int = 1, acmix: bool = False, depthwise_conv: Optional[bool] = None, resolution=(14, 14),
                  n_cls: int = 0, acmix_kv: str = "shared") -> None:
         super().__init__()
-        self.norm1 = _ln(dim, 1e-6)
+        self.norm1 = layer_norm(dim, 1e-6)
         if acmix:
             self.attn = AttentionACmix(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop, sr_ratio, resolution, n_cls,
                                        depthwise_conv, acmix_kv)
         else:
             self.attn = Attention(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop, sr_ratio, resolution, n_cls)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = _ln(dim, 1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.norm2 = layer_norm(dim, 1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop, weight_init="zeros")  # trunc-normal: set by the network
 
     def construct(self, x):
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
-class PatchEmbed(nn.Cell):
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size, pad_mode="valid", has_bias=True)
-        self.norm = _ln(embed_dim, 1e-5)
-
-    def construct(self, x):
-        x = self.proj(x)
-        b, c = x.shape[0], x.shape[1]
-        return self.norm(ops.transpose(x.reshape(b, c, -1), (0, 2, 1)))
 
 
 class PyramidVisionTransformer(StagedClassifier, nn.Cell):
@@ -276,13 +246,14 @@ class PyramidVisionTransformer(StagedClassifier, nn.Cell):
         self.num_classes = num_classes
         self.stage_res = res
         self.features_only = features_only
-        self.out_indices = tuple(range(n) if out_indices is None else out_indices)
+        self.out_indices = check_out_indices(out_indices, n)
         dpr = np.linspace(0, drop_path_rate, sum(depths)).tolist()
         cur = 0
         self.feature_info = []
         for i in range(n):
             setattr(self, f"patch_embed{i + 1}", PatchEmbed(patch_size if i == 0 else 2,
-                                                            in_chans if i == 0 else embed_dims[i - 1], embed_dims[i]))
+                                                            in_chans if i == 0 else embed_dims[i - 1], embed_dims[i],
+                                                            norm_eps=1e-5))
             tokens = res[i][0] * res[i][1] + (1 if i == n - 1 else 0)
             setattr(self, f"pos_embed{i + 1}", Parameter(Tensor(trunc_normal((1, tokens, embed_dims[i]))),
                                                          name=f"pos_embed{i + 1}"))
@@ -294,7 +265,7 @@ class PyramidVisionTransformer(StagedClassifier, nn.Cell):
             self.feature_info.append({"num_chs": embed_dims[i], "reduction": patch_size * 2 ** i,
                                       "module": f"block{i + 1}"})
         self.pos_drop = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
-        self.norm = _ln(embed_dims[-1], 1e-6)
+        self.norm = layer_norm(embed_dims[-1], 1e-6)
         self.cls_token = Parameter(Tensor(trunc_normal((1, 1, embed_dims[-1]))), name="cls_token")
         self.num_features = embed_dims[-1]
         self.head = nn.Dense(embed_dims[-1], num_classes) if (num_classes > 0 and not features_only) else nn.Identity()
@@ -302,9 +273,7 @@ class PyramidVisionTransformer(StagedClassifier, nn.Cell):
                         getattr(self, f"block{i + 1}")) for i in range(n)]
         for _, cell in self.cells_and_names():
             if isinstance(cell, nn.Dense):
-                cell.weight.set_data(Tensor(trunc_normal(cell.weight.shape), cell.weight.dtype))
-                if cell.bias is not None:
-                    cell.bias.set_data(init.initializer(init.Zero(), cell.bias.shape, cell.bias.dtype))
+                trunc_normal_dense(cell)
 
     def check_input_size(self, h: int, w: int) -> None:
         """Raise ValueError unless ``h x w`` is the image size the model was built for (position embeddings
@@ -347,41 +316,14 @@ class PyramidVisionTransformer(StagedClassifier, nn.Cell):
         return feats
 
 
-def _variant(fn):
-    fn.model_cls = PyramidVisionTransformer
-    return fn
+_PVT = dict(patch_size=4, embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4),
+            qkv_bias=True, sr_ratios=(8, 4, 2, 1), drop_path_rate=0.1)
+VARIANTS = {
+    "pvt_tiny": dict(_PVT, depths=(2, 2, 2, 2)),                         # 13.23 M params
+    "pvt_small": dict(_PVT, depths=(3, 4, 6, 3)),                        # 24.49 M
+    # designed from the paper (upstream never released it): 13.40 M (README 13 M) / 24.83 M (README 25 M)
+    "acmix_pvt_tiny": dict(_PVT, depths=(2, 2, 2, 2), acmix=True),
+    "acmix_pvt_small": dict(_PVT, depths=(3, 4, 6, 3), acmix=True),
+}
 
-
-def _pvt(default_depths, acmix, **kwargs) -> PyramidVisionTransformer:
-    args = dict(patch_size=4, embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4),
-                qkv_bias=True, depths=default_depths, sr_ratios=(8, 4, 2, 1), drop_path_rate=0.1)
-    args.update(kwargs)
-    return PyramidVisionTransformer(acmix=acmix, **args)
-
-
-@register_model
-@_variant
-def pvt_tiny(**kwargs) -> PyramidVisionTransformer:
-    """PVT-Tiny (depths 2,2,2,2): 13.23 M params."""
-    return _pvt((2, 2, 2, 2), False, **kwargs)
-
-
-@register_model
-@_variant
-def pvt_small(**kwargs) -> PyramidVisionTransformer:
-    """PVT-Small (depths 3,4,6,3): 24.49 M params."""
-    return _pvt((3, 4, 6, 3), False, **kwargs)
-
-
-@register_model
-@_variant
-def acmix_pvt_tiny(**kwargs) -> PyramidVisionTransformer:
-    """ACmix-PVT-Tiny (designed from the paper; upstream never released it): 13.40 M params (README 13 M)."""
-    return _pvt((2, 2, 2, 2), True, **kwargs)
-
-
-@register_model
-@_variant
-def acmix_pvt_small(**kwargs) -> PyramidVisionTransformer:
-    """ACmix-PVT-Small (designed from the paper; upstream never released it): 24.83 M params (README 25 M)."""
-    return _pvt((3, 4, 6, 3), True, **kwargs)
+register_variants(__name__, PyramidVisionTransformer, VARIANTS, default_cfgs)

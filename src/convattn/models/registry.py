@@ -1,18 +1,19 @@
-"""Model registry: ``register_model``, ``create_model``, ``list_models`` (timm / mindcv style).
+"""Model registry: names -> factories and default configs (``register_model``, ``list_models``, ``get_model_cfg``).
 
-Each family module defines ``default_cfgs`` (one dict per model name, built with :func:`model_cfg`)
-*before* its ``@register_model`` factories, so the decorator can attach the config.
+Families register through :func:`convattn.models.builder.register_variants` (a variant table per family), which
+calls :func:`register_model` with each variant's config; :func:`convattn.models.builder.create_model` builds.
+A hand-written factory can still be registered with ``@register_model`` after its module's ``default_cfgs``.
 """
 import copy
 import difflib
 import fnmatch
 import inspect
 import sys
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
 __all__ = [
-    "model_cfg", "register_model", "create_model", "list_models", "is_model", "get_model_cfg",
-    "model_entrypoint", "IMAGENET_MEAN", "IMAGENET_STD",
+    "model_cfg", "register_model", "list_models", "is_model", "get_model_cfg", "model_entrypoint",
+    "accepted_kwargs", "unknown_model_error", "IMAGENET_MEAN", "IMAGENET_STD",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,9 +30,11 @@ def model_cfg(**kwargs) -> dict:
     ``crop_pct``, ``interpolation``, ``mean``, ``std``, ``first_conv``, ``classifier`` (parameter
     prefix of the head, dropped when the class count changes), ``paper``, ``upstream`` (official code),
     ``convert_rules`` (name of the weight-mapping rules in :mod:`convattn.convert.rules`) and
-    ``top1`` (ImageNet-1k top-1 the paper/upstream reports, or None), ``test_kwargs`` (architecture
-    overrides that make a small but structurally complete instance for fast tests, e.g. one block per
-    stage) and ``test_input_size`` (the smallest input those tests use).
+    ``top1`` (ImageNet-1k top-1 the paper/upstream reports, or None), ``small_kwargs`` (architecture
+    overrides that make a small but structurally complete instance -- every stage and every kind of block, e.g.
+    one block per stage -- used by the tests and by the tools that tabulate every model quickly: the Ascend audit,
+    ``scripts/export_table.py``, ``scripts/target_table.py``) and ``small_input_size`` (the smallest input such
+    an instance takes).
     """
     cfg = {
         "url": None,
@@ -47,8 +50,8 @@ def model_cfg(**kwargs) -> dict:
         "upstream": None,
         "convert_rules": None,
         "top1": None,
-        "test_kwargs": {},
-        "test_input_size": (3, 64, 64),
+        "small_kwargs": {},
+        "small_input_size": (3, 64, 64),
     }
     unknown = set(kwargs) - set(cfg)
     if unknown:
@@ -57,17 +60,20 @@ def model_cfg(**kwargs) -> dict:
     return cfg
 
 
-def register_model(fn: Callable) -> Callable:
-    """Register a model factory under its function name and attach ``default_cfgs[name]`` of its module."""
+def register_model(fn: Callable, cfg: Optional[dict] = None) -> Callable:
+    """Register a model factory under its function name with ``cfg`` (default: ``default_cfgs[name]`` of its
+    module, which must then be defined before the factory)."""
     name = fn.__name__
     if name in _entrypoints:
         raise ValueError(f"model '{name}' is registered twice ({_entrypoints[name].__module__} and {fn.__module__})")
     module = sys.modules[fn.__module__]
-    cfgs = getattr(module, "default_cfgs", {})
-    if name not in cfgs:
-        raise KeyError(f"{fn.__module__} registers '{name}' but defines no default_cfgs['{name}']")
+    if cfg is None:
+        cfgs = getattr(module, "default_cfgs", {})
+        if name not in cfgs:
+            raise KeyError(f"{fn.__module__} registers '{name}' but defines no default_cfgs['{name}']")
+        cfg = cfgs[name]
     _entrypoints[name] = fn
-    _default_cfgs[name] = cfgs[name]
+    _default_cfgs[name] = cfg
     exported = getattr(module, "__all__", None)
     if isinstance(exported, list) and name not in exported:
         exported.append(name)
@@ -86,7 +92,8 @@ def is_model(name: str) -> bool:
     return name in _entrypoints
 
 
-def _unknown_model(name: str) -> ValueError:
+def unknown_model_error(name: str) -> ValueError:
+    """The error for an unregistered ``name``, suggesting close registered names."""
     scored = sorted((-difflib.SequenceMatcher(None, name.lower(), n.lower()).ratio(), n) for n in _entrypoints)
     close = [n for score, n in scored if -score >= 0.6][:6]
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -95,91 +102,33 @@ def _unknown_model(name: str) -> ValueError:
 
 def model_entrypoint(name: str) -> Callable:
     if name not in _entrypoints:
-        raise _unknown_model(name)
+        raise unknown_model_error(name)
     return _entrypoints[name]
 
 
 def get_model_cfg(name: str) -> dict:
     """A copy of the registered default config of ``name``."""
     if name not in _default_cfgs:
-        raise _unknown_model(name)
+        raise unknown_model_error(name)
     return copy.deepcopy(_default_cfgs[name])
 
 
-def create_model(
-    name: str,
-    num_classes: int = 1000,
-    pretrained: Optional[str] = None,
-    in_chans: int = 3,
-    drop_path_rate: Optional[float] = None,
-    features_only: bool = False,
-    out_indices: Optional[Sequence[int]] = None,
-    target: Optional[str] = None,
-    **arch_kwargs,
-):
-    """Build a registered model.
-
-    Args:
-        name: a registered name (see :func:`list_models`).
-        num_classes: classifier size.
-        pretrained: path to a MindSpore ``.ckpt`` (e.g. written by ``python -m convattn.convert``). A
-            checkpoint whose classifier has another class count loads everything else and says so.
-        in_chans: input channels.
-        drop_path_rate: stochastic-depth rate; ``None`` keeps the model's official default.
-        features_only: return the stage feature maps (a tuple) instead of logits.
-        out_indices: which stages ``features_only`` returns (default: all).
-        target: ``'CPU'``, ``'GPU'`` or ``'Ascend'``: build the formulations that device runs (e.g. ACmix's
-            depth-wise conv path on Ascend; see :mod:`convattn.layers.targets` and the README's target table).
-            ``None``: the device MindSpore is set to. Any target builds and runs on any device (the forms are
-            numerically identical), so the Ascend form can be tested on CPU; ``model.target`` records it.
-            ``pretrained`` checkpoints of any form load into any other.
-        **arch_kwargs: architecture overrides, e.g. ``depths=(1, 1, 1, 1)``, ``embed_dims=...``.
-    """
-    from ..layers.targets import build_target, resolve_target
-
-    entry = model_entrypoint(name)
-    target = resolve_target(target)  # an unknown target fails here, with the valid ones
-    kwargs = dict(arch_kwargs)
-    kwargs["num_classes"] = num_classes
-    kwargs["in_chans"] = in_chans
-    if drop_path_rate is not None:
-        kwargs["drop_path_rate"] = drop_path_rate
-    if features_only:
-        kwargs["features_only"] = True
-        if out_indices is not None:
-            kwargs["out_indices"] = tuple(out_indices)
-    elif out_indices is not None:
-        raise ValueError("out_indices is only meaningful with features_only=True")
-    try:
-        with build_target(target):
-            model = entry(**kwargs)
-    except TypeError as exc:
-        accepted = _accepted_kwargs(entry)
-        bad = sorted(k for k in kwargs if accepted is not None and k not in accepted)
-        if bad:
-            raise TypeError(
-                f"{name} does not accept {bad}; accepted architecture arguments: {sorted(accepted)}"
-            ) from exc
-        raise
-    cfg = get_model_cfg(name)
-    cfg["num_classes"] = num_classes
-    cfg["architecture"] = name
-    model.default_cfg = cfg
-    model.target = target
-    if pretrained:
-        from .helpers import load_checkpoint
-
-        load_checkpoint(model, pretrained, classifier=cfg["classifier"])
-    return model
-
-
-def _accepted_kwargs(fn: Callable):
-    """Keyword names accepted by a factory (following ``**kwargs`` into the class it builds)."""
+def _keyword_names(fn: Callable) -> set:
     params = inspect.signature(fn).parameters
-    names = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and n != "self"}
+
+
+def accepted_kwargs(fn: Callable) -> Optional[set]:
+    """Keyword names a factory accepts, following ``**kwargs`` into the network class it builds (``fn.model_cls``)
+    and the family's build function (``fn.build``, see :func:`convattn.models.builder.register_variants`);
+    None when a factory takes ``**kwargs`` without saying where they go."""
+    names = _keyword_names(fn)
     target = getattr(fn, "model_cls", None)
     if target is not None:
         names |= {n for n in inspect.signature(target.__init__).parameters if n != "self"}
-    elif any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        build = getattr(fn, "build", None)
+        if build is not None and build is not target:
+            names |= _keyword_names(build)
+    elif any(p.kind == p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
         return None
     return names

@@ -29,9 +29,10 @@ from mindspore.common import initializer as init
 from ..layers import ACmix, check_nchw, conv_fan_out_normal
 from ..layers.acmix import ConvPathMixin
 from .base import StagedClassifier, check_min_input_size, reflect_padding, smallest_input_side
-from .registry import model_cfg, register_model
+from .builder import check_out_indices, register_variants
+from .registry import model_cfg
 
-__all__ = ["ResNet", "Bottleneck", "BasicBlock", "conv3x3_layer", "acmix_layer"]
+__all__ = ["ResNet", "Bottleneck", "BasicBlock", "conv3x3_layer", "acmix_layer", "acmix_resnet"]
 
 _RESNET_PAPER = "Deep Residual Learning for Image Recognition (arXiv 1512.03385), torchvision v1.5 layout"
 _ACMIX_PAPER = "On the Integration of Self-Attention and Convolution (arXiv 2111.14556, CVPR 2022)"
@@ -44,7 +45,7 @@ def _cfg(top1=None, acmix=False, **kwargs):
     return model_cfg(
         crop_pct=0.875, interpolation="bilinear", first_conv="conv1", classifier="fc",
         upstream=_ACMIX_UPSTREAM if acmix else _TV_UPSTREAM,
-        convert_rules="acmix", top1=top1, test_kwargs={"layers": (1, 1, 1, 1)}, test_input_size=(3, 64, 64),
+        convert_rules="acmix", top1=top1, small_kwargs={"layers": (1, 1, 1, 1)}, small_input_size=(3, 64, 64),
         **kwargs,
     )
 
@@ -171,10 +172,7 @@ class ResNet(StagedClassifier, nn.Cell):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.features_only = features_only
-        self.out_indices = tuple(range(4) if out_indices is None else out_indices)
-        bad = [i for i in self.out_indices if not 0 <= i < 4]
-        if bad:
-            raise ValueError(f"out_indices {bad} out of range for 4 stages")
+        self.out_indices = check_out_indices(out_indices, 4)
         self.inplanes = 64
         self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, pad_mode="pad", padding=3, has_bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -271,72 +269,24 @@ class ResNet(StagedClassifier, nn.Cell):
         return self.fc(ops.mean(x, axis=(2, 3)))
 
 
-_DEPTHS = {"26": (1, 2, 4, 1), "38": (2, 3, 5, 2), "50": (3, 4, 6, 3), "34": (3, 4, 6, 3)}
+def acmix_resnet(k_att: int = 7, head: int = 4, k_conv: int = 3, depthwise_conv: Optional[bool] = None,
+                 **kwargs) -> ResNet:
+    """:class:`ResNet` whose 3x3 convs are ``ACmix(width, width, k_att, head, k_conv, stride)`` (official code)."""
+    return ResNet(spatial_layer=acmix_layer(k_att, head, k_conv, depthwise_conv), **kwargs)
 
 
-def _resnet(depth: str, layers=None, **kwargs) -> ResNet:
-    return ResNet(layers=_DEPTHS[depth] if layers is None else layers, **kwargs)
+# blocks per stage (SAN / ACmix main.py; torchvision); params at 1000 classes
+VARIANTS = {
+    "resnet26": dict(layers=(1, 2, 4, 1)),                   # 13.70 M (SAN / ACmix baseline)
+    "resnet38": dict(layers=(2, 3, 5, 2)),                   # 19.61 M
+    "resnet50": dict(layers=(3, 4, 6, 3)),                   # 25.56 M (torchvision v1.5)
+    "resnet34": dict(layers=(3, 4, 6, 3), block="basic"),    # 21.80 M (torchvision BasicBlock)
+}
+ACMIX_VARIANTS = {  # official code; the README prints 10.6 / 14.6 / 18.6 M
+    "acmix_resnet26": dict(layers=(1, 2, 4, 1)),             # 10.49 M
+    "acmix_resnet38": dict(layers=(2, 3, 5, 2)),             # 14.41 M
+    "acmix_resnet50": dict(layers=(3, 4, 6, 3)),             # 18.33 M
+}
 
-
-def _acmix_resnet(depth: str, layers=None, k_att: int = 7, head: int = 4, k_conv: int = 3,
-                  depthwise_conv: Optional[bool] = None, **kwargs) -> ResNet:
-    return _resnet(depth, layers, spatial_layer=acmix_layer(k_att, head, k_conv, depthwise_conv), **kwargs)
-
-
-def _variant(fn):
-    fn.model_cls = ResNet
-    return fn
-
-
-def _acmix_variant(fn):
-    fn.model_cls = ResNet
-    return fn
-
-
-@register_model
-@_variant
-def resnet26(layers=None, **kwargs) -> ResNet:
-    """ResNet-26 (layers 1,2,4,1): 13.70 M params (SAN / ACmix baseline)."""
-    return _resnet("26", layers, **kwargs)
-
-
-@register_model
-@_variant
-def resnet38(layers=None, **kwargs) -> ResNet:
-    """ResNet-38 (layers 2,3,5,2): 19.61 M params."""
-    return _resnet("38", layers, **kwargs)
-
-
-@register_model
-@_variant
-def resnet50(layers=None, **kwargs) -> ResNet:
-    """ResNet-50 (layers 3,4,6,3): 25.56 M params (torchvision v1.5)."""
-    return _resnet("50", layers, **kwargs)
-
-
-@register_model
-@_acmix_variant
-def acmix_resnet26(layers=None, k_att: int = 7, head: int = 4, k_conv: int = 3, depthwise_conv=None, **kwargs) -> ResNet:
-    """ACmix-ResNet-26: 10.49 M params (official code; README 10.6 M)."""
-    return _acmix_resnet("26", layers, k_att, head, k_conv, depthwise_conv, **kwargs)
-
-
-@register_model
-@_acmix_variant
-def acmix_resnet38(layers=None, k_att: int = 7, head: int = 4, k_conv: int = 3, depthwise_conv=None, **kwargs) -> ResNet:
-    """ACmix-ResNet-38: 14.41 M params (official code; README 14.6 M)."""
-    return _acmix_resnet("38", layers, k_att, head, k_conv, depthwise_conv, **kwargs)
-
-
-@register_model
-@_acmix_variant
-def acmix_resnet50(layers=None, k_att: int = 7, head: int = 4, k_conv: int = 3, depthwise_conv=None, **kwargs) -> ResNet:
-    """ACmix-ResNet-50: 18.33 M params (official code; README 18.6 M)."""
-    return _acmix_resnet("50", layers, k_att, head, k_conv, depthwise_conv, **kwargs)
-
-
-@register_model
-@_variant
-def resnet34(layers=None, **kwargs) -> ResNet:
-    """ResNet-34 (BasicBlock, layers 3,4,6,3): 21.80 M params (torchvision)."""
-    return _resnet("34", layers, block="basic", **kwargs)
+register_variants(__name__, ResNet, VARIANTS, default_cfgs)
+register_variants(__name__, ResNet, ACMIX_VARIANTS, default_cfgs, build=acmix_resnet)

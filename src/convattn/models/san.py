@@ -15,9 +15,10 @@ from mindspore import nn, ops
 from ..layers import check_nchw
 from ..layers.san_attention import SAM, sa_type_name
 from .base import StagedClassifier, check_min_input_size, reflect_padding, smallest_input_side
-from .registry import IMAGENET_MEAN, IMAGENET_STD, model_cfg, register_model
+from .builder import check_out_indices, register_variants
+from .registry import IMAGENET_MEAN, IMAGENET_STD, model_cfg
 
-__all__ = ["SAN", "Bottleneck"]
+__all__ = ["SAN", "Bottleneck", "SAN_LAYERS"]
 
 _PAPER = "Exploring Self-attention for Image Recognition (CVPR 2020, arXiv 2004.13621)"
 _UPSTREAM = "hszhao/SAN@d88b022 model/san.py"
@@ -29,7 +30,7 @@ def _cfg(top1=None, **kwargs):
         mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875, interpolation="bilinear",
         first_conv="conv_in", classifier="fc", paper=_PAPER, upstream=_UPSTREAM, convert_rules="san", top1=top1,
         # one block per stage keeps every stage; 128 px leaves the last (k=7) stage at 4x4 > its reflect pad 3
-        test_kwargs={"layers": (1, 1, 1, 1, 1)}, test_input_size=(3, 128, 128), **kwargs,
+        small_kwargs={"layers": (1, 1, 1, 1, 1)}, small_input_size=(3, 128, 128), **kwargs,
     )
 
 
@@ -126,10 +127,7 @@ class SAN(StagedClassifier, nn.Cell):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.features_only = features_only
-        self.out_indices = tuple(range(5) if out_indices is None else out_indices)
-        bad = [i for i in self.out_indices if not 0 <= i < 5]
-        if bad:
-            raise ValueError(f"out_indices {bad} out of range for 5 stages")
+        self.out_indices = check_out_indices(out_indices, 5)
         sam_kwargs = dict(relation=relation, mapping=mapping, position_encoding=position_encoding, **block_kwargs)
 
         self.conv_in = _conv1x1(in_chans, base_width)
@@ -183,57 +181,16 @@ class SAN(StagedClassifier, nn.Cell):
         return self.fc(ops.mean(x, axis=(2, 3)))
 
 
-_LAYERS = {"san10": (2, 1, 2, 4, 1), "san15": (3, 2, 3, 5, 2), "san19": (3, 3, 4, 6, 3)}
+# bottlenecks per stage of SAN10 / 15 / 19 (official kernels (3, 7, 7, 7, 7)); public so ACmix-SAN reuses them
+SAN_LAYERS = {"san10": (2, 1, 2, 4, 1), "san15": (3, 2, 3, 5, 2), "san19": (3, 3, 4, 6, 3)}
+_K = (3, 7, 7, 7, 7)
+VARIANTS = {
+    "san10_pairwise": dict(sa_type="pairwise", layers=SAN_LAYERS["san10"], kernels=_K),    # 10.53 M params
+    "san15_pairwise": dict(sa_type="pairwise", layers=SAN_LAYERS["san15"], kernels=_K),    # 14.07 M
+    "san19_pairwise": dict(sa_type="pairwise", layers=SAN_LAYERS["san19"], kernels=_K),    # 17.60 M
+    "san10_patchwise": dict(sa_type="patchwise", layers=SAN_LAYERS["san10"], kernels=_K),  # 11.84 M
+    "san15_patchwise": dict(sa_type="patchwise", layers=SAN_LAYERS["san15"], kernels=_K),  # 16.18 M
+    "san19_patchwise": dict(sa_type="patchwise", layers=SAN_LAYERS["san19"], kernels=_K),  # 20.52 M
+}
 
-
-def _san(depth: str, sa_type: str, **kwargs) -> SAN:
-    args = dict(sa_type=sa_type, layers=_LAYERS[depth], kernels=(3, 7, 7, 7, 7))
-    args.update(kwargs)
-    return SAN(**args)
-
-
-def _variant(fn):
-    fn.model_cls = SAN  # lets create_model list the accepted architecture arguments
-    return fn
-
-
-@register_model
-@_variant
-def san10_pairwise(**kwargs) -> SAN:
-    """SAN10 pairwise: 10.53 M params; layers (2, 1, 2, 4, 1)."""
-    return _san("san10", "pairwise", **kwargs)
-
-
-@register_model
-@_variant
-def san15_pairwise(**kwargs) -> SAN:
-    """SAN15 pairwise: 14.07 M params; layers (3, 2, 3, 5, 2)."""
-    return _san("san15", "pairwise", **kwargs)
-
-
-@register_model
-@_variant
-def san19_pairwise(**kwargs) -> SAN:
-    """SAN19 pairwise: 17.60 M params; layers (3, 3, 4, 6, 3)."""
-    return _san("san19", "pairwise", **kwargs)
-
-
-@register_model
-@_variant
-def san10_patchwise(**kwargs) -> SAN:
-    """SAN10 patchwise: 11.84 M params; layers (2, 1, 2, 4, 1)."""
-    return _san("san10", "patchwise", **kwargs)
-
-
-@register_model
-@_variant
-def san15_patchwise(**kwargs) -> SAN:
-    """SAN15 patchwise: 16.18 M params; layers (3, 2, 3, 5, 2)."""
-    return _san("san15", "patchwise", **kwargs)
-
-
-@register_model
-@_variant
-def san19_patchwise(**kwargs) -> SAN:
-    """SAN19 patchwise: 20.52 M params; layers (3, 3, 4, 6, 3)."""
-    return _san("san19", "patchwise", **kwargs)
+register_variants(__name__, SAN, VARIANTS, default_cfgs)

@@ -22,17 +22,16 @@ counts 28.65 M / 50.35 M (its ``__main__`` prints trainable parameters), so the 
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
-import mindspore as ms
 from mindspore import Tensor, nn, ops
-from mindspore.common import initializer as init
 
-from ..layers import GELU, DropPath, check_nchw, to_2tuple
+from ..layers import DropPath, Mlp, PatchEmbed, check_nchw, layer_norm, to_2tuple, trunc_normal, trunc_normal_dense
 from ..layers.dynamic_attention import build_attention_core, check_attention_args
 from ..layers.window_attention import WindowAttention, WindowAttentionACmix, cyclic_shift, shifted_window_mask
 from .base import StagedClassifier
-from .registry import model_cfg, register_model
+from .builder import check_out_indices, register_variants
+from .registry import model_cfg
 
-__all__ = ["SwinTransformer", "SwinTransformerBlock", "BasicLayer", "PatchMerging", "PatchEmbed"]
+__all__ = ["SwinTransformer", "SwinTransformerBlock", "BasicLayer", "PatchMerging"]
 
 _SWIN_PAPER = "Swin Transformer: Hierarchical Vision Transformer using Shifted Windows (arXiv 2103.14030)"
 _ACMIX_PAPER = "On the Integration of Self-Attention and Convolution (arXiv 2111.14556, CVPR 2022)"
@@ -45,9 +44,9 @@ def _cfg(top1=None, acmix=False, **kwargs):
         upstream=("LeapLabTHU/ACmix@81dddb6 Swin-Transformer/models/swin_transformer_acmix.py" if acmix
                   else "microsoft/Swin-Transformer models/swin_transformer.py"),
         convert_rules="acmix_swin", top1=top1,
-        test_kwargs={"img_size": 64, "embed_dim": 16, "depths": (2, 2, 1, 1), "num_heads": (1, 2, 2, 4),
+        small_kwargs={"img_size": 64, "embed_dim": 16, "depths": (2, 2, 1, 1), "num_heads": (1, 2, 2, 4),
                      "window_size": 4},
-        test_input_size=(3, 64, 64), **kwargs,
+        small_input_size=(3, 64, 64), **kwargs,
     )
 
 
@@ -57,34 +56,6 @@ default_cfgs = {
     "acmix_swin_tiny": _cfg(top1=81.9, acmix=True),
     "acmix_swin_small": _cfg(top1=83.5, acmix=True),
 }
-
-
-def trunc_normal(shape, std: float = 0.02, bound: float = 2.0) -> np.ndarray:
-    """timm ``trunc_normal_(std=std)`` (cut at the absolute values +-bound) drawn with numpy: MindSpore's
-    ``TruncatedNormal`` goes through scipy and takes seconds per million values."""
-    rng = np.random.default_rng(np.random.randint(2 ** 31))  # follows np.random.seed
-    x = rng.standard_normal(tuple(shape), dtype=np.float32) * np.float32(std)
-    out = np.abs(x) > bound
-    while out.any():
-        x[out] = rng.standard_normal(int(out.sum()), dtype=np.float32) * np.float32(std)
-        out = np.abs(x) > bound
-    return x
-
-
-def _layer_norm(dim: int) -> nn.LayerNorm:
-    return nn.LayerNorm((dim,), epsilon=1e-5)  # PyTorch default eps (MindSpore's is 1e-7)
-
-
-class Mlp(nn.Cell):
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Dense(dim, hidden, weight_init="zeros")  # weights: trunc-normal in SwinTransformer._init_weights
-        self.act = GELU()
-        self.fc2 = nn.Dense(hidden, dim, weight_init="zeros")
-        self.drop = nn.Dropout(p=drop) if drop > 0 else nn.Identity()
-
-    def construct(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class SwinTransformerBlock(nn.Cell):
@@ -111,7 +82,7 @@ class SwinTransformerBlock(nn.Cell):
                              f"size whose stage maps are multiples of the window size")
         self.window_size = window_size
         self.shift_size = shift_size
-        self.norm1 = _layer_norm(dim)
+        self.norm1 = layer_norm(dim)
         if acmix:
             self.attn = WindowAttentionACmix(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop,
                                              depthwise_conv=depthwise_conv)
@@ -120,8 +91,8 @@ class SwinTransformerBlock(nn.Cell):
                     if attn_cfg else None)  # attn_cfg: the dynamic-convolution attention options (SwinTransformer)
             self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop, core=core)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = _layer_norm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.norm2 = layer_norm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop, weight_init="zeros")  # trunc-normal: _init_weights
         self.attn_mask = Tensor(shifted_window_mask(h, w, window_size, shift_size)) if shift_size > 0 else None
 
     def construct(self, x):
@@ -149,7 +120,7 @@ class PatchMerging(nn.Cell):
             raise ValueError(f"PatchMerging needs an even map, got {h}x{w}")
         self.input_resolution = tuple(input_resolution)
         self.reduction = nn.Dense(4 * dim, 2 * dim, has_bias=False, weight_init="zeros")
-        self.norm = _layer_norm(4 * dim)
+        self.norm = layer_norm(4 * dim)
 
     def construct(self, x):
         h, w = self.input_resolution
@@ -188,33 +159,6 @@ class BasicLayer(nn.Cell):
         if self.has_downsample:
             x = self.downsample(x)
         return x
-
-
-class PatchEmbed(nn.Cell):
-    """``patch x patch`` strided conv (bias) -> tokens ``(B, H/p * W/p, C)`` -> optional LayerNorm."""
-
-    def __init__(self, img_size, patch_size: int, in_chans: int, embed_dim: int, patch_norm: bool = True) -> None:
-        super().__init__()
-        self.img_size = to_2tuple(img_size)
-        self.patches_resolution = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
-        self.in_chans = in_chans
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size, pad_mode="valid", has_bias=True)
-        self.norm = _layer_norm(embed_dim) if patch_norm else nn.Identity()
-
-    def check_input_size(self, h: int, w: int) -> None:
-        """Raise ValueError unless ``h x w`` is the image size the model was built for (windows, relative
-        position tables and attention masks are fixed at construction)."""
-        if h != self.img_size[0] or w != self.img_size[1]:
-            raise ValueError(f"Swin was built for {self.img_size[0]}x{self.img_size[1]} images, got "
-                             f"{h}x{w}; resize the input or build the model with img_size={(h, w)}")
-
-    def construct(self, x):
-        x = check_nchw(x, self.in_chans, "Swin")
-        self.check_input_size(x.shape[2], x.shape[3])
-        x = self.proj(x)
-        b, c = x.shape[0], x.shape[1]
-        x = ops.transpose(x.reshape(b, c, -1), (0, 2, 1))
-        return self.norm(x)
 
 
 def _check_sizes(img_size, patch_size: int, window_size: int, num_stages: int) -> None:
@@ -278,13 +222,12 @@ class SwinTransformer(StagedClassifier, nn.Cell):
                             rel_pos=rel_pos)
         self.num_classes = num_classes
         self.features_only = features_only
-        self.out_indices = tuple(range(self.num_layers) if out_indices is None else out_indices)
-        bad = [i for i in self.out_indices if not 0 <= i < self.num_layers]
-        if bad:
-            raise ValueError(f"out_indices {bad} out of range for {self.num_layers} stages")
+        self.out_indices = check_out_indices(out_indices, self.num_layers)
         self.num_features = int(embed_dim * 2 ** (self.num_layers - 1))
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, patch_norm)
-        res = self.patch_embed.patches_resolution
+        self.img_size = to_2tuple(img_size)
+        self.in_chans = in_chans
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, norm_eps=1e-5 if patch_norm else None)
+        res = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         self.pos_drop = nn.Dropout(p=drop_rate) if drop_rate > 0 else nn.Identity()
         dpr = np.linspace(0, drop_path_rate, sum(depths)).tolist()
         layers = []
@@ -300,7 +243,7 @@ class SwinTransformer(StagedClassifier, nn.Cell):
             self.feature_info.append({"num_chs": int(embed_dim * 2 ** i), "reduction": patch_size * 2 ** i,
                                       "module": f"layers.{i}"})
         self.layers = nn.CellList(layers)
-        self.norm = _layer_norm(self.num_features)
+        self.norm = layer_norm(self.num_features)
         if not features_only and num_classes > 0:
             self.head = nn.Dense(self.num_features, num_classes)
         else:
@@ -312,20 +255,26 @@ class SwinTransformer(StagedClassifier, nn.Cell):
         # keep their defaults (the ACmix dep_conv its shift kernels)
         for _, cell in self.cells_and_names():
             if isinstance(cell, nn.Dense):
-                cell.weight.set_data(Tensor(trunc_normal(cell.weight.shape), cell.weight.dtype))
-                if cell.bias is not None:
-                    cell.bias.set_data(init.initializer(init.Zero(), cell.bias.shape, cell.bias.dtype))
+                trunc_normal_dense(cell)
             elif isinstance(cell, WindowAttention):
                 t = cell.relative_position_bias_table
                 t.set_data(Tensor(trunc_normal(t.shape), t.dtype))
 
     def check_input_size(self, h: int, w: int) -> None:
-        """Raise ValueError for an image size the model cannot take (it is built for one size); the exporter
-        calls this before writing anything."""
-        self.patch_embed.check_input_size(h, w)
+        """Raise ValueError unless ``h x w`` is the image size the model was built for (windows, relative
+        position tables and attention masks are fixed at construction); the exporter calls this before writing
+        anything."""
+        if h != self.img_size[0] or w != self.img_size[1]:
+            raise ValueError(f"Swin was built for {self.img_size[0]}x{self.img_size[1]} images, got "
+                             f"{h}x{w}; resize the input or build the model with img_size={(h, w)}")
+
+    def _embed(self, x):
+        x = check_nchw(x, self.in_chans, "Swin")
+        self.check_input_size(x.shape[2], x.shape[3])
+        return self.pos_drop(self.patch_embed(x))
 
     def forward_stages(self, x) -> Tuple:
-        x = self.pos_drop(self.patch_embed(x))
+        x = self._embed(x)
         outs = ()
         for i, layer in enumerate(self.layers):
             x = layer.forward_blocks(x)
@@ -337,7 +286,7 @@ class SwinTransformer(StagedClassifier, nn.Cell):
         return outs, x
 
     def forward_features(self, x):
-        x = self.pos_drop(self.patch_embed(x))
+        x = self._embed(x)
         for layer in self.layers:
             x = layer(x)
         return self.norm(x)  # (B, L, C)
@@ -350,42 +299,13 @@ class SwinTransformer(StagedClassifier, nn.Cell):
         return feats
 
 
-def _variant(fn):
-    fn.model_cls = SwinTransformer
-    return fn
+_TINY = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.2)
+_SMALL = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.3)
+VARIANTS = {
+    "swin_tiny": _TINY,                            # 28.29 M params
+    "swin_small": _SMALL,                          # 49.61 M
+    "acmix_swin_tiny": dict(_TINY, acmix=True),    # 28.65 M (official code; README 30 M)
+    "acmix_swin_small": dict(_SMALL, acmix=True),  # 50.35 M (official code; README 51 M)
+}
 
-
-@register_model
-@_variant
-def swin_tiny(**kwargs) -> SwinTransformer:
-    """Swin-T (embed 96, depths 2,2,6,2, heads 3,6,12,24, window 7): 28.29 M params; drop path 0.2."""
-    args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.2)
-    args.update(kwargs)
-    return SwinTransformer(**args)
-
-
-@register_model
-@_variant
-def swin_small(**kwargs) -> SwinTransformer:
-    """Swin-S (embed 96, depths 2,2,18,2): 49.61 M params; drop path 0.3."""
-    args = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.3)
-    args.update(kwargs)
-    return SwinTransformer(**args)
-
-
-@register_model
-@_variant
-def acmix_swin_tiny(**kwargs) -> SwinTransformer:
-    """ACmix-Swin-T: 28.65 M params (official code; README 30 M); drop path 0.2."""
-    args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.2)
-    args.update(kwargs)
-    return SwinTransformer(acmix=True, **args)
-
-
-@register_model
-@_variant
-def acmix_swin_small(**kwargs) -> SwinTransformer:
-    """ACmix-Swin-S: 50.35 M params (official code; README 51 M); drop path 0.3."""
-    args = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.3)
-    args.update(kwargs)
-    return SwinTransformer(acmix=True, **args)
+register_variants(__name__, SwinTransformer, VARIANTS, default_cfgs)

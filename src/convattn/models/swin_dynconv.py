@@ -10,7 +10,8 @@ attention core inside each window changes (:mod:`convattn.layers.dynamic_attenti
   shifted windows) are averaged into one and multiplied element-wise with the query, plus sum_j p_ij k_j.
   No value bank: each block's projection is ``attn.qk`` (2C outputs).
 """
-from .registry import model_cfg, register_model
+from .builder import register_variants
+from .registry import model_cfg
 from .swin import SwinTransformer
 
 __all__ = []
@@ -22,37 +23,21 @@ def _cfg(**kwargs):
     return model_cfg(
         crop_pct=0.875, interpolation="bicubic", first_conv="patch_embed.proj", classifier="head", paper=_PAPER,
         upstream=None, convert_rules="acmix_swin", top1=None,
-        test_kwargs={"img_size": 64, "embed_dim": 16, "depths": (2, 2, 1, 1), "num_heads": (1, 2, 2, 4),
+        small_kwargs={"img_size": 64, "embed_dim": 16, "depths": (2, 2, 1, 1), "num_heads": (1, 2, 2, 4),
                      "window_size": 4},
-        test_input_size=(3, 64, 64), **kwargs,
+        small_input_size=(3, 64, 64), **kwargs,
     )
 
 
 default_cfgs = {"swin_tiny_relu": _cfg(), "swin_tiny_dw": _cfg()}
 
 
-def _swin_tiny(**kwargs) -> SwinTransformer:
-    args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.2)
-    args.update(kwargs)
-    return SwinTransformer(**args)
+_SWIN_T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.2)
+VARIANTS = {
+    # ReLU window attention (default normalisation: divide by the window's token count); 28.29 M params
+    "swin_tiny_relu": dict(_SWIN_T, attn_act="relu"),
+    # depth-wise window self-attention (no value bank)
+    "swin_tiny_dw": dict(_SWIN_T, attn="depthwise"),
+}
 
-
-def _variant(fn):
-    fn.model_cls = SwinTransformer
-    return fn
-
-
-@register_model
-@_variant
-def swin_tiny_relu(**kwargs) -> SwinTransformer:
-    """Swin-T with ReLU window attention (default normalisation: divide by the window's token count); 28.29 M."""
-    kwargs.setdefault("attn_act", "relu")
-    return _swin_tiny(**kwargs)
-
-
-@register_model
-@_variant
-def swin_tiny_dw(**kwargs) -> SwinTransformer:
-    """Swin-T with depth-wise window self-attention (no value bank)."""
-    kwargs.setdefault("attn", "depthwise")
-    return _swin_tiny(**kwargs)
+register_variants(__name__, SwinTransformer, VARIANTS, default_cfgs)

@@ -14,7 +14,8 @@ from mindspore.common import initializer as init
 
 from ..layers import GELU, ChannelLayerNorm, DropPath, LKAAttention, check_nchw, conv_fan_out_normal
 from .base import StagedClassifier
-from .registry import model_cfg, register_model
+from .builder import check_out_indices, register_variants
+from .registry import model_cfg
 
 __all__ = ["VAN"]
 
@@ -27,7 +28,7 @@ def _cfg(top1=None, **kwargs):
     return model_cfg(
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.9, interpolation="bicubic",
         first_conv="patch_embed1.proj", classifier="head", paper=_PAPER, upstream=_UPSTREAM,
-        convert_rules="van", top1=top1, test_kwargs={"depths": (1, 1, 1, 1)}, **kwargs,
+        convert_rules="van", top1=top1, small_kwargs={"depths": (1, 1, 1, 1)}, **kwargs,
     )
 
 
@@ -147,10 +148,7 @@ class VAN(StagedClassifier, nn.Cell):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.features_only = features_only
-        self.out_indices = tuple(range(self.num_stages) if out_indices is None else out_indices)
-        bad = [i for i in self.out_indices if not 0 <= i < self.num_stages]
-        if bad:
-            raise ValueError(f"out_indices {bad} out of range for {self.num_stages} stages")
+        self.out_indices = check_out_indices(out_indices, self.num_stages)
         dpr = np.linspace(0, drop_path_rate, sum(depths)).tolist()
         cur = 0
         self.feature_info = []
@@ -202,74 +200,23 @@ class VAN(StagedClassifier, nn.Cell):
         return self.head(x)
 
 
-# name: (embed_dims, depths, official drop_path_rate); mlp_ratios are (8, 8, 4, 4) for every variant.
-_VARIANTS = {
-    "van_b0": ((32, 64, 160, 256), (3, 3, 5, 2), 0.1),
-    "van_b1": ((64, 128, 320, 512), (2, 2, 4, 2), 0.1),
-    "van_b2": ((64, 128, 320, 512), (3, 3, 12, 3), 0.1),
-    "van_b3": ((64, 128, 320, 512), (3, 5, 27, 3), 0.2),
-    "van_b4": ((64, 128, 320, 512), (3, 6, 40, 3), 0.2),
-    "van_b5": ((96, 192, 480, 768), (3, 3, 24, 3), 0.2),
-    "van_b6": ((96, 192, 384, 768), (6, 6, 90, 6), 0.3),
+# name: architecture arguments (official drop_path_rate; mlp_ratios (8, 8, 4, 4) for every variant) and params.
+_MLP = {"mlp_ratios": (8, 8, 4, 4)}
+VARIANTS = {
+    # formerly van_tiny: 4.11 M params
+    "van_b0": dict(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2), drop_path_rate=0.1, **_MLP),
+    # formerly van_small: 13.86 M
+    "van_b1": dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2), drop_path_rate=0.1, **_MLP),
+    # formerly van_base: 26.58 M
+    "van_b2": dict(embed_dims=(64, 128, 320, 512), depths=(3, 3, 12, 3), drop_path_rate=0.1, **_MLP),
+    # formerly van_large: 44.77 M
+    "van_b3": dict(embed_dims=(64, 128, 320, 512), depths=(3, 5, 27, 3), drop_path_rate=0.2, **_MLP),
+    # 60.28 M; drop path 0.2 (mmpretrain and the official fine-tune scripts)
+    "van_b4": dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3), drop_path_rate=0.2, **_MLP),
+    # 89.97 M
+    "van_b5": dict(embed_dims=(96, 192, 480, 768), depths=(3, 3, 24, 3), drop_path_rate=0.2, **_MLP),
+    # 199.83 M (stage-3 width 384, as the official code and VAN-Segmentation)
+    "van_b6": dict(embed_dims=(96, 192, 384, 768), depths=(6, 6, 90, 6), drop_path_rate=0.3, **_MLP),
 }
 
-
-def _van(variant: str, **kwargs) -> VAN:
-    embed_dims, depths, drop_path_rate = _VARIANTS[variant]
-    args = dict(embed_dims=embed_dims, depths=depths, mlp_ratios=(8, 8, 4, 4), drop_path_rate=drop_path_rate)
-    args.update(kwargs)
-    return VAN(**args)
-
-
-def _variant(fn):
-    fn.model_cls = VAN  # lets create_model list the accepted architecture arguments
-    return fn
-
-
-@register_model
-@_variant
-def van_b0(**kwargs) -> VAN:
-    """VAN-B0 (formerly van_tiny): 4.11 M params; official drop path 0.1."""
-    return _van("van_b0", **kwargs)
-
-
-@register_model
-@_variant
-def van_b1(**kwargs) -> VAN:
-    """VAN-B1 (formerly van_small): 13.86 M params; official drop path 0.1."""
-    return _van("van_b1", **kwargs)
-
-
-@register_model
-@_variant
-def van_b2(**kwargs) -> VAN:
-    """VAN-B2 (formerly van_base): 26.58 M params; official drop path 0.1."""
-    return _van("van_b2", **kwargs)
-
-
-@register_model
-@_variant
-def van_b3(**kwargs) -> VAN:
-    """VAN-B3 (formerly van_large): 44.77 M params; official drop path 0.2."""
-    return _van("van_b3", **kwargs)
-
-
-@register_model
-@_variant
-def van_b4(**kwargs) -> VAN:
-    """VAN-B4: 60.28 M params; drop path 0.2 (mmpretrain and the official fine-tune scripts)."""
-    return _van("van_b4", **kwargs)
-
-
-@register_model
-@_variant
-def van_b5(**kwargs) -> VAN:
-    """VAN-B5: 89.97 M params; drop path 0.2."""
-    return _van("van_b5", **kwargs)
-
-
-@register_model
-@_variant
-def van_b6(**kwargs) -> VAN:
-    """VAN-B6: 199.83 M params (stage-3 width 384, as the official code and VAN-Segmentation); drop path 0.3."""
-    return _van("van_b6", **kwargs)
+register_variants(__name__, VAN, VARIANTS, default_cfgs)

@@ -15,7 +15,8 @@ from typing import Optional, Sequence, Tuple, Union
 from mindspore import nn
 
 from ..layers import XVolution, invalidate_graph_cache
-from .registry import model_cfg, register_model
+from .builder import register_variants
+from .registry import model_cfg
 from .resnet import ResNet, conv3x3_layer
 
 __all__ = ["XVolutionResNet", "xvolution_layer"]
@@ -26,7 +27,7 @@ _PAPER = "X-volution: On the Unification of Convolution and Self-attention (arXi
 def _cfg(**kwargs):
     return model_cfg(
         crop_pct=0.875, interpolation="bilinear", first_conv="conv1", classifier="fc", paper=_PAPER, upstream=None,
-        convert_rules=None, top1=None, test_kwargs={"layers": (1, 1, 1, 1)}, test_input_size=(3, 64, 64), **kwargs,
+        convert_rules=None, top1=None, small_kwargs={"layers": (1, 1, 1, 1)}, small_input_size=(3, 64, 64), **kwargs,
     )
 
 
@@ -107,22 +108,11 @@ class XVolutionResNet(ResNet):
         return super().set_train(mode)
 
 
-def _variant(fn):
-    fn.model_cls = XVolutionResNet
-    return fn
+VARIANTS = {
+    # ResNet-34 (BasicBlock) with X-volution in stage 3 (both 3x3 convs of each block)
+    "xvolution_resnet34": dict(layers=(3, 4, 6, 3), block="basic", xvol_stages=(3,), attn="pssa"),
+    # ResNet-50 (torchvision v1.5 Bottleneck) with X-volution as the 3x3 conv of every stage-3 block
+    "xvolution_resnet50": dict(layers=(3, 4, 6, 3), block="bottleneck", xvol_stages=(3,), attn="pssa"),
+}
 
-
-@register_model
-@_variant
-def xvolution_resnet34(layers=None, xvol_stages=(3,), attn: str = "pssa", **kwargs) -> XVolutionResNet:
-    """ResNet-34 (BasicBlock) with X-volution in stage 3 (both 3x3 convs of each block)."""
-    return XVolutionResNet(layers=(3, 4, 6, 3) if layers is None else layers, block="basic",
-                           xvol_stages=xvol_stages, attn=attn, **kwargs)
-
-
-@register_model
-@_variant
-def xvolution_resnet50(layers=None, xvol_stages=(3,), attn: str = "pssa", **kwargs) -> XVolutionResNet:
-    """ResNet-50 (torchvision v1.5 Bottleneck) with X-volution as the 3x3 conv of every stage-3 block."""
-    return XVolutionResNet(layers=(3, 4, 6, 3) if layers is None else layers, block="bottleneck",
-                           xvol_stages=xvol_stages, attn=attn, **kwargs)
+register_variants(__name__, XVolutionResNet, VARIANTS, default_cfgs)
