@@ -254,8 +254,7 @@ def _load_state(path: str, net, optimizer, ema, scaler, accum: int = 1) -> dict:
     if not_loaded:
         raise ValueError(f"{path} lacks network parameters {not_loaded[:5]}: it was written for another model "
                          "or model_kwargs")
-    missing, _ = ms.load_param_into_net(optimizer, data, strict_load=True)
-    missing = [m for m in missing if m in {p.name for p in net.trainable_params()}]
+    ms.load_param_into_net(optimizer, data, strict_load=True)
     if ema is not None:
         ms.load_param_into_net(ema, data)
     if scaler is not None and "loss_scale.scale_value" in data:
