@@ -110,3 +110,14 @@ def test_sigkill_then_resume_is_bit_exact(digits_dir, tmp_path, ema_run):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     digest = [line for line in r.stdout.splitlines() if "sha256" in line]
     assert digest and digest == [line for line in r2.stdout.splitlines() if "sha256" in line]
+
+
+def test_train_refuses_a_callback_without_the_hooks():
+    from convattn.engine.trainer import train
+
+    class Half:  # has one hook, not the protocol
+        def on_step_end(self, state):
+            pass
+
+    with pytest.raises(TypeError, match="Half is not a training callback .*subclass convattn.engine.callbacks"):
+        train(None, callbacks=[Half()])  # refused before any set-up

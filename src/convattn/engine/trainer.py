@@ -1,5 +1,9 @@
 """The training and evaluation loops (functional ``value_and_grad`` + ``mindspore.jit`` train step).
 
+``train`` is a short loop (batch, mixup, train step, divergence check); evaluation, the EMA weights for it,
+checkpoints and logging are callbacks (:mod:`convattn.engine.callbacks`), and ``train(cfg, callbacks=[...])`` adds
+more (the tests inject their faults this way).
+
 Exact resume: a checkpoint stores weights, BatchNorm statistics, optimizer moments + global step,
 EMA, loss-scale state, and the position (epoch, step). Each epoch's data order and augmentation come
 from a seed derived from (seed, epoch), and mixup draws from (seed, epoch, step), so a resumed run
@@ -362,14 +366,15 @@ def train(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
     ``callbacks``: extra :class:`~convattn.engine.callbacks.Callback` objects, called after the trainer's own
     (evaluation, EMA weights, checkpoints, logging) at every hook. Raises :class:`TrainingDiverged` on a
     non-finite loss, leaving the last good checkpoint in place."""
+    extra = CallbackList([callbacks] if isinstance(callbacks, Callback) else callbacks)  # checked before set-up
     state, make_train, make_val, mixup, train_step = _prepare(cfg)
 
-    def run_eval_(s):
+    def validate_net(s):
         return evaluate(s.net, make_val(), cfg.num_classes, s.distributed)
 
-    own = ([EvaluateCallback(run_eval_)] + ([EMAWeightsCallback(state.ema)] if state.ema is not None else [])
+    own = ([EvaluateCallback(validate_net)] + ([EMAWeightsCallback(state.ema)] if state.ema is not None else [])
            + [CheckpointCallback(), LoggingCallback(weights_digest)])
-    hooks = state.callbacks = CallbackList(own + list(callbacks))
+    hooks = state.callbacks = CallbackList(own + extra.callbacks)
     state.net.set_train(True)
     run_start = time.time()
     hooks.on_train_begin(state)
