@@ -40,6 +40,17 @@ def run_script(script, args, env=None, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_train_with_faults(args, kill_at_step=None, nan_at_step=None, timeout=300):
+    """scripts/train.py's command line with test-only fault callbacks (tests/fault_injection.py) installed."""
+    faults = []
+    if kill_at_step is not None:
+        faults += ["--kill_at_step", str(kill_at_step)]
+    if nan_at_step is not None:
+        faults += ["--nan_at_step", str(nan_at_step)]
+    return subprocess.run([PY, str(REPO / "tests" / "fault_injection.py")] + faults + ["--"] + list(args),
+                          cwd=str(REPO), env=dict(os.environ), capture_output=True, text=True, timeout=timeout)
+
+
 def ckpt_arrays(path):
     import mindspore as ms
     return {k: v.asnumpy() for k, v in ms.load_checkpoint(str(path)).items()}

@@ -1,5 +1,7 @@
 """Gradient accumulation: N micro-batches of b give the update of one batch of N*b (network without batch
 statistics), with SGD-momentum and AdamW, loss scaling and clipping acting on the accumulated gradient."""
+import math
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -75,7 +77,7 @@ def digits16(tmp_path_factory):
     return root
 
 
-def _train(digits16, out, **over):
+def _train(digits16, out, callbacks=(), **over):
     from convattn.engine.config import validate
     from convattn.engine.trainer import train
     cfg = dict(dataset="digits", data_dir=str(digits16), num_classes=10, image_size=16, crop_pct=1.0,
@@ -84,7 +86,7 @@ def _train(digits16, out, **over):
                epochs=1, val_interval=0, warmup_epochs=0, mode=0, seed=0, num_parallel_workers=1, log_interval=1,
                ckpt_dir=str(out), keep_checkpoint_max=10)
     cfg.update(over)
-    return train(validate(cfg))
+    return train(validate(cfg), callbacks=callbacks)
 
 
 def _weights(path):
@@ -108,10 +110,45 @@ def test_trainer_accumulation_and_resume(digits16, tmp_path, capsys):
         np.testing.assert_allclose(acc[k], big[k], rtol=0, atol=1e-5, err_msg=k)
     step = ms.load_checkpoint(str(tmp_path / "acc" / "deit_tiny-1_2.ckpt"))  # saved after window 1 = micro-batch 2
     assert int(step["train.global_step"].asnumpy()) == 1 and int(step["train.step"].asnumpy()) == 2
-    # resuming at that window boundary continues exactly
+    # resuming at that window boundary continues exactly; a callback passed to train() sees the hooks in order
+    from convattn.engine.callbacks import Callback
+
+    class Record(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_begin(self, s):
+            self.seen.append(("train_begin", s.start_epoch, s.start_step))
+
+        def on_epoch_begin(self, s):
+            self.seen.append(("epoch_begin", s.epoch))
+
+        def on_step_begin(self, s):
+            self.seen.append(("step_begin", s.step, s.global_step, s.opt_step, s.window_end, s.images.shape[0]))
+
+        def on_step_end(self, s):
+            self.seen.append(("step_end", s.step, math.isfinite(s.loss)))
+
+        def on_eval_begin(self, s):
+            self.seen.append(("eval_begin",))
+
+        def on_eval_end(self, s):
+            self.seen.append(("eval_end", s.metrics["n"]))
+
+        def on_epoch_end(self, s):
+            self.seen.append(("epoch_end", s.epoch, os.path.basename(s.last_ckpt)))
+
+        def on_train_end(self, s):
+            self.seen.append(("train_end", s.best_acc == s.metrics["top1"]))
+
+    record = Record()
     _train(digits16, tmp_path / "acc", batch_size=8, accumulation_steps=2, max_steps_per_epoch=5, ckpt_steps=1,
            lr_scale="linear", lr_base_batch=16, resume=str(tmp_path / "acc" / "deit_tiny-1_2.ckpt"),
-           ckpt_dir=str(tmp_path / "resumed"))
+           ckpt_dir=str(tmp_path / "resumed"), callbacks=[record])
+    assert record.seen == [("train_begin", 1, 2), ("epoch_begin", 1), ("step_begin", 3, 3, 1, False, 8),
+                           ("step_end", 3, True), ("step_begin", 4, 4, 2, True, 8), ("step_end", 4, True),
+                           ("eval_begin",), ("eval_end", 359), ("epoch_end", 1, "deit_tiny-1_4.ckpt"),
+                           ("train_end", True)], record.seen
     again = _weights(tmp_path / "resumed" / "deit_tiny-1_4.ckpt")
     for k in acc:
         np.testing.assert_allclose(again[k], acc[k], rtol=0, atol=1e-6, err_msg=k)

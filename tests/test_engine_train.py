@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from engine_helpers import cli_args, ckpt_arrays, run_script
+from engine_helpers import cli_args, ckpt_arrays, run_script, run_train_with_faults
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,8 @@ def test_short_training_loss_falls_and_eval(digits_dir, tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits_dir, tmp_path):
     out = tmp_path / "nan"
-    r = run_script("train.py", cli_args(data_dir=digits_dir, ckpt_dir=out, epochs=1, max_steps_per_epoch=6,
-                                        ckpt_steps=2), env={"CONVATTN_DEBUG_NAN_AT_STEP": "5"})
+    r = run_train_with_faults(cli_args(data_dir=digits_dir, ckpt_dir=out, epochs=1, max_steps_per_epoch=6,
+                                       ckpt_steps=2), nan_at_step=5)
     assert r.returncode == 3, r.stdout[-2000:] + r.stderr[-2000:]
     assert "loss is nan at epoch 1 step 5" in r.stdout
     assert "van_b0-1_4.ckpt" in r.stdout and "left intact" in r.stdout
@@ -96,7 +96,7 @@ def test_sigkill_then_resume_is_bit_exact(digits_dir, tmp_path, ema_run):
     cut = tmp_path / "cut"
     full, r = ema_run
     # killed (SIGKILL) after global step 9 = epoch 2 step 4; the newest checkpoint is global step 8 = epoch 2 step 3
-    k = run_script("train.py", cli_args(ckpt_dir=cut, **common), env={"CONVATTN_DEBUG_KILL_AT_STEP": "9"})
+    k = run_train_with_faults(cli_args(ckpt_dir=cut, **common), kill_at_step=9)
     assert k.returncode == -signal.SIGKILL, k.stdout[-2000:] + k.stderr[-2000:]
     assert not (cut / "van_b0-2_5.ckpt").exists()
     assert (cut / "van_b0-2_3.ckpt").is_file()
@@ -110,3 +110,14 @@ def test_sigkill_then_resume_is_bit_exact(digits_dir, tmp_path, ema_run):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     digest = [line for line in r.stdout.splitlines() if "sha256" in line]
     assert digest and digest == [line for line in r2.stdout.splitlines() if "sha256" in line]
+
+
+def test_train_refuses_a_callback_without_the_hooks():
+    from convattn.engine.trainer import train
+
+    class Half:  # has one hook, not the protocol
+        def on_step_end(self, state):
+            pass
+
+    with pytest.raises(TypeError, match="Half is not a training callback .*subclass convattn.engine.callbacks"):
+        train(None, callbacks=[Half()])  # refused before any set-up

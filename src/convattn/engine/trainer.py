@@ -1,5 +1,9 @@
 """The training and evaluation loops (functional ``value_and_grad`` + ``mindspore.jit`` train step).
 
+``train`` is a short loop (batch, mixup, train step, divergence check); evaluation, the EMA weights for it,
+checkpoints and logging are callbacks (:mod:`convattn.engine.callbacks`), and ``train(cfg, callbacks=[...])`` adds
+more (the tests inject their faults this way).
+
 Exact resume: a checkpoint stores weights, BatchNorm statistics, optimizer moments + global step,
 EMA, loss-scale state, and the position (epoch, step). Each epoch's data order and augmentation come
 from a seed derived from (seed, epoch), and mixup draws from (seed, epoch, step), so a resumed run
@@ -13,10 +17,8 @@ import hashlib
 import logging
 import math
 import os
-import signal
-import sys
 import time
-from typing import Optional
+from typing import Sequence
 
 import numpy as np
 import mindspore as ms
@@ -24,9 +26,10 @@ from mindspore import nn, ops
 
 from ..utils.params import count_parameters, format_params
 from .checkpoint import CheckpointManager
+from .callbacks import (Callback, CallbackList, CheckpointCallback, EMAWeightsCallback, EvaluateCallback,
+                        LoggingCallback, TrainState, log_line as _print)
 from .config import Config, dump_config, format_config
 from .ema import EMA
-from .feedback import EpochLog, format_eta, plot_curves
 from .losses import SoftTargetCrossEntropy
 from .optim import create_optimizer
 from .scheduler import build_lr_schedule
@@ -35,18 +38,10 @@ from .step import TrainStep
 __all__ = ["TrainingDiverged", "setup_context", "build_model", "build_loaders", "train", "evaluate", "weights_digest"]
 
 _log = logging.getLogger("convattn.train")
-KILL_ENV = "CONVATTN_DEBUG_KILL_AT_STEP"  # test hook: SIGKILL this process after this global step
-NAN_ENV = "CONVATTN_DEBUG_NAN_AT_STEP"  # test hook: feed NaN images at this global step
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/Inf; the last good checkpoint was left untouched."""
-
-
-def _print(msg: str, rank: int = 0, all_ranks: bool = False) -> None:
-    if rank == 0 or all_ranks:
-        prefix = f"[rank {rank}] " if all_ranks else ""
-        print(prefix + msg, flush=True)
 
 
 # --------------------------------------------------------------------------------------------- setup
@@ -254,8 +249,7 @@ def _load_state(path: str, net, optimizer, ema, scaler, accum: int = 1) -> dict:
     if not_loaded:
         raise ValueError(f"{path} lacks network parameters {not_loaded[:5]}: it was written for another model "
                          "or model_kwargs")
-    missing, _ = ms.load_param_into_net(optimizer, data, strict_load=True)
-    missing = [m for m in missing if m in {p.name for p in net.trainable_params()}]
+    ms.load_param_into_net(optimizer, data, strict_load=True)
     if ema is not None:
         ms.load_param_into_net(ema, data)
     if scaler is not None and "loss_scale.scale_value" in data:
@@ -271,15 +265,9 @@ def _load_state(path: str, net, optimizer, ema, scaler, accum: int = 1) -> dict:
     return meta
 
 
-def _debug_step(env: str) -> int:
-    try:
-        return int(os.environ.get(env, "-1"))
-    except ValueError:
-        return -1
-
-
-def train(cfg: Config) -> dict:
-    """Run training as configured; returns the final metrics dict."""
+def _prepare(cfg: Config):
+    """Everything before the first step: context, data, model, optimizer, train step, resume. Returns
+    (state, make_train, make_val, mixup, train_step)."""
     from ..data import Mixup, resolve_data_cfg
     from ..models import get_model_cfg
 
@@ -348,11 +336,9 @@ def train(cfg: Config) -> dict:
                 start_epoch, start_step = start_epoch + 1, 0
             _print(f"resumed from {path}: epoch {start_epoch}, step {start_step}, global step "
                    f"{int(meta['global_step'])}, lr {lrs[min(int(meta['global_step']), total_steps - 1)]:.3g}", rank)
-    log = EpochLog(os.path.join(cfg.ckpt_dir, "train_log.csv"), resume_epoch=start_epoch - 1) if rank == 0 else None
 
     mixup = Mixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, cfg.num_classes,
                   cfg.label_smoothing, cfg.label_smoothing_mode)
-    kill_at, nan_at = _debug_step(KILL_ENV), _debug_step(NAN_ENV)
     steps_text = (f"{steps_per_epoch} steps/epoch" if accum == 1 else
                   f"{opt_steps} optimizer steps/epoch of {accum} micro-batches"
                   + (f" (the last {dropped} micro-batches of each epoch do not fill a window and are skipped)"
@@ -367,105 +353,74 @@ def train(cfg: Config) -> dict:
         _print(f"note: BatchNorm normalises each micro-batch of {cfg.batch_size} images per device (statistics are "
                f"not accumulated over the {accum} micro-batches of a window)", rank)
 
-    def meta(epoch, step, gstep, best):
-        # "train." prefix: the optimizer owns a parameter named global_step. step counts micro-batches of the epoch,
-        # global_step optimizer steps.
-        return {"train.epoch": epoch, "train.step": step, "train.global_step": gstep, "train.best_acc": float(best),
-                "train.accumulation_steps": accum}
+    state = TrainState(cfg=cfg, rank=rank, size=size, net=net, optimizer=optimizer, ema=ema, scaler=scaler, lrs=lrs,
+                       manager=manager, params=_state_params(net, optimizer, ema, scaler),
+                       steps_per_epoch=steps_per_epoch, opt_steps=opt_steps, accum=accum, start_epoch=start_epoch,
+                       start_step=start_step, best_acc=best_acc, last_ckpt=manager.latest())
+    return state, make_train, make_val, mixup, train_step
 
-    params = _state_params(net, optimizer, ema, scaler)
-    last_ckpt = manager.latest()
-    metrics = {}
-    net.set_train(True)
+
+def train(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
+    """Run training as configured; returns the final metrics dict.
+
+    ``callbacks``: extra :class:`~convattn.engine.callbacks.Callback` objects, called after the trainer's own
+    (evaluation, EMA weights, checkpoints, logging) at every hook. Raises :class:`TrainingDiverged` on a
+    non-finite loss, leaving the last good checkpoint in place."""
+    extra = CallbackList([callbacks] if isinstance(callbacks, Callback) else callbacks)  # checked before set-up
+    state, make_train, make_val, mixup, train_step = _prepare(cfg)
+
+    def validate_net(s):
+        return evaluate(s.net, make_val(), cfg.num_classes, s.distributed)
+
+    own = ([EvaluateCallback(validate_net)] + ([EMAWeightsCallback(state.ema)] if state.ema is not None else [])
+           + [CheckpointCallback(), LoggingCallback(weights_digest)])
+    hooks = state.callbacks = CallbackList(own + extra.callbacks)
+    state.net.set_train(True)
     run_start = time.time()
-    timed_steps, timed_secs = 0, 0.0
-    for epoch in range(start_epoch, cfg.epochs + 1):
+    hooks.on_train_begin(state)
+    for epoch in range(state.start_epoch, cfg.epochs + 1):
+        state.epoch = epoch
         dataset = make_train(epoch)
-        epoch_start = time.time()
-        loss_sum, loss_n, seen = 0.0, 0, 0
-        first = start_step if epoch == start_epoch else 0
-        it = dataset.create_tuple_iterator(num_epochs=1, output_numpy=True)
-        for step, (images, labels) in enumerate(it, start=1):
-            if step > steps_per_epoch:
+        state.epoch_start = time.time()
+        hooks.on_epoch_begin(state)
+        first = state.start_step if epoch == state.start_epoch else 0
+        for step, (images, labels) in enumerate(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True),
+                                                start=1):
+            if step > state.steps_per_epoch:
                 break
             if step <= first:
                 continue  # replays the augmentation RNG of the batches trained before the interruption
-            gstep = (epoch - 1) * steps_per_epoch + step  # micro-batches so far (seeds and test hooks use it)
-            window_end = step % accum == 0
-            ostep = gstep // accum  # optimizer steps once this micro-batch is done
-            if cfg.deterministic and cfg.mode == 1:
-                ms.set_seed(cfg.seed * 1000003 + gstep)
-            rng = np.random.RandomState((cfg.seed * 1000003 + gstep * size + rank) % (2 ** 32))
-            images, targets = mixup(images, labels, rng)
-            if gstep == nan_at:
-                images = np.full_like(images, np.nan)
-            t0 = time.time()
-            loss, finite = train_step(ms.Tensor(images), ms.Tensor(targets), window_end)
-            loss = float(loss.asnumpy())
-            dt = time.time() - t0
-            if not math.isfinite(loss):
-                msg = (f"loss is {loss} at epoch {epoch} step {step} (global step {gstep}); training stopped. "
-                       f"The last good checkpoint is {last_ckpt or '(none written yet)'} and was left intact. "
-                       "Lower the learning rate, enable clip_grad, or check the data.")
-                _print(msg, rank, all_ranks=True)
-                raise TrainingDiverged(msg)
-            if step > first + 1 or epoch > start_epoch:  # skip the compile step in speed/ETA estimates
-                timed_steps += 1
-                timed_secs += dt
-            loss_sum += loss
-            loss_n += 1
-            seen += images.shape[0]
-            if step % cfg.log_interval == 0 or step == steps_per_epoch:
-                per_step = timed_secs / timed_steps if timed_steps else dt
-                eta = per_step * (steps_per_epoch * cfg.epochs - gstep)
-                _print(f"epoch {epoch}/{cfg.epochs} step {step}/{steps_per_epoch} loss {loss:.4f} "
-                       f"lr {lrs[(gstep - 1) // accum]:.3e} {cfg.batch_size * size / max(per_step, 1e-9):.1f} img/s "
-                       f"ETA {format_eta(eta)}", rank)
-            if (cfg.ckpt_steps and window_end and ostep % cfg.ckpt_steps == 0 and step < steps_per_epoch
-                    and rank == 0):
-                last_ckpt = manager.save(params, epoch, step, meta(epoch, step, ostep, best_acc))
-            if gstep == kill_at:
-                sys.stdout.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-        train_loss = loss_sum / max(loss_n, 1)
-        epoch_time = time.time() - epoch_start
-        row = {"epoch": epoch, "train_loss": f"{train_loss:.6f}", "lr": f"{lrs[epoch * opt_steps - 1]:.6g}",
-               "epoch_time_s": f"{epoch_time:.2f}", "images_per_s": f"{seen * size / max(epoch_time, 1e-9):.1f}"}
-        do_eval = (cfg.val_interval and epoch % cfg.val_interval == 0) or epoch == cfg.epochs
-        if do_eval:
-            if ema is not None:
-                ema.swap()
-            metrics = evaluate(net, make_val(), cfg.num_classes, distributed)
-            row.update(val_loss=f"{metrics['loss']:.6f}", val_top1=f"{metrics['top1']:.3f}",
-                       val_top5=f"{metrics['top5']:.3f}")
-            if ema is not None:
-                ema.swap()  # back to the raw weights before anything is saved: every checkpoint, the best one
-                # included, holds the raw weights under their own names and the averages under ema.*
-            is_best = metrics["top1"] > best_acc
-            if is_best:
-                best_acc = metrics["top1"]
-                if rank == 0:
-                    manager.save_best(params, meta(epoch, steps_per_epoch, epoch * opt_steps, best_acc))
-            _print(f"epoch {epoch}/{cfg.epochs} done in {epoch_time:.1f}s: train loss {train_loss:.4f}, "
-                   f"val top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}% loss {metrics['loss']:.4f}"
-                   f"{' (best)' if is_best else ''}", rank)
-        else:
-            _print(f"epoch {epoch}/{cfg.epochs} done in {epoch_time:.1f}s: train loss {train_loss:.4f}", rank)
-        if rank == 0:
-            if epoch % cfg.ckpt_interval == 0 or epoch == cfg.epochs:
-                last_ckpt = manager.save(params, epoch, steps_per_epoch,
-                                         meta(epoch, steps_per_epoch, epoch * opt_steps, best_acc))
-            log.append(row)
-    total = time.time() - run_start
-    if rank == 0 and log is not None and log.rows:
-        png = plot_curves(log.rows, os.path.join(cfg.ckpt_dir, "train_curves.png"), title=f"{cfg.model}")
-        _print(f"wrote {os.path.join(cfg.ckpt_dir, 'train_log.csv')} and {png}", rank)
-    _print(f"final weights sha256 {weights_digest(net)}", rank, all_ranks=distributed)
-    if metrics:
-        _print(f"training finished in {total:.1f}s: final val top-1 {metrics['top1']:.2f}% top-5 "
-               f"{metrics['top5']:.2f}% loss {metrics['loss']:.4f}; best top-1 {best_acc:.2f}%", rank)
-    metrics = dict(metrics, best_top1=best_acc, time_s=total)
-    return metrics
+            _train_one(state, train_step, mixup, step, images, labels)
+        state.epoch_time = time.time() - state.epoch_start
+        hooks.on_epoch_end(state)
+    state.total_time = time.time() - run_start
+    hooks.on_train_end(state)
+    return dict(state.metrics, best_top1=state.best_acc, time_s=state.total_time)
+
+
+def _train_one(state: TrainState, train_step, mixup, step: int, images, labels) -> None:
+    """One micro-batch: position, seeds, mixup, on_step_begin, the train step, the divergence check, on_step_end."""
+    cfg = state.cfg
+    state.step = step
+    state.global_step = gstep = (state.epoch - 1) * state.steps_per_epoch + step  # micro-batches so far
+    state.window_end = step % state.accum == 0
+    state.opt_step = gstep // state.accum  # optimizer steps once this micro-batch is done
+    if cfg.deterministic and cfg.mode == 1:
+        ms.set_seed(cfg.seed * 1000003 + gstep)
+    rng = np.random.RandomState((cfg.seed * 1000003 + gstep * state.size + state.rank) % (2 ** 32))
+    state.images, state.targets = mixup(images, labels, rng)
+    state.callbacks.on_step_begin(state)
+    t0 = time.time()
+    loss, _ = train_step(ms.Tensor(state.images), ms.Tensor(state.targets), state.window_end)
+    state.loss = float(loss.asnumpy())
+    state.step_time = time.time() - t0
+    if not math.isfinite(state.loss):
+        msg = (f"loss is {state.loss} at epoch {state.epoch} step {step} (global step {gstep}); training stopped. "
+               f"The last good checkpoint is {state.last_ckpt or '(none written yet)'} and was left intact. "
+               "Lower the learning rate, enable clip_grad, or check the data.")
+        _print(msg, state.rank, all_ranks=True)
+        raise TrainingDiverged(msg)
+    state.callbacks.on_step_end(state)
 
 
 def _check_resume_window(path: str, data: dict, accum: int) -> None:
