@@ -269,3 +269,14 @@ def test_san_chunked_aggregation_equals_single_gather(sa_type):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="agg_chunks"):
         SAM(sa_type, 16, 4, 16, 4, 3, agg_chunks=3)
+
+
+def test_sam_module_imports_no_sibling_operator():
+    """Layering: SAN's attention takes shared pieces (the coordinate grid) from the neutral helpers module, not from
+    another operator's module (it used to import ACmix's)."""
+    import re
+    from pathlib import Path
+    import convattn.layers.san_attention as san_attention
+
+    text = Path(san_attention.__file__).read_text()
+    assert not re.search(r"from \.(acmix|xvolution|window_attention|lka|dynamic_attention)\b", text)

@@ -33,7 +33,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from .helpers import subsample2d
+from .helpers import coordinate_grid, subsample2d
 from .fused_window import LocalAggregate, LocalCorrelate, TapSoftmax
 from .local_attention import BlockedWindowAttention
 from .targets import fused_allowed, select_form
@@ -56,15 +56,8 @@ def shift_kernel(out_channels: int, kernel_size: int = 3) -> np.ndarray:
     return np.tile(base[None], (out_channels, 1, 1, 1))
 
 
-def acmix_position(h: int, w: int, dtype=ms.float32):
-    """The 2-channel coordinate grid ``(1, 2, H, W)``: channel 0 = x, channel 1 = y, each linspace(-1, 1)."""
-    step_w = 2.0 / (w - 1) if w > 1 else 0.0
-    step_h = 2.0 / (h - 1) if h > 1 else 0.0
-    loc_w = ops.arange(0, w, dtype=dtype) * step_w - 1.0
-    loc_h = ops.arange(0, h, dtype=dtype) * step_h - 1.0
-    grid_w = ops.broadcast_to(loc_w.reshape(1, 1, 1, w), (1, 1, h, w))
-    grid_h = ops.broadcast_to(loc_h.reshape(1, 1, h, 1), (1, 1, h, w))
-    return ops.concat((grid_w, grid_h), 1)
+# the position grid moved to the neutral helpers module (SAN reads it too); the old name stays importable
+acmix_position = coordinate_grid
 
 
 class ConvPathMixin:
@@ -268,7 +261,7 @@ class ACmix(ConvPathMixin, nn.Cell):
         b, c, h, w = q.shape
         bh, hd, kk2 = b * self.head, self.head_dim, self.kernel_att * self.kernel_att
         s = self.stride
-        pe = self.conv_p(acmix_position(h, w, q.dtype))  # (1, head_dim, H, W)
+        pe = self.conv_p(coordinate_grid(h, w, q.dtype))  # (1, head_dim, H, W)
         q_att = q.reshape(bh, hd, h, w) * self.scaling
         k_att = k.reshape(bh, hd, h, w)
         v_att = v.reshape(bh, hd, h, w)

@@ -33,7 +33,7 @@ from mindspore import nn, ops
 
 from mindspore import recompute
 
-from .acmix import acmix_position
+from .helpers import coordinate_grid
 from .fused_window import LocalAggregate, LocalDiff, PairwiseMlp, TapSoftmax
 from .targets import fused_allowed, select_form
 from .window_gather import LocalWindowGather
@@ -230,9 +230,7 @@ class SAM(nn.Cell):
     def _position_map(self, x):
         """conv_p of the [-1, 1] coordinate grid of x's map: (1, 2, H, W), (x, y) channel order."""
         h, w = x.shape[2], x.shape[3]
-        # arange * step - 1, bit-identical to linspace(-1, 1) in float32 (tests/test_export.py); LinSpace itself is
-        # neither exportable to ONNX nor usable under AMP O2 (its kernel takes float32/float64 only)
-        grid = acmix_position(h, w, x.dtype)
+        grid = coordinate_grid(h, w, x.dtype)  # arange-built, bit-identical to linspace(-1, 1) (tests/test_export.py)
         return self.conv_p(grid)
 
     def _position(self, x):
