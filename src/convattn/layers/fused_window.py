@@ -32,7 +32,7 @@ standard-op formulation (:func:`set_fused_kernels`).
 import mindspore as ms
 from mindspore import nn, ops
 
-from .helpers import invalidate_graph_cache
+from .helpers import reselect_implementations
 from .kernel_build import fused_kernels_available, kernel_library, unavailable_reason
 
 __all__ = ["LocalAggregate", "LocalCorrelate", "LocalDiff", "PairwiseMlp", "TapSoftmax", "fused_kernels_available", "kernel_library",
@@ -227,5 +227,5 @@ def set_fused_kernels(net: nn.Cell, enabled: bool) -> list:
             if cell.fused != on:
                 names.append(name)
             cell.fused = on
-    invalidate_graph_cache(net)
+    reselect_implementations(net)  # each layer picks the implementation object of its new state once
     return names

@@ -9,7 +9,7 @@ from mindspore import nn, ops
 from mindspore.common import initializer as init
 
 __all__ = ["conv_fan_out_normal", "check_nchw", "ChannelLayerNorm", "GELU", "to_2tuple", "invalidate_graph_cache", "subsample2d",
-           "coordinate_grid"]
+           "adopt_precision", "reselect_implementations", "coordinate_grid"]
 
 
 def to_2tuple(v) -> Tuple[int, int]:
@@ -67,6 +67,26 @@ def invalidate_graph_cache(net: nn.Cell) -> None:
     """
     for _, cell in net.cells_and_names():
         object.__setattr__(cell, "_create_time", time.time_ns() + next(_recompile_counter))
+
+
+def adopt_precision(parent: nn.Cell, child: nn.Cell) -> nn.Cell:
+    """Give ``child`` (a cell built after ``parent`` was set up) the mixed-precision flags ``parent`` carries
+    (``to_float`` / AMP O2 flag every sub-cell, but only those that existed then); returns ``child``."""
+    flags = {k: v for k, v in parent.get_flags().items() if k in ("fp16", "fp32", "bf16")}
+    if flags:
+        child.add_flags_recursive(**flags)
+    return child
+
+
+def reselect_implementations(net: nn.Cell) -> None:
+    """After a switch function flipped the flags a layer chooses its implementation by (``fused``,
+    ``export_safe``), let every layer that holds its implementation as an object (a ``select_implementation``
+    method) choose it again, then make GRAPH mode recompile (:func:`invalidate_graph_cache`)."""
+    for _, cell in list(net.cells_and_names()):
+        select = getattr(type(cell), "select_implementation", None)
+        if callable(select):
+            select(cell)
+    invalidate_graph_cache(net)
 
 
 def coordinate_grid(h: int, w: int, dtype=ms.float32):
