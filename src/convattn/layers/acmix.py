@@ -30,7 +30,6 @@ selectable on CPU/GPU with ``depthwise_conv=True``; checkpoints of either form l
 from typing import Optional
 
 import numpy as np
-import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from .helpers import adopt_precision, coordinate_grid, subsample2d
@@ -376,7 +375,7 @@ class ACmix(ConvPathMixin, nn.Cell):
     def construct(self, x):
         q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)
         b, c, h, w = q.shape
-        bh, hd, kk2 = b * self.head, self.head_dim, self.kernel_att * self.kernel_att
+        bh, hd = b * self.head, self.head_dim
         s = self.stride
         pe = self.conv_p(coordinate_grid(h, w, q.dtype))  # (1, head_dim, H, W)
         q_att = q.reshape(bh, hd, h, w) * self.scaling
