@@ -158,3 +158,31 @@ def test_resnet_rejects_bad_input():
     net = convattn.create_model("resnet26", layers=(1, 1, 1, 1))
     with pytest.raises((ValueError, RuntimeError), match="3 input channels"):
         net(ms.Tensor(np.zeros((1, 4, 64, 64), np.float32)))
+
+
+def test_implementation_objects_chosen_once_and_by_the_switches():
+    """ACmix holds its attention and conv-path formulations as objects chosen at construction; the switch functions
+    choose them again (construct only calls them). A rebuilt object keeps the layer's mixed-precision flags."""
+    from convattn.layers import build_target, set_fused_kernels
+    from convattn.layers.acmix import (BlockedAcmixAttention, DepthwiseConvForm, FusedWindowAttention,
+                                       GroupedConvForm, UnfoldWindowAttention)
+
+    with build_target("GPU"):
+        m = ACmix(16, 16, 3, head=2)
+    assert isinstance(m.attention, BlockedAcmixAttention) and isinstance(m.conv_form, GroupedConvForm)
+    assert isinstance(ACmix(16, 16, 3, head=2, attn_impl="unfold").attention, UnfoldWindowAttention)
+    m.to_float(ms.float16)
+    set_export_safe(m, True)
+    assert isinstance(m.attention, UnfoldWindowAttention) and m.attention.gather is m.unfold
+    assert m.attention.get_flags().get("fp16") is True
+    set_export_safe(m, False)
+    assert isinstance(m.attention, BlockedAcmixAttention)
+    m.use_depthwise_conv()
+    assert isinstance(m.conv_form, DepthwiseConvForm)
+    cpu = ACmix(16, 16, 3, head=2)
+    assert isinstance(cpu.attention, FusedWindowAttention if cpu.fused else BlockedAcmixAttention)
+    if cpu.fused:
+        set_fused_kernels(cpu, False)
+        assert isinstance(cpu.attention, BlockedAcmixAttention) and not cpu.fused
+        set_fused_kernels(cpu, True)
+        assert isinstance(cpu.attention, FusedWindowAttention)

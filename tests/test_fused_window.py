@@ -5,6 +5,7 @@ The official-fixture parity of ACmix and SAN runs through the fused path too (th
 tests/test_acmix.py, tests/test_san.py.
 """
 import os
+import re
 import shutil
 
 import numpy as np
@@ -13,7 +14,7 @@ import mindspore as ms
 from mindspore import nn
 
 from convattn.layers import ACmix, SAM, fused_kernels_available, set_fused_kernels
-from convattn.layers import fused_window
+from convattn.layers import kernel_build
 from convattn.layers.fused_window import LocalAggregate, LocalCorrelate, LocalDiff, TapSoftmax
 from test_local_attention import acmix_twins
 
@@ -284,13 +285,26 @@ def test_environment_switch_and_bad_requests(monkeypatch):
 
 def test_build_failure_falls_back_with_a_warning(monkeypatch, tmp_path):
     """No working compiler: one warning naming the cause, the layers run their standard ops, nothing half-written."""
-    monkeypatch.setattr(fused_window, "_STATE", {"path": None, "error": None, "tried": False, "warned": False})
+    monkeypatch.setattr(kernel_build, "_STATE", {"path": None, "error": None, "tried": False, "warned": False})
     monkeypatch.setenv("CONVATTN_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "false")
     with pytest.warns(RuntimeWarning, match="could not be built"):
         assert not fused_kernels_available()
     assert SAM("patchwise", 16, 4, 16, 4, 3).attn_impl == "unfold"
     assert list(tmp_path.iterdir()) == []  # the failed build left no partial library behind
+    assert "failed" in kernel_build.unavailable_reason()  # the public query names the build error
+    with pytest.raises(RuntimeError, match="unavailable .*false .*failed"):
+        SAM("patchwise", 16, 4, 16, 4, 3, attn_impl="fused")
+
+
+def test_only_the_build_module_compiles_and_its_state_stays_private():
+    """The C++ build lives in layers/kernel_build.py: no other layer module runs a compiler or reads its state."""
+    from pathlib import Path
+
+    layers = Path(kernel_build.__file__).parent
+    offenders = [p.name for p in layers.glob("*.py")
+                 if p.name != "kernel_build.py" and re.search(r"\bsubprocess\b|_STATE\b", p.read_text())]
+    assert offenders == [], f"layer modules that build kernels or read the build state: {offenders}"
 
 
 @needs_compiler

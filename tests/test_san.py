@@ -269,3 +269,30 @@ def test_san_chunked_aggregation_equals_single_gather(sa_type):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="agg_chunks"):
         SAM(sa_type, 16, 4, 16, 4, 3, agg_chunks=3)
+
+
+def test_sam_module_imports_no_sibling_operator():
+    """Layering: SAN's attention takes shared pieces (the coordinate grid) from the neutral helpers module, not from
+    another operator's module (it used to import ACmix's)."""
+    import re
+    from pathlib import Path
+    import convattn.layers.san_attention as san_attention
+
+    text = Path(san_attention.__file__).read_text()
+    assert not re.search(r"from \.(acmix|xvolution|window_attention|lka|dynamic_attention)\b", text)
+
+
+def test_sam_is_one_class_per_attention_type():
+    """SAM(sa_type, ...) builds the module of that attention type (also as a model's ``sam_cls`` class attribute);
+    parameter names equal the official ones (the parity tests load official state dicts into them)."""
+    from convattn.layers.acmix_san import ACmixPairwiseSAM, ACmixPatchwiseSAM, ACmixSAM
+    from convattn.layers.san_attention import PairwiseSAM, PatchwiseSAM
+    from convattn.models.san import Bottleneck
+
+    pair, patch = SAM("pairwise", 16, 4, 16, 4, 3), SAM(1, 16, 4, 16, 4, 3)
+    assert type(pair) is PairwiseSAM and type(patch) is PatchwiseSAM
+    assert not hasattr(patch, "conv_p") and not hasattr(patch, "softmax") and not hasattr(patch, "fused_diff")
+    assert [p.name for p in PatchwiseSAM(16, 4, 16, 4, 3).get_parameters()] == [p.name for p in patch.get_parameters()]
+    assert type(ACmixSAM(0, 16, 4, 16, 4, 3)) is ACmixPairwiseSAM
+    assert type(ACmixSAM("patchwise", 16, 4, 16, 4, 3)) is ACmixPatchwiseSAM
+    assert type(Bottleneck(1, 16, 2, 4, 16, 4, 3).sam) is PatchwiseSAM

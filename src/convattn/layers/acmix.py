@@ -30,16 +30,16 @@ selectable on CPU/GPU with ``depthwise_conv=True``; checkpoints of either form l
 from typing import Optional
 
 import numpy as np
-import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from .helpers import subsample2d
+from .helpers import adopt_precision, coordinate_grid, subsample2d
 from .fused_window import LocalAggregate, LocalCorrelate, TapSoftmax
 from .local_attention import BlockedWindowAttention
 from .targets import fused_allowed, select_form
 from .window_gather import LocalWindowGather
 
-__all__ = ["ACmix", "ACmixConvPath", "ConvPathMixin", "shift_kernel", "default_depthwise_conv", "acmix_position"]
+__all__ = ["ACmix", "ACmixConvPath", "ConvPathMixin", "GroupedConvForm", "DepthwiseConvForm", "UnfoldWindowAttention",
+           "BlockedAcmixAttention", "FusedWindowAttention", "shift_kernel", "default_depthwise_conv", "acmix_position"]
 
 
 def default_depthwise_conv() -> bool:
@@ -56,15 +56,8 @@ def shift_kernel(out_channels: int, kernel_size: int = 3) -> np.ndarray:
     return np.tile(base[None], (out_channels, 1, 1, 1))
 
 
-def acmix_position(h: int, w: int, dtype=ms.float32):
-    """The 2-channel coordinate grid ``(1, 2, H, W)``: channel 0 = x, channel 1 = y, each linspace(-1, 1)."""
-    step_w = 2.0 / (w - 1) if w > 1 else 0.0
-    step_h = 2.0 / (h - 1) if h > 1 else 0.0
-    loc_w = ops.arange(0, w, dtype=dtype) * step_w - 1.0
-    loc_h = ops.arange(0, h, dtype=dtype) * step_h - 1.0
-    grid_w = ops.broadcast_to(loc_w.reshape(1, 1, 1, w), (1, 1, h, w))
-    grid_h = ops.broadcast_to(loc_h.reshape(1, 1, h, 1), (1, 1, h, w))
-    return ops.concat((grid_w, grid_h), 1)
+# the position grid moved to the neutral helpers module (SAN reads it too); the old name stays importable
+acmix_position = coordinate_grid
 
 
 class ConvPathMixin:
@@ -101,7 +94,15 @@ class ConvPathMixin:
         else:
             self.dep_conv = nn.Conv2d(self.kk * head_dim, out_planes, kernel_conv, stride=stride, pad_mode="pad",
                                       padding=pad, group=head_dim, has_bias=False)
+        self.conv_form = self._conv_form()
         self.reset_shift()
+
+    def _conv_form(self):
+        """The conv-path formulation object matching ``depthwise_conv`` (no parameters: ``dep_conv`` stays a
+        direct child under its official name)."""
+        if self.depthwise_conv:
+            return DepthwiseConvForm(self.head_dim, self.outs_per_group, self.kk)
+        return GroupedConvForm()
 
     def reset_shift(self) -> None:
         """Set ``dep_conv`` to the official shift kernels (in either formulation)."""
@@ -129,6 +130,7 @@ class ConvPathMixin:
         self.dep_conv = new
         self.dep_conv.weight.name = name  # assignment re-prefixes relative to this cell; keep the full path
         self.depthwise_conv = True
+        self.conv_form = adopt_precision(self, self._conv_form())
 
     def extend_repr(self):
         return (f"head={self.head}, head_dim={self.head_dim}, out_planes={self.out_planes}, "
@@ -139,15 +141,39 @@ class ConvPathMixin:
         b = f_all.shape[0]
         f = self.fc(f_all)  # (B, k*k, head_dim, H*W)
         f = ops.transpose(f, (0, 2, 1, 3)).reshape(b, self.head_dim * self.kk, h, w)
-        if not self.depthwise_conv:
-            return self.dep_conv(f)
-        # depth-wise form: output o = g*outs_per_group + j reads group g's k*k inputs
+        return self.conv_form.collapse(self.dep_conv(self.conv_form.expand(f)))
+
+
+class GroupedConvForm(nn.Cell):
+    """The official conv path: ``dep_conv`` is one grouped Conv2D (``groups=head_dim``) on the reordered maps."""
+    form = "grouped"
+
+    def expand(self, f):
+        return f
+
+    def collapse(self, y):
+        return y
+
+
+class DepthwiseConvForm(nn.Cell):
+    """The Ascend-legal conv path: each group's k*k input maps are broadcast to the group's output channels
+    (output o = g*outs_per_group + j reads group g), a depth-wise Conv2D runs on them, and each block of k*k
+    results is summed: the grouped convolution, term by term."""
+    form = "depthwise"
+
+    def __init__(self, head_dim: int, outs_per_group: int, kk: int) -> None:
+        super().__init__()
+        self.head_dim, self.outs_per_group, self.kk = head_dim, outs_per_group, kk
+
+    def expand(self, f):
+        b, h, w = f.shape[0], f.shape[2], f.shape[3]
         f = f.reshape(b, self.head_dim, 1, self.kk, h, w)
         f = ops.broadcast_to(f, (b, self.head_dim, self.outs_per_group, self.kk, h, w))
-        f = f.reshape(b, self.out_planes * self.kk, h, w)
-        y = self.dep_conv(f)
-        ho, wo = y.shape[2], y.shape[3]
-        return y.reshape(b, self.out_planes, self.kk, ho, wo).sum(2)
+        return f.reshape(b, self.head_dim * self.outs_per_group * self.kk, h, w)
+
+    def collapse(self, y):
+        b, ho, wo = y.shape[0], y.shape[2], y.shape[3]
+        return y.reshape(b, self.head_dim * self.outs_per_group, self.kk, ho, wo).sum(2)
 
 
 class ACmixConvPath(ConvPathMixin, nn.Cell):
@@ -174,6 +200,64 @@ class ACmixConvPath(ConvPathMixin, nn.Cell):
 
     def construct(self, f_all, h: int, w: int):
         return self.conv_path(f_all, h, w)
+
+
+class _AcmixAttentionForm(nn.Cell):
+    """One formulation of ACmix's sliding-window attention (no parameters). ``construct(q, k, v, pe, q_pe)``: q
+    ``(B*head, d, Ho, Wo)`` scaled and on the stride grid, k and v ``(B*head, d, H, W)``, the position encoding
+    pe ``(1, d, H, W)`` and q_pe = pe on the stride grid -> ``(B*head, d, Ho, Wo)``, with logits
+    ``q_i . (k_j + pe_i - pe_j)`` over each query's reflection-padded k x k window."""
+    form = ""
+
+
+class UnfoldWindowAttention(_AcmixAttentionForm):
+    """The official formulation: k, pe and v gathered k*k times (:class:`LocalWindowGather`, ONNX-exportable when
+    export-safe), broadcast multiply, softmax over the taps, weighted sum."""
+    form = "unfold"
+
+    def __init__(self, gather: LocalWindowGather) -> None:
+        super().__init__()
+        self.gather = gather
+
+    def construct(self, q, k, v, pe, q_pe):
+        unfold_k = self.gather(k)  # (B*head, head_dim, k_att^2, Ho, Wo)
+        unfold_rpe = self.gather(pe)  # (1, head_dim, k_att^2, Ho, Wo)
+        att = (ops.expand_dims(q, 2) * (unfold_k + ops.expand_dims(q_pe, 2) - unfold_rpe)).sum(1)
+        att = ops.softmax(att, axis=1)  # (B*head, k_att^2, Ho, Wo)
+        return (ops.expand_dims(att, 1) * self.gather(v)).sum(2)
+
+
+class BlockedAcmixAttention(_AcmixAttentionForm):
+    """Blocked dense-matmul window attention (:class:`BlockedWindowAttention`, every backend): ``q_i . pe_i`` is
+    constant over j and cancels in the softmax, so the keys are ``k - pe``."""
+    form = "fast"
+
+    def __init__(self, kernel_att: int, stride: int, padding: int, block: int) -> None:
+        super().__init__()
+        self.local_attn = BlockedWindowAttention(kernel_att, stride=stride, padding=padding, block=block)
+
+    def construct(self, q, k, v, pe, q_pe):
+        return self.local_attn(q, k - pe, v)
+
+
+class FusedWindowAttention(_AcmixAttentionForm):
+    """The fused CPU kernels (:mod:`convattn.layers.fused_window`, stride 1 or 2): logits ``q_i . (k_j - pe_j)``
+    and the weighted sum of values are one ``ops.Custom`` kernel each; nothing larger than the
+    ``(B*head, k*k, Ho, Wo)`` softmax exists, forward or backward."""
+    form = "fused"
+
+    def __init__(self, kernel_att: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.reflect = nn.ReflectionPad2d((padding,) * 4) if padding > 0 else nn.Identity()
+        # heads are folded into the batch, so one weight group per (sample, head)
+        self.fused_logits = LocalCorrelate("contiguous", kernel_att, 1, 1, stride)
+        self.fused_softmax = TapSoftmax()
+        self.fused_sum = LocalAggregate("contiguous", kernel_att, 1, 1, stride)
+
+    def construct(self, q, k, v, pe, q_pe):
+        # q_i.(k_j + pe_i - pe_j): q_i.pe_i is constant over j and cancels in the softmax over j
+        att = self.fused_softmax(self.fused_logits(q, self.reflect(k - pe)))
+        return self.fused_sum(att, self.reflect(v))
 
 
 class ACmix(ConvPathMixin, nn.Cell):
@@ -243,14 +327,39 @@ class ACmix(ConvPathMixin, nn.Cell):
         self.unfold = LocalWindowGather(kernel_att, stride=stride, dilation=1, padding=padding_att,
                                         pad_mode="reflect", export_safe=export_safe)
         self.attn_impl = attn_impl
-        self.local_attn = BlockedWindowAttention(kernel_att, stride=stride, padding=padding_att, block=attn_block)
-        # the fused kernels: built wherever available so set_fused_kernels() can switch to and from them
+        self.attn_block = attn_block
+        # the fused kernels run at stride 1 or 2 where they are available; set_fused_kernels() switches to and from
+        # them (and set_export_safe() to the gather), each followed by select_implementation()
         self.fused_capable = stride in (1, 2) and fused_allowed()
         self.fused = self.fused_capable and self.attn_impl == "fused"
-        if self.fused_capable:  # heads are folded into the batch, so one weight group per (sample, head)
-            self.fused_logits = LocalCorrelate("contiguous", kernel_att, 1, 1, stride)
-            self.fused_softmax = TapSoftmax()
-            self.fused_sum = LocalAggregate("contiguous", kernel_att, 1, 1, stride)
+        self.select_implementation()
+
+    def attention_form(self) -> str:
+        """The attention formulation this layer runs in its current state: ``'unfold'`` when its gather is
+        export-safe (the ONNX-exportable form), ``'fused'`` while the fused kernels are on, else ``'unfold'`` if
+        asked for and ``'fast'`` otherwise (a ``'fused'`` layer the kernels cannot serve runs the blocked form)."""
+        if self.unfold.export_safe:
+            return "unfold"
+        if self.fused:
+            return "fused"
+        return "unfold" if self.attn_impl == "unfold" else "fast"
+
+    def select_implementation(self) -> None:
+        """Build the attention implementation object of :meth:`attention_form` as the child ``attention`` (kept
+        when it already is that form). Runs at construction and after a switch function
+        (:func:`~convattn.layers.fused_window.set_fused_kernels`, :func:`~convattn.layers.window_gather.set_export_safe`)
+        changed the state; ``construct`` only calls it."""
+        form = self.attention_form()
+        current = self._cells.get("attention")
+        if current is not None and current.form == form:
+            return
+        if form == "fused":
+            impl = FusedWindowAttention(self.kernel_att, self.stride, self.padding_att)
+        elif form == "fast":
+            impl = BlockedAcmixAttention(self.kernel_att, self.stride, self.padding_att, self.attn_block)
+        else:
+            impl = UnfoldWindowAttention(self.unfold)
+        self.attention = impl if current is None else adopt_precision(self, impl)
 
     def extend_repr(self):
         return (f"in_planes={self.in_planes}, out_planes={self.out_planes}, kernel_att={self.kernel_att}, "
@@ -266,9 +375,9 @@ class ACmix(ConvPathMixin, nn.Cell):
     def construct(self, x):
         q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)
         b, c, h, w = q.shape
-        bh, hd, kk2 = b * self.head, self.head_dim, self.kernel_att * self.kernel_att
+        bh, hd = b * self.head, self.head_dim
         s = self.stride
-        pe = self.conv_p(acmix_position(h, w, q.dtype))  # (1, head_dim, H, W)
+        pe = self.conv_p(coordinate_grid(h, w, q.dtype))  # (1, head_dim, H, W)
         q_att = q.reshape(bh, hd, h, w) * self.scaling
         k_att = k.reshape(bh, hd, h, w)
         v_att = v.reshape(bh, hd, h, w)
@@ -277,22 +386,8 @@ class ACmix(ConvPathMixin, nn.Cell):
             q_pe = subsample2d(pe, s)
         else:
             q_pe = pe
-        if self.fused and not self.unfold.export_safe:
-            # q_i.(k_j + pe_i - pe_j): q_i.pe_i is constant over j and cancels in the softmax over j
-            att = self.fused_softmax(self.fused_logits(q_att, self.unfold.reflect(k_att - pe)))
-            out_att = self.fused_sum(att, self.unfold.reflect(v_att))
-            out_att = out_att.reshape(b, self.out_planes, out_att.shape[2], out_att.shape[3])
-        elif self.attn_impl != "unfold" and not self.unfold.export_safe:
-            out_att = self.local_attn(q_att, k_att - pe, v_att)  # the same algebra, blocked matmuls
-            out_att = out_att.reshape(b, self.out_planes, out_att.shape[2], out_att.shape[3])
-        else:
-            unfold_k = self.unfold(k_att)  # (B*head, head_dim, k_att^2, Ho, Wo)
-            unfold_rpe = self.unfold(pe)  # (1, head_dim, k_att^2, Ho, Wo)
-            att = (ops.expand_dims(q_att, 2) * (unfold_k + ops.expand_dims(q_pe, 2) - unfold_rpe)).sum(1)
-            att = ops.softmax(att, axis=1)  # (B*head, k_att^2, Ho, Wo)
-            unfold_v = self.unfold(v_att)
-            ho, wo = unfold_v.shape[3], unfold_v.shape[4]
-            out_att = (ops.expand_dims(att, 1) * unfold_v).sum(2).reshape(b, self.out_planes, ho, wo)
+        out_att = self.attention(q_att, k_att, v_att, pe, q_pe)  # (B*head, head_dim, Ho, Wo)
+        out_att = out_att.reshape(b, self.out_planes, out_att.shape[2], out_att.shape[3])
 
         hw = h * w
         f_all = ops.concat((q.reshape(b, self.head, hd, hw), k.reshape(b, self.head, hd, hw),

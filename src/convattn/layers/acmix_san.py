@@ -29,15 +29,16 @@ import numpy as np
 from mindspore import Parameter, Tensor, ops
 
 from .acmix import ConvPathMixin
-from .san_attention import SAM
+from .san_attention import SAMBase, PairwiseSAM, PatchwiseSAM, sa_type_name
 
-__all__ = ["ACmixSAM"]
+__all__ = ["ACmixSAM", "ACmixPairwiseSAM", "ACmixPatchwiseSAM"]
 
 
-class ACmixSAM(ConvPathMixin, SAM):
-    """SAM + ACmix convolution path: ``rate1 * SAM(x) + rate2 * conv_path(phi(x), psi(x), beta(x))``.
+class _ACmixOnSAM(ConvPathMixin):
+    """SAM + ACmix convolution path: ``rate1 * SAM(x) + rate2 * conv_path(phi(x), psi(x), beta(x))``; mixed into
+    :class:`~convattn.layers.san_attention.PairwiseSAM` / :class:`~convattn.layers.san_attention.PatchwiseSAM`.
 
-    Takes SAM's arguments (see :class:`~convattn.layers.san_attention.SAM`) plus:
+    Takes SAM's arguments (see :class:`~convattn.layers.san_attention.SAMBase`) plus:
 
     Args:
         head_dim: channels per head of the convolution path; must divide ``rel_planes`` and ``out_planes``.
@@ -50,11 +51,11 @@ class ACmixSAM(ConvPathMixin, SAM):
     ``rate2``.
     """
 
-    def __init__(self, sa_type, in_planes: int, rel_planes: int, out_planes: int, share_planes: int = 8,
+    def __init__(self, in_planes: int, rel_planes: int, out_planes: int, share_planes: int = 8,
                  kernel_size: int = 3, stride: int = 1, dilation: int = 1, head_dim: Optional[int] = None,
                  kernel_conv: int = 3, depthwise_conv: Optional[bool] = None, **sam_kwargs) -> None:
-        SAM.__init__(self, sa_type, in_planes, rel_planes, out_planes, share_planes, kernel_size, stride, dilation,
-                     **sam_kwargs)
+        super().__init__(in_planes, rel_planes, out_planes, share_planes, kernel_size, stride, dilation,
+                         **sam_kwargs)  # the SAM class this is mixed into
         head_dim = out_planes // share_planes if head_dim is None else head_dim
         if not isinstance(head_dim, int) or isinstance(head_dim, bool) or head_dim < 1 \
                 or rel_planes % head_dim or out_planes % head_dim:
@@ -72,8 +73,9 @@ class ACmixSAM(ConvPathMixin, SAM):
         self.rate2 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate2")
 
     def extend_repr(self):
-        return (SAM.extend_repr(self) + f", head_dim={self.head_dim}, conv_maps={2 * self.qk_heads + self.v_heads}, "
-                f"kernel_conv={self.kernel_conv}, depthwise_conv={self.depthwise_conv}")
+        return (SAMBase.extend_repr(self) + f", head_dim={self.head_dim}, "
+                f"conv_maps={2 * self.qk_heads + self.v_heads}, kernel_conv={self.kernel_conv}, "
+                f"depthwise_conv={self.depthwise_conv}")
 
     def construct(self, x):
         out_att, x1, x2, x3 = self.attend(x)
@@ -83,3 +85,21 @@ class ACmixSAM(ConvPathMixin, SAM):
                             x3.reshape(b, self.v_heads, hd, hw)), 1)
         out_conv = self.conv_path(f_all, h, wd)
         return self.rate1 * out_att + self.rate2 * out_conv
+
+
+class ACmixPairwiseSAM(_ACmixOnSAM, PairwiseSAM):
+    """Pairwise SAM with the ACmix convolution path (arguments: see :class:`_ACmixOnSAM`)."""
+
+
+class ACmixPatchwiseSAM(_ACmixOnSAM, PatchwiseSAM):
+    """Patchwise SAM with the ACmix convolution path (arguments: see :class:`_ACmixOnSAM`)."""
+
+
+class ACmixSAM:
+    """SAM of attention type ``sa_type`` (``'pairwise'``/``0`` or ``'patchwise'``/``1``) with the ACmix
+    convolution path: ``ACmixSAM(sa_type, ...)`` builds an :class:`ACmixPairwiseSAM` or :class:`ACmixPatchwiseSAM`
+    (arguments: SAM's plus ``head_dim``, ``kernel_conv``, ``depthwise_conv``, see :class:`_ACmixOnSAM`). A class
+    for the same reason as :class:`~convattn.layers.san_attention.SAM`: model code keeps it as ``sam_cls``."""
+
+    def __new__(cls, sa_type, *args, **kwargs) -> SAMBase:
+        return {"pairwise": ACmixPairwiseSAM, "patchwise": ACmixPatchwiseSAM}[sa_type_name(sa_type)](*args, **kwargs)

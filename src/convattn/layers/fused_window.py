@@ -19,10 +19,9 @@ a padded map (stride 1 with dilation d, or stride 2; taps in ``F.unfold`` order 
 attention heads). Each is the other's gradient (plus a transposed aggregation for the map), so forward and
 backward never hold more than the weights ``(N, G, k*k, H, W)`` and maps of the input's size.
 
-The C++ source (``kernels/local_window.cc``) is compiled with the system ``g++`` on first use into
-``$CONVATTN_KERNEL_CACHE`` (default ``~/.cache/convattn/kernels``), keyed by the source hash and the flags;
-the build is atomic. Where there is no compiler :func:`fused_kernels_available` is False and the layers fall
-back, with one warning saying why. Only networks built for the CPU target use them (GPU and Ascend keep the
+The C++ source (``kernels/local_window.cc``) is built by :mod:`convattn.layers.kernel_build` (compile on first
+use, on-disk cache, atomic write); this module only asks it for the library. Where there is no compiler
+:func:`fused_kernels_available` is False and the layers fall back, with one warning saying why. Only networks built for the CPU target use them (GPU and Ascend keep the
 standard-op formulations): :mod:`convattn.layers.targets` decides. ``CONVATTN_FUSED_KERNELS=0`` turns the kernels off; ``CONVATTN_NUM_THREADS`` caps the
 threads they use (default: the CPUs this process may run on).
 
@@ -30,91 +29,16 @@ The kernels are float32; other dtypes are cast around them. ``ops.Custom`` nodes
 ONNX nor portably to MINDIR, so :func:`convattn.deploy.prepare_for_export` switches every layer back to its
 standard-op formulation (:func:`set_fused_kernels`).
 """
-import hashlib
-import os
-import subprocess
-import tempfile
-import warnings
-from typing import Optional
-
 import mindspore as ms
 from mindspore import nn, ops
 
-from .helpers import invalidate_graph_cache
+from .helpers import reselect_implementations
+from .kernel_build import fused_kernels_available, kernel_library, unavailable_reason
 
 __all__ = ["LocalAggregate", "LocalCorrelate", "LocalDiff", "PairwiseMlp", "TapSoftmax", "fused_kernels_available", "kernel_library",
            "set_fused_kernels"]
 
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "local_window.cc")
 _MODES = ("interleaved", "contiguous")
-_STATE = {"path": None, "error": None, "tried": False, "warned": False}
-
-
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _compile_flags():
-    # -fno-trapping-math lets the softmax's exp vectorise (no FP exceptions are enabled in MindSpore)
-    flags = ["-std=c++17", "-O3", "-shared", "-fPIC", "-pthread", "-fno-math-errno", "-fno-trapping-math"]
-    cpu = _cpu_flags()
-    if {"avx2", "fma"} <= cpu:  # portable across the x86 machines of one cluster, unlike -march=native
-        flags += ["-mavx2", "-mfma"]
-    return flags
-
-
-def kernel_library() -> Optional[str]:
-    """Path of the compiled kernel library (built on first call), or None with the reason kept for the warning."""
-    if _STATE["tried"]:
-        return _STATE["path"]
-    _STATE["tried"] = True
-    try:
-        with open(_SOURCE, "rb") as f:
-            source = f.read()
-        flags = _compile_flags()
-        key = hashlib.sha256(source + " ".join(flags).encode()).hexdigest()[:16]
-        cache = os.environ.get("CONVATTN_KERNEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                                         "convattn", "kernels")
-        os.makedirs(cache, exist_ok=True)
-        target = os.path.join(cache, f"local_window_{key}.so")
-        if not os.path.exists(target):
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
-            os.close(fd)
-            try:
-                cmd = [os.environ.get("CXX", "g++")] + flags + ["-o", tmp, _SOURCE]
-                done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-                if done.returncode != 0:
-                    raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()[-2000:]}")
-                os.replace(tmp, target)  # atomic: a concurrent process sees the old state or the whole library
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-        _STATE["path"] = target
-    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        _STATE["error"] = str(exc)
-    return _STATE["path"]
-
-
-def fused_kernels_available() -> bool:
-    """True when the kernels are enabled and compiled (compiles them on first call). Whether a network uses them
-    is its target's choice (:func:`convattn.layers.targets.select_form`: the CPU target only)."""
-    if os.environ.get("CONVATTN_FUSED_KERNELS", "1").strip().lower() in ("0", "false", "off", "no"):
-        return False
-    if kernel_library() is None:
-        if not _STATE["warned"]:
-            _STATE["warned"] = True
-            warnings.warn("convattn: the fused CPU local-window kernels could not be built, so ACmix and SAN use "
-                          f"their standard-op formulations (slower, more memory). Reason: {_STATE['error']}. "
-                          "Install g++ (or set CXX) to enable them.", RuntimeWarning, stacklevel=2)
-        return False
-    return True
 
 
 def _custom(func: str, mode: str, out_shape, bprop=None, inputs: int = 2, tag: str = ""):
@@ -131,7 +55,7 @@ def _custom(func: str, mode: str, out_shape, bprop=None, inputs: int = 2, tag: s
 
 def _require_library():
     if kernel_library() is None:
-        raise RuntimeError(f"the fused local-window kernels are unavailable: {_STATE['error']}")
+        raise RuntimeError(f"the fused local-window kernels are unavailable: {unavailable_reason()}")
 
 
 def _make_ops(mode: str, kernel_size: int, dilation: int, groups: int, stride: int = 1):
@@ -303,5 +227,5 @@ def set_fused_kernels(net: nn.Cell, enabled: bool) -> list:
             if cell.fused != on:
                 names.append(name)
             cell.fused = on
-    invalidate_graph_cache(net)
+    reselect_implementations(net)  # each layer picks the implementation object of its new state once
     return names

@@ -8,7 +8,8 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common import initializer as init
 
-__all__ = ["conv_fan_out_normal", "check_nchw", "ChannelLayerNorm", "GELU", "to_2tuple", "invalidate_graph_cache", "subsample2d"]
+__all__ = ["conv_fan_out_normal", "check_nchw", "ChannelLayerNorm", "GELU", "to_2tuple", "invalidate_graph_cache", "subsample2d",
+           "adopt_precision", "reselect_implementations", "coordinate_grid"]
 
 
 def to_2tuple(v) -> Tuple[int, int]:
@@ -66,6 +67,41 @@ def invalidate_graph_cache(net: nn.Cell) -> None:
     """
     for _, cell in net.cells_and_names():
         object.__setattr__(cell, "_create_time", time.time_ns() + next(_recompile_counter))
+
+
+def adopt_precision(parent: nn.Cell, child: nn.Cell) -> nn.Cell:
+    """Give ``child`` (a cell built after ``parent`` was set up) the mixed-precision flags ``parent`` carries
+    (``to_float`` / AMP O2 flag every sub-cell, but only those that existed then); returns ``child``."""
+    flags = {k: v for k, v in parent.get_flags().items() if k in ("fp16", "fp32", "bf16")}
+    if flags:
+        child.add_flags_recursive(**flags)
+    return child
+
+
+def reselect_implementations(net: nn.Cell) -> None:
+    """After a switch function flipped the flags a layer chooses its implementation by (``fused``,
+    ``export_safe``), let every layer that holds its implementation as an object (a ``select_implementation``
+    method) choose it again, then make GRAPH mode recompile (:func:`invalidate_graph_cache`)."""
+    for _, cell in list(net.cells_and_names()):
+        select = getattr(type(cell), "select_implementation", None)
+        if callable(select):
+            select(cell)
+    invalidate_graph_cache(net)
+
+
+def coordinate_grid(h: int, w: int, dtype=ms.float32):
+    """The 2-channel coordinate grid ``(1, 2, H, W)``: channel 0 = x, channel 1 = y, each linspace(-1, 1).
+
+    Built as ``arange * step - 1`` (bit-identical to linspace in float32): ``LinSpace`` is neither exportable to
+    ONNX nor usable under AMP O2 (its kernel takes float32/float64 only). ACmix's and SAN's position encodings
+    read it."""
+    step_w = 2.0 / (w - 1) if w > 1 else 0.0
+    step_h = 2.0 / (h - 1) if h > 1 else 0.0
+    loc_w = ops.arange(0, w, dtype=dtype) * step_w - 1.0
+    loc_h = ops.arange(0, h, dtype=dtype) * step_h - 1.0
+    grid_w = ops.broadcast_to(loc_w.reshape(1, 1, 1, w), (1, 1, h, w))
+    grid_h = ops.broadcast_to(loc_h.reshape(1, 1, h, 1), (1, 1, h, w))
+    return ops.concat((grid_w, grid_h), 1)
 
 
 def subsample2d(x, stride: int):

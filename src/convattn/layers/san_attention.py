@@ -33,12 +33,13 @@ from mindspore import nn, ops
 
 from mindspore import recompute
 
-from .acmix import acmix_position
+from .helpers import coordinate_grid
 from .fused_window import LocalAggregate, LocalDiff, PairwiseMlp, TapSoftmax
 from .targets import fused_allowed, select_form
 from .window_gather import LocalWindowGather
 
-__all__ = ["SAM", "PAIRWISE_RELATIONS", "PATCHWISE_RELATIONS", "MAPPINGS", "sa_type_name"]
+__all__ = ["SAM", "PairwiseSAM", "PatchwiseSAM", "SAMBase", "PAIRWISE_RELATIONS", "PATCHWISE_RELATIONS", "MAPPINGS",
+           "sa_type_name"]
 
 PAIRWISE_RELATIONS = ("subtraction", "summation", "concatenation", "hadamard", "dot")
 PATCHWISE_RELATIONS = ("concatenation", "star", "clique")
@@ -93,18 +94,21 @@ class _Aggregation(nn.Cell):
         return y.reshape(n, groups * w.shape[1], ho, wo)
 
 
-class SAM(nn.Cell):
-    """Pairwise / patchwise self-attention over a k x k footprint.
+class SAMBase(nn.Cell):
+    """What pairwise and patchwise SAM share: the projections phi, psi, beta (``conv1``, ``conv2``, ``conv3``), the
+    reflection-padded gathers, the aggregation ``y_c(i) = sum_j w_{c mod n_w}(i, j) * beta_c(x_j)`` (gather or
+    fused kernel) and the argument checks. A subclass builds gamma (``conv_w``) and computes the attention
+    weights in :meth:`weights`; build one with :func:`SAM` or directly as :class:`PairwiseSAM` /
+    :class:`PatchwiseSAM` (the same arguments without ``sa_type``).
 
     Args:
-        sa_type: ``'pairwise'`` / ``'patchwise'`` (or the official ``0`` / ``1``).
         in_planes: input channels C.
         rel_planes: channels of phi and psi (official: C/16 in the SAN bottleneck).
         out_planes: channels of beta and of the output (official: C/4).
         share_planes: feature channels sharing one attention-weight channel (official: 8).
         kernel_size: footprint side k (odd).
         stride, dilation: of the footprint (SAN uses 1, 1).
-        relation: see the module docstring; ``None`` = the official relation of ``sa_type``.
+        relation: see the module docstring; ``None`` = the official relation of the attention type.
         mapping: gamma's layout, see the module docstring.
         position_encoding: pairwise only, append p_i - p_j (official: on). Patchwise weights index the
             footprint positions themselves, so the flag has no effect there.
@@ -125,41 +129,43 @@ class SAM(nn.Cell):
             ``'unfold'``: the gather + broadcast multiply + sum (every backend; ONNX with ``export_safe``).
             All equal to float32 rounding, forward and gradients (tests).
     """
+    sa_type = ""
+    relations: tuple = ()
 
-    def __init__(self, sa_type, in_planes: int, rel_planes: int, out_planes: int, share_planes: int = 8,
+    def __init__(self, in_planes: int, rel_planes: int, out_planes: int, share_planes: int = 8,
                  kernel_size: int = 3, stride: int = 1, dilation: int = 1, relation=None, mapping: str = "r-l-r-l",
                  position_encoding: bool = True, export_safe: bool = False, agg_chunks=None,
                  attn_impl: str = "auto") -> None:
         super().__init__()
+        owner = type(self).__name__
         if attn_impl not in ("auto", "fused", "unfold"):
-            raise ValueError(f"SAM: attn_impl must be 'auto', 'fused' (CPU kernel) or 'unfold' (gather), "
+            raise ValueError(f"{owner}: attn_impl must be 'auto', 'fused' (CPU kernel) or 'unfold' (gather), "
                              f"got {attn_impl!r}")
-        self.attn_impl = select_form("sam_aggregation", attn_impl, type(self).__name__)
-        sa_type = sa_type_name(sa_type)
+        self.attn_impl = select_form("sam_aggregation", attn_impl, owner)
         for label, v in (("in_planes", in_planes), ("rel_planes", rel_planes), ("out_planes", out_planes),
                          ("share_planes", share_planes), ("stride", stride), ("dilation", dilation)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"SAM: {label} must be a positive integer, got {v!r}")
+                raise ValueError(f"{owner}: {label} must be a positive integer, got {v!r}")
         if out_planes % share_planes:
             raise ValueError(
-                f"SAM: out_planes={out_planes} is not divisible by share_planes={share_planes}; every weight channel "
-                f"is shared by exactly share_planes feature channels, so choose share_planes among the divisors of "
-                f"{out_planes} (official: 8 with out_planes = C/4)")
+                f"{owner}: out_planes={out_planes} is not divisible by share_planes={share_planes}; every weight "
+                f"channel is shared by exactly share_planes feature channels, so choose share_planes among the "
+                f"divisors of {out_planes} (official: 8 with out_planes = C/4)")
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"SAM: kernel_size (footprint) must be a positive odd integer so the footprint has a "
-                             f"centre pixel, got {kernel_size!r} (official: 3 in stage 0, 7 elsewhere)")
-        valid = PAIRWISE_RELATIONS if sa_type == "pairwise" else PATCHWISE_RELATIONS
+            raise ValueError(f"{owner}: kernel_size (footprint) must be a positive odd integer so the footprint has "
+                             f"a centre pixel, got {kernel_size!r} (official: 3 in stage 0, 7 elsewhere)")
+        valid = self.relations
         relation = valid[0] if relation is None else relation
         if relation not in valid:
-            raise ValueError(f"SAM: unknown {sa_type} relation {relation!r}; choose one of {list(valid)} "
+            raise ValueError(f"{owner}: unknown {self.sa_type} relation {relation!r}; choose one of {list(valid)} "
                              f"(official: {valid[0]!r})")
         if mapping not in MAPPINGS:
-            raise ValueError(f"SAM: unknown mapping {mapping!r}; choose one of {list(MAPPINGS)} (official: 'r-l-r-l')")
+            raise ValueError(f"{owner}: unknown mapping {mapping!r}; choose one of {list(MAPPINGS)} "
+                             f"(official: 'r-l-r-l')")
         agg_chunks = share_planes if agg_chunks is None else agg_chunks
         if not isinstance(agg_chunks, int) or agg_chunks < 1 or share_planes % agg_chunks:
-            raise ValueError(f"SAM: agg_chunks must divide share_planes={share_planes}, got {agg_chunks!r}")
+            raise ValueError(f"{owner}: agg_chunks must divide share_planes={share_planes}, got {agg_chunks!r}")
         self.agg_chunks = agg_chunks
-        self.sa_type = sa_type
         self.relation = relation
         self.mapping = mapping
         self.kernel_size = kernel_size
@@ -168,58 +174,43 @@ class SAM(nn.Cell):
         self.share_planes = share_planes
         self.num_weights = out_planes // share_planes
         self.out_planes = out_planes
-        self.position_encoding = bool(position_encoding) and sa_type == "pairwise"
+        self.position_encoding = False  # a pairwise option
         self.export_safe = bool(export_safe)  # flipped with the gathers by set_export_safe
-        kk = kernel_size * kernel_size
-        pad = dilation * (kernel_size - 1) // 2
+        self.pad = dilation * (kernel_size - 1) // 2
 
         self.conv1 = _conv1x1(in_planes, rel_planes, True)
         self.conv2 = _conv1x1(in_planes, rel_planes, True)
         self.conv3 = _conv1x1(in_planes, out_planes, True)
-        if sa_type == "pairwise":
-            rel_dim = {"concatenation": 2 * rel_planes, "dot": 1}.get(relation, rel_planes)
-            rel_dim += 2 if self.position_encoding else 0
-            self.conv_w = _mapping(mapping, rel_dim, rel_planes, self.num_weights)
-            if self.position_encoding:
-                self.conv_p = _conv1x1(2, 2, True)
-            self.softmax = nn.Softmax(axis=2)
-        else:
-            rel_dim = {"concatenation": rel_planes * (kk + 1), "star": kk, "clique": kk * kk}[relation]
-            self.conv_w = _mapping(mapping, rel_dim, self.num_weights, kk * self.num_weights)
-        self.relation_channels = rel_dim
+
+    def _build_aggregation(self) -> None:
+        """The gathers and the aggregation cells (after the subclass's gamma, the order the official module
+        creates its cells in)."""
         # One gather per stream; each is a LocalWindowGather so set_export_safe() reaches all of them.
-        self.gather = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
+        self.gather = self._gather()
         self.aggregation = _Aggregation(self.gather)
         # the fused kernel: built wherever it is available so set_fused_kernels() can switch to and from it
-        self.fused_capable = stride == 1 and fused_allowed()
+        self.fused_capable = self.stride == 1 and fused_allowed()
         self.fused = self.fused_capable and self.attn_impl == "fused"
         if self.fused_capable:
-            self.fused_aggregation = LocalAggregate("interleaved", kernel_size, dilation, self.num_weights)
-            if sa_type == "pairwise":
-                self.fused_softmax = TapSoftmax()
-                if relation == "subtraction":
-                    self.fused_diff = LocalDiff(kernel_size, dilation)
-                    if mapping == "r-l-r-l":
-                        self.fused_mlp = PairwiseMlp(kernel_size, dilation)
-        self.gather_rel = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
-        if self.position_encoding:
-            self.gather_pos = LocalWindowGather(kernel_size, stride, dilation, pad, "reflect", export_safe)
+            self.fused_aggregation = LocalAggregate("interleaved", self.kernel_size, self.dilation, self.num_weights)
+        self.gather_rel = self._gather()
+
+    def _gather(self) -> LocalWindowGather:
+        return LocalWindowGather(self.kernel_size, self.stride, self.dilation, self.pad, "reflect", self.export_safe)
 
     def extend_repr(self):
         return (f"sa_type={self.sa_type}, relation={self.relation}, mapping={self.mapping}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, share_planes={self.share_planes}, "
                 f"position_encoding={self.position_encoding}, attn_impl={self.attn_impl}")
 
+    def _fused_now(self) -> bool:
+        return self.fused and not self.gather.export_safe
+
     def idle_gathers(self):
         """The gather cells the current formulation does not run (for the speed harness's formulation column)."""
-        if not self.fused or self.gather.export_safe:
+        if not self._fused_now():
             return []
-        idle = [] if self.relation == "clique" else [self.gather]  # clique gathers phi with it
-        if self.sa_type == "pairwise" and self.relation == "subtraction":
-            idle.append(self.gather_rel)  # only its padding cell runs
-            if self.position_encoding:
-                idle.append(self.gather_pos)
-        return idle
+        return [self.gather]
 
     def _centre(self, x):
         """x at the footprint centres, (N, C, Ho*Wo): the centre tap is never padded."""
@@ -227,12 +218,101 @@ class SAM(nn.Cell):
             x = x[:, :, ::self.stride, ::self.stride]
         return x.reshape(x.shape[0], x.shape[1], 1, -1)
 
+    def weights(self, x1, x2):
+        """The attention weights ``(N, n_w, k*k, Ho*Wo)`` from phi(x) and psi(x)."""
+        raise NotImplementedError
+
+    def aggregate(self, x3, w):
+        """y_c(i) = sum_j w_{c mod n_w}(i, j) * x3_c(j), reflection padding; w is (N, n_w, k*k, Ho*Wo).
+
+        The fused kernel (stride 1) needs no gather. Otherwise:
+
+        Channel c = s * n_w + (c mod n_w): x3 splits into (share, n_w) so w broadcasts over the share axis.
+        While training with ``agg_chunks`` > 1 the share groups are gathered chunk by chunk under recompute,
+        so the gathered values never exist for all channels at once (see the class docstring). Inference
+        keeps no tape, so it gathers once (fewer ops, faster graph compilation).
+        """
+        n, c, h, wd = x3.shape
+        if self._fused_now():
+            return self.fused_aggregation(w.reshape(n, self.num_weights, w.shape[2], h, wd), self.gather.reflect(x3))
+        if self.agg_chunks == 1 or not self.training:
+            return self.aggregation(x3, w, self.share_planes)
+        per = self.share_planes // self.agg_chunks
+        g = x3.reshape(n, self.share_planes, self.num_weights, h, wd)
+        ys = tuple(self._aggregation_chunk(g[:, i * per:(i + 1) * per].reshape(n, per * self.num_weights, h, wd), w, per)
+                   for i in range(self.agg_chunks))
+        y = ops.concat(ys, 1)
+        return y.reshape(n, self.out_planes, y.shape[2], y.shape[3])
+
+    def _aggregation_chunk(self, x3, w, groups):
+        return recompute(self.aggregation, x3, w, groups)
+
+    def extra_macs(self, inputs, output) -> int:
+        """Multiply-adds no Conv2d hook sees: the aggregation ``sum_j w(i, j) beta(x_j)`` (out_planes x k*k per
+        output pixel) and the product relations (Hadamard / dot / star: rel x k*k, clique: rel x k^4 per pixel).
+        gamma's 1x1 convolutions are counted by their hooks (or by the fused kernel's own declaration)."""
+        n, ho, wo = output.shape[0], output.shape[-2], output.shape[-1]
+        kk = self.kernel_size * self.kernel_size
+        macs = n * self.out_planes * kk * ho * wo
+        rel = self.conv1.out_channels
+        if self.relation in ("hadamard", "dot", "star"):
+            macs += n * rel * kk * ho * wo
+        elif self.relation == "clique":
+            macs += n * rel * kk * kk * ho * wo
+        return macs
+
+    def attend(self, x):
+        """``(y, phi(x), psi(x), beta(x))``: the SAM output and the three projections (ACmix-SAN reuses them)."""
+        x1, x2, x3 = self.conv1(x), self.conv2(x), self.conv3(x)
+        return self.aggregate(x3, self.weights(x1, x2)), x1, x2, x3
+
+    def construct(self, x):
+        return self.attend(x)[0]
+
+
+class PairwiseSAM(SAMBase):
+    """Pairwise SAM: ``w(i, j) = softmax_j gamma([delta(x_i, x_j), p_i - p_j])`` (see :class:`SAMBase` for the
+    arguments). On CPU the official relation and gamma run as fused kernels: the subtraction relation (and
+    p_i - p_j) in one pass, at inference gamma too (BatchNorms folded), and the softmax over the taps."""
+    sa_type = "pairwise"
+    relations = PAIRWISE_RELATIONS
+
+    def __init__(self, in_planes: int, rel_planes: int, out_planes: int, share_planes: int = 8,
+                 kernel_size: int = 3, stride: int = 1, dilation: int = 1, relation=None, mapping: str = "r-l-r-l",
+                 position_encoding: bool = True, export_safe: bool = False, agg_chunks=None,
+                 attn_impl: str = "auto") -> None:
+        super().__init__(in_planes, rel_planes, out_planes, share_planes, kernel_size, stride, dilation, relation,
+                         mapping, position_encoding, export_safe, agg_chunks, attn_impl)
+        self.position_encoding = bool(position_encoding)
+        rel_dim = {"concatenation": 2 * rel_planes, "dot": 1}.get(self.relation, rel_planes)
+        rel_dim += 2 if self.position_encoding else 0
+        self.conv_w = _mapping(mapping, rel_dim, rel_planes, self.num_weights)
+        if self.position_encoding:
+            self.conv_p = _conv1x1(2, 2, True)
+        self.softmax = nn.Softmax(axis=2)
+        self.relation_channels = rel_dim
+        self._build_aggregation()
+        if self.fused_capable:
+            self.fused_softmax = TapSoftmax()
+            if self.relation == "subtraction":
+                self.fused_diff = LocalDiff(kernel_size, dilation)
+                if mapping == "r-l-r-l":
+                    self.fused_mlp = PairwiseMlp(kernel_size, dilation)
+        if self.position_encoding:
+            self.gather_pos = self._gather()
+
+    def idle_gathers(self):
+        idle = super().idle_gathers()
+        if idle and self.relation == "subtraction":
+            idle.append(self.gather_rel)  # only its padding cell runs
+            if self.position_encoding:
+                idle.append(self.gather_pos)
+        return idle
+
     def _position_map(self, x):
         """conv_p of the [-1, 1] coordinate grid of x's map: (1, 2, H, W), (x, y) channel order."""
         h, w = x.shape[2], x.shape[3]
-        # arange * step - 1, bit-identical to linspace(-1, 1) in float32 (tests/test_export.py); LinSpace itself is
-        # neither exportable to ONNX nor usable under AMP O2 (its kernel takes float32/float64 only)
-        grid = acmix_position(h, w, x.dtype)
+        grid = coordinate_grid(h, w, x.dtype)  # arange-built, bit-identical to linspace(-1, 1) (tests/test_export.py)
         return self.conv_p(grid)
 
     def _position(self, x):
@@ -273,21 +353,21 @@ class SAM(nn.Cell):
         w = self.fused_mlp(a * s0 + t0, bp * s0, w1, bn1.beta - bn1.moving_mean * s1, w2, conv2.bias)
         return w.reshape(w.shape[0], w.shape[1], w.shape[2], -1)
 
-    def _pairwise_weights(self, x1, x2):
+    def weights(self, x1, x2):
         n = x1.shape[0]
-        fused = self.fused and not self.gather.export_safe
+        fused = self._fused_now()
         if fused and self.relation == "subtraction" and self.mapping == "r-l-r-l" and not self.training:
             w = self._fused_subtraction_mapping_eval(x1, x2)
         else:
             r = self._fused_subtraction(x1, x2) if fused and self.relation == "subtraction" else \
-                self._pairwise_relation(x1, x2)
+                self._relation(x1, x2)
             w = self.conv_w(r)                                    # (N, n_w, k*k, L)
         if fused:
             w = self.fused_softmax(w.reshape(n, w.shape[1], w.shape[2], x1.shape[2], x1.shape[3]))
             return w.reshape(n, w.shape[1], w.shape[2], -1)
         return self.softmax(w)
 
-    def _pairwise_relation(self, x1, x2):
+    def _relation(self, x1, x2):
         n = x1.shape[0]
         nb = self.gather_rel(x2)
         nb = nb.reshape(n, nb.shape[1], nb.shape[2], -1)        # psi(x_j): (N, rel, k*k, L)
@@ -307,7 +387,29 @@ class SAM(nn.Cell):
             r = ops.concat((r, ops.broadcast_to(p, (n, p.shape[1], p.shape[2], p.shape[3]))), 1)
         return r
 
-    def _patchwise_weights(self, x1, x2):
+
+class PatchwiseSAM(SAMBase):
+    """Patchwise SAM: ``w(i, .) = gamma(delta(x_R(i)))``, no softmax (see :class:`SAMBase` for the arguments;
+    ``position_encoding`` has no effect: the weights index the footprint positions themselves)."""
+    sa_type = "patchwise"
+    relations = PATCHWISE_RELATIONS
+
+    def __init__(self, in_planes: int, rel_planes: int, out_planes: int, share_planes: int = 8,
+                 kernel_size: int = 3, stride: int = 1, dilation: int = 1, relation=None, mapping: str = "r-l-r-l",
+                 position_encoding: bool = True, export_safe: bool = False, agg_chunks=None,
+                 attn_impl: str = "auto") -> None:
+        super().__init__(in_planes, rel_planes, out_planes, share_planes, kernel_size, stride, dilation, relation,
+                         mapping, position_encoding, export_safe, agg_chunks, attn_impl)
+        kk = kernel_size * kernel_size
+        rel_dim = {"concatenation": rel_planes * (kk + 1), "star": kk, "clique": kk * kk}[self.relation]
+        self.conv_w = _mapping(mapping, rel_dim, self.num_weights, kk * self.num_weights)
+        self.relation_channels = rel_dim
+        self._build_aggregation()
+
+    def idle_gathers(self):
+        return [] if self.relation == "clique" else super().idle_gathers()  # clique gathers phi with it
+
+    def weights(self, x1, x2):
         n = x1.shape[0]
         kk = self.kernel_size * self.kernel_size
         nb = self.gather_rel(x2)
@@ -328,53 +430,16 @@ class SAM(nn.Cell):
         w = self.conv_w(r)                                        # (N, n_w * k*k, 1, L)
         return w.reshape(n, self.num_weights, kk, -1)
 
-    def aggregate(self, x3, w):
-        """y_c(i) = sum_j w_{c mod n_w}(i, j) * x3_c(j), reflection padding; w is (N, n_w, k*k, Ho*Wo).
 
-        The fused kernel (stride 1) needs no gather. Otherwise:
+SAM_TYPES = {"pairwise": PairwiseSAM, "patchwise": PatchwiseSAM}
 
-        Channel c = s * n_w + (c mod n_w): x3 splits into (share, n_w) so w broadcasts over the share axis.
-        While training with ``agg_chunks`` > 1 the share groups are gathered chunk by chunk under recompute,
-        so the gathered values never exist for all channels at once (see the class docstring). Inference
-        keeps no tape, so it gathers once (fewer ops, faster graph compilation).
-        """
-        n, c, h, wd = x3.shape
-        if self.fused and not self.gather.export_safe:
-            return self.fused_aggregation(w.reshape(n, self.num_weights, w.shape[2], h, wd), self.gather.reflect(x3))
-        if self.agg_chunks == 1 or not self.training:
-            return self.aggregation(x3, w, self.share_planes)
-        per = self.share_planes // self.agg_chunks
-        g = x3.reshape(n, self.share_planes, self.num_weights, h, wd)
-        ys = tuple(self._aggregation_chunk(g[:, i * per:(i + 1) * per].reshape(n, per * self.num_weights, h, wd), w, per)
-                   for i in range(self.agg_chunks))
-        y = ops.concat(ys, 1)
-        return y.reshape(n, self.out_planes, y.shape[2], y.shape[3])
 
-    def _aggregation_chunk(self, x3, w, groups):
-        return recompute(self.aggregation, x3, w, groups)
+class SAM:
+    """SAN's self-attention module of attention type ``sa_type`` (``'pairwise'`` / ``'patchwise'``, or the official
+    ``0`` / ``1``): ``SAM(sa_type, in_planes, rel_planes, out_planes, ...)`` builds a :class:`PairwiseSAM` or a
+    :class:`PatchwiseSAM` with the remaining arguments (see :class:`SAMBase`); parameter names are the official
+    ones either way. A class (not a function) so that model code can keep it as a class attribute
+    (``sam_cls = SAM``) without Python binding it as a method; it never makes instances of its own."""
 
-    def extra_macs(self, inputs, output) -> int:
-        """Multiply-adds no Conv2d hook sees: the aggregation ``sum_j w(i, j) beta(x_j)`` (out_planes x k*k per
-        output pixel) and the product relations (Hadamard / dot / star: rel x k*k, clique: rel x k^4 per pixel).
-        gamma's 1x1 convolutions are counted by their hooks (or by the fused kernel's own declaration)."""
-        n, ho, wo = output.shape[0], output.shape[-2], output.shape[-1]
-        kk = self.kernel_size * self.kernel_size
-        macs = n * self.out_planes * kk * ho * wo
-        rel = self.conv1.out_channels
-        if self.relation in ("hadamard", "dot", "star"):
-            macs += n * rel * kk * ho * wo
-        elif self.relation == "clique":
-            macs += n * rel * kk * kk * ho * wo
-        return macs
-
-    def attend(self, x):
-        """``(y, phi(x), psi(x), beta(x))``: the SAM output and the three projections (ACmix-SAN reuses them)."""
-        x1, x2, x3 = self.conv1(x), self.conv2(x), self.conv3(x)
-        if self.sa_type == "pairwise":
-            w = self._pairwise_weights(x1, x2)
-        else:
-            w = self._patchwise_weights(x1, x2)
-        return self.aggregate(x3, w), x1, x2, x3
-
-    def construct(self, x):
-        return self.attend(x)[0]
+    def __new__(cls, sa_type, *args, **kwargs) -> SAMBase:
+        return SAM_TYPES[sa_type_name(sa_type)](*args, **kwargs)

@@ -22,7 +22,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .fused_window import fused_kernels_available
+from .kernel_build import fused_kernels_available, unavailable_reason
 
 __all__ = ["TARGETS", "Formulation", "FORMULATIONS", "resolve_target", "build_target", "select_form",
            "fused_allowed", "map_between_forms", "form_table"]
@@ -131,8 +131,7 @@ def select_form(key: str, requested: Optional[str] = None, owner: str = "", targ
                          f"{' or '.join(f'{f.argument}={_arg_repr(f, r)}' for r in f.runs[t])}, or leave it unset "
                          f"for the target's default, or build for another target")
     if requested == "fused" and not fused_kernels_available():
-        from .fused_window import _STATE
-        reason = _STATE["error"] or "CONVATTN_FUSED_KERNELS=0"
+        reason = unavailable_reason()
         raise RuntimeError(f"{owner}: {f.argument}='fused' needs the fused CPU kernels, which are unavailable "
                            f"({reason}); use {f.argument}='auto' to fall back to '{f.fallback}'")
     return requested

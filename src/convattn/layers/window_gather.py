@@ -17,7 +17,7 @@ from typing import Optional
 
 from mindspore import nn, ops
 
-from .helpers import invalidate_graph_cache
+from .helpers import reselect_implementations
 
 __all__ = ["LocalWindowGather", "reflect_pad_slices", "set_export_safe", "window_output_size"]
 
@@ -107,5 +107,7 @@ def set_export_safe(net, export_safe: bool = True):
     for _, cell in net.cells_and_names():
         if hasattr(cell, "export_safe") and isinstance(getattr(cell, "export_safe"), bool):
             cell.export_safe = export_safe
-    invalidate_graph_cache(net)  # a compiled GRAPH-mode network would otherwise keep the old formulation
+    # layers holding their implementation as an object choose it again (an export-safe layer runs its gather);
+    # a compiled GRAPH-mode network would otherwise keep the old formulation
+    reselect_implementations(net)
     return net
