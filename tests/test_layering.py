@@ -83,11 +83,6 @@ FAMILY_BASES = {
 }
 
 # private names still imported across modules, to be made public by their owners: (importing module, name)
-PRIVATE_IMPORTS_PENDING = {
-    ("layers.targets", "_STATE"),  # the fused-kernel build state of layers.fused_window (being split out)
-}
-
-
 def _module_names(source: str, module: str):
     """(line, imported module under convattn as a dotted path, names imported from it) of every convattn import."""
     package = module.split(".")[:-1]
@@ -139,9 +134,8 @@ def test_no_private_names_imported_across_modules():
     bad = []
     for path, rel, module in _modules():
         for line, what, name in _private_imports(path.read_text(encoding="utf-8"), module):
-            if (module, name) not in PRIVATE_IMPORTS_PENDING:
-                bad.append(f"src/convattn/{rel}:{line} {what} (a private name: make it public in its module, or "
-                           "keep the code that needs it there)")
+            bad.append(f"src/convattn/{rel}:{line} {what} (a private name: make it public in its module, or "
+                       "keep the code that needs it there)")
     assert not bad, "private names imported across modules:\n" + "\n".join(bad)
 
 
