@@ -3,7 +3,9 @@
 count every primitive and check it against what MindSpore documents for Ascend.
 
 Usage: python scripts/ascend_audit.py [PATTERN ...] [--summary-only] [--strict] [--readme README.md]
-Exit status 1 when a primitive violates a documented constraint (with --strict: also when one is undocumented).
+       python scripts/ascend_audit.py representatives --digits [--readme README.md]
+Exit status 1 when a primitive violates a documented constraint (with --strict: also when one is undocumented);
+with --digits also when the O2 digits training of a representative does not lower its loss.
 """
 import argparse
 import os
@@ -12,8 +14,9 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 import convattn  # noqa: E402  (CPU speed default before MindSpore runs)
-from convattn.bench.ascend_audit import (REPRESENTATIVES, audit_model, findings, load_results,  # noqa: E402
-                                         model_table, primitive_table, save_results, summary_table)
+from convattn.bench.ascend_audit import (REPRESENTATIVES, SMALL_CONFIGS, audit_and_train_small,  # noqa: E402
+                                         audit_model, digits_table, findings, load_results, model_table,
+                                         primitive_table, save_results, summary_table)
 from convattn.utils.readme import replace_marked_block  # noqa: E402
 
 
@@ -27,7 +30,12 @@ def main(argv=None) -> int:
                         "of each model's default_cfg: the same operators, faster to compile)")
     p.add_argument("--summary-only", action="store_true", help="print only the summary and the primitive tables")
     p.add_argument("--strict", action="store_true", help="fail on undocumented (unknown) primitives too")
-    p.add_argument("--readme", help="replace the block between <!-- ascend-audit:begin/end --> in this file")
+    p.add_argument("--digits", action="store_true",
+                   help="representatives only: audit the small CI instance of each (SMALL_CONFIGS in "
+                        "convattn.bench.ascend_audit), then train its compiled O2 step on digits (as "
+                        "tests/test_ascend.py does); --readme then fills the ascend-o2-digits block")
+    p.add_argument("--readme", help="replace the block between <!-- ascend-audit:begin/end --> (with --digits: "
+                                    "<!-- ascend-o2-digits:begin/end -->) in this file")
     p.add_argument("--save", help="also write the results to this JSON file")
     p.add_argument("--load", nargs="+", help="render the tables from JSON files written by --save (no compiling)")
     args = p.parse_args(argv)
@@ -42,10 +50,20 @@ def main(argv=None) -> int:
             print(f"error: no registered model matches {pat!r}; see convattn.list_models()", file=sys.stderr)
             return 2
         names += [n for n in found if n not in names]
-    results, bad = [], False
+    if args.digits:
+        others = [n for n in names if n not in SMALL_CONFIGS]
+        if others:
+            print(f"error: --digits trains the representatives only (pattern 'representatives'); not one: "
+                  f"{', '.join(others)}", file=sys.stderr)
+            return 2
+        if args.full_size:
+            print("error: --digits trains the small CI instances; drop --full-size", file=sys.stderr)
+            return 2
+    results, bad, seen = [], False, {}
     for name in names:
         try:
-            result = audit_model(name, full_size=args.full_size)
+            result = (audit_and_train_small(name) if args.digits
+                      else audit_model(name, full_size=args.full_size, seen=seen))
         except Exception as exc:  # noqa: BLE001  (a graph that does not compile fails the audit, the rest goes on)
             print(f"VIOLATION {name}: does not compile: {type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
             bad = True
@@ -59,6 +77,12 @@ def main(argv=None) -> int:
         for line in found["unknown"]:
             print(f"UNKNOWN {name}: {line}", flush=True)
         bad = bad or bool(found["violation"]) or (args.strict and bool(found["unknown"]))
+        if args.digits:
+            d = result["digits"]
+            if not d["loss_after"] < d["loss_before"]:
+                print(f"FAIL {name}: O2 digits training did not lower the loss: {d['loss_before']:.4f} -> "
+                      f"{d['loss_after']:.4f}", flush=True)
+                bad = True
         if args.save:  # after every model: a long run keeps what it has done
             save_results(results, args.save)
     return report(results, args, bad)
@@ -67,8 +91,14 @@ def main(argv=None) -> int:
 def report(results, args, bad) -> int:
     summary, prims = summary_table(results), primitive_table(results)
     print(summary + "\n\n" + prims)
+    digits = [r for r in results if "digits" in r]
+    if digits:
+        print("\n" + digits_table(digits))
     if args.readme:
-        replace_marked_block(args.readme, "ascend-audit", summary + "\n\n" + prims)
+        if args.digits or (digits and len(digits) == len(results)):
+            replace_marked_block(args.readme, "ascend-o2-digits", digits_table(digits))
+        else:
+            replace_marked_block(args.readme, "ascend-audit", summary + "\n\n" + prims)
     print(f"\n{len(results)} model(s) audited: {'FAIL' if bad else 'pass'}")
     return 1 if bad else 0
 
