@@ -478,7 +478,8 @@ def digits_table(results: List[dict]) -> str:
              f"and after; the held-out top-1 on the next {d0['val']} images (chance: 10 %):",
              "", "| code path | model (small CI instance) | O2 loss before → after | skipped steps (overflow) | "
              "held-out top-1 |", "|---|---|---|---:|---:|"]
-    for r in results:
+    order = list(REPRESENTATIVES.values())
+    for r in sorted(results, key=lambda r: order.index(r["name"]) if r["name"] in order else len(order)):
         d = r["digits"]
         extra = "" if (d["lr"], d["steps"], d["batch"]) == (d0["lr"], d0["steps"], d0["batch"]) else \
             f" (lr {d['lr']:g}, {d['steps']} steps of {d['batch']})"
