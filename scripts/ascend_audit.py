@@ -1,74 +1,12 @@
 #!/usr/bin/env python
-"""Ascend operator audit: compile each model's Ascend form (inference graph and O2 training step) on this machine,
-count every primitive and check it against what MindSpore documents for Ascend.
+"""Ascend operator audit (and, with --digits, the O2 digits training of the representatives). See --help.
 
-Usage: python scripts/ascend_audit.py [PATTERN ...] [--summary_only] [--strict] [--readme docs/ascend.md]
-Exit status 1 when a primitive violates a documented constraint (with --strict: also when one is undocumented).
+Thin wrapper over ``convattn.bench.ascend_audit_cli.main`` (console command ``convattn-ascend-audit``);
+needs the package importable (``pip install -e .``, or PYTHONPATH=src).
 """
 import sys
 
-import convattn  # (CPU speed default before MindSpore runs)
-from convattn.bench.ascend_audit import (REPRESENTATIVES, audit_model, findings, load_results,
-                                         model_table, primitive_table, save_results, summary_table)
-from convattn.utils.cli import ArgumentParser
-from convattn.utils.readme import replace_marked_block
-
-
-def main(argv=None) -> int:
-    p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("patterns", nargs="*", default=["*"],
-                   help="shell-style model name patterns (default: every model); 'representatives' = one model per "
-                        "code path")
-    p.add_argument("--full_size", action="store_true",
-                   help="audit the registered architecture at its input size (default: the small test configuration "
-                        "of each model's default_cfg: the same operators, faster to compile)")
-    p.add_argument("--summary_only", action="store_true", help="print only the summary and the primitive tables")
-    p.add_argument("--strict", action="store_true", help="fail on undocumented (unknown) primitives too")
-    p.add_argument("--readme", help="replace the block between <!-- ascend-audit:begin/end --> in this file")
-    p.add_argument("--save", help="also write the results to this JSON file")
-    p.add_argument("--load", nargs="+", help="render the tables from JSON files written by --save (no compiling)")
-    args = p.parse_args(argv)
-    if args.load:
-        results = [r for path in args.load for r in load_results(path)]
-        return report(results, args, any(findings(r)["violation"] or (args.strict and findings(r)["unknown"])
-                                         for r in results))
-    names = []
-    for pat in args.patterns:
-        found = sorted(REPRESENTATIVES.values()) if pat == "representatives" else convattn.list_models(pat)
-        if not found:
-            print(f"error: no registered model matches {pat!r}; see convattn.list_models()", file=sys.stderr)
-            return 2
-        names += [n for n in found if n not in names]
-    results, bad = [], False
-    for name in names:
-        try:
-            result = audit_model(name, full_size=args.full_size)
-        except Exception as exc:  # noqa: BLE001  (a graph that does not compile fails the audit, the rest goes on)
-            print(f"VIOLATION {name}: does not compile: {type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
-            bad = True
-            continue
-        results.append(result)
-        found = findings(result)
-        if not args.summary_only:
-            print(model_table(result) + "\n", flush=True)
-        for line in found["violation"]:
-            print(f"VIOLATION {name}: {line}", flush=True)
-        for line in found["unknown"]:
-            print(f"UNKNOWN {name}: {line}", flush=True)
-        bad = bad or bool(found["violation"]) or (args.strict and bool(found["unknown"]))
-        if args.save:  # after every model: a long run keeps what it has done
-            save_results(results, args.save)
-    return report(results, args, bad)
-
-
-def report(results, args, bad) -> int:
-    summary, prims = summary_table(results), primitive_table(results)
-    print(summary + "\n\n" + prims)
-    if args.readme:
-        replace_marked_block(args.readme, "ascend-audit", summary + "\n\n" + prims)
-    print(f"\n{len(results)} model(s) audited: {'FAIL' if bad else 'pass'}")
-    return 1 if bad else 0
-
+from convattn.bench.ascend_audit_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,13 +10,13 @@ import mindspore as ms
 from mindspore import nn
 
 import convattn
-from convattn.bench.ascend_audit import (REPRESENTATIVES, REVIEWED_UNDOCUMENTED, O2TrainStep, audit_net,
+from convattn.bench.ascend_audit import (REPRESENTATIVES, REVIEWED_UNDOCUMENTED, O2TrainStep, audit_and_train_small,
                                          build_ascend_form, findings)
 from convattn.convert import load_official_state
 from convattn.layers import set_fused_kernels
 from convattn.layers.san_attention import SAM
-from conftest import REPO
 from parity import load_fixture, tolerance
+from twins import every_model
 
 
 def _copy_weights(src: nn.Cell, dst: nn.Cell) -> None:
@@ -36,7 +36,7 @@ def _inputs(name: str, batch: int = 2):
 
 
 # ---------------------------------------------------------------------- every model: forward and O2 step
-@pytest.mark.parametrize("name", convattn.list_models())
+@pytest.mark.parametrize("name", every_model(convattn.list_models()))  # twins (same test network): -m slow
 def test_ascend_form_equals_cpu_form_and_o2_step_is_finite(pynative, name):
     kwargs, x, target = _inputs(name)
     ms.set_seed(0)
@@ -51,7 +51,7 @@ def test_ascend_form_equals_cpu_form_and_o2_step_is_finite(pynative, name):
     assert err <= 1e-5 * float(np.abs(want).max()), f"{name}: Ascend form differs from the CPU form by {err:.3g}"
 
     if name in REPRESENTATIVES.values():
-        return  # its O2 step runs compiled in test_representative_audit_and_o2_digits_training
+        return  # its O2 steps run compiled (small instance) in test_representative_audit_and_o2_digits_training
     step = O2TrainStep(asc)
     step.set_train(True)
     loss, grads = step(x, target)
@@ -61,63 +61,29 @@ def test_ascend_form_equals_cpu_form_and_o2_step_is_finite(pynative, name):
 
 
 # ------------------------------------------------ one model per code path: operator audit + O2 digits training
-DIGITS_BATCH, DIGITS_STEPS, DIGITS_VAL_BATCHES = 8, 24, 12
-
-
-def _digits(size: int):
-    """scikit-learn's digits as (N, 3, size, size) float32 in [-1, 1] (nearest upsampling) and labels."""
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    order = np.random.default_rng(0).permutation(len(d.target))
-    rep = size // 8
-    images = np.kron(d.images[order] / 8.0 - 1.0, np.ones((rep, rep)))[:, None].repeat(3, 1).astype(np.float32)
-    return images, d.target[order]
-
-
-@pytest.mark.slow  # ~10 min for the nine; the every-model O2 step above and the ACmix audit test below run by default
 @pytest.mark.parametrize("name", list(REPRESENTATIVES.values()))
 def test_representative_audit_and_o2_digits_training(name):
-    """Ascend form in GRAPH mode: the audit of its inference graph and O2 training step finds no violation and no
-    unreviewed undocumented primitive; then the same compiled O2 step (float16, loss scale 1024, AdamW) trains on
-    digits for a few steps: finite, the loss falls, and the held-out top-1 is printed (README)."""
-    cfg = convattn.get_model_cfg(name)
-    images, labels = _digits(cfg["small_input_size"][1])
-    onehot = np.eye(10, dtype=np.float32)[labels]
-    ms.set_seed(0)
-    net = build_ascend_form(name, num_classes=10, **cfg["small_kwargs"])
-    result = audit_net(name, net, ms.Tensor(images[:DIGITS_BATCH]), ms.Tensor(onehot[:DIGITS_BATCH]))
+    """The small CI instance of each representative (SMALL_CONFIGS: its code path at the smallest widths and
+    windows) in its Ascend form, in GRAPH mode: the audit of its inference graph and O2 training step finds no
+    violation and no unreviewed undocumented primitive; then the same compiled O2 step (float16, dynamic loss
+    scale from 1024: an overflowing step is skipped and halves the scale, as in the trainer; AdamW) trains on a
+    few batches of digits seen several times: the loss on them falls by 5 % or more, and the held-out top-1 is
+    printed (docs/ascend.md's table comes from ``scripts/ascend_audit.py representatives --digits``).
+
+    All representatives run in this one process: the "name ... is not defined" compile failures seen once when
+    they did came from source files edited while the run was going (MindSpore's GRAPH parser reads a function's
+    source from the file at compile time, at the line numbers of the module loaded before the edit)."""
+    result = audit_and_train_small(name)
     found = findings(result)
     assert not found["violation"], f"{name}: Ascend audit violations: {found['violation']}"
     unknown = {line.split(": ")[1] for line in found["unknown"]}
     assert unknown <= set(REVIEWED_UNDOCUMENTED), f"{name}: undocumented primitives to review: {unknown}"
-
-    previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
-    try:
-        step = result["step"]
-        opt = nn.AdamWeightDecay(step.weights, learning_rate=2e-3, weight_decay=0.0)
-        losses = []
-        val0 = DIGITS_BATCH * DIGITS_STEPS
-        for i in range(DIGITS_STEPS):
-            sl = slice(i * DIGITS_BATCH, (i + 1) * DIGITS_BATCH)
-            loss, grads = step(ms.Tensor(images[sl]), ms.Tensor(onehot[sl]))
-            losses.append(float(loss.asnumpy()))
-            assert np.isfinite(losses[-1]), f"{name}: O2 loss {losses[-1]} at step {i}"
-            bad = [p.name for p, g in zip(step.weights, grads) if not np.isfinite(g.asnumpy()).all()]
-            assert not bad, f"{name}: non-finite O2 gradients at step {i}: {bad[:5]}"
-            opt(grads)
-        step.net.set_train(False)
-        correct = 0
-        for j in range(DIGITS_VAL_BATCHES):
-            sl = slice(val0 + j * DIGITS_BATCH, val0 + (j + 1) * DIGITS_BATCH)
-            correct += int((step.net(ms.Tensor(images[sl])).asnumpy().argmax(1) == labels[sl]).sum())
-    finally:
-        ms.set_context(mode=previous)
-    first, last = np.mean(losses[:4]), np.mean(losses[-4:])
-    top1 = 100.0 * correct / (DIGITS_VAL_BATCHES * DIGITS_BATCH)
-    print(f"\n[ascend-o2-digits] {name}: loss {first:.3f} -> {last:.3f} over {DIGITS_STEPS} steps of "
-          f"{DIGITS_BATCH}; held-out top-1 {top1:.1f}% ({DIGITS_VAL_BATCHES * DIGITS_BATCH} images)")
-    assert last < first, f"{name}: O2 training on digits did not lower the loss: {losses}"
+    d = result["digits"]
+    assert d["skipped"] <= 2 and len(d["losses"]) >= 8, f"{name}: {d['skipped']} O2 steps overflowed: {d}"
+    assert np.isfinite(d["losses"]).all() and np.isfinite([d["loss_before"], d["loss_after"]]).all(), d
+    print(f"\n[ascend-o2-digits] {name}: loss {d['loss_before']:.3f} -> {d['loss_after']:.3f} over {d['steps']} "
+          f"steps of {d['batch']} ({d['skipped']} skipped); held-out top-1 {d['top1']:.1f}% ({d['val']} images)")
+    assert d["loss_after"] < 0.95 * d["loss_before"], f"{name}: O2 training on digits did not lower the loss: {d}"
 
 
 # ---------------------------------------------------------------- official fixtures through the Ascend form
@@ -192,7 +158,6 @@ def test_window_attention_masks_are_finite_in_float16():
 def test_audit_flags_what_ascend_cannot_run(tmp_path):
     """The CPU form of ACmix (grouped dep_conv, fused CPU kernels) fails the audit; its Ascend form passes; an
     undocumented primitive is 'unknown'; the command line exits 1 on a violation."""
-    import importlib.util
     from convattn.bench import ascend_audit as audit
     from convattn.deploy import to_ascend_legal
     from convattn.layers import ACmix
@@ -219,10 +184,9 @@ def test_audit_flags_what_ascend_cannot_run(tmp_path):
     result = {"name": "acmix_cpu_form", "infer": bad, "train": good}
     path = str(tmp_path / "audit.json")
     audit.save_results([result], path)
-    spec = importlib.util.spec_from_file_location("ascend_audit_cli", REPO / "scripts" / "ascend_audit.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    assert cli.main(["--load", path, "--summary-only"]) == 1
+    from convattn.bench import ascend_audit_cli as cli
+
+    assert cli.main(["--load", path, "--summary_only"]) == 1
     result["infer"] = good
     audit.save_results([result], path)
-    assert cli.main(["--load", path, "--summary-only"]) == 0
+    assert cli.main(["--load", path, "--summary_only"]) == 0

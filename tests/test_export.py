@@ -1,7 +1,7 @@
 """Export to MINDIR and ONNX: every registered model, verified; export-safe forms equal the fast ones; bad input.
 
-Export plan of ``test_every_model_exports_and_verifies`` (every registered model appears; the split keeps the file
-near 5 minutes on 2 busy cores). Measured per export on 2 shared cores at load ~10 (test instances): ONNX of a
+Export plan of ``test_every_model_exports_and_verifies`` (every registered model appears, the variants with
+``-m slow``; the split keeps the file near 5 minutes on 2 busy cores). Measured per export on 2 shared cores at load ~10 (test instances): ONNX of a
 network with LocalWindowGather slice gathers (ACmix-ResNet, SAN) 95-180 s, almost all of it MindSpore compiling
 the ~1500-node slice graph; every other ONNX or MINDIR export 3-30 s.
 
@@ -14,6 +14,11 @@ the ~1500-node slice graph; every other ONNX or MINDIR export 3-30 s.
   ``test_slice_gather_networks_export_onnx`` (and in ``scripts/export_table.py``).
 * ``MINDIR_ONLY`` -- depth variants whose test instance is the same network as a ``SLICE_GATHER`` one.
 * everything else (width/depth variants of a ``BOTH`` code path): ONNX only, the stricter exporter.
+
+The single-format models (``MINDIR_ONLY``, ``ONNX_ONLY``: depth/width variants) export only with ``-m slow``: each
+is built from the same cells as its representative, which exports by default in its format(s) (the plan test
+checks both, and that the ``twins.TWINS`` among them are even the identical network); ``python
+scripts/export_table.py`` exports all of them.
 
 Measured: the whole file (81 tests, slow deselected) 246 s on 2 shared cores at load 2-4, 734 s at load 9-14.
 All 38 models in both formats at test size: ``python scripts/export_table.py`` (~35 min at load ~10).
@@ -33,6 +38,7 @@ from convattn.deploy import (ExportError, ExportSafeGELU, ExportSafeMaxPool2d, E
                              ascend_grouped_conv_report, export_model, prepare_for_export)
 from convattn.deploy import export as export_mod
 from convattn.models.registry import model_entrypoint
+from twins import TWINS, network_signature
 
 FP32_TOL = 1e-4
 
@@ -276,16 +282,30 @@ def test_van_patch_embed_bn_is_folded():
 
 
 def test_export_plan_lists_registered_models_once():
-    """Each single-format model is built from the same cell classes as its representative (same code path)."""
+    """Each single-format model is built from the same cell classes as its representative (same code path); each
+    twin (tests/twins.py: exported only with -m slow) builds the identical test instance of a model exported by
+    default in the same format(s)."""
     groups = BOTH + SLICE_GATHER + list(MINDIR_ONLY) + list(ONNX_ONLY)
     assert len(groups) == len(set(groups)) and not set(groups) - set(convattn.list_models()), groups
+    built = {}
+
+    def small(n):
+        if n not in built:
+            net, cfg = _small(n)
+            built[n] = (network_signature(net), tuple(cfg["test_input_size"]))
+        return built[n]
+
     for name, rep in {**MINDIR_ONLY, **ONNX_ONLY}.items():
         assert rep in (SLICE_GATHER if name in MINDIR_ONLY else BOTH), (name, rep)
-        kinds = [{type(c).__name__ for _, c in _small(n)[0].cells_and_names()} for n in (name, rep)]
+        kinds = [{kind for _, kind in small(n)[0][0]} for n in (name, rep)]
         assert kinds[0] == kinds[1], (name, rep, kinds[0] ^ kinds[1])
+    for name, twin in TWINS.items():
+        assert twin not in TWINS and set(_export_formats(name)) <= set(_export_formats(twin)), (name, twin)
+        assert small(name) == small(twin), f"{name}'s test instance is no longer {twin}'s: remove it from TWINS"
 
 
-@pytest.mark.parametrize("name", convattn.list_models())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in MINDIR_ONLY or n in ONNX_ONLY else n
+                                  for n in convattn.list_models()])  # variants: their representative's path
 def test_every_model_exports_and_verifies(name, tmp_path):
     formats = _export_formats(name)
     cfg = _ckpt(name, tmp_path / "w.ckpt")
