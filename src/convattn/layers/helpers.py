@@ -23,7 +23,17 @@ def conv_fan_out_normal(out_channels: int, kernel_size, groups: int = 1) -> init
 
 
 def GELU() -> nn.Cell:
-    """Exact (erf) GELU, as PyTorch's default; MindSpore's ``nn.GELU`` defaults to the tanh approximation."""
+    """Exact (erf) GELU, as PyTorch's default; MindSpore's ``nn.GELU`` defaults to the tanh approximation.
+
+    In a network built for the CPU target (where the fused kernels are available) it is a
+    :class:`~convattn.layers.fused_gelu.FusedGELU`: the same function and cell type, run by one fused kernel
+    instead of MindSpore's scalar ``Erf``; elsewhere ``nn.GELU(approximate=False)``."""
+    from .targets import fused_allowed  # here: targets imports this module's neighbours
+
+    if fused_allowed():
+        from .fused_gelu import FusedGELU
+
+        return FusedGELU()
     return nn.GELU(approximate=False)
 
 
