@@ -141,7 +141,7 @@ def test_op_profile_counts_matmul_macs():
     assert _matmul_macs([[8, 64], [32, 64]]) == 8 * 64 * 32          # Dense: x @ W^T
     assert _matmul_macs([[4, 3, 49, 32], [4, 3, 49, 32]]) == 4 * 3 * 49 * 49 * 32   # q @ k^T per head
     assert _matmul_macs([[8, 64], [7, 5]]) is None
-    net = nn.Dense(64, 32)
+    net = nn.SequentialCell([nn.Dense(64, 32), nn.Dense(32, 16)])  # two MatMuls named alike in their cells
     x = ms.Tensor(np.ones((8, 64), np.float32))
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)  # as the harness runs (the profiler records shapes of graph kernels)
@@ -150,5 +150,5 @@ def test_op_profile_counts_matmul_macs():
     finally:
         ms.set_context(mode=previous)
     mm = {p["op_type"]: p for p in prof}["MatMul"]
-    assert mm["calls"] == 1 and mm["gmacs"] == pytest.approx(8 * 64 * 32 / 1e9)
+    assert mm["calls"] == 2 and mm["gmacs"] == pytest.approx((8 * 64 * 32 + 8 * 32 * 16) / 1e9)
     assert sum(p["share"] for p in prof) == pytest.approx(1.0)

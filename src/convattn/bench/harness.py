@@ -254,13 +254,15 @@ def _conv_macs(shapes: List[List[int]]) -> Optional[int]:
     return int(n * o * h * w * cg * kh * kw)
 
 
-def _read_op_shapes(path: str) -> Dict[str, List[List[int]]]:
-    """``op name -> input shapes`` from the profiler's ``cpu_framework_*.txt`` (``Type;Name;id;input_1:[..];..``)."""
-    shapes = {}
+def _read_op_macs(path: str, steps: int) -> Dict[str, int]:
+    """``op type -> multiply-adds per step`` of the (Batch)MatMul and Conv2D kernels, from the input shapes in the
+    profiler's ``cpu_framework_*.txt`` (one ``Type;Name;id;input_1:[..];..`` line per kernel run; op names repeat
+    across cells, so the lines are summed per type)."""
+    macs: Dict[str, int] = {}
     with open(path) as f:
         for line in f:
             parts = line.strip().split(";")
-            if len(parts) < 4:
+            if len(parts) < 4 or parts[0] not in ("MatMul", "BatchMatMul", "MatMulExt", "BatchMatMulExt", "Conv2D"):
                 continue
             ins = []
             for p in parts[3:]:
@@ -269,8 +271,10 @@ def _read_op_shapes(path: str) -> Dict[str, List[List[int]]]:
                         ins.append([int(v) for v in p.split(":", 1)[1].strip("[] ").split(",") if v.strip()])
                     except ValueError:
                         pass
-            shapes[parts[1]] = ins
-    return shapes
+            m = _conv_macs(ins) if parts[0] == "Conv2D" else _matmul_macs(ins)
+            if m is not None:
+                macs[parts[0]] = macs.get(parts[0], 0) + m
+    return {k: v // steps for k, v in macs.items()}
 
 
 def op_profile(step, steps: int = 3) -> List[dict]:
@@ -295,20 +299,14 @@ def op_profile(step, steps: int = 3) -> List[dict]:
         if not found:
             raise RuntimeError("MindSpore's profiler wrote no cpu_op_detail_info_*.csv; no operator timings")
         fw = glob.glob(os.path.join(os.path.dirname(found[0]), "cpu_framework_*.txt"))
-        shapes = _read_op_shapes(fw[0]) if fw else {}
+        macs = _read_op_macs(fw[0], steps) if fw else {}
         types: Dict[str, dict] = {}
         with open(found[0], newline="") as f:
             for r in csv.DictReader(f):
-                t = types.setdefault(r["op_type"], {"op_type": r["op_type"], "ms": 0.0, "calls": 0, "macs": 0})
+                t = types.setdefault(r["op_type"], {"op_type": r["op_type"], "ms": 0.0, "calls": 0,
+                                                    "macs": macs.get(r["op_type"], 0)})
                 t["ms"] += float(r["op_total_time(ms)"]) / steps
                 t["calls"] += int(r["op_occurrences"]) // steps
-                macs = None
-                if r["op_type"] in ("MatMul", "BatchMatMul", "MatMulExt", "BatchMatMulExt"):
-                    macs = _matmul_macs(shapes.get(r["op_name"], []))
-                elif r["op_type"] == "Conv2D":
-                    macs = _conv_macs(shapes.get(r["op_name"], []))
-                if macs is not None:
-                    t["macs"] += macs * (int(r["op_occurrences"]) // steps)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     total = sum(t["ms"] for t in types.values()) or 1.0
