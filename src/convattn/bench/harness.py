@@ -244,25 +244,15 @@ def _matmul_macs(shapes: List[List[int]]) -> Optional[int]:
     return int(batch * (a * b // k) * (c * d // k) * k)
 
 
-def _conv_macs(shapes: List[List[int]]) -> Optional[int]:
-    """Upper bound of a Conv2D's multiply-adds from input ``(N, C, H, W)`` and weight ``(O, C/g, kh, kw)``: the
-    output size is not recorded, so stride 1 and 'same' padding are assumed (exact for the stride-1 convs)."""
-    if len(shapes) < 2 or len(shapes[0]) != 4 or len(shapes[1]) != 4:
-        return None
-    n, _, h, w = shapes[0]
-    o, cg, kh, kw = shapes[1]
-    return int(n * o * h * w * cg * kh * kw)
-
-
 def _read_op_macs(path: str, steps: int) -> Dict[str, int]:
-    """``op type -> multiply-adds per step`` of the (Batch)MatMul and Conv2D kernels, from the input shapes in the
+    """``op type -> multiply-adds per step`` of the (Batch)MatMul kernels, from the input shapes in the
     profiler's ``cpu_framework_*.txt`` (one ``Type;Name;id;input_1:[..];..`` line per kernel run; op names repeat
     across cells, so the lines are summed per type)."""
     macs: Dict[str, int] = {}
     with open(path) as f:
         for line in f:
             parts = line.strip().split(";")
-            if len(parts) < 4 or parts[0] not in ("MatMul", "BatchMatMul", "MatMulExt", "BatchMatMulExt", "Conv2D"):
+            if len(parts) < 4 or parts[0] not in ("MatMul", "BatchMatMul", "MatMulExt", "BatchMatMulExt"):
                 continue
             ins = []
             for p in parts[3:]:
@@ -271,7 +261,7 @@ def _read_op_macs(path: str, steps: int) -> Dict[str, int]:
                         ins.append([int(v) for v in p.split(":", 1)[1].strip("[] ").split(",") if v.strip()])
                     except ValueError:
                         pass
-            m = _conv_macs(ins) if parts[0] == "Conv2D" else _matmul_macs(ins)
+            m = _matmul_macs(ins)
             if m is not None:
                 macs[parts[0]] = macs.get(parts[0], 0) + m
     return {k: v // steps for k, v in macs.items()}
@@ -280,7 +270,8 @@ def _read_op_macs(path: str, steps: int) -> Dict[str, int]:
 def op_profile(step, steps: int = 3) -> List[dict]:
     """Run ``step`` ``steps`` times under MindSpore's CPU profiler; return one row per operator type, slowest
     first: ``op_type``, ``ms`` (per step), ``share`` of the profiled operator time, ``calls`` (per step) and, for
-    (Batch)MatMul and Conv2D, ``gmacs`` per step (Conv2D: stride-1 upper bound) and ``gmacs_per_s``."""
+    (Batch)MatMul, ``gmacs`` per step and ``gmacs_per_s`` (the profiler records no convolution output size, so
+    Conv2D's multiply-adds are left to :func:`convattn.bench.macs.count_macs`)."""
     import glob
     import shutil
     import tempfile
