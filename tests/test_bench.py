@@ -141,6 +141,7 @@ def test_op_profile_counts_matmul_macs():
     assert _matmul_macs([[8, 64], [32, 64]]) == 8 * 64 * 32          # Dense: x @ W^T
     assert _matmul_macs([[4, 3, 49, 32], [4, 3, 49, 32]]) == 4 * 3 * 49 * 49 * 32   # q @ k^T per head
     assert _matmul_macs([[8, 64], [7, 5]]) is None
+    assert _matmul_macs([[100, 8], [100, 8]]) == 100 * 8 * 8          # Dense weight gradient dy^T x
     net = nn.SequentialCell([nn.Dense(64, 32), nn.Dense(32, 16)])  # two MatMuls named alike in their cells
     x = ms.Tensor(np.ones((8, 64), np.float32))
     previous = ms.get_context("mode")

@@ -231,8 +231,10 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
 
 
 def _matmul_macs(shapes: List[List[int]]) -> Optional[int]:
-    """Multiply-adds of a (Batch)MatMul from its two input shapes ``[..., a, b]`` and ``[..., c, d]`` (transpose
-    flags are not recorded: the contracted size is the dimension both matrices share)."""
+    """Multiply-adds of a (Batch)MatMul from its two input shapes ``[..., a, b]`` and ``[..., c, d]``. Transpose
+    flags are not recorded: the contracted size is the dimension both matrices share; where the two shapes are
+    equal it is the last one for a batched product (``q k^T``) and the first one for a 2-D product (a Dense
+    weight gradient ``dy^T x`` over the tokens) -- an estimate, exact for the layers of this zoo."""
     if len(shapes) < 2 or len(shapes[0]) < 2 or len(shapes[1]) < 2:
         return None
     (a, b), (c, d) = shapes[0][-2:], shapes[1][-2:]
@@ -240,6 +242,8 @@ def _matmul_macs(shapes: List[List[int]]) -> Optional[int]:
     if not common:
         return None
     k = common[0]
+    if (a, b) == (c, d) and a != b and len(shapes[0]) == 2:
+        k = a
     batch = math.prod(shapes[0][:-2]) if len(shapes[0]) > 2 else math.prod(shapes[1][:-2])
     return int(batch * (a * b // k) * (c * d // k) * k)
 
