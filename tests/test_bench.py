@@ -40,19 +40,26 @@ def test_unavailable_device_target_is_refused(monkeypatch, capsys):
 
 
 def test_suite_reports_failures_and_keeps_going(tmp_path):
-    cfg = BenchConfig(batch_sizes=(2,), warmup=0, iters=2, image_size=(64, 64), model_kwargs={"depths": (1, 1, 1, 1)})
+    cfg = BenchConfig(batch_sizes=(2,), warmup=0, iters=2, image_size=(64, 64), model_kwargs={"depths": (1, 1, 1, 1)},
+                      op_profile=True)
     rows = run_suite(["van_b0", "van_b0@deploy"], cfg, log=lambda *_: None)
     ok, failed = rows
     assert ok["status"] == "ok" and ok["imgs_per_s"] > 0 and ok["params_m"] > 0 and ok["gmacs"] > 0
     assert ok["peak_mem_mb"] > 0 and ok["compile_s"] >= 0
+    # the operator-type profile: shares of one whole, slowest first, the convolutions among them
+    prof = ok["op_profile"]
+    assert sum(p["share"] for p in prof) == pytest.approx(1.0) and prof == sorted(prof, key=lambda p: -p["ms"])
+    assert "Conv2D" in [p["op_type"] for p in prof] and len(ok["top_ops"].split(", ")) == min(5, len(prof))
     assert failed["status"] == "failed" and "switch_to_deploy" in failed["error"]
     paths = write_reports(rows, environment(cfg), str(tmp_path))
     with open(paths["csv"]) as f:
         table = list(csv.DictReader(f))
     assert [r["status"] for r in table] == ["ok", "failed"]
+    assert table[0]["top_ops"] == ok["top_ops"] and table[0]["top_ops"].startswith(prof[0]["op_type"] + " ")
     data = json.load(open(paths["json"]))
     assert data["environment"]["mindspore"] == "2.10.0" and data["environment"]["threads"] >= 1
-    assert "failed: ValueError" in open(paths["md"]).read()
+    md = open(paths["md"]).read()
+    assert "failed: ValueError" in md and "Top 5 operator types, `van_b0` batch 2" in md
     assert open(paths["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
@@ -121,3 +128,28 @@ def test_parameter_counts_include_frozen_weights():
     same = dict(cols, trainable_m=cols["params_m"])
     assert f"| {held / 1e6:.2f} |" in markdown_table([dict(same, model="m", gmacs=1.0, input="32x32", top1=None,
                                                             paper="", upstream="")])
+
+
+def test_op_profile_counts_matmul_macs():
+    """The operator profile of a Dense layer: its MatMul's multiply-adds from the recorded shapes."""
+    import numpy as np
+    import mindspore as ms
+    from mindspore import nn
+
+    from convattn.bench.harness import _matmul_macs, op_profile
+
+    assert _matmul_macs([[8, 64], [32, 64]]) == 8 * 64 * 32          # Dense: x @ W^T
+    assert _matmul_macs([[4, 3, 49, 32], [4, 3, 49, 32]]) == 4 * 3 * 49 * 49 * 32   # q @ k^T per head
+    assert _matmul_macs([[8, 64], [7, 5]]) is None
+    assert _matmul_macs([[100, 8], [100, 8]]) == 100 * 8 * 8          # Dense weight gradient dy^T x
+    net = nn.SequentialCell([nn.Dense(64, 32), nn.Dense(32, 16)])  # two MatMuls named alike in their cells
+    x = ms.Tensor(np.ones((8, 64), np.float32))
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)  # as the harness runs (the profiler records shapes of graph kernels)
+    try:
+        prof = op_profile(lambda: net(x).asnumpy(), steps=2)
+    finally:
+        ms.set_context(mode=previous)
+    mm = {p["op_type"]: p for p in prof}["MatMul"]
+    assert mm["calls"] == 2 and mm["gmacs"] == pytest.approx((8 * 64 * 32 + 8 * 32 * 16) / 1e9)
+    assert sum(p["share"] for p in prof) == pytest.approx(1.0)

@@ -292,7 +292,7 @@ def test_export_plan_lists_registered_models_once():
     def small(n):
         if n not in built:
             net, cfg = _small(n)
-            built[n] = (network_signature(net), tuple(cfg["test_input_size"]))
+            built[n] = (network_signature(net), tuple(cfg["small_input_size"]))
         return built[n]
 
     for name, rep in {**MINDIR_ONLY, **ONNX_ONLY}.items():

@@ -91,6 +91,42 @@ def test_window_helpers_roundtrip():
     np.testing.assert_array_equal(window_reverse(w, 4, 8, 12).asnumpy(), x)
 
 
+def test_window_token_gather_equals_shift_and_partition(ms_mode):
+    """The plain Swin block gathers its (shifted) windows with one token permutation; it must equal the shift +
+    partition / reverse + shift-back formulation (the one the ACmix fixtures check), forward and gradient."""
+    from mindspore import nn, ops
+    from convattn.layers.window_attention import window_token_order
+
+    x = np.random.default_rng(0).standard_normal((2, 8, 12, 3)).astype(np.float32)
+    order = window_token_order(8, 12, 4, 2)
+    want = window_partition(ms.Tensor(np.roll(x, (-2, -2), axis=(1, 2))), 4).asnumpy().reshape(2, -1, 3)
+    np.testing.assert_array_equal(x.reshape(2, -1, 3)[:, order], want)
+
+    class MapForm(nn.Cell):  # the block body written with the map path (cyclic shift + partition/reverse)
+        def __init__(self, blk):
+            super().__init__()
+            self.blk = blk
+
+        def construct(self, t):
+            blk = self.blk
+            b, n, c = t.shape
+            h, w = blk.input_resolution
+            y = cyclic_shift(blk.norm1(t).reshape(b, h, w, c), -blk.shift_size, -blk.shift_size)
+            y = cyclic_shift(blk.attn(y, blk.attn_mask), blk.shift_size, blk.shift_size).reshape(b, n, c)
+            y = t + y
+            return y + blk.mlp(blk.norm2(y))
+
+    ms.set_seed(0)
+    blk = SwinTransformerBlock(16, (14, 14), 2, window_size=7, shift_size=3)
+    assert blk.windowed
+    t = ms.Tensor(np.random.default_rng(1).standard_normal((2, 196, 16)).astype(np.float32))
+    ref = MapForm(blk)
+    np.testing.assert_allclose(blk(t).asnumpy(), ref(t).asnumpy(), rtol=0, atol=1e-5)
+    sens = ms.Tensor(np.random.default_rng(2).standard_normal((2, 196, 16)).astype(np.float32))
+    grad = ops.GradOperation(get_all=True, sens_param=True)
+    np.testing.assert_allclose(grad(blk)(t, sens)[0].asnumpy(), grad(ref)(t, sens)[0].asnumpy(), rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("name", sorted(SWIN_PARAMS_M))
 def test_swin_parameter_counts(name):
     net = convattn.create_model(name)

@@ -29,6 +29,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--timeout", type=int, default=900, help="seconds per model before it is reported as failed")
     p.add_argument("--mode", default="infer", choices=["infer", "train"],
                    help="infer: eval forward; train: one training step (forward + backward + SGD momentum update)")
+    p.add_argument("--op-profile", action="store_true",
+                   help="CPU: also profile a few steps per model and report the top five operator types by time")
     p.add_argument("--out", default="outputs/benchmark", help="directory for the CSV/JSON/markdown/PNG reports")
     p.add_argument("--stem", default="benchmark", help="file name stem of the reports")
     return p
@@ -46,7 +48,8 @@ def main(argv=None) -> int:
         cfg = BenchConfig(device_target=args.device_target, batch_sizes=tuple(args.batch_sizes),
                           precision=args.precision, warmup=args.warmup, iters=args.iters, threads=args.threads,
                           image_size=tuple(args.image_size) if args.image_size else None, timeout=args.timeout,
-                          amp_level=args.amp_level, mode=args.mode, target=args.target)
+                          amp_level=args.amp_level, mode=args.mode, target=args.target,
+                          op_profile=args.op_profile)
         if args.models:
             models = resolve_models(args.models)
         else:

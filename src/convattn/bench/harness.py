@@ -21,7 +21,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-__all__ = ["BenchConfig", "run_one", "run_suite", "baseline_of", "DEFAULT_SUITE", "write_reports", "resolve_models"]
+__all__ = ["BenchConfig", "run_one", "run_suite", "baseline_of", "DEFAULT_SUITE", "write_reports", "resolve_models",
+           "op_profile", "top_ops"]
 
 # The paper's table (each baseline beside its ACmix version), then the other families.
 DEFAULT_SUITE = [
@@ -60,11 +61,12 @@ def baseline_of(name: str) -> Optional[str]:
 
 class BenchConfig(dict):
     """Settings of one run: device_target, batch_sizes, precision ('float32'|'float16'), warmup, iters, threads,
-    target (the formulations the models are built in; None: device_target's)."""
+    target (the formulations the models are built in; None: device_target's), op_profile (CPU: after the timed
+    steps, profile a few more with MindSpore's profiler and report the time per operator type)."""
 
     DEFAULTS = {"device_target": "CPU", "batch_sizes": (8,), "precision": "float32", "warmup": 2, "iters": 8,
                 "threads": None, "image_size": None, "timeout": 900, "amp_level": "O2",
-                "model_kwargs": {}, "mode": "infer", "target": None}
+                "model_kwargs": {}, "mode": "infer", "target": None, "op_profile": False}
 
     def __init__(self, **kwargs):
         unknown = set(kwargs) - set(self.DEFAULTS)
@@ -106,7 +108,6 @@ def resolve_models(patterns: Sequence[str]) -> List[str]:
 
 def _describe_formulation(net) -> str:
     """Which formulation the network runs: export-safe flags, ACmix conv-path form, deploy state."""
-    from mindspore import nn
 
     tags = set()
     # gathers kept only as the 'unfold' alternative of a cell that runs another attention formulation
@@ -123,7 +124,8 @@ def _describe_formulation(net) -> str:
             if getattr(cell, "fused", False) is True:
                 impl = "fused-kernel"
             elif impl == "fused":  # a stride-2 layer: ACmix runs its blocked path, SAN its gather
-                impl = "fast" if hasattr(cell, "local_attn") else "unfold"
+                form = cell.attention_form() if hasattr(cell, "attention_form") else "unfold"  # ACmix: its form
+                impl = "fast" if form == "fast" else "unfold"
             tags.add("attn:" + {"fast": "blocked-matmul"}.get(impl, impl))  # the window attention actually run
         elif name == "LocalWindowGather" and not cell.export_safe and id(cell) not in idle:
             tags.add("unfold-gather")
@@ -212,6 +214,11 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
     elapsed = time.perf_counter() - t_run
     med = statistics.median(times)
     q = sorted(times)
+    profile = None
+    if cfg.get("op_profile"):
+        if cfg["device_target"] != "CPU":
+            raise ValueError("op_profile reads MindSpore's CPU operator timings; use device_target='CPU'")
+        profile = op_profile(step, steps=max(1, min(int(cfg["iters"]), 3)))
     return {
         "model": name, "baseline": baseline_of(name), "batch_size": batch_size, "img_size": f"{size[0]}x{size[1]}",
         "precision": cfg["precision"], "device_target": cfg["device_target"], "mode": cfg.get("mode", "infer"),
@@ -219,7 +226,102 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
         "ms_p10": 1000 * q[max(0, int(0.1 * (len(q) - 1)))], "ms_p90": 1000 * q[int(math.ceil(0.9 * (len(q) - 1)))],
         "compile_s": max(0.0, first - med), **counts, "gmacs": gmacs,
         "peak_mem_mb": _peak_memory_mb(cfg["device_target"]), "formulation": formulation, "status": "ok", "error": "",
+        **({"op_profile": profile, "top_ops": top_ops(profile)} if profile is not None else {}),
     }
+
+
+def _matmul_macs(shapes: List[List[int]]) -> Optional[int]:
+    """Multiply-adds of a (Batch)MatMul from its two input shapes ``[..., a, b]`` and ``[..., c, d]``. Transpose
+    flags are not recorded: the contracted size is the dimension both matrices share; where the two shapes are
+    equal it is the last one for a batched product (``q k^T``) and the first one for a 2-D product (a Dense
+    weight gradient ``dy^T x`` over the tokens) -- an estimate, exact for the layers of this zoo."""
+    if len(shapes) < 2 or len(shapes[0]) < 2 or len(shapes[1]) < 2:
+        return None
+    (a, b), (c, d) = shapes[0][-2:], shapes[1][-2:]
+    common = [k for k in (b, a) if k in (c, d)]
+    if not common:
+        return None
+    k = common[0]
+    if (a, b) == (c, d) and a != b and len(shapes[0]) == 2:
+        k = a
+    batch = math.prod(shapes[0][:-2]) if len(shapes[0]) > 2 else math.prod(shapes[1][:-2])
+    return int(batch * (a * b // k) * (c * d // k) * k)
+
+
+def _read_op_macs(path: str, steps: int) -> Dict[str, int]:
+    """``op type -> multiply-adds per step`` of the (Batch)MatMul kernels, from the input shapes in the
+    profiler's ``cpu_framework_*.txt`` (one ``Type;Name;id;input_1:[..];..`` line per kernel run; op names repeat
+    across cells, so the lines are summed per type)."""
+    macs: Dict[str, int] = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.strip().split(";")
+            if len(parts) < 4 or parts[0] not in ("MatMul", "BatchMatMul", "MatMulExt", "BatchMatMulExt"):
+                continue
+            ins = []
+            for p in parts[3:]:
+                if ":" in p and "[" in p:
+                    try:
+                        ins.append([int(v) for v in p.split(":", 1)[1].strip("[] ").split(",") if v.strip()])
+                    except ValueError:
+                        pass
+            m = _matmul_macs(ins)
+            if m is not None:
+                macs[parts[0]] = macs.get(parts[0], 0) + m
+    return {k: v // steps for k, v in macs.items()}
+
+
+def op_profile(step, steps: int = 3) -> List[dict]:
+    """Run ``step`` ``steps`` times under MindSpore's CPU profiler; return one row per operator type, slowest
+    first: ``op_type``, ``ms`` (per step), ``share`` of the profiled operator time, ``calls`` (per step) and, for
+    (Batch)MatMul, ``gmacs`` per step and ``gmacs_per_s`` (the profiler records no convolution output size, so
+    Conv2D's multiply-adds are left to :func:`convattn.bench.macs.count_macs`)."""
+    import glob
+    import shutil
+    import tempfile
+
+    import mindspore as ms
+    from mindspore.profiler import ProfilerActivity
+
+    out = tempfile.mkdtemp(prefix="convattn_prof_")
+    try:
+        prof = ms.Profiler(output_path=out, activities=[ProfilerActivity.CPU], start_profile=True)
+        for _ in range(steps):
+            step()
+        prof.stop()
+        prof.analyse()
+        found = glob.glob(os.path.join(out, "**", "cpu_op_detail_info_*.csv"), recursive=True)
+        if not found:
+            raise RuntimeError("MindSpore's profiler wrote no cpu_op_detail_info_*.csv; no operator timings")
+        fw = glob.glob(os.path.join(os.path.dirname(found[0]), "cpu_framework_*.txt"))
+        macs = _read_op_macs(fw[0], steps) if fw else {}
+        types: Dict[str, dict] = {}
+        with open(found[0], newline="") as f:
+            for r in csv.DictReader(f):
+                t = types.setdefault(r["op_type"], {"op_type": r["op_type"], "ms": 0.0, "calls": 0,
+                                                    "macs": macs.get(r["op_type"], 0)})
+                t["ms"] += float(r["op_total_time(ms)"]) / steps
+                t["calls"] += int(r["op_occurrences"]) // steps
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    total = sum(t["ms"] for t in types.values()) or 1.0
+    rows = []
+    for t in sorted(types.values(), key=lambda t: -t["ms"]):
+        g = t.pop("macs") / 1e9
+        rows.append({**t, "share": t["ms"] / total, "gmacs": g if g else None,
+                     "gmacs_per_s": g / (t["ms"] / 1e3) if g and t["ms"] > 0 else None})
+    return rows
+
+
+def top_ops(profile: Optional[List[dict]], n: int = 5) -> str:
+    """``'MatMul 41% (12.0 GMAC/s), Erf 20%, ...'``: the ``n`` operator types taking most time and their shares."""
+    if not profile:
+        return ""
+    parts = []
+    for r in profile[:n]:
+        rate = f" ({r['gmacs_per_s']:.1f} GMAC/s)" if r.get("gmacs_per_s") else ""
+        parts.append(f"{r['op_type']} {100 * r['share']:.0f}%{rate}")
+    return ", ".join(parts)
 
 
 def _worker_main() -> int:
@@ -302,7 +404,7 @@ def _add_relative(rows: List[dict]) -> None:
 
 COLUMNS = ["model", "mode", "baseline", "batch_size", "img_size", "precision", "imgs_per_s", "ms_per_step", "ms_p10", "ms_p90",
            "compile_s", "params_m", "trainable_m", "gmacs", "peak_mem_mb", "time_ratio", "mac_ratio", "rel_throughput", "defect",
-           "formulation", "status", "error"]
+           "formulation", "top_ops", "status", "error"]
 
 
 def environment(cfg: BenchConfig) -> dict:
@@ -351,7 +453,25 @@ def markdown(rows: List[dict], env: dict) -> str:
             f"({_fmt(r['ms_p10'], 1)}–{_fmt(r['ms_p90'], 1)}) | {_fmt(r['compile_s'], 1)} | {_params(r)} | "
             f"{_fmt(r['gmacs'])} | {_fmt(r['peak_mem_mb'], 0)} | {r['baseline'] or '–'} | {_fmt(r['time_ratio'])} | "
             f"{_fmt(r['mac_ratio'])} | {_fmt(r['defect'])} | {r['formulation']} |")
-    return head + "\n".join(lines) + "\n"
+    return head + "\n".join(lines) + "\n" + op_profile_markdown(rows)
+
+
+def op_profile_markdown(rows: List[dict], n: int = 5) -> str:
+    """Per profiled model, the ``n`` operator types taking most time: ms per step, share, calls, GMACs, GMAC/s."""
+    out = []
+    for r in rows:
+        prof = r.get("op_profile")
+        if r.get("status") != "ok" or not prof:
+            continue
+        rest = sum(p["share"] for p in prof[n:])
+        out += ["", f"Top {n} operator types, `{r['model']}` batch {r['batch_size']} ({r.get('mode', 'infer')}; "
+                    f"share of the profiled operator time, {100 * rest:.0f}% in the other {max(0, len(prof) - n)} "
+                    "types):", "",
+                "| op type | ms/step | share | calls/step | GMACs/step | GMAC/s |", "|---|---:|---:|---:|---:|---:|"]
+        for p in prof[:n]:
+            out.append(f"| {p['op_type']} | {_fmt(p['ms'], 1)} | {100 * p['share']:.1f}% | {p['calls']} | "
+                       f"{_fmt(p.get('gmacs'))} | {_fmt(p.get('gmacs_per_s'), 1)} |")
+    return "\n".join(out) + ("\n" if out else "")
 
 
 def bar_chart(rows: List[dict], path: str) -> None:

@@ -25,6 +25,7 @@ from typing import Optional
 import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
+from .helpers import unbind
 
 __all__ = [
     "ATTN_ACTS", "ATTN_NORMS", "ATTN_KINDS", "REL_POS_MODES", "AttentionActivation", "DynamicAttentionCore",
@@ -357,9 +358,11 @@ class DynamicAttention(nn.Cell):
             bias = self.relative_position_bias()
         if self.depthwise:
             qk = self.qk(x).reshape(b, n, 2, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
-            out = self.core(qk[0], qk[1], bias)
+            q, k = unbind(qk)  # one Split (a StridedSlice copy is ~100x slower on CPU)
+            out = self.core(q, k, bias)
         else:
             qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
-            out = self.core(qkv[0], qkv[1], qkv[2], bias)
+            q, k, v = unbind(qkv)
+            out = self.core(q, k, v, bias)
         out = out.transpose(0, 2, 1, 3).reshape(b, n, c)
         return self.proj_drop(self.proj(out))

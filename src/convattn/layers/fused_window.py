@@ -35,13 +35,13 @@ from mindspore import nn, ops
 from .helpers import reselect_implementations
 from .kernel_build import fused_kernels_available, kernel_library, unavailable_reason
 
-__all__ = ["LocalAggregate", "LocalCorrelate", "LocalDiff", "PairwiseMlp", "TapSoftmax", "fused_kernels_available", "kernel_library",
-           "set_fused_kernels"]
+__all__ = ["LocalAggregate", "LocalCorrelate", "LocalDiff", "PairwiseMlp", "TapSoftmax", "Float32Cell", "custom_primitive",
+           "require_library", "fused_kernels_available", "kernel_library", "set_fused_kernels"]
 
 _MODES = ("interleaved", "contiguous")
 
 
-def _custom(func: str, mode: str, out_shape, bprop=None, inputs: int = 2, tag: str = ""):
+def custom_primitive(func: str, mode: str, out_shape, bprop=None, inputs: int = 2, tag: str = ""):
     """One Custom primitive. ``tag`` names the geometry its shape function and bprop close over: GRAPH mode
     identifies Custom primitives by their attributes (two ``diff`` ops of different footprints would otherwise
     share one shape inference in the backward graph), so every geometry gets its own attribute value."""
@@ -53,7 +53,7 @@ def _custom(func: str, mode: str, out_shape, bprop=None, inputs: int = 2, tag: s
     return op
 
 
-def _require_library():
+def require_library():
     if kernel_library() is None:
         raise RuntimeError(f"the fused local-window kernels are unavailable: {unavailable_reason()}")
 
@@ -65,7 +65,7 @@ def _make_ops(mode: str, kernel_size: int, dilation: int, groups: int, stride: i
     if stride not in (1, 2) or (stride == 2 and dilation != 1):
         raise ValueError(f"the fused kernels support stride 1 (any dilation) and stride 2 (dilation 1), got "
                          f"stride={stride}, dilation={dilation}")
-    _require_library()
+    require_library()
     suffix = "" if stride == 1 else "_s2"
     taps = kernel_size * kernel_size
 
@@ -78,7 +78,7 @@ def _make_ops(mode: str, kernel_size: int, dilation: int, groups: int, stride: i
     tag = f"{mode}-k{kernel_size}-d{dilation}-g{groups}-s{stride}"
 
     def custom(func, out_shape, bprop=None, inputs=2):
-        return _custom(func, mode + suffix, out_shape, bprop, inputs, tag)
+        return custom_primitive(func, mode + suffix, out_shape, bprop, inputs, tag)
 
     agg_t = custom("agg_t", lambda w, gy, xp: xp, inputs=3)  # xp: the padded shape only
     corr_plain = custom("corr", corr_shape)
@@ -93,7 +93,7 @@ def _make_ops(mode: str, kernel_size: int, dilation: int, groups: int, stride: i
     return custom("agg", agg_shape, agg_bprop), custom("corr", corr_shape, corr_bprop)
 
 
-class _Float32Cell(nn.Cell):
+class Float32Cell(nn.Cell):
     """A cell around float32 kernels. AMP (``to_float(float16)``, O2/O3) flags every sub-cell, and a flagged cell
     in PYNATIVE mode casts the inputs of each primitive it runs to float16, past the casts to float32 in
     ``construct``; these cells keep the float32 flag instead (their callers' dtype comes back on the output)."""
@@ -104,7 +104,7 @@ class _Float32Cell(nn.Cell):
         return super().add_flags_recursive(**flags)
 
 
-class LocalAggregate(_Float32Cell):
+class LocalAggregate(Float32Cell):
     """``construct(w, xp)``: weights ``(N, G, k*k, Ho, Wo)`` and the padded map ``(N, C, Hp, Wp)`` ->
     ``(N, C, Ho, Wo)`` (stride 1: ``Hp = Ho + d(k-1)``; stride 2: ``Hp >= 2(Ho-1) + k``); ``C`` divisible by ``G``,
     weight group of channel c by ``mode``. float32 inside."""
@@ -118,7 +118,7 @@ class LocalAggregate(_Float32Cell):
         return self.op(w.astype(ms.float32), xp.astype(ms.float32)).astype(dtype)
 
 
-class LocalCorrelate(_Float32Cell):
+class LocalCorrelate(Float32Cell):
     """``construct(a, xp)``: ``a`` ``(N, C, Ho, Wo)`` and the padded map -> ``(N, groups, k*k, Ho, Wo)``,
     ``w[g, t, p] = sum_{c in g} a[c, p] * xp[c, s*p + o_t]``. float32 inside."""
 
@@ -131,18 +131,18 @@ class LocalCorrelate(_Float32Cell):
         return self.op(a.astype(ms.float32), xp.astype(ms.float32)).astype(dtype)
 
 
-class TapSoftmax(_Float32Cell):
+class TapSoftmax(Float32Cell):
     """Softmax over axis 2 of ``(N, G, T, H, W)``; float32 inside."""
 
     def __init__(self) -> None:
         super().__init__()
-        _require_library()
-        grad = _custom("tap_softmax_grad", "", lambda y, dy: y)
+        require_library()
+        grad = custom_primitive("tap_softmax_grad", "", lambda y, dy: y)
 
         def bprop(x, out, dout):
             return (grad(out, dout),)
 
-        self.op = _custom("tap_softmax", "", lambda x: x, bprop, inputs=1)
+        self.op = custom_primitive("tap_softmax", "", lambda x: x, bprop, inputs=1)
 
     def construct(self, x):
         return self.op(x.astype(ms.float32)).astype(x.dtype)
@@ -151,17 +151,17 @@ class TapSoftmax(_Float32Cell):
 def _diff_ops(kernel_size: int, dilation: int):
     """``(diff, scatter)`` for one footprint: ``diff(a, xp)`` -> ``(N, C, k*k, H, W)`` with its bprop, and its
     transpose ``scatter(g, xp)`` (``xp`` gives the padded shape only)."""
-    _require_library()
+    require_library()
     taps, tag = kernel_size * kernel_size, f"k{kernel_size}-d{dilation}"
-    scatter = _custom("scatter", "", lambda g, xp: xp, tag=tag)
+    scatter = custom_primitive("scatter", "", lambda g, xp: xp, tag=tag)
 
     def bprop(a, xp, out, dout):
         return ops.sum(dout, 2), -scatter(dout, xp)
 
-    return _custom("diff", "", lambda a, xp: (a[0], a[1], taps, a[2], a[3]), bprop, tag=tag), scatter
+    return custom_primitive("diff", "", lambda a, xp: (a[0], a[1], taps, a[2], a[3]), bprop, tag=tag), scatter
 
 
-class LocalDiff(_Float32Cell):
+class LocalDiff(Float32Cell):
     """``construct(a, xp)``: ``a`` ``(N, C, H, W)``, the padded map ``(N, C, H + d(k-1), W + d(k-1))`` ->
     ``(N, C, k*k, H, W)`` with ``r[c, t, p] = a[c, p] - xp[c, p + o_t]``; float32 inside."""
 
@@ -174,7 +174,7 @@ class LocalDiff(_Float32Cell):
         return self.op(a.astype(ms.float32), xp.astype(ms.float32)).astype(dtype)
 
 
-class PairwiseMlp(_Float32Cell):
+class PairwiseMlp(Float32Cell):
     """``construct(a, bp, w1, b1, w2, b2)`` -> ``(N, O, k*k, H, W)``:
     ``w2 @ relu(w1 @ relu(a_i - bp_{i+o_t}) + b1) + b2`` per tap t and pixel i, where ``a`` ``(N, C, H, W)``,
     ``bp`` its padded partner, ``w1`` ``(K, C)``, ``w2`` ``(O, K)``. The gradient (for eval-mode
@@ -202,7 +202,7 @@ class PairwiseMlp(_Float32Cell):
             dr = dr.reshape(n, c, taps, h, w)
             return dr.sum(2), -scatter(dr, bp), dw1, dh_flat.sum(1), dw2, db2
 
-        self.op = _custom("pairwise_mlp", "", lambda a, bp, w1, b1, w2, b2: (a[0], w2[0], taps, a[2], a[3]),
+        self.op = custom_primitive("pairwise_mlp", "", lambda a, bp, w1, b1, w2, b2: (a[0], w2[0], taps, a[2], a[3]),
                           bprop, inputs=6, tag=tag)
 
     def extra_macs(self, inputs, output) -> int:

@@ -9,7 +9,7 @@ from mindspore import nn, ops
 from mindspore.common import initializer as init
 
 __all__ = ["conv_fan_out_normal", "check_nchw", "ChannelLayerNorm", "GELU", "to_2tuple", "invalidate_graph_cache", "subsample2d",
-           "adopt_precision", "reselect_implementations", "coordinate_grid"]
+           "adopt_precision", "reselect_implementations", "coordinate_grid", "unbind"]
 
 
 def to_2tuple(v) -> Tuple[int, int]:
@@ -24,7 +24,17 @@ def conv_fan_out_normal(out_channels: int, kernel_size, groups: int = 1) -> init
 
 
 def GELU() -> nn.Cell:
-    """Exact (erf) GELU, as PyTorch's default; MindSpore's ``nn.GELU`` defaults to the tanh approximation."""
+    """Exact (erf) GELU, as PyTorch's default; MindSpore's ``nn.GELU`` defaults to the tanh approximation.
+
+    In a network built for the CPU target (where the fused kernels are available) it is a
+    :class:`~convattn.layers.fused_gelu.FusedGELU`: the same function and cell type, run by one fused kernel
+    instead of MindSpore's scalar ``Erf``; elsewhere ``nn.GELU(approximate=False)``."""
+    from .targets import fused_allowed  # here: targets imports this module's neighbours
+
+    if fused_allowed():
+        from .fused_gelu import FusedGELU
+
+        return FusedGELU()
     return nn.GELU(approximate=False)
 
 
@@ -123,3 +133,10 @@ def subsample2d(x, stride: int):
     ho, wo = (h + ph) // stride, (w + pw) // stride
     x = x.reshape(n, c, ho, stride, wo, stride)[:, :, :, 0:1, :, 0:1]
     return x.reshape(n, c, ho, wo)
+
+
+def unbind(x):
+    """``(x[0], x[1], ...)`` along axis 0 (q, k, v of a stacked projection) as one ``Split`` + squeezes: MindSpore
+    2.10's CPU ``StridedSlice`` copies such a slice about 100x slower than ``Split`` does (and ``Unstack`` has no
+    ONNX export)."""
+    return tuple(ops.squeeze(t, 0) for t in ops.split(x, 1, axis=0))

@@ -11,7 +11,7 @@ Everything here is written once for the zoo. The cyclic shift is a slice + conca
 
 Both attention cells take the (already cyclically shifted) map ``(B, H, W, C)`` and return ``(B, H, W, C)``.
 """
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 import mindspore as ms
@@ -19,9 +19,10 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from .acmix import ConvPathMixin
 from .dynamic_attention import DepthwiseAttentionCore
+from .helpers import unbind
 
 __all__ = ["cyclic_shift", "window_partition", "window_reverse", "relative_position_index", "shifted_window_mask",
-           "WindowAttention", "WindowAttentionACmix"]
+           "window_token_order", "TokenPermutation", "WindowAttention", "WindowAttentionACmix"]
 
 
 def cyclic_shift(x, shift_h: int, shift_w: int):
@@ -73,6 +74,36 @@ def shifted_window_mask(h: int, w: int, ws: int, shift: int) -> np.ndarray:
     return np.where(diff != 0, -100.0, 0.0).astype(np.float32)
 
 
+def window_token_order(h: int, w: int, ws: int, shift: int) -> np.ndarray:
+    """``(H*W,)`` token indices that put a row-major ``H x W`` map into window order after the cyclic shift
+    ``roll(x, (-shift, -shift))``: ``x[:, order]`` equals ``window_partition(cyclic_shift(x, -s, -s), ws)``
+    flattened (windows row-major, tokens row-major inside each window)."""
+    idx = np.arange(h * w).reshape(h, w)
+    if shift:
+        idx = np.roll(idx, (-shift, -shift), axis=(0, 1))
+    return idx.reshape(h // ws, ws, w // ws, ws).transpose(0, 2, 1, 3).reshape(-1)
+
+
+class TokenPermutation(nn.Cell):
+    """``x[:, order]`` on ``(B, L, C)`` tokens: one Gather instead of the cyclic shift's two slice + concat pairs
+    and the window partition's 6-D transpose (and, with the inverse order, the window reverse and the shift
+    back). Its gradient is the gather by the inverse permutation (not the generic scatter-add)."""
+
+    def __init__(self, order: np.ndarray) -> None:
+        super().__init__()
+        order = np.asarray(order, np.int64)
+        if sorted(order.tolist()) != list(range(order.size)):
+            raise ValueError("TokenPermutation needs a permutation of 0..L-1")
+        self.order = Tensor(order.astype(np.int32))
+        self.inverse = Tensor(np.argsort(order).astype(np.int32))
+
+    def construct(self, x):
+        return ops.gather(x, self.order, 1)
+
+    def bprop(self, x, out, dout):
+        return (ops.gather(dout, self.inverse, 1),)
+
+
 class WindowAttention(nn.Cell):
     """Multi-head self-attention inside non-overlapping ``ws x ws`` windows with a relative position bias.
 
@@ -119,36 +150,50 @@ class WindowAttention(nn.Cell):
         """q k^T and attn v of the built-in softmax path (a pluggable ``core`` reports its own)."""
         if self.core is not None:
             return 0
-        x = inputs[0]
-        windows = x.shape[0] * x.shape[1] * x.shape[2] // self.n_tokens
+        x = inputs[0]  # (B, H, W, C) map or (B*nW, N, C) windows
+        windows = int(np.prod(x.shape[:-1])) // self.n_tokens
         return 2 * windows * self.n_tokens * self.n_tokens * self.dim
 
-    def attend(self, qkv, mask):
-        """Window attention + ``proj`` on a ``(B, H, W, 3C)`` qkv map; returns ``(B, H, W, C)``."""
-        h, w = qkv.shape[1], qkv.shape[2]
-        ws, n, nh, c = self.window_size, self.n_tokens, self.num_heads, self.dim
-        win = window_partition(qkv, ws).reshape(-1, n, qkv.shape[-1] // c, nh, self.head_dim)
-        win = ops.transpose(win, (2, 0, 3, 1, 4))
-        bias = ops.gather(self.relative_position_bias_table, self.relative_position_index, 0)
+    def attend_windows(self, qkv, mask):
+        """Window attention + ``proj`` on window-ordered qkv tokens ``(B*nW, N, 3C)``; returns ``(B*nW, N, C)``."""
+        n, nh, c = self.n_tokens, self.num_heads, self.dim
+        win = ops.transpose(qkv.reshape(-1, n, qkv.shape[-1] // c, nh, self.head_dim), (2, 0, 3, 1, 4))
+        bias = ops.transpose(ops.gather(self.relative_position_bias_table, self.relative_position_index, 0)
+                             .reshape(n, n, nh), (2, 0, 1))
+        parts = unbind(win)
         if self.core is None:
-            q, k, v = win[0] * self.scale, win[1], win[2]
+            q, k, v = parts[0] * self.scale, parts[1], parts[2]
             attn = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
-            attn = attn + ops.transpose(bias.reshape(n, n, nh), (2, 0, 1)).reshape(1, nh, n, n)
-            if mask is not None:
+            if mask is None:
+                attn = attn + bias.reshape(1, nh, n, n)
+            else:  # bias and mask summed on the small (nW, heads, N, N) tensor: one pass over the logits
                 nw = mask.shape[0]
-                attn = attn.reshape(-1, nw, nh, n, n) + mask.reshape(1, nw, 1, n, n)
+                attn = attn.reshape(-1, nw, nh, n, n) + (bias.reshape(1, nh, n, n) + mask.reshape(nw, 1, n, n))
                 attn = attn.reshape(-1, nh, n, n)
             attn = self.attn_drop(ops.softmax(attn, axis=-1))
             out = ops.matmul(attn, v)
         elif self.depthwise:
-            out = self.core(win[0], win[1], ops.transpose(bias.reshape(n, n, nh), (2, 0, 1)), mask)
+            out = self.core(parts[0], parts[1], bias, mask)
         else:
-            out = self.core(win[0], win[1], win[2], ops.transpose(bias.reshape(n, n, nh), (2, 0, 1)), mask)
-        x = ops.transpose(out, (0, 2, 1, 3)).reshape(-1, n, c)
-        x = self.proj(x)
-        return window_reverse(x.reshape(-1, ws, ws, c), ws, h, w)
+            out = self.core(parts[0], parts[1], parts[2], bias, mask)
+        return self.proj(ops.transpose(out, (0, 2, 1, 3)).reshape(-1, n, c))
+
+    def forward_windows(self, x, mask=None):
+        """``(B*nW, N, C)`` window-ordered tokens -> ``(B*nW, N, C)`` (the block gathers the windows itself)."""
+        return self.proj_drop(self.attend_windows(self.qk(x) if self.depthwise else self.qkv(x), mask))
+
+    def attend(self, qkv, mask):
+        """Window attention + ``proj`` on a ``(B, H, W, 3C)`` qkv map; returns ``(B, H, W, C)``."""
+        h, w = qkv.shape[1], qkv.shape[2]
+        ws, n = self.window_size, self.n_tokens
+        x = self.attend_windows(window_partition(qkv, ws).reshape(-1, n, qkv.shape[-1]), mask)
+        return window_reverse(x.reshape(-1, ws, ws, self.dim), ws, h, w)
 
     def construct(self, x, mask=None):
+        """``x``: the (cyclically shifted) map ``(B, H, W, C)``, or its windows ``(B*nW, N, C)`` (token-gathered
+        by the block); the output has the input's layout."""
+        if x.ndim == 3:
+            return self.forward_windows(x, mask)
         if self.depthwise:
             return self.proj_drop(self.attend(self.qk(x), mask))
         return self.proj_drop(self.attend(self.qkv(x), mask))

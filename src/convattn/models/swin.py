@@ -26,7 +26,8 @@ from mindspore import Tensor, nn, ops
 
 from ..layers import DropPath, Mlp, PatchEmbed, check_nchw, layer_norm, to_2tuple, trunc_normal, trunc_normal_dense
 from ..layers.dynamic_attention import build_attention_core, check_attention_args
-from ..layers.window_attention import WindowAttention, WindowAttentionACmix, cyclic_shift, shifted_window_mask
+from ..layers.window_attention import (TokenPermutation, WindowAttention, WindowAttentionACmix, cyclic_shift,
+                                       shifted_window_mask, window_token_order)
 from .base import StagedClassifier
 from .builder import check_out_indices, register_variants
 from .registry import model_cfg
@@ -94,11 +95,23 @@ class SwinTransformerBlock(nn.Cell):
         self.norm2 = layer_norm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop, weight_init="zeros")  # trunc-normal: _init_weights
         self.attn_mask = Tensor(shifted_window_mask(h, w, window_size, shift_size)) if shift_size > 0 else None
+        # plain window attention: shift + window partition (and back) as one token gather each way; the ACmix
+        # form keeps the map, which its convolution path needs
+        self.windowed = not acmix
+        if self.windowed:
+            order = window_token_order(h, w, window_size, shift_size)
+            self.to_windows = TokenPermutation(order)
+            self.from_windows = TokenPermutation(np.argsort(order))
 
     def construct(self, x):
         h, w = self.input_resolution
         b, n, c = x.shape
         shortcut = x
+        if self.windowed:
+            x = self.to_windows(self.norm1(x)).reshape(-1, self.window_size * self.window_size, c)
+            x = self.from_windows(self.attn(x, self.attn_mask).reshape(b, n, c))
+            x = shortcut + self.drop_path(x)
+            return x + self.drop_path(self.mlp(self.norm2(x)))
         x = self.norm1(x).reshape(b, h, w, c)
         s = self.shift_size
         if s > 0:
