@@ -29,7 +29,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--timeout", type=int, default=900, help="seconds per model before it is reported as failed")
     p.add_argument("--mode", default="infer", choices=["infer", "train"],
                    help="infer: eval forward; train: one training step (forward + backward + SGD momentum update)")
-    p.add_argument("--op-profile", action="store_true",
+    p.add_argument("--op_profile", action="store_true",
                    help="CPU: also profile a few steps per model and report the top five operator types by time")
     p.add_argument("--out", default="outputs/benchmark", help="directory for the CSV/JSON/markdown/PNG reports")
     p.add_argument("--stem", default="benchmark", help="file name stem of the reports")
