@@ -9,7 +9,7 @@ from mindspore import Tensor, nn, ops
 
 import convattn
 from convattn import create_model
-from convattn.layers import XVolution, is_deploy, pssa_directions, shift2d, switch_to_deploy
+from convattn.layers import XVolution, is_deployed, pssa_directions, shift2d, switch_to_deploy
 from convattn.models.xvolution import XVolutionResNet
 
 RTOL = 1e-5
@@ -204,9 +204,9 @@ def _check_network_switch(name, attn):
     net.set_train(False)
     x = Tensor(np.random.default_rng(4).normal(size=(2,) + tuple(cfg["small_input_size"])).astype(np.float32))
     ref = net(x).asnumpy()                 # GRAPH mode: switch_to_deploy must make the compiled graph stale
-    assert not is_deploy(net)
+    assert not is_deployed(net)
     net.switch_to_deploy()
-    assert is_deploy(net)
+    assert is_deployed(net)
     got = net(x).asnumpy()
     assert _rel(got, ref) <= RTOL, f"{name} ({attn}): logits before/after switch differ by {_rel(got, ref):.3g}"
     with pytest.raises(RuntimeError, match="already called"):
@@ -222,7 +222,7 @@ def test_leaves_first_hook_then_network_method():
     cells = [c for _, c in net.cells_and_names() if callable(getattr(c, "switch_to_deploy", None))]
     for cell in reversed(cells):
         cell.switch_to_deploy()
-    assert is_deploy(net) and net.deployed
+    assert is_deployed(net) and net.deployed
     with pytest.raises(RuntimeError, match="already in deploy form"):
         switch_to_deploy(net)
 

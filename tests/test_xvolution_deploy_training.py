@@ -46,7 +46,7 @@ def test_trained_xvolution_deploy_form_keeps_accuracy_and_logits(digits32, tmp_p
     net.switch_to_deploy()
     from convattn.layers import XVolution
     ops_ = [c for _, c in net.cells_and_names() if isinstance(c, XVolution)]
-    assert ops_ and all(c.deploy for c in ops_)
+    assert ops_ and all(c.deployed for c in ops_)
     after = evaluate(net, make_val(), 10)
     logits_deploy = _logits(net, make_val())
     assert after["top1"] == before["top1"] and after["top5"] == before["top5"], (before, after)

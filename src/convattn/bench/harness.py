@@ -132,7 +132,7 @@ def _describe_formulation(net) -> str:
         dw = getattr(cell, "depthwise_conv", None)  # the ACmix conv path (ConvPathMixin)
         if isinstance(dw, bool):
             tags.add("acmix-conv:" + ("depthwise" if dw else "grouped"))
-        if getattr(cell, "deployed", None) is True or getattr(cell, "deploy", None) is True:
+        if getattr(cell, "deployed", None) is True:
             tags.add("deploy-form")
     return ",".join(sorted(tags)) or "standard"
 

@@ -80,7 +80,7 @@ def prepare_for_export(net: nn.Cell, onnx_safe: bool = True, ascend_legal: bool 
     Calling it twice is harmless.
     """
     net.set_train(False)
-    report = {"switch_to_deploy": switch_to_deploy(net), "export_safe": [], "replaced": [], "ascend_legal": [],
+    report = {"switch_to_deploy": switch_to_deploy(net, skip_deployed=True), "export_safe": [], "replaced": [], "ascend_legal": [],
               "fused_kernels_off": set_fused_kernels(net, False)}
     if ascend_legal:
         report["ascend_legal"] = [f"{n}: dep_conv -> depth-wise" for n in to_ascend_legal(net)]

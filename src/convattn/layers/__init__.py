@@ -15,7 +15,8 @@ from .dynamic_attention import (AttentionActivation, DepthwiseAttentionCore, Dyn
 from .window_attention import WindowAttention, WindowAttentionACmix, cyclic_shift, window_partition, window_reverse
 from .san_attention import SAM
 from .acmix_san import ACmixSAM
-from .xvolution import XVolution, is_deploy, pssa_directions, shift2d, switch_to_deploy
+from .xvolution import XVolution, pssa_directions, shift2d
+from .reparam import is_deployed, switch_to_deploy
 
 __all__ = [
     "DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "invalidate_graph_cache", "subsample2d", "to_2tuple",
@@ -30,5 +31,5 @@ __all__ = [
     "WindowAttention", "WindowAttentionACmix", "cyclic_shift", "window_partition", "window_reverse",
     "SAM",
     "ACmixSAM",
-    "XVolution", "is_deploy", "pssa_directions", "shift2d", "switch_to_deploy",
+    "XVolution", "is_deployed", "pssa_directions", "shift2d", "switch_to_deploy",
 ]

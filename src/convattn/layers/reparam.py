@@ -1,6 +1,12 @@
 """Inference-time re-parameterisation shared by layers, models and tools: BatchNorm folding into the preceding
 convolution, and the network-level switch that calls every cell's ``switch_to_deploy()``.
 
+The deploy contract (one for every family): a cell with an inference-only re-parameterisation (BatchNorm folding,
+merged branches) defines ``switch_to_deploy()``, which converts it in place, and a boolean ``deployed`` that the
+switch sets; switching a cell twice raises. Networks are switched with :func:`switch_to_deploy` below (children
+before parents), and :func:`is_deployed` tells whether a network is in deploy form. ``eval.py --deploy``, export
+(:func:`convattn.deploy.prepare_for_export`) and the speed harness (``model@deploy``) all go through it.
+
 Lives in ``layers`` so that models (VAN's patch embedding folds its BatchNorm) and the engine (``eval.py --deploy``)
 use it without importing ``deploy``; :mod:`convattn.deploy` re-exports it for export.
 """
@@ -11,23 +17,37 @@ from mindspore import Parameter, Tensor, nn
 
 from .helpers import invalidate_graph_cache
 
-__all__ = ["switch_to_deploy", "fuse_conv_bn", "fold_bn_into_conv"]
+__all__ = ["switch_to_deploy", "is_deployed", "fuse_conv_bn", "fold_bn_into_conv"]
 
 
-def _already_deployed(cell) -> bool:
-    return getattr(cell, "deploy", None) is True or getattr(cell, "deployed", None) is True
+def _reparam_cells(net: nn.Cell):
+    return [(name, cell) for name, cell in net.cells_and_names() if callable(getattr(cell, "switch_to_deploy", None))]
 
 
-def switch_to_deploy(net: nn.Cell) -> List[str]:
-    """Call ``switch_to_deploy()`` on every cell of ``net`` that has it (children before parents), skipping
-    cells already in deploy form (their own second switch raises, by design), then force a GRAPH recompile."""
-    cells = [(name, cell) for name, cell in net.cells_and_names() if callable(getattr(cell, "switch_to_deploy", None))]
+def is_deployed(net: nn.Cell) -> bool:
+    """True when ``net`` has re-parameterisable cells and every one of them is in deploy form."""
+    cells = _reparam_cells(net)
+    return bool(cells) and all(getattr(cell, "deployed", False) is True for _, cell in cells)
+
+
+def switch_to_deploy(net: nn.Cell, skip_deployed: bool = False) -> List[str]:
+    """Switch every re-parameterisable cell of ``net`` to its deploy form (children before parents, cells already
+    switched are left as they are), put ``net`` in eval mode and force a GRAPH recompile; returns the switched
+    cells' names (empty when ``net`` has nothing to re-parameterise).
+
+    A network already wholly in deploy form raises (a second switch is a mistake that would otherwise pass
+    silently), unless ``skip_deployed=True`` (export takes a network in either form).
+    """
+    cells = _reparam_cells(net)
+    if cells and is_deployed(net) and not skip_deployed:
+        raise RuntimeError(f"{type(net).__name__} is already in deploy form: switch_to_deploy() was called before")
     done = []
     for name, cell in reversed(cells):
-        if _already_deployed(cell):
+        if getattr(cell, "deployed", False) is True:
             continue
         cell.switch_to_deploy()
         done.append(name or net.__class__.__name__)
+    net.set_train(False)
     invalidate_graph_cache(net)
     return done
 

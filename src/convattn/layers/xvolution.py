@@ -65,8 +65,7 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from .helpers import invalidate_graph_cache, subsample2d
 
-__all__ = ["XVolution", "PSSA_FORMS", "pssa_directions", "shift2d", "switch_to_deploy", "is_deploy",
-           "invalidate_graph_cache"]
+__all__ = ["XVolution", "PSSA_FORMS", "pssa_directions", "shift2d"]
 
 PSSA_FORMS = ("attention", "dense")
 
@@ -213,7 +212,7 @@ class XVolution(nn.Cell):
         self.padding = kernel_size // 2
         self.attn = attn
         self.pssa_form = pssa_form if attn == "pssa" else None
-        self.deploy = False
+        self.deployed = False
         k, p = kernel_size, kernel_size // 2
         self.conv = nn.Conv2d(in_channels, out_channels, k, stride, pad_mode="pad", padding=p, has_bias=False)
         self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
@@ -249,13 +248,13 @@ class XVolution(nn.Cell):
         """Initialise the 'attention' form's coefficient weights N(0, 0.02) (a transformer's projection init), so
         the branch starts small beside the conv; a network whose own init re-draws every Conv2d (the ResNet's
         Kaiming fan-out would give these D-output convs a std of sqrt(2)) calls this again afterwards."""
-        if self.attn == "pssa" and self.pssa_form == "attention" and not self.deploy:
+        if self.attn == "pssa" and self.pssa_form == "attention" and not self.deployed:
             w = self.attn_logit.weight
             w.set_data(Tensor(np.random.normal(0.0, 0.02, w.shape).astype(np.float32)))
 
     def extend_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-             f"attn={self.attn}, deploy={self.deploy}")
+             f"attn={self.attn}, deployed={self.deployed}")
         if self.attn == "pssa":
             s += f", pssa_form={self.pssa_form}, offsets={self.offsets}"
         else:
@@ -311,7 +310,7 @@ class XVolution(nn.Cell):
         return ops.reshape(out, (n, h * d, ho, wo))
 
     def construct(self, x):
-        if self.deploy:
+        if self.deployed:
             if self.training:
                 raise RuntimeError(
                     "XVolution is in deploy form (BatchNorms folded, weights frozen) and cannot be trained; "
@@ -330,7 +329,7 @@ class XVolution(nn.Cell):
         return y + self.attn_bn(self.global_attention(x))
 
     def set_train(self, mode: bool = True):
-        if mode and getattr(self, "deploy", False):
+        if mode and getattr(self, "deployed", False):
             raise RuntimeError(
                 "XVolution is in deploy form and cannot be put in training mode; train the training-form network "
                 "and call switch_to_deploy() after training")
@@ -341,10 +340,11 @@ class XVolution(nn.Cell):
         """Fold every BN and merge the branches (PSSA: one dynamic conv; SA: conv + SA, see the module doc).
 
         Uses the BN running statistics, i.e. the eval-mode network. Irreversible; a second call raises.
-        Inside a network call the network-level :func:`switch_to_deploy` (or the network's method), which also
+        Inside a network call the network-level :func:`convattn.layers.reparam.switch_to_deploy` (or the network's
+        method), which also
         makes GRAPH mode recompile the enclosing network; switching only this cell leaves a compiled parent stale.
         """
-        if self.deploy:
+        if self.deployed:
             raise RuntimeError("XVolution.switch_to_deploy() was already called: this operator is in deploy form")
         old = self.conv.weight.name           # "<path>.conv.weight": keep full parameter paths after the swap
         prefix = old[:-len("conv.weight")] if old.endswith("conv.weight") else ""
@@ -393,7 +393,7 @@ class XVolution(nn.Cell):
         del self.conv, self.bn, self.attn_bn
         self.fused = fused
         fused.weight.name, fused.bias.name = prefix + "fused.weight", prefix + "fused.bias"
-        self.deploy = True
+        self.deployed = True
         super().set_train(False)
         invalidate_graph_cache(self)
 
@@ -405,7 +405,7 @@ class XVolution(nn.Cell):
         no tap wraps around the border (the cyclic shift reads the opposite border there, not the padding).
         For inspection and tests (it materialises N*C_out*C*k*k*Ho*Wo numbers); the operator itself never builds it.
         """
-        if not (self.deploy and self.attn == "pssa"):
+        if not (self.deployed and self.attn == "pssa"):
             raise RuntimeError("dynamic_kernel() exists for a deploy-form PSSA XVolution; call switch_to_deploy() first")
         xs = x.asnumpy().astype(np.float64)
         n, c, hh, ww = xs.shape
@@ -437,28 +437,3 @@ class XVolution(nn.Cell):
                     win = sdp[:, :, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s]   # (n, c, ho, wo)
                     kern[:, :, :, i, j] += np.einsum("oc,nchw->nochw", wa[:, d, :, i, j], win)
         return Tensor(kern.astype(np.float32))
-
-
-def is_deploy(net: nn.Cell) -> bool:
-    """True when ``net`` contains X-volution operators and all of them are in deploy form."""
-    ops_ = [c for _, c in net.cells_and_names() if isinstance(c, XVolution)]
-    return bool(ops_) and all(c.deploy for c in ops_)
-
-
-def switch_to_deploy(net: nn.Cell) -> nn.Cell:
-    """Convert every X-volution operator in ``net`` to deploy form and put ``net`` in eval mode; returns ``net``.
-
-    Raises when ``net`` has no X-volution operator or was already switched (a second switch would be a no-op that
-    hides a mistake).
-    """
-    xvols = [c for _, c in net.cells_and_names() if isinstance(c, XVolution)]
-    if not xvols:
-        raise ValueError(f"{type(net).__name__} contains no XVolution operator to switch to deploy form")
-    if all(c.deploy for c in xvols):
-        raise RuntimeError(f"{type(net).__name__} is already in deploy form: switch_to_deploy() was called before")
-    for c in xvols:
-        if not c.deploy:
-            c.switch_to_deploy()
-    net.set_train(False)
-    invalidate_graph_cache(net)
-    return net

@@ -13,6 +13,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import initializer as init
 
 from ..layers import GELU, ChannelLayerNorm, DropPath, LKAAttention, check_nchw, conv_fan_out_normal
+from ..layers.reparam import fold_bn_into_conv
 from .base import StagedClassifier
 from .builder import check_out_indices, register_variants
 from .registry import model_cfg
@@ -102,15 +103,17 @@ class OverlapPatchEmbed(nn.Cell):
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=stride, pad_mode="pad",
                               padding=patch_size // 2, has_bias=True)
         self.norm = nn.BatchNorm2d(embed_dim)
+        self.deployed = False
 
     def construct(self, x):
         return self.norm(self.proj(x))
 
     def switch_to_deploy(self) -> None:
         """Fold the BatchNorm into the projection (inference only; called by the network-level ``switch_to_deploy``)."""
-        from ..layers.reparam import fold_bn_into_conv
-
+        if self.deployed:
+            raise RuntimeError("OverlapPatchEmbed.switch_to_deploy() was already called: its BatchNorm is folded")
         fold_bn_into_conv(self, "proj", "norm")
+        self.deployed = True
 
 
 class VAN(StagedClassifier, nn.Cell):

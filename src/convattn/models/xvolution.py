@@ -94,7 +94,7 @@ class XVolutionResNet(ResNet):
             raise RuntimeError(f"{type(self).__name__}.switch_to_deploy() was already called: the network is in "
                                "deploy form")
         for _, cell in self.cells_and_names():
-            if isinstance(cell, XVolution) and not cell.deploy:
+            if isinstance(cell, XVolution) and not cell.deployed:
                 cell.switch_to_deploy()
         self.deployed = True
         super().set_train(False)
