@@ -98,25 +98,32 @@ def test_covered_cases_are_trained_by_the_ascend_representatives():
     their Ascend form is their CPU form."""
     from convattn import create_model
     from convattn.bench.ascend_audit import REPRESENTATIVES, SMALL_CONFIGS
-    from twins import network_signature
     for case, rep in _COVERED.items():
         model, kwargs, _, size = CASES[case]
         assert rep == model and rep in REPRESENTATIVES.values(), (case, rep)
         small, side = SMALL_CONFIGS[rep]
         assert side == size and {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()} == small, \
             (case, kwargs, small)
-        forms = [_gelu_agnostic(network_signature(create_model(model, num_classes=10, target=t, **small)))
-                 for t in ("CPU", "Ascend")]
+        forms = [_kernel_agnostic(create_model(model, num_classes=10, target=t, **small)) for t in ("CPU", "Ascend")]
         assert forms[0] == forms[1], f"{model} has a device-dependent form: train its CPU form here by default"
 
 
-def _gelu_agnostic(signature):
-    """The CPU target's exact GELU is the fused kernel (``FusedGELU``, an ``nn.GELU`` with the same value and
-    gradient: tests/test_fused_gelu.py), and the CPU-form family cases deit_tiny and swin_tiny_relu train through it by
-    default; any other difference between the forms still fails the check."""
-    if isinstance(signature, tuple):
-        return tuple(_gelu_agnostic(s) for s in signature)
-    return "GELU" if signature == "FusedGELU" else signature
+def _kernel_agnostic(net):
+    """The network's signature with the CPU target's fused-kernel cells read as the MindSpore cells they replace:
+    ``FusedGELU`` is an ``nn.GELU``, ``FusedLayerNorm`` an ``nn.LayerNorm``, ``Linear`` an ``nn.Dense`` (same
+    value, gradient and parameters: tests/test_fused_gelu.py, tests/test_fused_norm.py), and a ``Linear``'s
+    parameter-free ``bias_op`` sub-cell is left out. The CPU-form family cases train through them by default; any
+    other difference between the forms still fails the check."""
+    from mindspore import nn
+    from twins import network_signature
+    replaced = {}
+    for name, cell in net.cells_and_names():
+        if hasattr(cell, "fused_capable"):
+            base = next(b for b in type(cell).__mro__ if b.__module__.startswith("mindspore.nn"))
+            replaced[name] = base.__name__ if base is not nn.Cell else type(cell).__name__
+    cells, params = network_signature(net)
+    cells = tuple((n, replaced.get(n, c)) for n, c in cells if not n.endswith(".bias_op"))
+    return cells, params
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=_marks(c)) for c in CASES])

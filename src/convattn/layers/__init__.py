@@ -1,8 +1,9 @@
 """Operators (MindSpore cells), one file per idea. Layers know no network."""
 from .drop_path import DropPath
-from .helpers import GELU, ChannelLayerNorm, check_nchw, conv_fan_out_normal, invalidate_graph_cache, subsample2d, to_2tuple
+from .helpers import GELU, check_nchw, conv_fan_out_normal, invalidate_graph_cache, subsample2d, to_2tuple
 from .init import trunc_normal, trunc_normal_dense
-from .norm import layer_norm
+from .norm import ChannelLayerNorm, FusedLayerNorm, layer_norm
+from .linear import Linear, dense
 from .mlp import Mlp
 from .patch_embed import PatchEmbed
 from .lka import LKA, LKAAttention
@@ -20,7 +21,7 @@ from .reparam import is_deployed, switch_to_deploy
 
 __all__ = [
     "DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "invalidate_graph_cache", "subsample2d", "to_2tuple",
-    "trunc_normal", "trunc_normal_dense", "layer_norm", "Mlp", "PatchEmbed",
+    "trunc_normal", "trunc_normal_dense", "layer_norm", "FusedLayerNorm", "Linear", "dense", "Mlp", "PatchEmbed",
     "LKA", "LKAAttention",
     "LocalWindowGather", "reflect_pad_slices", "set_export_safe",
     "LocalAggregate", "LocalCorrelate", "fused_kernels_available", "set_fused_kernels",

@@ -26,6 +26,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from .helpers import unbind
+from .linear import dense
 
 __all__ = [
     "ATTN_ACTS", "ATTN_NORMS", "ATTN_KINDS", "REL_POS_MODES", "AttentionActivation", "DynamicAttentionCore",
@@ -330,10 +331,10 @@ class DynamicAttention(nn.Cell):
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
         self.depthwise = attn == "depthwise"
         if self.depthwise:
-            self.qk = nn.Dense(dim, 2 * dim, has_bias=qkv_bias)
+            self.qk = dense(dim, 2 * dim, has_bias=qkv_bias)
         else:
-            self.qkv = nn.Dense(dim, 3 * dim, has_bias=qkv_bias)
-        self.proj = nn.Dense(dim, dim)
+            self.qkv = dense(dim, 3 * dim, has_bias=qkv_bias)
+        self.proj = dense(dim, dim)
         self.proj_drop = nn.Dropout(p=proj_drop) if proj_drop > 0 else nn.Identity()
         self.rel_pos_grid = None if rel_pos_grid is None else (int(rel_pos_grid[0]), int(rel_pos_grid[1]))
         if self.rel_pos_grid is not None:

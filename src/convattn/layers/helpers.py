@@ -8,7 +8,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common import initializer as init
 
-__all__ = ["conv_fan_out_normal", "check_nchw", "ChannelLayerNorm", "GELU", "to_2tuple", "invalidate_graph_cache", "subsample2d",
+__all__ = ["conv_fan_out_normal", "check_nchw", "GELU", "to_2tuple", "invalidate_graph_cache", "subsample2d",
            "adopt_precision", "reselect_implementations", "coordinate_grid", "unbind"]
 
 
@@ -48,21 +48,6 @@ def check_nchw(x, in_chans: int, model: str):
             f"for NHWC data transpose to NCHW first, or build the model with in_chans={x.shape[1]}"
         )
     return x
-
-
-class ChannelLayerNorm(nn.LayerNorm):
-    """LayerNorm over the channel axis of an NCHW map (PyTorch: flatten(2).transpose(1, 2) -> LayerNorm).
-
-    A subclass, not a wrapper, so its parameters are named ``<cell>.gamma/beta`` like any LayerNorm.
-    """
-
-    def __init__(self, channels: int, eps: float = 1e-6) -> None:
-        super().__init__((channels,), begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
-
-    def construct(self, x):
-        x = ops.transpose(x, (0, 2, 3, 1))
-        x = super().construct(x)
-        return ops.transpose(x, (0, 3, 1, 2))
 
 
 _recompile_counter = itertools.count(1)

@@ -4,6 +4,7 @@ from typing import Optional
 from mindspore import nn
 
 from .helpers import GELU
+from .linear import dense
 
 __all__ = ["Mlp"]
 
@@ -18,9 +19,9 @@ class Mlp(nn.Cell):
     def __init__(self, dim: int, hidden: int, drop: float = 0.0, weight_init: Optional[str] = None) -> None:
         super().__init__()
         kw = {} if weight_init is None else {"weight_init": weight_init}
-        self.fc1 = nn.Dense(dim, hidden, **kw)
+        self.fc1 = dense(dim, hidden, **kw)
         self.act = GELU()
-        self.fc2 = nn.Dense(hidden, dim, **kw)
+        self.fc2 = dense(hidden, dim, **kw)
         self.drop = nn.Dropout(p=drop) if drop > 0 else nn.Identity()
 
     def construct(self, x):

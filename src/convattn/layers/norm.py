@@ -1,10 +1,93 @@
-"""Normalisation helpers (the channel-first LayerNorm is :class:`convattn.layers.helpers.ChannelLayerNorm`)."""
-from mindspore import nn
+"""LayerNorm cells: over the last axis (:func:`layer_norm`) and over the channels of an NCHW map
+(:class:`ChannelLayerNorm`), each with a fused CPU form.
 
-__all__ = ["layer_norm"]
+MindSpore 2.10's CPU ``LayerNorm`` and ``LayerNormGrad`` kernels are slow (``convattn.bench`` op profile:
+``LayerNormGrad`` alone took 9-23 % of a Swin, DeiT or PVT training step). In a network built for the CPU target
+where the fused kernels are available both are :class:`FusedLayerNorm`-based: the same function, parameters
+(``gamma``, ``beta``) and cell type (``nn.LayerNorm``), computed by ``layer_norm`` / ``layer_norm_grad`` in
+``kernels/local_window.cc`` (one pass for the statistics, one for the output; the gradient recomputes the
+statistics and reduces ``dgamma``/``dbeta`` per thread in a fixed order). :class:`ChannelLayerNorm`'s fused form
+normalises axis 1 of the map in place of the transpose, LayerNorm, transpose of the standard form. The ``fused``
+flag switches back to MindSpore's own LayerNorm (:func:`convattn.layers.set_fused_kernels`, export).
+"""
+import mindspore as ms
+from mindspore import nn, ops
+
+from .fused_window import Float32Cell, fused_kernels_available, kernel_library, require_library
+
+__all__ = ["layer_norm", "FusedLayerNorm", "ChannelLayerNorm"]
+
+
+def _layer_norm_op(channels_first: bool):
+    """``op(x, gamma, beta, eps) -> y`` (a Custom primitive with its bprop) for the last axis, or for axis 1."""
+    require_library()
+    name = "layer_norm_cf" if channels_first else "layer_norm"
+    grad = ops.Custom(f"{kernel_library()}:{name}_grad", out_shape=lambda x, dy, g, e: (x, g, g),
+                      out_dtype=lambda x, dy, g, e: (x, g, g), func_type="aot")
+
+    def bprop(x, gamma, beta, eps, out, dout):
+        dx, dgamma, dbeta = grad(x, dout, gamma, eps)
+        return dx, dgamma, dbeta, ops.zeros_like(eps)
+
+    return ops.Custom(f"{kernel_library()}:{name}", out_shape=lambda x, g, b, e: x, out_dtype=lambda x, g, b, e: x,
+                      func_type="aot", bprop=bprop)
+
+
+class FusedLayerNorm(Float32Cell, nn.LayerNorm):
+    """``nn.LayerNorm`` over the last axis (``channels_first=True``: over axis 1) whose ``fused=True`` form (where
+    the kernels are available) runs the fused CPU kernels, float32 inside."""
+
+    channels_first = False
+
+    def __init__(self, dim: int, eps: float = 1e-5, fused: bool = True) -> None:
+        nn.LayerNorm.__init__(self, (dim,), begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
+        self.fused_capable = fused_kernels_available()
+        self.fused = bool(fused) and self.fused_capable
+        self.op = _layer_norm_op(self.channels_first) if self.fused_capable else None
+        self.eps_value = ms.Tensor([eps], ms.float32)
+
+    def extend_repr(self):
+        return f"{super().extend_repr()}, fused={self.fused}"
+
+    def standard(self, x):
+        return nn.LayerNorm.construct(self, x)
+
+    def construct(self, x):
+        if self.fused:
+            f32 = ms.float32
+            return self.op(x.astype(f32), self.gamma.astype(f32), self.beta.astype(f32),
+                           self.eps_value).astype(x.dtype)
+        return self.standard(x)
+
+
+class ChannelLayerNorm(FusedLayerNorm):
+    """LayerNorm over the channel axis of an NCHW map (PyTorch: ``flatten(2).transpose(1, 2)`` -> LayerNorm).
+
+    A LayerNorm subclass, not a wrapper, so its parameters are named ``<cell>.gamma/beta`` like any LayerNorm.
+    ``fused`` None: fused where the network is built for the CPU target and the kernels are available."""
+
+    channels_first = True
+
+    def __init__(self, channels: int, eps: float = 1e-6, fused=None) -> None:
+        from .targets import fused_allowed
+
+        allowed = fused_allowed()
+        super().__init__(channels, eps, fused=allowed if fused is None else fused)
+        if not allowed:  # a network built for GPU/Ascend keeps the standard form, even through set_fused_kernels
+            self.fused_capable, self.fused = False, False
+
+    def standard(self, x):
+        x = ops.transpose(x, (0, 2, 3, 1))
+        x = nn.LayerNorm.construct(self, x)
+        return ops.transpose(x, (0, 3, 1, 2))
 
 
 def layer_norm(dim: int, eps: float = 1e-5) -> nn.LayerNorm:
     """LayerNorm over the last axis with PyTorch's default eps 1e-5 (MindSpore's default is 1e-7); official
-    models that use another eps (e.g. 1e-6) pass it."""
+    models that use another eps (e.g. 1e-6) pass it. In a network built for the CPU target (kernels available) a
+    :class:`FusedLayerNorm`, elsewhere ``nn.LayerNorm``."""
+    from .targets import fused_allowed  # here: targets imports this module's neighbours
+
+    if fused_allowed():
+        return FusedLayerNorm(dim, eps)
     return nn.LayerNorm((dim,), epsilon=eps)

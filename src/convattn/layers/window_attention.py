@@ -20,6 +20,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from .acmix import ConvPathMixin
 from .dynamic_attention import DepthwiseAttentionCore
 from .helpers import unbind
+from .linear import dense
 
 __all__ = ["cyclic_shift", "window_partition", "window_reverse", "relative_position_index", "shifted_window_mask",
            "window_token_order", "TokenPermutation", "WindowAttention", "WindowAttentionACmix"]
@@ -136,11 +137,11 @@ class WindowAttention(nn.Cell):
         self.core = core
         self.depthwise = isinstance(core, DepthwiseAttentionCore)
         if self.depthwise:
-            self.qk = nn.Dense(dim, dim * 2, has_bias=qkv_bias)
+            self.qk = dense(dim, dim * 2, has_bias=qkv_bias)
         else:
-            self.qkv = nn.Dense(dim, dim * 3, has_bias=qkv_bias)
+            self.qkv = dense(dim, dim * 3, has_bias=qkv_bias)
         self.attn_drop = nn.Dropout(p=attn_drop) if attn_drop > 0 else nn.Identity()
-        self.proj = nn.Dense(dim, dim)
+        self.proj = dense(dim, dim)
         self.proj_drop = nn.Dropout(p=proj_drop) if proj_drop > 0 else nn.Identity()
 
     def extend_repr(self):

@@ -43,7 +43,7 @@ from typing import Optional, Sequence
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from ..layers import DropPath, Mlp, PatchEmbed, check_nchw, layer_norm, to_2tuple, trunc_normal, trunc_normal_dense
+from ..layers import DropPath, Mlp, dense, PatchEmbed, check_nchw, layer_norm, to_2tuple, trunc_normal, trunc_normal_dense
 from ..layers.helpers import unbind
 from ..layers.acmix import ConvPathMixin
 from .base import StagedClassifier
@@ -90,10 +90,10 @@ class Attention(nn.Cell):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = qk_scale or self.head_dim ** -0.5
-        self.q = nn.Dense(dim, dim, has_bias=qkv_bias, weight_init="zeros")
-        self.kv = nn.Dense(dim, dim * 2, has_bias=qkv_bias, weight_init="zeros")
+        self.q = dense(dim, dim, has_bias=qkv_bias, weight_init="zeros")
+        self.kv = dense(dim, dim * 2, has_bias=qkv_bias, weight_init="zeros")
         self.attn_drop = nn.Dropout(p=attn_drop) if attn_drop > 0 else nn.Identity()
-        self.proj = nn.Dense(dim, dim, weight_init="zeros")
+        self.proj = dense(dim, dim, weight_init="zeros")
         self.proj_drop = nn.Dropout(p=proj_drop) if proj_drop > 0 else nn.Identity()
         self.sr_ratio = sr_ratio
         if sr_ratio > 1:

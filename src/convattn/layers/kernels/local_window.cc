@@ -17,6 +17,10 @@
 //   *_interleaved: g(c) = c mod G      (SAN: feature channel c uses weight channel c mod n_w)
 //   *_contiguous:  g(c) = c / (C / G)  (multi-head attention: head h owns channels [h*C/G, (h+1)*C/G))
 //
+// The same library holds the CPU target's elementwise and row kernels for the transformer families: the exact
+// GELU, LayerNorm over the last axis or over the channels of a map, and a Dense layer's bias (each with its
+// gradient; see their comments below).
+//
 // float32 only (the Python wrapper casts). Work is split over std::threads (as many as the process's CPU
 // affinity allows, capped by CONVATTN_NUM_THREADS); the inner loops run along contiguous image rows.
 #include <sched.h>
@@ -488,6 +492,316 @@ int GeluGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char
   return 0;
 }
 
+
+// Splits [0, count) into `chunks` contiguous ranges run in parallel: fn(chunk, begin, end). Reductions across
+// rows (LayerNorm's dgamma/dbeta, a bias gradient) keep one partial per chunk and add the partials in chunk
+// order afterwards, so a result depends only on the thread count, never on scheduling.
+template <typename F>
+void ParallelChunks(int64_t count, int64_t chunks, F fn) {
+  ParallelFor(chunks, [&](int64_t k) {
+    const int64_t begin = count * k / chunks, end = count * (k + 1) / chunks;
+    if (begin < end) fn(k, begin, end);
+  });
+}
+
+int64_t ReductionChunks(int64_t count) { return std::max<int64_t>(1, std::min<int64_t>(NumThreads(), count)); }
+
+// Eight independent accumulators, so that the loops vectorise without reassociating a single sum.
+inline float SumOf(const float *__restrict__ x, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += x[i + j];
+  float s = 0.0f;
+  for (; i < n; ++i) s += x[i];
+  for (int j = 0; j < 8; ++j) s += acc[j];
+  return s;
+}
+
+inline float SquaredDeviation(const float *__restrict__ x, float mean, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) {
+      const float d = x[i + j] - mean;
+      acc[j] += d * d;
+    }
+  float s = 0.0f;
+  for (; i < n; ++i) s += (x[i] - mean) * (x[i] - mean);
+  for (int j = 0; j < 8; ++j) s += acc[j];
+  return s;
+}
+
+// LayerNorm over one axis of extent C of a float32 tensor seen as (outer, C, inner), with gamma, beta (C) and
+// eps (a one-element tensor):
+//   LAYER_NORM      (x, gamma, beta, eps) -> y                 y = (x - mean) * rstd * gamma + beta
+//   LAYER_NORM_GRAD (x, dy, gamma, eps)   -> dx, dgamma, dbeta
+//     dx = rstd * (dy*gamma - mean_C(dy*gamma) - xhat * mean_C(dy*gamma*xhat)),  xhat = (x - mean) * rstd
+// (biased variance, as torch.nn.LayerNorm and MindSpore's LayerNorm; the gradient recomputes mean and rstd,
+// one pass over x, instead of keeping them). `layer_norm` / `layer_norm_grad` normalise the last axis
+// (inner = 1, the loops run along the row); `*_cf` normalise axis 1 of an N x C x H x W map in place of
+// transpose + LayerNorm + transpose (inner = H*W, the loops run along the pixels of a block).
+constexpr int64_t kPixelBlock = 256;
+
+struct NormShape {
+  int64_t outer, c, inner;
+};
+
+bool ReadNormShape(int ndim, const int64_t *shape, bool channels_first, NormShape *s) {
+  if (ndim < 1 || (channels_first && ndim < 2)) return false;
+  if (channels_first) {
+    s->outer = shape[0];
+    s->c = shape[1];
+    s->inner = 1;
+    for (int i = 2; i < ndim; ++i) s->inner *= shape[i];
+  } else {
+    s->c = shape[ndim - 1];
+    s->outer = 1;
+    s->inner = 1;
+    for (int i = 0; i < ndim - 1; ++i) s->outer *= shape[i];
+  }
+  return s->c > 0;
+}
+
+int LayerNormFwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                 bool channels_first) {
+  if (nparam != 5) return 1;
+  for (int i = 0; i < 5; ++i)
+    if (!IsFloat32(dtypes[i])) return 2;
+  NormShape s;
+  if (!ReadNormShape(ndims[0], shapes[0], channels_first, &s) || NumElements(ndims[1], shapes[1]) != s.c ||
+      NumElements(ndims[2], shapes[2]) != s.c || NumElements(ndims[3], shapes[3]) != 1)
+    return 3;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]);
+  const float *beta = static_cast<const float *>(params[2]);
+  const float eps = *static_cast<const float *>(params[3]);
+  float *y = static_cast<float *>(params[4]);
+  const int64_t c = s.c;
+  const float inv_c = 1.0f / static_cast<float>(c);
+  if (s.inner == 1) {
+    constexpr int64_t kRows = 64;
+    ParallelFor((s.outer + kRows - 1) / kRows, [&](int64_t b) {
+      const int64_t end = std::min(s.outer, (b + 1) * kRows);
+      for (int64_t r = b * kRows; r < end; ++r) {
+        const float *__restrict__ xr = x + r * c;
+        float *__restrict__ yr = y + r * c;
+        const float mean = SumOf(xr, c) * inv_c;
+        const float rstd = 1.0f / std::sqrt(SquaredDeviation(xr, mean, c) * inv_c + eps);
+        for (int64_t k = 0; k < c; ++k) yr[k] = (xr[k] - mean) * rstd * gamma[k] + beta[k];
+      }
+    });
+    return 0;
+  }
+  const int64_t blocks = (s.inner + kPixelBlock - 1) / kPixelBlock;
+  ParallelFor(s.outer * blocks, [&](int64_t item) {
+    const int64_t n = item / blocks, p0 = (item % blocks) * kPixelBlock;
+    const int64_t m = std::min(kPixelBlock, s.inner - p0);
+    float mean[kPixelBlock], rstd[kPixelBlock];
+    const float *xn = x + n * c * s.inner + p0;
+    float *yn = y + n * c * s.inner + p0;
+    for (int64_t q = 0; q < m; ++q) mean[q] = rstd[q] = 0.0f;
+    for (int64_t k = 0; k < c; ++k) {
+      const float *__restrict__ xk = xn + k * s.inner;
+      for (int64_t q = 0; q < m; ++q) mean[q] += xk[q];
+    }
+    for (int64_t q = 0; q < m; ++q) mean[q] *= inv_c;
+    for (int64_t k = 0; k < c; ++k) {
+      const float *__restrict__ xk = xn + k * s.inner;
+      for (int64_t q = 0; q < m; ++q) rstd[q] += (xk[q] - mean[q]) * (xk[q] - mean[q]);
+    }
+    for (int64_t q = 0; q < m; ++q) rstd[q] = 1.0f / std::sqrt(rstd[q] * inv_c + eps);
+    for (int64_t k = 0; k < c; ++k) {
+      const float *__restrict__ xk = xn + k * s.inner;
+      float *__restrict__ yk = yn + k * s.inner;
+      const float g = gamma[k], bt = beta[k];
+      for (int64_t q = 0; q < m; ++q) yk[q] = (xk[q] - mean[q]) * rstd[q] * g + bt;
+    }
+  });
+  return 0;
+}
+
+int LayerNormBwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                 bool channels_first) {
+  if (nparam != 7) return 1;
+  for (int i = 0; i < 7; ++i)
+    if (!IsFloat32(dtypes[i])) return 2;
+  NormShape s;
+  if (!ReadNormShape(ndims[0], shapes[0], channels_first, &s) ||
+      NumElements(ndims[1], shapes[1]) != NumElements(ndims[0], shapes[0]) ||
+      NumElements(ndims[2], shapes[2]) != s.c || NumElements(ndims[3], shapes[3]) != 1)
+    return 3;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *dy = static_cast<const float *>(params[1]);
+  const float *gamma = static_cast<const float *>(params[2]);
+  const float eps = *static_cast<const float *>(params[3]);
+  float *dx = static_cast<float *>(params[4]);
+  float *dgamma = static_cast<float *>(params[5]);
+  float *dbeta = static_cast<float *>(params[6]);
+  const int64_t c = s.c;
+  const float inv_c = 1.0f / static_cast<float>(c);
+  const bool rows = s.inner == 1;
+  const int64_t blocks = rows ? 1 : (s.inner + kPixelBlock - 1) / kPixelBlock;
+  const int64_t items = rows ? s.outer : s.outer * blocks;
+  const int64_t chunks = ReductionChunks(items);
+  std::vector<float> partial(static_cast<size_t>(chunks * 2 * c), 0.0f);
+  ParallelChunks(items, chunks, [&](int64_t chunk, int64_t begin, int64_t end) {
+    float *__restrict__ pg = partial.data() + chunk * 2 * c;
+    float *__restrict__ pb = pg + c;
+    if (rows) {
+      for (int64_t r = begin; r < end; ++r) {
+        const float *__restrict__ xr = x + r * c;
+        const float *__restrict__ gr = dy + r * c;
+        float *__restrict__ dr = dx + r * c;
+        const float mean = SumOf(xr, c) * inv_c;
+        const float rstd = 1.0f / std::sqrt(SquaredDeviation(xr, mean, c) * inv_c + eps);
+        float a1[8] = {0, 0, 0, 0, 0, 0, 0, 0}, a2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t k = 0;
+        for (; k + 8 <= c; k += 8)
+          for (int j = 0; j < 8; ++j) {
+            const float xh = (xr[k + j] - mean) * rstd, g = gr[k + j];
+            a1[j] += g * gamma[k + j];
+            a2[j] += g * gamma[k + j] * xh;
+            pg[k + j] += g * xh;
+            pb[k + j] += g;
+          }
+        float s1 = 0.0f, s2 = 0.0f;
+        for (; k < c; ++k) {
+          const float xh = (xr[k] - mean) * rstd, g = gr[k];
+          s1 += g * gamma[k];
+          s2 += g * gamma[k] * xh;
+          pg[k] += g * xh;
+          pb[k] += g;
+        }
+        for (int j = 0; j < 8; ++j) {
+          s1 += a1[j];
+          s2 += a2[j];
+        }
+        s1 *= inv_c;
+        s2 *= inv_c;
+        for (k = 0; k < c; ++k) dr[k] = rstd * (gr[k] * gamma[k] - s1 - (xr[k] - mean) * rstd * s2);
+      }
+      return;
+    }
+    float mean[kPixelBlock], rstd[kPixelBlock], s1[kPixelBlock], s2[kPixelBlock];
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / blocks, p0 = (item % blocks) * kPixelBlock;
+      const int64_t m = std::min(kPixelBlock, s.inner - p0);
+      const int64_t base = n * c * s.inner + p0;
+      for (int64_t q = 0; q < m; ++q) mean[q] = rstd[q] = s1[q] = s2[q] = 0.0f;
+      for (int64_t k = 0; k < c; ++k) {
+        const float *__restrict__ xk = x + base + k * s.inner;
+        for (int64_t q = 0; q < m; ++q) mean[q] += xk[q];
+      }
+      for (int64_t q = 0; q < m; ++q) mean[q] *= inv_c;
+      for (int64_t k = 0; k < c; ++k) {
+        const float *__restrict__ xk = x + base + k * s.inner;
+        for (int64_t q = 0; q < m; ++q) rstd[q] += (xk[q] - mean[q]) * (xk[q] - mean[q]);
+      }
+      for (int64_t q = 0; q < m; ++q) rstd[q] = 1.0f / std::sqrt(rstd[q] * inv_c + eps);
+      for (int64_t k = 0; k < c; ++k) {
+        const float *__restrict__ xk = x + base + k * s.inner;
+        const float *__restrict__ gk = dy + base + k * s.inner;
+        const float gm = gamma[k];
+        float sg = 0.0f, sb = 0.0f;
+        for (int64_t q = 0; q < m; ++q) {
+          const float xh = (xk[q] - mean[q]) * rstd[q];
+          s1[q] += gk[q] * gm;
+          s2[q] += gk[q] * gm * xh;
+          sg += gk[q] * xh;
+          sb += gk[q];
+        }
+        pg[k] += sg;
+        pb[k] += sb;
+      }
+      for (int64_t q = 0; q < m; ++q) {
+        s1[q] *= inv_c;
+        s2[q] *= inv_c;
+      }
+      for (int64_t k = 0; k < c; ++k) {
+        const float *__restrict__ xk = x + base + k * s.inner;
+        const float *__restrict__ gk = dy + base + k * s.inner;
+        float *__restrict__ dk = dx + base + k * s.inner;
+        const float gm = gamma[k];
+        for (int64_t q = 0; q < m; ++q)
+          dk[q] = rstd[q] * (gk[q] * gm - s1[q] - (xk[q] - mean[q]) * rstd[q] * s2[q]);
+      }
+    }
+  });
+  for (int64_t k = 0; k < c; ++k) dgamma[k] = dbeta[k] = 0.0f;
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const float *pg = partial.data() + chunk * 2 * c;
+    for (int64_t k = 0; k < c; ++k) {
+      dgamma[k] += pg[k];
+      dbeta[k] += pg[c + k];
+    }
+  }
+  return 0;
+}
+
+int LayerNorm(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  return LayerNormFwd(nparam, params, ndims, shapes, dtypes, false);
+}
+int LayerNormGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  return LayerNormBwd(nparam, params, ndims, shapes, dtypes, false);
+}
+int LayerNormCf(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  return LayerNormFwd(nparam, params, ndims, shapes, dtypes, true);
+}
+int LayerNormCfGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  return LayerNormBwd(nparam, params, ndims, shapes, dtypes, true);
+}
+
+// The bias of a Dense layer on the last axis, and its gradient (MindSpore's CPU BiasAddGrad is a slow
+// column reduction):
+//   BIAS_ADD (x[..., N], b[N]) -> y[..., N]   y = x + b
+//   BIAS_SUM (dy[..., N], b)   -> db[N]       db = sum of dy over every axis but the last (b: its shape only)
+int BiasAdd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 3) return 1;
+  if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[1]) || !IsFloat32(dtypes[2])) return 2;
+  if (ndims[0] < 1) return 3;
+  const int64_t n = shapes[0][ndims[0] - 1];
+  if (NumElements(ndims[1], shapes[1]) != n || n <= 0) return 3;
+  const int64_t rows = NumElements(ndims[0], shapes[0]) / n;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *b = static_cast<const float *>(params[1]);
+  float *y = static_cast<float *>(params[2]);
+  const int64_t per_block = std::max<int64_t>(1, kEltBlock / n);
+  ParallelFor((rows + per_block - 1) / per_block, [&](int64_t blk) {
+    const int64_t end = std::min(rows, (blk + 1) * per_block);
+    for (int64_t r = blk * per_block; r < end; ++r) {
+      const float *__restrict__ xr = x + r * n;
+      float *__restrict__ yr = y + r * n;
+      for (int64_t k = 0; k < n; ++k) yr[k] = xr[k] + b[k];
+    }
+  });
+  return 0;
+}
+
+int BiasSum(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 3) return 1;
+  if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[2])) return 2;
+  if (ndims[0] < 1) return 3;
+  const int64_t n = shapes[0][ndims[0] - 1];
+  if (NumElements(ndims[2], shapes[2]) != n || n <= 0) return 3;
+  const int64_t rows = NumElements(ndims[0], shapes[0]) / n;
+  const float *dy = static_cast<const float *>(params[0]);
+  float *db = static_cast<float *>(params[2]);
+  const int64_t chunks = ReductionChunks(rows);
+  std::vector<float> partial(static_cast<size_t>(chunks * n), 0.0f);
+  ParallelChunks(rows, chunks, [&](int64_t chunk, int64_t begin, int64_t end) {
+    float *__restrict__ p = partial.data() + chunk * n;
+    for (int64_t r = begin; r < end; ++r) {
+      const float *__restrict__ gr = dy + r * n;
+      for (int64_t k = 0; k < n; ++k) p[k] += gr[k];
+    }
+  });
+  for (int64_t k = 0; k < n; ++k) db[k] = 0.0f;
+  for (int64_t chunk = 0; chunk < chunks; ++chunk)
+    for (int64_t k = 0; k < n; ++k) db[k] += partial[chunk * n + k];
+  return 0;
+}
+
 }  // namespace
 
 #define CONVATTN_EXPORT(name, impl, mode, stride)                                                           \
@@ -526,3 +840,9 @@ CONVATTN_EXPORT_PLAIN(scatter, Scatter)
 CONVATTN_EXPORT_PLAIN(pairwise_mlp, PairwiseMlp)
 CONVATTN_EXPORT_PLAIN(gelu, Gelu)
 CONVATTN_EXPORT_PLAIN(gelu_grad, GeluGrad)
+CONVATTN_EXPORT_PLAIN(layer_norm, LayerNorm)
+CONVATTN_EXPORT_PLAIN(layer_norm_grad, LayerNormGrad)
+CONVATTN_EXPORT_PLAIN(layer_norm_cf, LayerNormCf)
+CONVATTN_EXPORT_PLAIN(layer_norm_cf_grad, LayerNormCfGrad)
+CONVATTN_EXPORT_PLAIN(bias_add, BiasAdd)
+CONVATTN_EXPORT_PLAIN(bias_sum, BiasSum)

@@ -1,0 +1,136 @@
+"""The fused CPU LayerNorm (last axis and NCHW channels) and Dense bias kernels: the same values and gradients as
+MindSpore's LayerNorm and Dense, chosen only for the CPU target, switched off for export."""
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import nn
+
+import convattn
+from convattn.layers import ChannelLayerNorm, FusedLayerNorm, Linear, dense, layer_norm, set_fused_kernels
+from convattn.layers.fused_window import fused_kernels_available
+from convattn.layers.targets import build_target
+
+pytestmark = pytest.mark.skipif(not fused_kernels_available(), reason="fused CPU kernels unavailable (no g++)")
+
+
+def _layer_norm64(x, gamma, beta, eps, axis):
+    """float64 LayerNorm over ``axis`` and its gradients for the loss ``sum(y * dy)``: (y, vjp)."""
+    x = x.astype(np.float64)
+    axis %= x.ndim
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    g, b = gamma.astype(np.float64).reshape(shape), beta.astype(np.float64).reshape(shape)
+    mean = x.mean(axis, keepdims=True)
+    rstd = 1.0 / np.sqrt(x.var(axis, keepdims=True) + eps)
+    xhat = (x - mean) * rstd
+
+    def vjp(dy):
+        dy = dy.astype(np.float64)
+        others = tuple(i for i in range(x.ndim) if i != axis)
+        gx = dy * g
+        dx = rstd * (gx - gx.mean(axis, keepdims=True) - xhat * (gx * xhat).mean(axis, keepdims=True))
+        return dx, (dy * xhat).sum(others), dy.sum(others)
+
+    return xhat * g + b, vjp
+
+
+class _Loss(nn.Cell):
+    def __init__(self, cell):
+        super().__init__()
+        self.cell = cell
+
+    def construct(self, x, dy):
+        return (self.cell(x) * dy).sum()
+
+
+def _value_and_grads(cell, x, dy):
+    y = cell(ms.Tensor(x)).asnumpy()
+    gx, gw = ms.grad(_Loss(cell), grad_position=0, weights=cell.trainable_params())(ms.Tensor(x), ms.Tensor(dy))
+    return y, [gx.asnumpy()] + [g.asnumpy() for g in gw]
+
+
+# shapes with a channel count that is not a multiple of the 8-wide accumulators and a pixel count that is not a
+# multiple of the kernel's 256-pixel block; mean 2, scale 3 so that a one-pass variance would lose digits
+@pytest.mark.parametrize("kind,shape,eps", [("last", (4, 50, 96), 1e-5), ("last", (3, 7, 13), 1e-6),
+                                            ("channels", (2, 64, 9, 11), 1e-6), ("channels", (2, 5, 17, 19), 1e-5)])
+def test_fused_layer_norm_matches_layer_norm_and_its_gradients(ms_mode, kind, shape, eps):
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    c = shape[-1] if kind == "last" else shape[1]
+    gamma, beta = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    cells = []
+    for fused in (True, False):
+        cell = FusedLayerNorm(c, eps, fused=fused) if kind == "last" else ChannelLayerNorm(c, eps, fused=fused)
+        cell.gamma.set_data(ms.Tensor(gamma))
+        cell.beta.set_data(ms.Tensor(beta))
+        cells.append(cell)
+    assert cells[0].fused and not cells[1].fused
+    y_ref, vjp = _layer_norm64(x, gamma, beta, eps, -1 if kind == "last" else 1)
+    refs = vjp(dy)
+    (y, grads), (y_std, grads_std) = (_value_and_grads(cell, x, dy) for cell in cells)
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(y, y_std, rtol=0, atol=1e-5)
+    for got, std, ref in zip(grads, grads_std, refs):
+        scale = float(np.abs(ref).max())
+        np.testing.assert_allclose(got, ref, rtol=0, atol=2e-6 * scale)
+        np.testing.assert_allclose(got, std, rtol=0, atol=2e-6 * scale)
+
+
+@pytest.mark.parametrize("shape", [(4, 50, 96), (7, 33)])
+def test_fused_linear_matches_dense_and_its_gradients(ms_mode, shape):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape[:-1] + (40,)).astype(np.float32)
+    fused, plain = Linear(shape[-1], 40), nn.Dense(shape[-1], 40)
+    assert fused.fused
+    for cell in (fused, plain):
+        cell.weight.set_data(ms.Tensor(rng.standard_normal((40, shape[-1])).astype(np.float32)) if cell is fused
+                             else fused.weight.data.copy())
+        cell.bias.set_data(ms.Tensor(np.arange(40, dtype=np.float32) / 7) if cell is fused else fused.bias.data.copy())
+    (y, grads), (y_std, grads_std) = _value_and_grads(fused, x, dy), _value_and_grads(plain, x, dy)
+    np.testing.assert_allclose(y, y_std, rtol=0, atol=1e-5)
+    x2, dy2 = x.reshape(-1, shape[-1]).astype(np.float64), dy.reshape(-1, 40).astype(np.float64)
+    refs = [dy2 @ fused.weight.asnumpy().astype(np.float64), dy2.T @ x2, dy2.sum(0)]
+    for got, std, ref in zip(grads, grads_std, refs):
+        scale = float(np.abs(ref).max())
+        np.testing.assert_allclose(got.reshape(ref.shape), ref, rtol=0, atol=1e-5 * scale)
+        np.testing.assert_allclose(got, std, rtol=0, atol=1e-5 * scale)
+
+
+def test_factories_follow_the_build_target():
+    with build_target("CPU"):
+        cpu = (layer_norm(8), dense(8, 4), dense(8, 4, has_bias=False), ChannelLayerNorm(8))
+    with build_target("Ascend"):
+        asc = (layer_norm(8), dense(8, 4), ChannelLayerNorm(8))
+    assert isinstance(cpu[0], FusedLayerNorm) and cpu[0].fused and cpu[0].epsilon == 1e-5
+    assert isinstance(cpu[1], Linear) and cpu[1].fused
+    assert type(cpu[2]) is nn.Dense and cpu[3].fused
+    assert type(asc[0]) is nn.LayerNorm and type(asc[1]) is nn.Dense
+    net = nn.SequentialCell([asc[2]])
+    set_fused_kernels(net, True)  # a network built for Ascend keeps the standard form
+    assert not asc[2].fused
+
+
+def test_models_use_them_and_export_switches_them_off(pynative):
+    cfg = convattn.get_model_cfg("swin_tiny")
+    net = convattn.create_model("swin_tiny", num_classes=10, target="CPU", **cfg["small_kwargs"])
+    norms = [c for _, c in net.cells_and_names() if isinstance(c, nn.LayerNorm)]
+    linears = [c for n, c in net.cells_and_names() if isinstance(c, nn.Dense) and n.endswith(("fc1", "fc2", "qkv", "proj"))]
+    assert norms and all(isinstance(c, FusedLayerNorm) and c.fused for c in norms)
+    assert linears and all(isinstance(c, Linear) and c.fused for c in linears)
+    net.set_train(False)
+    x = ms.Tensor(np.random.default_rng(2).standard_normal((2,) + tuple(cfg["small_input_size"])).astype(np.float32))
+    y_fused = net(x).asnumpy()
+    switched = set_fused_kernels(net, False)
+    assert len(switched) >= len(norms) + len(linears) and not any(c.fused for c in norms + linears)
+    np.testing.assert_allclose(net(x).asnumpy(), y_fused, rtol=0, atol=1e-4)
+
+    van = convattn.create_model("van_b0", num_classes=10, target="CPU", **convattn.get_model_cfg("van_b0")[
+        "small_kwargs"])
+    channel_norms = [c for _, c in van.cells_and_names() if isinstance(c, ChannelLayerNorm)]
+    assert channel_norms and all(c.fused for c in channel_norms)
+    from convattn.deploy import prepare_for_export
+
+    prepare_for_export(van, onnx_safe=True)
+    assert not any(getattr(c, "fused", False) for _, c in van.cells_and_names())
