@@ -4,6 +4,7 @@ from .helpers import GELU, check_nchw, conv_fan_out_normal, invalidate_graph_cac
 from .init import trunc_normal, trunc_normal_dense
 from .norm import ChannelLayerNorm, FusedLayerNorm, layer_norm
 from .linear import Linear, dense
+from .depthwise import DepthwiseConv2d, depthwise_conv
 from .mlp import Mlp
 from .patch_embed import PatchEmbed
 from .lka import LKA, LKAAttention
@@ -21,7 +22,7 @@ from .reparam import is_deployed, switch_to_deploy
 
 __all__ = [
     "DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "invalidate_graph_cache", "subsample2d", "to_2tuple",
-    "trunc_normal", "trunc_normal_dense", "layer_norm", "FusedLayerNorm", "Linear", "dense", "Mlp", "PatchEmbed",
+    "trunc_normal", "trunc_normal_dense", "layer_norm", "FusedLayerNorm", "Linear", "dense", "DepthwiseConv2d", "depthwise_conv", "Mlp", "PatchEmbed",
     "LKA", "LKAAttention",
     "LocalWindowGather", "reflect_pad_slices", "set_export_safe",
     "LocalAggregate", "LocalCorrelate", "fused_kernels_available", "set_fused_kernels",

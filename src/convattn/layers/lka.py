@@ -8,6 +8,7 @@ weights map by name.
 """
 from mindspore import nn
 
+from .depthwise import depthwise_conv
 from .helpers import GELU
 
 __all__ = ["LKA", "LKAAttention"]
@@ -22,11 +23,8 @@ class LKA(nn.Cell):
         dilated_k = -(-kernel_size // dilation)  # ceil
         if dilated_k % 2 == 0:
             dilated_k += 1
-        self.conv0 = nn.Conv2d(dim, dim, local_k, pad_mode="pad", padding=local_k // 2, group=dim, has_bias=True)
-        self.conv_spatial = nn.Conv2d(
-            dim, dim, dilated_k, pad_mode="pad", padding=(dilated_k // 2) * dilation, dilation=dilation,
-            group=dim, has_bias=True,
-        )
+        self.conv0 = depthwise_conv(dim, local_k)
+        self.conv_spatial = depthwise_conv(dim, dilated_k, dilation)
         self.conv1 = nn.Conv2d(dim, dim, 1, has_bias=True)
 
     def construct(self, x):

@@ -12,7 +12,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import initializer as init
 
-from ..layers import GELU, ChannelLayerNorm, DropPath, LKAAttention, check_nchw, conv_fan_out_normal
+from ..layers import GELU, ChannelLayerNorm, DropPath, LKAAttention, check_nchw, conv_fan_out_normal, depthwise_conv
 from ..layers.reparam import fold_bn_into_conv
 from .base import StagedClassifier
 from .builder import check_out_indices, register_variants
@@ -67,7 +67,7 @@ class Mlp(nn.Cell):
 class DWConv(nn.Cell):
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, 3, pad_mode="pad", padding=1, group=dim, has_bias=True)
+        self.dwconv = depthwise_conv(dim, 3)
 
     def construct(self, x):
         return self.dwconv(x)

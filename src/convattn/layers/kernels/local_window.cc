@@ -18,8 +18,8 @@
 //   *_contiguous:  g(c) = c / (C / G)  (multi-head attention: head h owns channels [h*C/G, (h+1)*C/G))
 //
 // The same library holds the CPU target's elementwise and row kernels for the transformer families: the exact
-// GELU, LayerNorm over the last axis or over the channels of a map, and a Dense layer's bias (each with its
-// gradient; see their comments below).
+// GELU, LayerNorm over the last axis or over the channels of a map, a Dense layer's bias and VAN's depth-wise
+// convolutions (each with its gradient; see their comments below).
 //
 // float32 only (the Python wrapper casts). Work is split over std::threads (as many as the process's CPU
 // affinity allows, capped by CONVATTN_NUM_THREADS); the inner loops run along contiguous image rows.
@@ -802,6 +802,138 @@ int BiasSum(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   return 0;
 }
 
+// Depth-wise convolution, stride 1, odd k x k kernel with dilation d and "same" zero padding p = d(k-1)/2,
+// with bias (VAN's 5x5, 7x7 dilation-3 and 3x3 depth-wise layers; oneDNN's gemm path runs them at under
+// 1 GMAC/s on CPU, and their weight gradient was most of a VAN training step):
+//   DW_CONV      (x[N,C,H,W], w[C,1,k,k], b[C], d[1] int32)  -> y[N,C,H,W]
+//                  y[c,i,j] = b[c] + sum_{u,v} w[c,u,v] * x[c, i + d*u - p, j + d*v - p]
+//   DW_CONV_GRAD (x, w, dy, d)                                -> dx, dw, db
+//     dx is the same correlation of dy with the flipped kernel; dw[c,u,v] = sum_{n,i,j} dy * shifted x;
+//     db[c] = sum dy. Each plane is copied once into a zero-padded buffer so the inner loops run along whole
+//     rows; the weight gradient is split over channels (one thread owns a channel for all images), so it is
+//     deterministic.
+struct DwGeometry {
+  int64_t n, c, h, w, k, d, p, hp, wp;
+};
+
+bool ReadDwGeometry(int *ndims, int64_t **shapes, const void *dilation, DwGeometry *g) {
+  if (ndims[0] != 4 || ndims[1] != 4) return false;
+  g->n = shapes[0][0];
+  g->c = shapes[0][1];
+  g->h = shapes[0][2];
+  g->w = shapes[0][3];
+  g->k = shapes[1][2];
+  g->d = *static_cast<const int32_t *>(dilation);
+  if (shapes[1][0] != g->c || shapes[1][1] != 1 || shapes[1][3] != g->k || g->k % 2 != 1 || g->d < 1) return false;
+  g->p = g->d * (g->k - 1) / 2;
+  g->hp = g->h + 2 * g->p;
+  g->wp = g->w + 2 * g->p;
+  return true;
+}
+
+// src: H x W plane -> dst: Hp x Wp with a zero border of p
+void PadPlane(const float *src, const DwGeometry &g, float *dst) {
+  std::fill(dst, dst + g.p * g.wp, 0.0f);
+  for (int64_t i = 0; i < g.h; ++i) {
+    float *row = dst + (i + g.p) * g.wp;
+    std::fill(row, row + g.p, 0.0f);
+    std::memcpy(row + g.p, src + i * g.w, sizeof(float) * g.w);
+    std::fill(row + g.p + g.w, row + g.wp, 0.0f);
+  }
+  std::fill(dst + (g.h + g.p) * g.wp, dst + g.hp * g.wp, 0.0f);
+}
+
+// out[i,j] = bias + sum_{u,v} wt[u,v] * pad[i + d*u, j + d*v]   (flip: wt[k-1-u, k-1-v])
+void CorrelatePlane(const float *pad, const float *wt, float bias, bool flip, const DwGeometry &g, float *out) {
+  const int64_t taps = g.k * g.k;
+  for (int64_t i = 0; i < g.h; ++i) {
+    float *__restrict__ o = out + i * g.w;
+    for (int64_t j = 0; j < g.w; ++j) o[j] = bias;
+    for (int64_t u = 0; u < g.k; ++u) {
+      const float *line = pad + (i + g.d * u) * g.wp;
+      for (int64_t v = 0; v < g.k; ++v) {
+        const float wv = flip ? wt[taps - 1 - (u * g.k + v)] : wt[u * g.k + v];
+        const float *__restrict__ src = line + g.d * v;
+        for (int64_t j = 0; j < g.w; ++j) o[j] += wv * src[j];
+      }
+    }
+  }
+}
+
+int DwConv(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 5) return 1;
+  if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[1]) || !IsFloat32(dtypes[2]) || !IsFloat32(dtypes[4]) ||
+      std::strcmp(dtypes[3], "int32") != 0)
+    return 2;
+  DwGeometry g;
+  if (!ReadDwGeometry(ndims, shapes, params[3], &g) || NumElements(ndims[2], shapes[2]) != g.c) return 3;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *w = static_cast<const float *>(params[1]);
+  const float *b = static_cast<const float *>(params[2]);
+  float *y = static_cast<float *>(params[4]);
+  const int64_t plane = g.h * g.w;
+  ParallelFor(g.n * g.c, [&](int64_t nc) {
+    const int64_t c = nc % g.c;
+    std::vector<float> pad(g.hp * g.wp);
+    PadPlane(x + nc * plane, g, pad.data());
+    CorrelatePlane(pad.data(), w + c * g.k * g.k, b[c], false, g, y + nc * plane);
+  });
+  return 0;
+}
+
+int DwConvGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 7) return 1;
+  for (int i : {0, 1, 2, 4, 5, 6})
+    if (!IsFloat32(dtypes[i])) return 2;
+  if (std::strcmp(dtypes[3], "int32") != 0) return 2;
+  DwGeometry g;
+  if (!ReadDwGeometry(ndims, shapes, params[3], &g) ||
+      NumElements(ndims[2], shapes[2]) != NumElements(ndims[0], shapes[0]))
+    return 3;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *w = static_cast<const float *>(params[1]);
+  const float *dy = static_cast<const float *>(params[2]);
+  float *dx = static_cast<float *>(params[4]);
+  float *dw = static_cast<float *>(params[5]);
+  float *db = static_cast<float *>(params[6]);
+  const int64_t plane = g.h * g.w, taps = g.k * g.k;
+  ParallelFor(g.n * g.c, [&](int64_t nc) {  // dx: dy correlated with the flipped kernel
+    const int64_t c = nc % g.c;
+    std::vector<float> pad(g.hp * g.wp);
+    PadPlane(dy + nc * plane, g, pad.data());
+    CorrelatePlane(pad.data(), w + c * taps, 0.0f, true, g, dx + nc * plane);
+  });
+  ParallelFor(g.c, [&](int64_t c) {  // dw, db: one channel over all images
+    std::vector<float> pad(g.hp * g.wp);
+    std::vector<float> acc(taps, 0.0f);
+    float bias_sum = 0.0f;
+    for (int64_t n = 0; n < g.n; ++n) {
+      const int64_t nc = n * g.c + c;
+      PadPlane(x + nc * plane, g, pad.data());
+      const float *gy = dy + nc * plane;
+      bias_sum += SumOf(gy, plane);
+      for (int64_t u = 0; u < g.k; ++u)
+        for (int64_t v = 0; v < g.k; ++v) {
+          float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+          float tail = 0.0f;
+          for (int64_t i = 0; i < g.h; ++i) {
+            const float *__restrict__ src = pad.data() + (i + g.d * u) * g.wp + g.d * v;
+            const float *__restrict__ gr = gy + i * g.w;
+            int64_t j = 0;
+            for (; j + 8 <= g.w; j += 8)
+              for (int q = 0; q < 8; ++q) part[q] += gr[j + q] * src[j + q];
+            for (; j < g.w; ++j) tail += gr[j] * src[j];
+          }
+          for (int q = 0; q < 8; ++q) tail += part[q];
+          acc[u * g.k + v] += tail;
+        }
+    }
+    for (int64_t t = 0; t < taps; ++t) dw[c * taps + t] = acc[t];
+    db[c] = bias_sum;
+  });
+  return 0;
+}
+
 }  // namespace
 
 #define CONVATTN_EXPORT(name, impl, mode, stride)                                                           \
@@ -846,3 +978,5 @@ CONVATTN_EXPORT_PLAIN(layer_norm_cf, LayerNormCf)
 CONVATTN_EXPORT_PLAIN(layer_norm_cf_grad, LayerNormCfGrad)
 CONVATTN_EXPORT_PLAIN(bias_add, BiasAdd)
 CONVATTN_EXPORT_PLAIN(bias_sum, BiasSum)
+CONVATTN_EXPORT_PLAIN(dw_conv, DwConv)
+CONVATTN_EXPORT_PLAIN(dw_conv_grad, DwConvGrad)
