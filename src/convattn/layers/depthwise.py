@@ -65,9 +65,9 @@ def depthwise_conv(dim: int, kernel_size: int, dilation: int = 1, **kwargs) -> n
     """Depth-wise ``kernel_size`` convolution with bias, stride 1, dilation ``dilation`` and "same" padding:
     :class:`DepthwiseConv2d` in a network built for the CPU target (kernels available), ``nn.Conv2d`` elsewhere.
     Same parameters either way."""
-    from .targets import fused_allowed  # here: targets imports this module's neighbours
+    from .targets import cell_kernels_allowed  # here: targets imports this module's neighbours
 
-    if fused_allowed():
+    if cell_kernels_allowed():
         return DepthwiseConv2d(dim, kernel_size, dilation, **kwargs)
     return nn.Conv2d(dim, dim, kernel_size, pad_mode="pad", padding=dilation * (kernel_size - 1) // 2,
                      dilation=dilation, group=dim, has_bias=True, **kwargs)

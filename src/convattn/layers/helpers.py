@@ -29,9 +29,9 @@ def GELU() -> nn.Cell:
     In a network built for the CPU target (where the fused kernels are available) it is a
     :class:`~convattn.layers.fused_gelu.FusedGELU`: the same function and cell type, run by one fused kernel
     instead of MindSpore's scalar ``Erf``; elsewhere ``nn.GELU(approximate=False)``."""
-    from .targets import fused_allowed  # here: targets imports this module's neighbours
+    from .targets import cell_kernels_allowed  # here: targets imports this module's neighbours
 
-    if fused_allowed():
+    if cell_kernels_allowed():
         from .fused_gelu import FusedGELU
 
         return FusedGELU()

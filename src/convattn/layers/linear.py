@@ -62,8 +62,8 @@ class Linear(nn.Dense):
 def dense(in_channels: int, out_channels: int, has_bias: bool = True, **kwargs) -> nn.Dense:
     """A Dense layer: :class:`Linear` with the fused bias in a network built for the CPU target (kernels available,
     ``has_bias``), ``nn.Dense`` elsewhere. Same parameters either way."""
-    from .targets import fused_allowed  # here: targets imports this module's neighbours
+    from .targets import cell_kernels_allowed  # here: targets imports this module's neighbours
 
-    if has_bias and fused_allowed():
+    if has_bias and cell_kernels_allowed():
         return Linear(in_channels, out_channels, has_bias=True, **kwargs)
     return nn.Dense(in_channels, out_channels, has_bias=has_bias, **kwargs)

@@ -69,9 +69,9 @@ class ChannelLayerNorm(FusedLayerNorm):
     channels_first = True
 
     def __init__(self, channels: int, eps: float = 1e-6, fused=None) -> None:
-        from .targets import fused_allowed
+        from .targets import cell_kernels_allowed
 
-        allowed = fused_allowed()
+        allowed = cell_kernels_allowed()
         super().__init__(channels, eps, fused=allowed if fused is None else fused)
         if not allowed:  # a network built for GPU/Ascend keeps the standard form, even through set_fused_kernels
             self.fused_capable, self.fused = False, False
@@ -86,8 +86,8 @@ def layer_norm(dim: int, eps: float = 1e-5) -> nn.LayerNorm:
     """LayerNorm over the last axis with PyTorch's default eps 1e-5 (MindSpore's default is 1e-7); official
     models that use another eps (e.g. 1e-6) pass it. In a network built for the CPU target (kernels available) a
     :class:`FusedLayerNorm`, elsewhere ``nn.LayerNorm``."""
-    from .targets import fused_allowed  # here: targets imports this module's neighbours
+    from .targets import cell_kernels_allowed  # here: targets imports this module's neighbours
 
-    if fused_allowed():
+    if cell_kernels_allowed():
         return FusedLayerNorm(dim, eps)
     return nn.LayerNorm((dim,), epsilon=eps)

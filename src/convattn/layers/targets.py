@@ -25,7 +25,7 @@ import numpy as np
 from .kernel_build import fused_kernels_available, unavailable_reason
 
 __all__ = ["TARGETS", "Formulation", "FORMULATIONS", "resolve_target", "build_target", "select_form",
-           "fused_allowed", "map_between_forms", "form_table"]
+           "fused_allowed", "cell_kernels_allowed", "map_between_forms", "form_table"]
 
 TARGETS = ("CPU", "GPU", "Ascend")
 
@@ -73,6 +73,16 @@ FORMULATIONS: Dict[str, Formulation] = {
              "GPU": _FUSED_WHY + "GPU runs the gather + broadcast multiply + sum (standard ops)",
              "Ascend": _FUSED_WHY + "Ascend runs the gather + broadcast multiply + sum (standard ops)"},
         fallback="unfold"),
+    "cell_kernels": Formulation(
+        what="exact GELU, LayerNorm, Dense bias, depth-wise convolution",
+        argument="(cell factories: GELU, layer_norm, ChannelLayerNorm, dense, depthwise_conv)",
+        default={"CPU": "fused", "GPU": "standard", "Ascend": "standard"},
+        runs={"CPU": ("fused", "standard"), "GPU": ("standard",), "Ascend": ("standard",)},
+        why={"CPU": "fused CPU kernels with their gradients: MindSpore's CPU Erf, LayerNorm(Grad), BiasAddGrad and "
+                    "depth-wise Conv2D(BackpropFilter) kernels are slow; the same cells (types, parameters, values)",
+             "GPU": _FUSED_WHY + "GPU runs MindSpore's own cells",
+             "Ascend": _FUSED_WHY + "Ascend runs MindSpore's own cells"},
+        fallback="standard"),
 }
 
 
@@ -103,6 +113,12 @@ def build_target(target: Optional[str]) -> Iterator[str]:
         yield _BUILD_TARGET.get()
     finally:
         _BUILD_TARGET.reset(token)
+
+
+def cell_kernels_allowed(target: Optional[str] = None) -> bool:
+    """The cell factories (exact GELU, LayerNorm, Dense, depth-wise conv) build their fused-kernel form: the
+    ``'cell_kernels'`` formulation of ``target`` is ``'fused'`` (the CPU, with the kernels compiled and enabled)."""
+    return select_form("cell_kernels", target=target) == "fused"
 
 
 def fused_allowed(target: Optional[str] = None) -> bool:
