@@ -87,9 +87,10 @@ _COVERED = {"deit_tiny_relu": "deit_tiny_relu", "swin_tiny_dw": "swin_tiny_dw",
 
 
 def _marks(case):
-    if case in _NOT_YET:
+    if case in _NOT_YET:  # slow too: tests/test_san.py::test_san_network_trains_on_digits trains the same
+        # operator by default, and a known failure need not cost every CI run half a minute
         return [pytest.mark.xfail(strict=True, reason="does not yet beat its initialisation on the val split at "
-                                                      "this length")]
+                                                      "this length"), pytest.mark.slow]
     return [pytest.mark.slow] if case in _COVERED else []
 
 
@@ -111,18 +112,20 @@ def test_covered_cases_are_trained_by_the_ascend_representatives():
 def _kernel_agnostic(net):
     """The network's signature with the CPU target's fused-kernel cells read as the MindSpore cells they replace:
     ``FusedGELU`` is an ``nn.GELU``, ``FusedLayerNorm`` an ``nn.LayerNorm``, ``Linear`` an ``nn.Dense`` (same
-    value, gradient and parameters: tests/test_fused_gelu.py, tests/test_fused_norm.py), and a ``Linear``'s
-    parameter-free ``bias_op`` sub-cell is left out. The CPU-form family cases train through them by default; any
-    other difference between the forms still fails the check."""
+    value, gradient and parameters: tests/test_fused_gelu.py, tests/test_fused_norm.py), and their
+    parameter-free kernel sub-cells (a ``Linear``'s ``bias_op`` and ``gemm_op``) are left out. The CPU-form family
+    cases train through them by default; any other difference between the forms still fails the check."""
     from mindspore import nn
     from twins import network_signature
-    replaced = {}
+    replaced = {}  # cell name -> the MindSpore cell it stands for
     for name, cell in net.cells_and_names():
         if hasattr(cell, "fused_capable"):
             base = next(b for b in type(cell).__mro__ if b.__module__.startswith("mindspore.nn"))
-            replaced[name] = base.__name__ if base is not nn.Cell else type(cell).__name__
+            if base is not nn.Cell:
+                replaced[name] = base.__name__
     cells, params = network_signature(net)
-    cells = tuple((n, replaced.get(n, c)) for n, c in cells if not n.endswith(".bias_op"))
+    kernel_parts = tuple(f"{n}." for n in replaced)  # their sub-cells: a Linear's bias_op and gemm_op
+    cells = tuple((n, replaced.get(n, c)) for n, c in cells if not n.startswith(kernel_parts))
     return cells, params
 
 

@@ -8,6 +8,7 @@ from mindspore import nn
 import convattn
 from convattn.layers import ChannelLayerNorm, FusedLayerNorm, Linear, dense, layer_norm, set_fused_kernels
 from convattn.layers.fused_window import fused_kernels_available
+from convattn.layers.gemm import gemm_isa, gemm_unavailable_reason
 from convattn.layers.targets import build_target
 
 pytestmark = pytest.mark.skipif(not fused_kernels_available(), reason="fused CPU kernels unavailable (no g++)")
@@ -77,13 +78,21 @@ def test_fused_layer_norm_matches_layer_norm_and_its_gradients(ms_mode, kind, sh
         np.testing.assert_allclose(got, std, rtol=0, atol=2e-6 * scale)
 
 
+@pytest.mark.parametrize("gemm", [True, False], ids=["gemm", "matmul_bias"])
 @pytest.mark.parametrize("shape", [(4, 50, 96), (7, 33)])
-def test_fused_linear_matches_dense_and_its_gradients(ms_mode, shape):
+def test_fused_linear_matches_dense_and_its_gradients(ms_mode, shape, gemm):
+    """Both fused forms: the whole layer in the private oneDNN's sgemm, and MindSpore's MatMul + the fused bias."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape).astype(np.float32)
     dy = rng.standard_normal(shape[:-1] + (40,)).astype(np.float32)
     fused, plain = Linear(shape[-1], 40), nn.Dense(shape[-1], 40)
     assert fused.fused
+    if gemm:
+        if gemm_unavailable_reason() is not None:
+            pytest.skip(f"private GEMM library unavailable: {gemm_unavailable_reason()}")
+        assert fused.gemm_op is not None
+    else:
+        fused.gemm_op = None
     for cell in (fused, plain):
         cell.weight.set_data(ms.Tensor(rng.standard_normal((40, shape[-1])).astype(np.float32)) if cell is fused
                              else fused.weight.data.copy())
@@ -134,3 +143,17 @@ def test_models_use_them_and_export_switches_them_off(pynative):
 
     prepare_for_export(van, onnx_safe=True)
     assert not any(getattr(c, "fused", False) for _, c in van.cells_and_names())
+
+
+def test_private_gemm_library_is_capped_at_avx512_where_the_cpu_has_it():
+    """The Dense GEMM's oneDNN copy runs AVX-512 while MindSpore's own oneDNN stays at the AVX2 cap that its
+    convolutions need (convattn._env)."""
+    from convattn.layers.kernel_build import cpu_flags
+
+    if gemm_unavailable_reason() is not None:
+        pytest.skip(f"private GEMM library unavailable: {gemm_unavailable_reason()}")
+    import os
+    assert os.environ["CONVATTN_GEMM_LIBRARY"].endswith(".so")
+    expected = 0x27 if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= cpu_flags() else None
+    if expected is not None:
+        assert gemm_isa() == expected

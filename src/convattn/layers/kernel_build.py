@@ -19,13 +19,13 @@ import tempfile
 import warnings
 from typing import Optional
 
-__all__ = ["KERNEL_SOURCE", "kernel_library", "kernels_enabled", "fused_kernels_available", "unavailable_reason"]
+__all__ = ["KERNEL_SOURCE", "cache_dir", "cpu_flags", "kernel_library", "kernels_enabled", "fused_kernels_available", "unavailable_reason"]
 
 KERNEL_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "local_window.cc")
 _STATE = {"path": None, "error": None, "tried": False, "warned": False}
 
 
-def _cpu_flags():
+def cpu_flags():
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -39,13 +39,13 @@ def _cpu_flags():
 def _compile_flags():
     # -fno-trapping-math lets the softmax's exp vectorise (no FP exceptions are enabled in MindSpore)
     flags = ["-std=c++17", "-O3", "-shared", "-fPIC", "-pthread", "-fno-math-errno", "-fno-trapping-math"]
-    cpu = _cpu_flags()
+    cpu = cpu_flags()
     if {"avx2", "fma"} <= cpu:  # portable across the x86 machines of one cluster, unlike -march=native
         flags += ["-mavx2", "-mfma"]
     return flags
 
 
-def _cache_dir() -> str:
+def cache_dir() -> str:
     return os.environ.get("CONVATTN_KERNEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "convattn",
                                                                     "kernels")
 
@@ -55,7 +55,7 @@ def _compile(source_path: str, target: str, flags) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(target))
     os.close(fd)
     try:
-        cmd = [os.environ.get("CXX", "g++")] + flags + ["-o", tmp, source_path]
+        cmd = [os.environ.get("CXX", "g++")] + flags + ["-o", tmp, source_path, "-ldl"]  # dlopen (the GEMM library)
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr.strip()[-2000:]}")
@@ -76,7 +76,7 @@ def kernel_library() -> Optional[str]:
             source = f.read()
         flags = _compile_flags()
         key = hashlib.sha256(source + " ".join(flags).encode()).hexdigest()[:16]
-        cache = _cache_dir()
+        cache = cache_dir()
         os.makedirs(cache, exist_ok=True)
         target = os.path.join(cache, f"local_window_{key}.so")
         if not os.path.exists(target):

@@ -7,13 +7,19 @@ parameters, ``weight`` and ``bias``, same cell type) whose ``fused`` form adds t
 kernel and sums its gradient with ``bias_sum`` (``kernels/local_window.cc``); the matrix product stays
 MindSpore's ``MatMul``. :func:`dense` builds it for the CPU target where the kernels are available and plain
 ``nn.Dense`` elsewhere; the ``fused`` flag switches back (:func:`convattn.layers.set_fused_kernels`, export).
+
+Where the private AVX-512 GEMM library is ready (:mod:`convattn.layers.gemm`) the fused form is the whole layer in
+one kernel, ``linear`` (``x w^T + b`` through oneDNN's sgemm of that library), with ``linear_grad`` (``dy w``,
+``dy^T x`` and the bias sum) as its gradient: MindSpore's ``MatMul`` under the process's AVX2 cap was 58-77 % of
+a Swin, DeiT or PVT forward.
 """
 import mindspore as ms
 from mindspore import nn, ops
 
-from .fused_window import Float32Cell, custom_primitive, fused_kernels_available, require_library
+from .fused_window import Float32Cell, custom_primitive, fused_kernels_available, kernel_library, require_library
+from .gemm import gemm_library
 
-__all__ = ["dense", "Linear", "FusedBiasAdd"]
+__all__ = ["dense", "Linear", "FusedBiasAdd", "FusedLinear"]
 
 
 class FusedBiasAdd(Float32Cell):
@@ -34,9 +40,35 @@ class FusedBiasAdd(Float32Cell):
         return self.op(x.astype(ms.float32), b.astype(ms.float32)).astype(x.dtype)
 
 
+def _linear_op():
+    require_library()
+    grad = ops.Custom(f"{kernel_library()}:linear_grad", out_shape=lambda x, w, dy: (x, w, (w[0],)),
+                      out_dtype=lambda x, w, dy: (x, w, w), func_type="aot")
+
+    def bprop(x, w, b, out, dout):
+        return grad(x, w, dout)
+
+    return ops.Custom(f"{kernel_library()}:linear", out_shape=lambda x, w, b: (x[0], w[0]),
+                      out_dtype=lambda x, w, b: x, func_type="aot", bprop=bprop)
+
+
+class FusedLinear(Float32Cell):
+    """``construct(x, w, b)``: ``x w^T + b`` for ``x`` ``(M, K)``, ``w`` ``(N, K)``, in one GEMM of the private
+    AVX-512 oneDNN copy, float32 inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.op = _linear_op()
+
+    def construct(self, x, w, b):
+        f32 = ms.float32
+        return self.op(x.astype(f32), w.astype(f32), b.astype(f32)).astype(x.dtype)
+
+
 class Linear(nn.Dense):
-    """``nn.Dense`` without activation whose ``fused=True`` form (where the kernels are available) adds the bias
-    with :class:`FusedBiasAdd`."""
+    """``nn.Dense`` without activation whose ``fused=True`` form (where the kernels are available) is one
+    :class:`FusedLinear` GEMM where the private GEMM library is ready, else MindSpore's ``MatMul`` with
+    :class:`FusedBiasAdd`."""
 
     def __init__(self, in_channels: int, out_channels: int, has_bias: bool = True, fused: bool = True,
                  **kwargs) -> None:
@@ -46,6 +78,7 @@ class Linear(nn.Dense):
         self.fused_capable = fused_kernels_available() and has_bias
         self.fused = bool(fused) and self.fused_capable
         self.bias_op = FusedBiasAdd() if self.fused_capable else None
+        self.gemm_op = FusedLinear() if self.fused_capable and gemm_library() is not None else None
 
     def construct(self, x):
         if not self.fused:
@@ -53,7 +86,10 @@ class Linear(nn.Dense):
         shape = x.shape
         if len(shape) != 2:
             x = x.reshape(-1, shape[-1])
-        x = self.bias_op(self.matmul(x, self.weight), self.bias)
+        if self.gemm_op is not None:
+            x = self.gemm_op(x, self.weight, self.bias)
+        else:
+            x = self.bias_op(self.matmul(x, self.weight), self.bias)
         if len(shape) != 2:
             x = x.reshape(shape[:-1] + (x.shape[-1],))
         return x

@@ -18,11 +18,13 @@
 //   *_contiguous:  g(c) = c / (C / G)  (multi-head attention: head h owns channels [h*C/G, (h+1)*C/G))
 //
 // The same library holds the CPU target's elementwise and row kernels for the transformer families: the exact
-// GELU, LayerNorm over the last axis or over the channels of a map, a Dense layer's bias and VAN's depth-wise
-// convolutions (each with its gradient; see their comments below).
+// GELU, LayerNorm over the last axis or over the channels of a map, a Dense layer (its bias alone, or the whole
+// layer through a private AVX-512 oneDNN sgemm) and VAN's depth-wise convolutions (each with its gradient; see
+// their comments below).
 //
 // float32 only (the Python wrapper casts). Work is split over std::threads (as many as the process's CPU
 // affinity allows, capped by CONVATTN_NUM_THREADS); the inner loops run along contiguous image rows.
+#include <dlfcn.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -30,6 +32,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -934,6 +937,87 @@ int DwConvGrad(int nparam, void **params, int *ndims, int64_t **shapes, const ch
   return 0;
 }
 
+// A Dense layer as one GEMM with its gradient, through oneDNN's sgemm from a private copy of MindSpore's own
+// oneDNN library (MindSpore's oneDNN is capped at AVX2 by the process's ONEDNN_MAX_CPU_ISA, which its
+// convolutions need; the copy, loaded separately, is set to AVX-512 by the Python side before first use):
+//   LINEAR      (x[M,K], w[N,K], b[N])  -> y[M,N]            y = x w^T + b
+//   LINEAR_GRAD (x, w, dy[M,N])         -> dx, dw, db        dx = dy w, dw = dy^T x, db = sum_M dy
+// The library's path comes from CONVATTN_GEMM_LIBRARY (set by convattn.layers.gemm, which loaded and
+// configured it). The copy runs single-threaded (oneDNN's threadpool build without a pool); the rows of y and dx,
+// and the rows of dw, are split over this file's threads, so every output element is computed by one call.
+typedef int (*SgemmFn)(char, char, int64_t, int64_t, int64_t, float, const float *, int64_t, const float *, int64_t,
+                       float, float *, int64_t);
+
+SgemmFn Sgemm() {
+  static std::once_flag once;
+  static SgemmFn fn = nullptr;
+  std::call_once(once, [] {
+    const char *path = std::getenv("CONVATTN_GEMM_LIBRARY");
+    if (path == nullptr) return;
+    void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (handle != nullptr) fn = reinterpret_cast<SgemmFn>(dlsym(handle, "dnnl_sgemm"));
+  });
+  return fn;
+}
+
+int Linear(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 4 || ndims[0] != 2 || ndims[1] != 2) return 1;
+  if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[1]) || !IsFloat32(dtypes[2]) || !IsFloat32(dtypes[3])) return 2;
+  const int64_t m = shapes[0][0], k = shapes[0][1], n = shapes[1][0];
+  if (shapes[1][1] != k || NumElements(ndims[2], shapes[2]) != n) return 3;
+  SgemmFn sgemm = Sgemm();
+  if (sgemm == nullptr) return 4;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *w = static_cast<const float *>(params[1]);
+  const float *b = static_cast<const float *>(params[2]);
+  float *y = static_cast<float *>(params[3]);
+  std::vector<int> status(static_cast<size_t>(ReductionChunks(m)), 0);
+  ParallelChunks(m, static_cast<int64_t>(status.size()), [&](int64_t chunk, int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) std::memcpy(y + r * n, b, sizeof(float) * n);
+    status[chunk] = sgemm('N', 'T', end - begin, n, k, 1.0f, x + begin * k, k, w, k, 1.0f, y + begin * n, n);
+  });
+  for (int st : status)
+    if (st != 0) return 5;
+  return 0;
+}
+
+int LinearGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 6 || ndims[0] != 2 || ndims[1] != 2 || ndims[2] != 2) return 1;
+  for (int i = 0; i < 6; ++i)
+    if (!IsFloat32(dtypes[i])) return 2;
+  const int64_t m = shapes[0][0], k = shapes[0][1], n = shapes[1][0];
+  if (shapes[1][1] != k || shapes[2][0] != m || shapes[2][1] != n) return 3;
+  SgemmFn sgemm = Sgemm();
+  if (sgemm == nullptr) return 4;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *w = static_cast<const float *>(params[1]);
+  const float *dy = static_cast<const float *>(params[2]);
+  float *dx = static_cast<float *>(params[3]);
+  float *dw = static_cast<float *>(params[4]);
+  float *db = static_cast<float *>(params[5]);
+  const int64_t chunks_m = ReductionChunks(m), chunks_n = ReductionChunks(n);
+  std::vector<int> status(static_cast<size_t>(chunks_m + chunks_n), 0);
+  std::vector<float> partial(static_cast<size_t>(chunks_m * n), 0.0f);
+  ParallelChunks(m, chunks_m, [&](int64_t chunk, int64_t begin, int64_t end) {  // dx rows, db partials
+    status[chunk] = sgemm('N', 'N', end - begin, k, n, 1.0f, dy + begin * n, n, w, k, 0.0f, dx + begin * k, k);
+    float *__restrict__ p = partial.data() + chunk * n;
+    for (int64_t r = begin; r < end; ++r) {
+      const float *__restrict__ gr = dy + r * n;
+      for (int64_t j = 0; j < n; ++j) p[j] += gr[j];
+    }
+  });
+  ParallelChunks(n, chunks_n, [&](int64_t chunk, int64_t begin, int64_t end) {  // dw rows
+    status[chunks_m + chunk] =
+        sgemm('T', 'N', end - begin, k, m, 1.0f, dy + begin, n, x, k, 0.0f, dw + begin * k, k);
+  });
+  for (int64_t j = 0; j < n; ++j) db[j] = 0.0f;
+  for (int64_t chunk = 0; chunk < chunks_m; ++chunk)
+    for (int64_t j = 0; j < n; ++j) db[j] += partial[chunk * n + j];
+  for (int st : status)
+    if (st != 0) return 5;
+  return 0;
+}
+
 }  // namespace
 
 #define CONVATTN_EXPORT(name, impl, mode, stride)                                                           \
@@ -980,3 +1064,5 @@ CONVATTN_EXPORT_PLAIN(bias_add, BiasAdd)
 CONVATTN_EXPORT_PLAIN(bias_sum, BiasSum)
 CONVATTN_EXPORT_PLAIN(dw_conv, DwConv)
 CONVATTN_EXPORT_PLAIN(dw_conv_grad, DwConvGrad)
+CONVATTN_EXPORT_PLAIN(linear, Linear)
+CONVATTN_EXPORT_PLAIN(linear_grad, LinearGrad)
