@@ -28,7 +28,7 @@ __all__ = ["gemm_library", "gemm_unavailable_reason", "gemm_enabled", "GEMM_LIBR
 
 GEMM_LIBRARY_VAR = "CONVATTN_GEMM_LIBRARY"
 _ISA_AVX512_CORE = 0x27  # dnnl_cpu_isa_avx512_core
-_STATE = {"tried": False, "path": None, "error": None, "isa": None}
+_LOADED = {"tried": False, "path": None, "error": None, "isa": None}
 
 
 def gemm_enabled() -> bool:
@@ -67,11 +67,11 @@ def _private_copy(source: str) -> str:
 def gemm_library() -> Optional[str]:
     """Path of the loaded and configured private oneDNN copy (set up on the first call; also exported as
     ``CONVATTN_GEMM_LIBRARY`` for the kernels), or None (see :func:`gemm_unavailable_reason`)."""
-    if _STATE["tried"]:
-        return _STATE["path"]
-    _STATE["tried"] = True
+    if _LOADED["tried"]:
+        return _LOADED["path"]
+    _LOADED["tried"] = True
     if not gemm_enabled():
-        _STATE["error"] = "CONVATTN_FUSED_GEMM=0"
+        _LOADED["error"] = "CONVATTN_FUSED_GEMM=0"
         return None
     try:
         path = _private_copy(_mindspore_dnnl())
@@ -80,21 +80,21 @@ def gemm_library() -> Optional[str]:
             status = lib.dnnl_set_max_cpu_isa(ctypes.c_int(_ISA_AVX512_CORE))
             if status != 0:
                 raise OSError(f"dnnl_set_max_cpu_isa returned status {status}")
-        _STATE["isa"] = int(lib.dnnl_get_effective_cpu_isa())
-        _STATE["lib"] = lib  # keep it loaded
+        _LOADED["isa"] = int(lib.dnnl_get_effective_cpu_isa())
+        _LOADED["lib"] = lib  # keep it loaded
         os.environ[GEMM_LIBRARY_VAR] = path
-        _STATE["path"] = path
+        _LOADED["path"] = path
     except (OSError, AttributeError, ImportError) as exc:
-        _STATE["error"] = str(exc)
-    return _STATE["path"]
+        _LOADED["error"] = str(exc)
+    return _LOADED["path"]
 
 
 def gemm_isa() -> Optional[int]:
     """oneDNN's effective ISA code in the private copy (``0x27``: avx512_core; ``0x7``: avx2), or None."""
     gemm_library()
-    return _STATE["isa"]
+    return _LOADED["isa"]
 
 
 def gemm_unavailable_reason() -> Optional[str]:
     """None when the private GEMM library is ready; otherwise why not."""
-    return None if gemm_library() is not None else (_STATE["error"] or "unavailable")
+    return None if gemm_library() is not None else (_LOADED["error"] or "unavailable")
