@@ -381,7 +381,7 @@ SMALL_CONFIGS = {
     "xvolution_resnet34": (dict(layers=(1, 1, 1, 1)), 32),
 }
 # O2 digits training of a representative: AdamW, batch, steps, held-out images (and per model what differs)
-DIGITS = dict(lr=1e-3, batch=8, steps=30, pool=4, val=192)
+DIGITS = dict(lr=1e-3, batch=8, steps=20, pool=4, val=96)
 # the ReLU-attention DeiT learns slowly: at lr 1e-3 (or 5e-3) it stays at chance over 40-60 steps; measured
 # at 2e-3 over 100 steps (its steps are the cheapest of the nine): 2.32 -> 1.87
 DIGITS_OVERRIDES: Dict[str, dict] = {"deit_tiny_relu": dict(lr=2e-3, batch=16, steps=100)}
