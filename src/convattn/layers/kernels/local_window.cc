@@ -566,6 +566,29 @@ bool ReadNormShape(int ndim, const int64_t *shape, bool channels_first, NormShap
   return s->c > 0;
 }
 
+// mean and 1/sqrt(var + eps) of one row of c values
+inline void RowStats(const float *xr, int64_t c, float eps, float *mean, float *rstd) {
+  const float inv_c = 1.0f / static_cast<float>(c);
+  *mean = SumOf(xr, c) * inv_c;
+  *rstd = 1.0f / std::sqrt(SquaredDeviation(xr, *mean, c) * inv_c + eps);
+}
+
+// the same for each of m pixels of a channels-first block: value k of pixel q at xn[k * inner + q]
+void PixelStats(const float *xn, int64_t c, int64_t inner, int64_t m, float eps, float *mean, float *rstd) {
+  const float inv_c = 1.0f / static_cast<float>(c);
+  for (int64_t q = 0; q < m; ++q) mean[q] = rstd[q] = 0.0f;
+  for (int64_t k = 0; k < c; ++k) {
+    const float *__restrict__ xk = xn + k * inner;
+    for (int64_t q = 0; q < m; ++q) mean[q] += xk[q];
+  }
+  for (int64_t q = 0; q < m; ++q) mean[q] *= inv_c;
+  for (int64_t k = 0; k < c; ++k) {
+    const float *__restrict__ xk = xn + k * inner;
+    for (int64_t q = 0; q < m; ++q) rstd[q] += (xk[q] - mean[q]) * (xk[q] - mean[q]);
+  }
+  for (int64_t q = 0; q < m; ++q) rstd[q] = 1.0f / std::sqrt(rstd[q] * inv_c + eps);
+}
+
 int LayerNormFwd(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                  bool channels_first) {
   if (nparam != 5) return 1;
@@ -581,7 +604,6 @@ int LayerNormFwd(int nparam, void **params, int *ndims, int64_t **shapes, const 
   const float eps = *static_cast<const float *>(params[3]);
   float *y = static_cast<float *>(params[4]);
   const int64_t c = s.c;
-  const float inv_c = 1.0f / static_cast<float>(c);
   if (s.inner == 1) {
     constexpr int64_t kRows = 64;
     ParallelFor((s.outer + kRows - 1) / kRows, [&](int64_t b) {
@@ -589,8 +611,8 @@ int LayerNormFwd(int nparam, void **params, int *ndims, int64_t **shapes, const 
       for (int64_t r = b * kRows; r < end; ++r) {
         const float *__restrict__ xr = x + r * c;
         float *__restrict__ yr = y + r * c;
-        const float mean = SumOf(xr, c) * inv_c;
-        const float rstd = 1.0f / std::sqrt(SquaredDeviation(xr, mean, c) * inv_c + eps);
+        float mean, rstd;
+        RowStats(xr, c, eps, &mean, &rstd);
         for (int64_t k = 0; k < c; ++k) yr[k] = (xr[k] - mean) * rstd * gamma[k] + beta[k];
       }
     });
@@ -603,17 +625,7 @@ int LayerNormFwd(int nparam, void **params, int *ndims, int64_t **shapes, const 
     float mean[kPixelBlock], rstd[kPixelBlock];
     const float *xn = x + n * c * s.inner + p0;
     float *yn = y + n * c * s.inner + p0;
-    for (int64_t q = 0; q < m; ++q) mean[q] = rstd[q] = 0.0f;
-    for (int64_t k = 0; k < c; ++k) {
-      const float *__restrict__ xk = xn + k * s.inner;
-      for (int64_t q = 0; q < m; ++q) mean[q] += xk[q];
-    }
-    for (int64_t q = 0; q < m; ++q) mean[q] *= inv_c;
-    for (int64_t k = 0; k < c; ++k) {
-      const float *__restrict__ xk = xn + k * s.inner;
-      for (int64_t q = 0; q < m; ++q) rstd[q] += (xk[q] - mean[q]) * (xk[q] - mean[q]);
-    }
-    for (int64_t q = 0; q < m; ++q) rstd[q] = 1.0f / std::sqrt(rstd[q] * inv_c + eps);
+    PixelStats(xn, c, s.inner, m, eps, mean, rstd);
     for (int64_t k = 0; k < c; ++k) {
       const float *__restrict__ xk = xn + k * s.inner;
       float *__restrict__ yk = yn + k * s.inner;
@@ -656,8 +668,8 @@ int LayerNormBwd(int nparam, void **params, int *ndims, int64_t **shapes, const 
         const float *__restrict__ xr = x + r * c;
         const float *__restrict__ gr = dy + r * c;
         float *__restrict__ dr = dx + r * c;
-        const float mean = SumOf(xr, c) * inv_c;
-        const float rstd = 1.0f / std::sqrt(SquaredDeviation(xr, mean, c) * inv_c + eps);
+        float mean, rstd;
+        RowStats(xr, c, eps, &mean, &rstd);
         float a1[8] = {0, 0, 0, 0, 0, 0, 0, 0}, a2[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         int64_t k = 0;
         for (; k + 8 <= c; k += 8)
@@ -691,17 +703,8 @@ int LayerNormBwd(int nparam, void **params, int *ndims, int64_t **shapes, const 
       const int64_t n = item / blocks, p0 = (item % blocks) * kPixelBlock;
       const int64_t m = std::min(kPixelBlock, s.inner - p0);
       const int64_t base = n * c * s.inner + p0;
-      for (int64_t q = 0; q < m; ++q) mean[q] = rstd[q] = s1[q] = s2[q] = 0.0f;
-      for (int64_t k = 0; k < c; ++k) {
-        const float *__restrict__ xk = x + base + k * s.inner;
-        for (int64_t q = 0; q < m; ++q) mean[q] += xk[q];
-      }
-      for (int64_t q = 0; q < m; ++q) mean[q] *= inv_c;
-      for (int64_t k = 0; k < c; ++k) {
-        const float *__restrict__ xk = x + base + k * s.inner;
-        for (int64_t q = 0; q < m; ++q) rstd[q] += (xk[q] - mean[q]) * (xk[q] - mean[q]);
-      }
-      for (int64_t q = 0; q < m; ++q) rstd[q] = 1.0f / std::sqrt(rstd[q] * inv_c + eps);
+      PixelStats(x + base, c, s.inner, m, eps, mean, rstd);
+      for (int64_t q = 0; q < m; ++q) s1[q] = s2[q] = 0.0f;
       for (int64_t k = 0; k < c; ++k) {
         const float *__restrict__ xk = x + base + k * s.inner;
         const float *__restrict__ gk = dy + base + k * s.inner;
