@@ -9,23 +9,9 @@ import convattn
 from convattn.layers import DepthwiseConv2d, depthwise_conv, set_fused_kernels
 from convattn.layers.fused_window import fused_kernels_available
 from convattn.layers.targets import build_target
+from cell_grads import value_and_grads
 
 pytestmark = pytest.mark.skipif(not fused_kernels_available(), reason="fused CPU kernels unavailable (no g++)")
-
-
-class _Loss(nn.Cell):
-    def __init__(self, cell):
-        super().__init__()
-        self.cell = cell
-
-    def construct(self, x, dy):
-        return (self.cell(x) * dy).sum()
-
-
-def _value_and_grads(cell, x, dy):
-    y = cell(ms.Tensor(x)).asnumpy()
-    gx, gw = ms.grad(_Loss(cell), grad_position=0, weights=cell.trainable_params())(ms.Tensor(x), ms.Tensor(dy))
-    return y, [gx.asnumpy()] + [g.asnumpy() for g in gw]
 
 
 # VAN's three geometries; 13 x 11 maps (rows not a multiple of 8) and a 7 x 7 map narrower than the dilated
@@ -45,7 +31,7 @@ def test_fused_depthwise_matches_grouped_conv_and_its_gradients(ms_mode, k, d, s
     for cell in (fused, plain):
         cell.weight.set_data(ms.Tensor(w))
         cell.bias.set_data(ms.Tensor(b))
-    (y, grads), (y_ref, grads_ref) = _value_and_grads(fused, x, dy), _value_and_grads(plain, x, dy)
+    (y, grads), (y_ref, grads_ref) = value_and_grads(fused, x, dy), value_and_grads(plain, x, dy)
     assert y.shape == shape
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-5 * float(np.abs(y_ref).max()))
     for got, ref in zip(grads, grads_ref):

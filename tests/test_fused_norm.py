@@ -10,6 +10,7 @@ from convattn.layers import ChannelLayerNorm, FusedLayerNorm, Linear, dense, lay
 from convattn.layers.fused_window import fused_kernels_available
 from convattn.layers.gemm import gemm_isa, gemm_unavailable_reason
 from convattn.layers.targets import build_target
+from cell_grads import value_and_grads
 
 pytestmark = pytest.mark.skipif(not fused_kernels_available(), reason="fused CPU kernels unavailable (no g++)")
 
@@ -35,21 +36,6 @@ def _layer_norm64(x, gamma, beta, eps, axis):
     return xhat * g + b, vjp
 
 
-class _Loss(nn.Cell):
-    def __init__(self, cell):
-        super().__init__()
-        self.cell = cell
-
-    def construct(self, x, dy):
-        return (self.cell(x) * dy).sum()
-
-
-def _value_and_grads(cell, x, dy):
-    y = cell(ms.Tensor(x)).asnumpy()
-    gx, gw = ms.grad(_Loss(cell), grad_position=0, weights=cell.trainable_params())(ms.Tensor(x), ms.Tensor(dy))
-    return y, [gx.asnumpy()] + [g.asnumpy() for g in gw]
-
-
 # shapes with a channel count that is not a multiple of the 8-wide accumulators and a pixel count that is not a
 # multiple of the kernel's 256-pixel block; mean 2, scale 3 so that a one-pass variance would lose digits
 @pytest.mark.parametrize("kind,shape,eps", [("last", (4, 50, 96), 1e-5), ("last", (3, 7, 13), 1e-6),
@@ -69,7 +55,7 @@ def test_fused_layer_norm_matches_layer_norm_and_its_gradients(ms_mode, kind, sh
     assert cells[0].fused and not cells[1].fused
     y_ref, vjp = _layer_norm64(x, gamma, beta, eps, -1 if kind == "last" else 1)
     refs = vjp(dy)
-    (y, grads), (y_std, grads_std) = (_value_and_grads(cell, x, dy) for cell in cells)
+    (y, grads), (y_std, grads_std) = (value_and_grads(cell, x, dy) for cell in cells)
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-5)
     np.testing.assert_allclose(y, y_std, rtol=0, atol=1e-5)
     for got, std, ref in zip(grads, grads_std, refs):
@@ -97,7 +83,7 @@ def test_fused_linear_matches_dense_and_its_gradients(ms_mode, shape, gemm):
         cell.weight.set_data(ms.Tensor(rng.standard_normal((40, shape[-1])).astype(np.float32)) if cell is fused
                              else fused.weight.data.copy())
         cell.bias.set_data(ms.Tensor(np.arange(40, dtype=np.float32) / 7) if cell is fused else fused.bias.data.copy())
-    (y, grads), (y_std, grads_std) = _value_and_grads(fused, x, dy), _value_and_grads(plain, x, dy)
+    (y, grads), (y_std, grads_std) = value_and_grads(fused, x, dy), value_and_grads(plain, x, dy)
     np.testing.assert_allclose(y, y_std, rtol=0, atol=1e-5)
     x2, dy2 = x.reshape(-1, shape[-1]).astype(np.float64), dy.reshape(-1, 40).astype(np.float64)
     refs = [dy2 @ fused.weight.asnumpy().astype(np.float64), dy2.T @ x2, dy2.sum(0)]
