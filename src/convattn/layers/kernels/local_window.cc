@@ -507,6 +507,21 @@ void ParallelChunks(int64_t count, int64_t chunks, F fn) {
   });
 }
 
+// out[j] = sum over chunks (in chunk order) of partial[chunk * stride + j], j < width
+void SumChunks(const float *partial, int64_t chunks, int64_t stride, int64_t width, float *out) {
+  for (int64_t j = 0; j < width; ++j) out[j] = 0.0f;
+  for (int64_t chunk = 0; chunk < chunks; ++chunk)
+    for (int64_t j = 0; j < width; ++j) out[j] += partial[chunk * stride + j];
+}
+
+// acc[j] += sum of rows [begin, end) of a row-major (rows, n) matrix
+void AddRows(const float *m, int64_t begin, int64_t end, int64_t n, float *__restrict__ acc) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float *__restrict__ row = m + r * n;
+    for (int64_t j = 0; j < n; ++j) acc[j] += row[j];
+  }
+}
+
 int64_t ReductionChunks(int64_t count) { return std::max<int64_t>(1, std::min<int64_t>(NumThreads(), count)); }
 
 // Eight independent accumulators, so that the loops vectorise without reassociating a single sum.
@@ -734,14 +749,8 @@ int LayerNormBwd(int nparam, void **params, int *ndims, int64_t **shapes, const 
       }
     }
   });
-  for (int64_t k = 0; k < c; ++k) dgamma[k] = dbeta[k] = 0.0f;
-  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    const float *pg = partial.data() + chunk * 2 * c;
-    for (int64_t k = 0; k < c; ++k) {
-      dgamma[k] += pg[k];
-      dbeta[k] += pg[c + k];
-    }
-  }
+  SumChunks(partial.data(), chunks, 2 * c, c, dgamma);
+  SumChunks(partial.data() + c, chunks, 2 * c, c, dbeta);
   return 0;
 }
 
@@ -796,15 +805,9 @@ int BiasSum(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   const int64_t chunks = ReductionChunks(rows);
   std::vector<float> partial(static_cast<size_t>(chunks * n), 0.0f);
   ParallelChunks(rows, chunks, [&](int64_t chunk, int64_t begin, int64_t end) {
-    float *__restrict__ p = partial.data() + chunk * n;
-    for (int64_t r = begin; r < end; ++r) {
-      const float *__restrict__ gr = dy + r * n;
-      for (int64_t k = 0; k < n; ++k) p[k] += gr[k];
-    }
+    AddRows(dy, begin, end, n, partial.data() + chunk * n);
   });
-  for (int64_t k = 0; k < n; ++k) db[k] = 0.0f;
-  for (int64_t chunk = 0; chunk < chunks; ++chunk)
-    for (int64_t k = 0; k < n; ++k) db[k] += partial[chunk * n + k];
+  SumChunks(partial.data(), chunks, n, n, db);
   return 0;
 }
 
@@ -1003,19 +1006,13 @@ int LinearGrad(int nparam, void **params, int *ndims, int64_t **shapes, const ch
   std::vector<float> partial(static_cast<size_t>(chunks_m * n), 0.0f);
   ParallelChunks(m, chunks_m, [&](int64_t chunk, int64_t begin, int64_t end) {  // dx rows, db partials
     status[chunk] = sgemm('N', 'N', end - begin, k, n, 1.0f, dy + begin * n, n, w, k, 0.0f, dx + begin * k, k);
-    float *__restrict__ p = partial.data() + chunk * n;
-    for (int64_t r = begin; r < end; ++r) {
-      const float *__restrict__ gr = dy + r * n;
-      for (int64_t j = 0; j < n; ++j) p[j] += gr[j];
-    }
+    AddRows(dy, begin, end, n, partial.data() + chunk * n);
   });
   ParallelChunks(n, chunks_n, [&](int64_t chunk, int64_t begin, int64_t end) {  // dw rows
     status[chunks_m + chunk] =
         sgemm('T', 'N', end - begin, k, m, 1.0f, dy + begin, n, x, k, 0.0f, dw + begin * k, k);
   });
-  for (int64_t j = 0; j < n; ++j) db[j] = 0.0f;
-  for (int64_t chunk = 0; chunk < chunks_m; ++chunk)
-    for (int64_t j = 0; j < n; ++j) db[j] += partial[chunk * n + j];
+  SumChunks(partial.data(), chunks_m, n, n, db);
   for (int st : status)
     if (st != 0) return 5;
   return 0;
