@@ -11,22 +11,21 @@ elsewhere; the ``fused`` flag switches back (:func:`convattn.layers.set_fused_ke
 import mindspore as ms
 from mindspore import nn, ops
 
-from .fused_window import Float32Cell, fused_kernels_available, kernel_library, require_library
+from .fused_window import Float32Cell, custom_primitive, fused_kernels_available, require_library
 
 __all__ = ["depthwise_conv", "DepthwiseConv2d"]
 
 
 def _dw_conv_op():
     require_library()
-    grad = ops.Custom(f"{kernel_library()}:dw_conv_grad", out_shape=lambda x, w, dy, d: (x, w, (w[0],)),
-                      out_dtype=lambda x, w, dy, d: (x, w, w), func_type="aot")
+    grad = custom_primitive("dw_conv_grad", "", lambda x, w, dy, d: (x, w, (w[0],)),
+                            out_dtype=lambda x, w, dy, d: (x, w, w))
 
     def bprop(x, w, b, d, out, dout):
         dx, dw, db = grad(x, w, dout, d)
         return dx, dw, db, ops.zeros_like(d)
 
-    return ops.Custom(f"{kernel_library()}:dw_conv", out_shape=lambda x, w, b, d: x,
-                      out_dtype=lambda x, w, b, d: x, func_type="aot", bprop=bprop)
+    return custom_primitive("dw_conv", "", lambda x, w, b, d: x, bprop, out_dtype=lambda x, w, b, d: x)
 
 
 class _DwKernel(Float32Cell):

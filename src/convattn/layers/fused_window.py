@@ -41,12 +41,15 @@ __all__ = ["LocalAggregate", "LocalCorrelate", "LocalDiff", "PairwiseMlp", "TapS
 _MODES = ("interleaved", "contiguous")
 
 
-def custom_primitive(func: str, mode: str, out_shape, bprop=None, inputs: int = 2, tag: str = ""):
+def custom_primitive(func: str, mode: str, out_shape, bprop=None, inputs: int = 2, tag: str = "", out_dtype=None):
     """One Custom primitive. ``tag`` names the geometry its shape function and bprop close over: GRAPH mode
     identifies Custom primitives by their attributes (two ``diff`` ops of different footprints would otherwise
-    share one shape inference in the backward graph), so every geometry gets its own attribute value."""
+    share one shape inference in the backward graph), so every geometry gets its own attribute value.
+    ``out_dtype`` (default: the dtype of a float input, by ``inputs``) for kernels with other inputs or several
+    outputs."""
     name = f"{func}_{mode}" if mode else func
-    dtype = {1: lambda a: a, 2: lambda a, b: a, 3: lambda a, b, c: b, 6: lambda a, b, c, d, e, f: a}[inputs]
+    dtype = out_dtype or {1: lambda a: a, 2: lambda a, b: a, 3: lambda a, b, c: b,
+                          6: lambda a, b, c, d, e, f: a}[inputs]
     op = ops.Custom(f"{kernel_library()}:{name}", out_shape=out_shape, out_dtype=dtype, func_type="aot",
                     bprop=bprop)
     op.add_prim_attr("convattn_geometry", tag)

@@ -14,9 +14,9 @@ one kernel, ``linear`` (``x w^T + b`` through oneDNN's sgemm of that library), w
 a Swin, DeiT or PVT forward.
 """
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import nn
 
-from .fused_window import Float32Cell, custom_primitive, fused_kernels_available, kernel_library, require_library
+from .fused_window import Float32Cell, custom_primitive, fused_kernels_available, require_library
 from .gemm import gemm_library
 
 __all__ = ["dense", "Linear", "FusedBiasAdd", "FusedLinear"]
@@ -42,14 +42,13 @@ class FusedBiasAdd(Float32Cell):
 
 def _linear_op():
     require_library()
-    grad = ops.Custom(f"{kernel_library()}:linear_grad", out_shape=lambda x, w, dy: (x, w, (w[0],)),
-                      out_dtype=lambda x, w, dy: (x, w, w), func_type="aot")
+    grad = custom_primitive("linear_grad", "", lambda x, w, dy: (x, w, (w[0],)),
+                            out_dtype=lambda x, w, dy: (x, w, w))
 
     def bprop(x, w, b, out, dout):
         return grad(x, w, dout)
 
-    return ops.Custom(f"{kernel_library()}:linear", out_shape=lambda x, w, b: (x[0], w[0]),
-                      out_dtype=lambda x, w, b: x, func_type="aot", bprop=bprop)
+    return custom_primitive("linear", "", lambda x, w, b: (x[0], w[0]), bprop, out_dtype=lambda x, w, b: x)
 
 
 class FusedLinear(Float32Cell):

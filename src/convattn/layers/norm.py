@@ -13,7 +13,7 @@ flag switches back to MindSpore's own LayerNorm (:func:`convattn.layers.set_fuse
 import mindspore as ms
 from mindspore import nn, ops
 
-from .fused_window import Float32Cell, fused_kernels_available, kernel_library, require_library
+from .fused_window import Float32Cell, custom_primitive, fused_kernels_available, require_library
 
 __all__ = ["layer_norm", "FusedLayerNorm", "ChannelLayerNorm"]
 
@@ -22,15 +22,14 @@ def _layer_norm_op(channels_first: bool):
     """``op(x, gamma, beta, eps) -> y`` (a Custom primitive with its bprop) for the last axis, or for axis 1."""
     require_library()
     name = "layer_norm_cf" if channels_first else "layer_norm"
-    grad = ops.Custom(f"{kernel_library()}:{name}_grad", out_shape=lambda x, dy, g, e: (x, g, g),
-                      out_dtype=lambda x, dy, g, e: (x, g, g), func_type="aot")
+    grad = custom_primitive(f"{name}_grad", "", lambda x, dy, g, e: (x, g, g),
+                            out_dtype=lambda x, dy, g, e: (x, g, g))
 
     def bprop(x, gamma, beta, eps, out, dout):
         dx, dgamma, dbeta = grad(x, dout, gamma, eps)
         return dx, dgamma, dbeta, ops.zeros_like(eps)
 
-    return ops.Custom(f"{kernel_library()}:{name}", out_shape=lambda x, g, b, e: x, out_dtype=lambda x, g, b, e: x,
-                      func_type="aot", bprop=bprop)
+    return custom_primitive(name, "", lambda x, g, b, e: x, bprop, out_dtype=lambda x, g, b, e: x)
 
 
 class FusedLayerNorm(Float32Cell, nn.LayerNorm):
