@@ -22,18 +22,37 @@ def _op_types(cell, *shape):
     return {p["op_type"] for p in op_profile(lambda: cell(x).asnumpy(), steps=1)}
 
 
-def test_vit_attention_splits_qkv_without_strided_slice(graph_mode):
+def _attention_ops(cell, fused, *shape):
+    """The op types ``cell`` runs with its attention (and the other cells) in the fused or the standard form."""
+    from convattn.layers import fused_kernels_available, set_fused_kernels
+    from convattn.layers.gemm import gemm_library
+
+    if fused and (not fused_kernels_available() or gemm_library() is None):
+        pytest.skip("fused CPU kernels or the private GEMM library unavailable")
+    set_fused_kernels(cell, fused)
+    return _op_types(cell, *shape)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_vit_attention_splits_qkv_without_strided_slice(graph_mode, fused):
     from convattn.layers import DynamicAttention
 
-    ops_run = _op_types(DynamicAttention(32, 4, True), 2, 17, 32)
-    assert "Split" in ops_run and "StridedSlice" not in ops_run, ops_run
+    ops_run = _attention_ops(DynamicAttention(32, 4, True), fused, 2, 17, 32)
+    if fused:  # the fused attention reads q, k, v in place: no split, transpose or batched product at all
+        assert not {"Split", "StridedSlice", "Transpose", "BatchMatMul", "Softmax"} & ops_run, ops_run
+    else:
+        assert "Split" in ops_run and "StridedSlice" not in ops_run, ops_run
 
 
-def test_pvt_attention_splits_kv_without_strided_slice(graph_mode):
+@pytest.mark.parametrize("fused", [True, False])
+def test_pvt_attention_splits_kv_without_strided_slice(graph_mode, fused):
     from convattn.models.pvt import Attention
 
-    ops_run = _op_types(Attention(32, 2, True, sr_ratio=2, resolution=(8, 8)), 2, 64, 32)
-    assert "Split" in ops_run and "StridedSlice" not in ops_run, ops_run
+    ops_run = _attention_ops(Attention(32, 2, True, sr_ratio=2, resolution=(8, 8)), fused, 2, 64, 32)
+    if fused:
+        assert not {"Split", "StridedSlice", "BatchMatMul", "Softmax"} & ops_run, ops_run
+    else:
+        assert "Split" in ops_run and "StridedSlice" not in ops_run, ops_run
 
 
 def test_swin_block_gathers_windows_instead_of_slicing(graph_mode):

@@ -6,6 +6,7 @@ from .norm import ChannelLayerNorm, FusedLayerNorm, layer_norm
 from .linear import Linear, dense
 from .depthwise import DepthwiseConv2d, depthwise_conv
 from .mlp import Mlp
+from .softmax_attention import SoftmaxAttention
 from .patch_embed import PatchEmbed
 from .lka import LKA, LKAAttention
 from .window_gather import LocalWindowGather, reflect_pad_slices, set_export_safe
@@ -22,7 +23,7 @@ from .reparam import is_deployed, switch_to_deploy
 
 __all__ = [
     "DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "invalidate_graph_cache", "subsample2d", "to_2tuple",
-    "trunc_normal", "trunc_normal_dense", "layer_norm", "FusedLayerNorm", "Linear", "dense", "DepthwiseConv2d", "depthwise_conv", "Mlp", "PatchEmbed",
+    "trunc_normal", "trunc_normal_dense", "layer_norm", "FusedLayerNorm", "Linear", "dense", "DepthwiseConv2d", "depthwise_conv", "Mlp", "SoftmaxAttention", "PatchEmbed",
     "LKA", "LKAAttention",
     "LocalWindowGather", "reflect_pad_slices", "set_export_safe",
     "LocalAggregate", "LocalCorrelate", "fused_kernels_available", "set_fused_kernels",

@@ -27,6 +27,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from .helpers import unbind
 from .linear import dense
+from .softmax_attention import SoftmaxAttention
 
 __all__ = [
     "ATTN_ACTS", "ATTN_NORMS", "ATTN_KINDS", "REL_POS_MODES", "AttentionActivation", "DynamicAttentionCore",
@@ -329,6 +330,12 @@ class DynamicAttention(nn.Cell):
         self.core = build_attention_core(dim, num_heads, attn, attn_act, attn_norm, tau, norm_first, rel_pos,
                                          qk_scale, attn_drop)
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
+        # plain softmax attention (the Transformer's: no temperature or normalisation, a relative-position term
+        # on the logits) runs as a SoftmaxAttention on the qkv tokens, with its fused CPU form
+        act = getattr(self.core, "act", None)
+        plain = act is not None and (act.act_name, act.norm_name, act.tau, act.rel_pos) == ("softmax", "none", 1.0,
+                                                                                             "logits")
+        self.attention = SoftmaxAttention(num_heads, self.head_dim, self.core.scale, attn_drop) if plain else None
         self.depthwise = attn == "depthwise"
         if self.depthwise:
             self.qk = dense(dim, 2 * dim, has_bias=qkv_bias)
@@ -361,6 +368,9 @@ class DynamicAttention(nn.Cell):
             qk = self.qk(x).reshape(b, n, 2, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
             q, k = unbind(qk)  # one Split (a StridedSlice copy is ~100x slower on CPU)
             out = self.core(q, k, bias)
+        elif self.attention is not None:
+            addend = None if bias is None else bias.reshape(1, self.num_heads, n, n)
+            return self.proj_drop(self.proj(self.attention(self.qkv(x), None, addend)))
         else:
             qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
             q, k, v = unbind(qkv)

@@ -21,6 +21,7 @@ from .acmix import ConvPathMixin
 from .dynamic_attention import DepthwiseAttentionCore
 from .helpers import unbind
 from .linear import dense
+from .softmax_attention import SoftmaxAttention
 
 __all__ = ["cyclic_shift", "window_partition", "window_reverse", "relative_position_index", "shifted_window_mask",
            "window_token_order", "TokenPermutation", "WindowAttention", "WindowAttentionACmix"]
@@ -140,40 +141,26 @@ class WindowAttention(nn.Cell):
             self.qk = dense(dim, dim * 2, has_bias=qkv_bias)
         else:
             self.qkv = dense(dim, dim * 3, has_bias=qkv_bias)
-        self.attn_drop = nn.Dropout(p=attn_drop) if attn_drop > 0 else nn.Identity()
+        # Swin's softmax attention (None with a pluggable core)
+        self.attention = SoftmaxAttention(num_heads, self.head_dim, self.scale, attn_drop) if core is None else None
         self.proj = dense(dim, dim)
         self.proj_drop = nn.Dropout(p=proj_drop) if proj_drop > 0 else nn.Identity()
 
     def extend_repr(self):
         return f"dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}"
 
-    def extra_macs(self, inputs, output) -> int:
-        """q k^T and attn v of the built-in softmax path (a pluggable ``core`` reports its own)."""
-        if self.core is not None:
-            return 0
-        x = inputs[0]  # (B, H, W, C) map or (B*nW, N, C) windows
-        windows = int(np.prod(x.shape[:-1])) // self.n_tokens
-        return 2 * windows * self.n_tokens * self.n_tokens * self.dim
-
     def attend_windows(self, qkv, mask):
         """Window attention + ``proj`` on window-ordered qkv tokens ``(B*nW, N, 3C)``; returns ``(B*nW, N, C)``."""
         n, nh, c = self.n_tokens, self.num_heads, self.dim
-        win = ops.transpose(qkv.reshape(-1, n, qkv.shape[-1] // c, nh, self.head_dim), (2, 0, 3, 1, 4))
         bias = ops.transpose(ops.gather(self.relative_position_bias_table, self.relative_position_index, 0)
                              .reshape(n, n, nh), (2, 0, 1))
-        parts = unbind(win)
         if self.core is None:
-            q, k, v = parts[0] * self.scale, parts[1], parts[2]
-            attn = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2)))
-            if mask is None:
-                attn = attn + bias.reshape(1, nh, n, n)
-            else:  # bias and mask summed on the small (nW, heads, N, N) tensor: one pass over the logits
-                nw = mask.shape[0]
-                attn = attn.reshape(-1, nw, nh, n, n) + (bias.reshape(1, nh, n, n) + mask.reshape(nw, 1, n, n))
-                attn = attn.reshape(-1, nh, n, n)
-            attn = self.attn_drop(ops.softmax(attn, axis=-1))
-            out = ops.matmul(attn, v)
-        elif self.depthwise:
+            addend = bias.reshape(1, nh, n, n)
+            if mask is not None:  # bias and mask summed on the small (nW, heads, N, N) tensor
+                addend = addend + mask.reshape(mask.shape[0], 1, n, n)
+            return self.proj(self.attention(qkv.reshape(-1, n, qkv.shape[-1]), None, addend))
+        parts = unbind(ops.transpose(qkv.reshape(-1, n, qkv.shape[-1] // c, nh, self.head_dim), (2, 0, 3, 1, 4)))
+        if self.depthwise:
             out = self.core(parts[0], parts[1], bias, mask)
         else:
             out = self.core(parts[0], parts[1], parts[2], bias, mask)

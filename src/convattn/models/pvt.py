@@ -43,8 +43,7 @@ from typing import Optional, Sequence
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from ..layers import DropPath, Mlp, dense, PatchEmbed, check_nchw, layer_norm, to_2tuple, trunc_normal, trunc_normal_dense
-from ..layers.helpers import unbind
+from ..layers import DropPath, Mlp, SoftmaxAttention, dense, PatchEmbed, check_nchw, layer_norm, to_2tuple, trunc_normal, trunc_normal_dense
 from ..layers.acmix import ConvPathMixin
 from .base import StagedClassifier
 from .builder import check_out_indices, register_variants
@@ -92,7 +91,7 @@ class Attention(nn.Cell):
         self.scale = qk_scale or self.head_dim ** -0.5
         self.q = dense(dim, dim, has_bias=qkv_bias, weight_init="zeros")
         self.kv = dense(dim, dim * 2, has_bias=qkv_bias, weight_init="zeros")
-        self.attn_drop = nn.Dropout(p=attn_drop) if attn_drop > 0 else nn.Identity()
+        self.attention_core = SoftmaxAttention(num_heads, self.head_dim, self.scale, attn_drop)
         self.proj = dense(dim, dim, weight_init="zeros")
         self.proj_drop = nn.Dropout(p=proj_drop) if proj_drop > 0 else nn.Identity()
         self.sr_ratio = sr_ratio
@@ -113,26 +112,12 @@ class Attention(nn.Cell):
 
     def attend(self, q_t, kv_t):
         """Stage II, attention: softmax(q k^T * scale) v over all heads, then ``proj``."""
-        b, n, c = q_t.shape
-        nh, hd = self.num_heads, self.head_dim
-        q = ops.transpose(q_t.reshape(b, n, nh, hd), (0, 2, 1, 3))
-        kv = ops.transpose(kv_t.reshape(b, -1, 2, nh, hd), (2, 0, 3, 1, 4))
-        k, v = unbind(kv)  # one Split: a StridedSlice copy is ~100x slower on CPU
-        attn = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * self.scale, axis=-1)
-        attn = self.attn_drop(attn)
-        out = ops.transpose(ops.matmul(attn, v), (0, 2, 1, 3)).reshape(b, n, c)
-        return self.proj(out)
+        return self.proj(self.attention_core(q_t, kv_t))
 
     def attention(self, x):
         """SRA + ``proj`` on tokens ``(B, N, C)``."""
         q_t, kv_t = self.project(x)
         return self.attend(q_t, kv_t)
-
-    def extra_macs(self, inputs, output) -> int:
-        """q k^T and attn v: 2 B N M C (M = N / sr^2 key tokens; the class token joins both in the last stage)."""
-        b, n, c = inputs[0].shape
-        m = (self.h // self.sr_ratio) * (self.w // self.sr_ratio) + (self.n_cls if self.sr_ratio == 1 else 0)
-        return 2 * b * n * m * c
 
     def construct(self, x):
         return self.proj_drop(self.attention(x))
