@@ -64,29 +64,34 @@ def test_fused_layer_norm_matches_layer_norm_and_its_gradients(ms_mode, kind, sh
         np.testing.assert_allclose(got, std, rtol=0, atol=2e-6 * scale)
 
 
-@pytest.mark.parametrize("gemm", [True, False], ids=["gemm", "matmul_bias"])
+@pytest.mark.parametrize("gemm,bias", [(True, True), (True, False), (False, True)],
+                         ids=["gemm", "gemm_no_bias", "matmul_bias"])
 @pytest.mark.parametrize("shape", [(4, 50, 96), (7, 33)])
-def test_fused_linear_matches_dense_and_its_gradients(ms_mode, shape, gemm):
-    """Both fused forms: the whole layer in the private oneDNN's sgemm, and MindSpore's MatMul + the fused bias."""
+def test_fused_linear_matches_dense_and_its_gradients(ms_mode, shape, gemm, bias):
+    """Both fused forms: the whole layer in the private oneDNN's sgemm (with or without a bias), and MindSpore's
+    MatMul + the fused bias."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape).astype(np.float32)
     dy = rng.standard_normal(shape[:-1] + (40,)).astype(np.float32)
-    fused, plain = Linear(shape[-1], 40), nn.Dense(shape[-1], 40)
+    if gemm and gemm_unavailable_reason() is not None:
+        pytest.skip(f"private GEMM library unavailable: {gemm_unavailable_reason()}")
+    fused, plain = Linear(shape[-1], 40, has_bias=bias), nn.Dense(shape[-1], 40, has_bias=bias)
     assert fused.fused
     if gemm:
-        if gemm_unavailable_reason() is not None:
-            pytest.skip(f"private GEMM library unavailable: {gemm_unavailable_reason()}")
         assert fused.gemm_op is not None
     else:
         fused.gemm_op = None
     for cell in (fused, plain):
         cell.weight.set_data(ms.Tensor(rng.standard_normal((40, shape[-1])).astype(np.float32)) if cell is fused
                              else fused.weight.data.copy())
-        cell.bias.set_data(ms.Tensor(np.arange(40, dtype=np.float32) / 7) if cell is fused else fused.bias.data.copy())
+        if bias:
+            cell.bias.set_data(ms.Tensor(np.arange(40, dtype=np.float32) / 7) if cell is fused
+                               else fused.bias.data.copy())
     (y, grads), (y_std, grads_std) = value_and_grads(fused, x, dy), value_and_grads(plain, x, dy)
     np.testing.assert_allclose(y, y_std, rtol=0, atol=1e-5)
     x2, dy2 = x.reshape(-1, shape[-1]).astype(np.float64), dy.reshape(-1, 40).astype(np.float64)
-    refs = [dy2 @ fused.weight.asnumpy().astype(np.float64), dy2.T @ x2, dy2.sum(0)]
+    refs = [dy2 @ fused.weight.asnumpy().astype(np.float64), dy2.T @ x2] + ([dy2.sum(0)] if bias else [])
+    assert len(grads) == len(refs)
     for got, std, ref in zip(grads, grads_std, refs):
         scale = float(np.abs(ref).max())
         np.testing.assert_allclose(got.reshape(ref.shape), ref, rtol=0, atol=1e-5 * scale)
@@ -100,7 +105,11 @@ def test_factories_follow_the_build_target():
         asc = (layer_norm(8), dense(8, 4), ChannelLayerNorm(8))
     assert isinstance(cpu[0], FusedLayerNorm) and cpu[0].fused and cpu[0].epsilon == 1e-5
     assert isinstance(cpu[1], Linear) and cpu[1].fused
-    assert type(cpu[2]) is nn.Dense and cpu[3].fused
+    if gemm_unavailable_reason() is None:  # without a bias only the GEMM form is faster than nn.Dense
+        assert isinstance(cpu[2], Linear) and cpu[2].fused and cpu[2].bias is None
+    else:
+        assert type(cpu[2]) is nn.Dense
+    assert cpu[3].fused
     assert type(asc[0]) is nn.LayerNorm and type(asc[1]) is nn.Dense
     net = nn.SequentialCell([asc[2]])
     set_fused_kernels(net, True)  # a network built for Ascend keeps the standard form

@@ -13,8 +13,9 @@ one kernel, ``linear`` (``x w^T + b`` through oneDNN's sgemm of that library), w
 ``dy^T x`` and the bias sum) as its gradient: MindSpore's ``MatMul`` under the process's AVX2 cap was 58-77 % of
 a Swin, DeiT or PVT forward.
 """
+import numpy as np
 import mindspore as ms
-from mindspore import nn
+from mindspore import Tensor, nn
 
 from .fused_window import Float32Cell, custom_primitive, fused_kernels_available, require_library
 from .gemm import gemm_library
@@ -74,10 +75,14 @@ class Linear(nn.Dense):
         super().__init__(in_channels, out_channels, has_bias=has_bias, **kwargs)
         if self.activation_flag:
             raise ValueError("convattn.layers.Linear has no activation; apply it after the layer")
-        self.fused_capable = fused_kernels_available() and has_bias
+        available = fused_kernels_available()
+        gemm = available and gemm_library() is not None
+        self.fused_capable = available and (has_bias or gemm)  # without a bias only the GEMM form is faster
         self.fused = bool(fused) and self.fused_capable
-        self.bias_op = FusedBiasAdd() if self.fused_capable else None
-        self.gemm_op = FusedLinear() if self.fused_capable and gemm_library() is not None else None
+        self.bias_op = FusedBiasAdd() if self.fused_capable and has_bias else None
+        self.gemm_op = FusedLinear() if self.fused_capable and gemm else None
+        # the GEMM kernel always adds a bias: zeros (a constant, its gradient unused) for a layer without one
+        self.zero_bias = None if has_bias else Tensor(np.zeros((out_channels,), np.float32))
 
     def construct(self, x):
         if not self.fused:
@@ -86,7 +91,7 @@ class Linear(nn.Dense):
         if len(shape) != 2:
             x = x.reshape(-1, shape[-1])
         if self.gemm_op is not None:
-            x = self.gemm_op(x, self.weight, self.bias)
+            x = self.gemm_op(x, self.weight, self.bias if self.has_bias else self.zero_bias)
         else:
             x = self.bias_op(self.matmul(x, self.weight), self.bias)
         if len(shape) != 2:
@@ -95,10 +100,10 @@ class Linear(nn.Dense):
 
 
 def dense(in_channels: int, out_channels: int, has_bias: bool = True, **kwargs) -> nn.Dense:
-    """A Dense layer: :class:`Linear` with the fused bias in a network built for the CPU target (kernels available,
-    ``has_bias``), ``nn.Dense`` elsewhere. Same parameters either way."""
+    """A Dense layer: :class:`Linear` in a network built for the CPU target (kernels available; without a bias, the
+    private GEMM library too), ``nn.Dense`` elsewhere. Same parameters either way."""
     from .targets import cell_kernels_allowed  # here: targets imports this module's neighbours
 
-    if has_bias and cell_kernels_allowed():
-        return Linear(in_channels, out_channels, has_bias=True, **kwargs)
+    if cell_kernels_allowed() and (has_bias or gemm_library() is not None):
+        return Linear(in_channels, out_channels, has_bias=has_bias, **kwargs)
     return nn.Dense(in_channels, out_channels, has_bias=has_bias, **kwargs)

@@ -24,7 +24,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from ..layers import DropPath, Mlp, PatchEmbed, check_nchw, layer_norm, to_2tuple, trunc_normal, trunc_normal_dense
+from ..layers import DropPath, Mlp, PatchEmbed, dense, check_nchw, layer_norm, to_2tuple, trunc_normal, trunc_normal_dense
 from ..layers.dynamic_attention import build_attention_core, check_attention_args
 from ..layers.window_attention import (TokenPermutation, WindowAttention, WindowAttentionACmix, cyclic_shift,
                                        shifted_window_mask, window_token_order)
@@ -132,7 +132,7 @@ class PatchMerging(nn.Cell):
         if h % 2 or w % 2:
             raise ValueError(f"PatchMerging needs an even map, got {h}x{w}")
         self.input_resolution = tuple(input_resolution)
-        self.reduction = nn.Dense(4 * dim, 2 * dim, has_bias=False, weight_init="zeros")
+        self.reduction = dense(4 * dim, 2 * dim, has_bias=False, weight_init="zeros")
         self.norm = layer_norm(4 * dim)
 
     def construct(self, x):
