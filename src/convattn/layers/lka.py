@@ -8,6 +8,7 @@ weights map by name.
 """
 from mindspore import nn
 
+from .conv import conv2d
 from .depthwise import depthwise_conv
 from .helpers import GELU
 
@@ -25,7 +26,7 @@ class LKA(nn.Cell):
             dilated_k += 1
         self.conv0 = depthwise_conv(dim, local_k)
         self.conv_spatial = depthwise_conv(dim, dilated_k, dilation)
-        self.conv1 = nn.Conv2d(dim, dim, 1, has_bias=True)
+        self.conv1 = conv2d(dim, dim, 1, has_bias=True)
 
     def construct(self, x):
         attn = self.conv0(x)
@@ -39,10 +40,10 @@ class LKAAttention(nn.Cell):
 
     def __init__(self, dim: int, kernel_size: int = 21, dilation: int = 3) -> None:
         super().__init__()
-        self.proj_1 = nn.Conv2d(dim, dim, 1, has_bias=True)
+        self.proj_1 = conv2d(dim, dim, 1, has_bias=True)
         self.activation = GELU()
         self.spatial_gating_unit = LKA(dim, kernel_size, dilation)
-        self.proj_2 = nn.Conv2d(dim, dim, 1, has_bias=True)
+        self.proj_2 = conv2d(dim, dim, 1, has_bias=True)
 
     def construct(self, x):
         shortcut = x

@@ -3,6 +3,7 @@ from typing import Optional
 
 from mindspore import nn, ops
 
+from .conv import conv2d
 from .norm import layer_norm
 
 __all__ = ["PatchEmbed"]
@@ -15,7 +16,7 @@ class PatchEmbed(nn.Cell):
 
     def __init__(self, patch_size: int, in_chans: int, embed_dim: int, norm_eps: Optional[float] = None) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size, pad_mode="valid", has_bias=True)
+        self.proj = conv2d(in_chans, embed_dim, patch_size, stride=patch_size, pad_mode="valid", has_bias=True)
         self.norm = layer_norm(embed_dim, norm_eps) if norm_eps is not None else nn.Identity()
 
     def construct(self, x):

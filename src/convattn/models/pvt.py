@@ -43,7 +43,7 @@ from typing import Optional, Sequence
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from ..layers import DropPath, Mlp, SoftmaxAttention, dense, PatchEmbed, check_nchw, layer_norm, to_2tuple, trunc_normal, trunc_normal_dense
+from ..layers import DropPath, Mlp, SoftmaxAttention, conv2d, dense, PatchEmbed, check_nchw, layer_norm, to_2tuple, trunc_normal, trunc_normal_dense
 from ..layers.acmix import ConvPathMixin
 from .base import StagedClassifier
 from .builder import check_out_indices, register_variants
@@ -96,7 +96,7 @@ class Attention(nn.Cell):
         self.proj_drop = nn.Dropout(p=proj_drop) if proj_drop > 0 else nn.Identity()
         self.sr_ratio = sr_ratio
         if sr_ratio > 1:
-            self.sr = nn.Conv2d(dim, dim, sr_ratio, stride=sr_ratio, pad_mode="valid", has_bias=True)
+            self.sr = conv2d(dim, dim, sr_ratio, stride=sr_ratio, pad_mode="valid", has_bias=True)
             self.norm = layer_norm(dim, 1e-5)
 
     def project(self, x):

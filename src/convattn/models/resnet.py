@@ -26,7 +26,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common import initializer as init
 
-from ..layers import ACmix, check_nchw, conv_fan_out_normal
+from ..layers import ACmix, check_nchw, conv2d, conv_fan_out_normal
 from ..layers.acmix import ConvPathMixin
 from .base import StagedClassifier, check_min_input_size, reflect_padding, smallest_input_side
 from .builder import check_out_indices, register_variants
@@ -66,7 +66,7 @@ SpatialFactory = Callable[[int, int, int], nn.Cell]
 
 def conv3x3_layer(width: int, stride: int, dilation: int, in_channels: Optional[int] = None) -> nn.Cell:
     """The plain 3x3 conv of the torchvision blocks (no bias, padding = dilation); ``in_channels`` defaults to width."""
-    return nn.Conv2d(width if in_channels is None else in_channels, width, 3, stride=stride, pad_mode="pad",
+    return conv2d(width if in_channels is None else in_channels, width, 3, stride=stride, pad_mode="pad",
                      padding=dilation, dilation=dilation, has_bias=False)
 
 
@@ -89,11 +89,11 @@ class Bottleneck(nn.Cell):
                  spatial_layer: SpatialFactory = conv3x3_layer, dilation: int = 1) -> None:
         super().__init__()
         width = planes
-        self.conv1 = nn.Conv2d(inplanes, width, 1, has_bias=False, pad_mode="valid")
+        self.conv1 = conv2d(inplanes, width, 1, has_bias=False, pad_mode="valid")
         self.bn1 = nn.BatchNorm2d(width)
         self.conv2 = spatial_layer(width, stride, dilation)
         self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, has_bias=False, pad_mode="valid")
+        self.conv3 = conv2d(width, planes * self.expansion, 1, has_bias=False, pad_mode="valid")
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU()
         self.downsample = downsample
@@ -174,7 +174,7 @@ class ResNet(StagedClassifier, nn.Cell):
         self.features_only = features_only
         self.out_indices = check_out_indices(out_indices, 4)
         self.inplanes = 64
-        self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, pad_mode="pad", padding=3, has_bias=False)
+        self.conv1 = conv2d(in_chans, 64, 7, stride=2, pad_mode="pad", padding=3, has_bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
@@ -230,7 +230,7 @@ class ResNet(StagedClassifier, nn.Cell):
         block, expansion = self.block, self.block.expansion
         if stride != 1 or self.inplanes != planes * expansion:
             downsample = nn.SequentialCell([
-                nn.Conv2d(self.inplanes, planes * expansion, 1, stride=stride, has_bias=False,
+                conv2d(self.inplanes, planes * expansion, 1, stride=stride, has_bias=False,
                           pad_mode="valid"),
                 nn.BatchNorm2d(planes * expansion),
             ])

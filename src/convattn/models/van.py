@@ -12,7 +12,8 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import initializer as init
 
-from ..layers import GELU, ChannelLayerNorm, DropPath, LKAAttention, check_nchw, conv_fan_out_normal, depthwise_conv
+from ..layers import (GELU, ChannelLayerNorm, DropPath, LKAAttention, check_nchw, conv2d, conv_fan_out_normal,
+                      depthwise_conv)
 from ..layers.reparam import fold_bn_into_conv
 from .base import StagedClassifier
 from .builder import check_out_indices, register_variants
@@ -49,10 +50,10 @@ class Mlp(nn.Cell):
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()
-        self.fc1 = nn.Conv2d(dim, hidden, 1, has_bias=True)
+        self.fc1 = conv2d(dim, hidden, 1, has_bias=True)
         self.dwconv = DWConv(hidden)
         self.act = GELU()
-        self.fc2 = nn.Conv2d(hidden, dim, 1, has_bias=True)
+        self.fc2 = conv2d(hidden, dim, 1, has_bias=True)
         self.drop = nn.Dropout(p=drop) if drop > 0 else nn.Identity()
 
     def construct(self, x):
@@ -100,7 +101,7 @@ class OverlapPatchEmbed(nn.Cell):
 
     def __init__(self, patch_size: int, stride: int, in_chans: int, embed_dim: int) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=stride, pad_mode="pad",
+        self.proj = conv2d(in_chans, embed_dim, patch_size, stride=stride, pad_mode="pad",
                               padding=patch_size // 2, has_bias=True)
         self.norm = nn.BatchNorm2d(embed_dim)
         self.deployed = False

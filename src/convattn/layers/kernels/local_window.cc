@@ -1226,6 +1226,244 @@ int AttentionSplitGrad(int nparam, void **params, int *ndims, int64_t **shapes, 
   return AttentionGrad(false, nparam, params, ndims, shapes, dtypes);
 }
 
+
+// A dense (groups = 1) convolution with its gradient as im2col + the private sgemm (MindSpore's CPU Conv2D runs
+// oneDNN's gemm convolution under the process's AVX2 cap):
+//   CONV      (x[N,C,H,W], w[O,C,KH,KW], b[O], geom[6])        -> y[N,O,HO,WO]
+//   CONV_GRAD (x, w, b, geom, dy)                               -> dx, dw, db
+// geom = (stride_h, stride_w, pad_top, pad_left, dilation_h, dilation_w); the output size is y's (the Python
+// side resolves "same" / "valid" / explicit padding); a one-element b means no bias (db is then 0).
+//   y[n,o,p] = b[o] + sum_{c,u,v} w[o,c,u,v] x[n, c, p_y*sh - pt + u*dh, p_x*sw - pl + v*dw]   (zero outside)
+// Work: the output pixels of each image in column blocks whose im2col matrix (C*KH*KW x block) stays near
+// 1 MB, y[n][:, block] = w (O x CKK) . cols; 1x1 stride-1 unpadded convolutions multiply x in place. The input
+// gradient splits each image's channels over the threads (dcols = w^T dy, then col2im); the weight and bias
+// gradients keep one partial per chunk of images, added in chunk order.
+struct ConvGeometry {
+  int64_t n, c, h, w, o, kh, kw, ho, wo, sh, sw, ph, pw, dh, dw;
+  int64_t Ckk() const { return c * kh * kw; }
+  int64_t Pixels() const { return ho * wo; }
+  bool Pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 && ho == h && wo == w; }
+  int64_t Block() const {  // output pixels per im2col block
+    const int64_t rows = Pointwise() ? c : Ckk();
+    return std::max<int64_t>(32, std::min<int64_t>(Pixels(), (int64_t{1} << 18) / std::max<int64_t>(rows, 1)));
+  }
+};
+
+bool ReadConv(int *ndims, int64_t **shapes, const int32_t *geom, const int64_t *yshape, ConvGeometry *g) {
+  if (ndims[0] != 4 || ndims[1] != 4 || ndims[3] != 1 || shapes[3][0] != 6) return false;
+  ConvGeometry a{};
+  a.n = shapes[0][0], a.c = shapes[0][1], a.h = shapes[0][2], a.w = shapes[0][3];
+  a.o = shapes[1][0], a.kh = shapes[1][2], a.kw = shapes[1][3];
+  if (shapes[1][1] != a.c || yshape[0] != a.n || yshape[1] != a.o) return false;
+  if (NumElements(ndims[2], shapes[2]) != a.o) return false;
+  a.ho = yshape[2], a.wo = yshape[3];
+  a.sh = geom[0], a.sw = geom[1], a.ph = geom[2], a.pw = geom[3], a.dh = geom[4], a.dw = geom[5];
+  if (a.ph < 0) a.ph = std::max<int64_t>(0, (a.ho - 1) * a.sh + a.dh * (a.kh - 1) + 1 - a.h) / 2;  // "same"
+  if (a.pw < 0) a.pw = std::max<int64_t>(0, (a.wo - 1) * a.sw + a.dw * (a.kw - 1) + 1 - a.w) / 2;
+  if (a.sh < 1 || a.sw < 1 || a.dh < 1 || a.dw < 1 || a.ph < 0 || a.pw < 0 || a.ho < 1 || a.wo < 1) return false;
+  *g = a;
+  return true;
+}
+
+// for one tap row (u, v): the input column of output column ox is ox*sw + off; [lo, hi) the ox that land inside
+inline void TapRange(int64_t off, int64_t stride, int64_t width, int64_t out_width, int64_t *lo, int64_t *hi) {
+  // smallest ox with ox*stride + off >= 0, and smallest ox with ox*stride + off >= width
+  *lo = off >= 0 ? 0 : (-off + stride - 1) / stride;
+  *hi = width - off <= 0 ? 0 : (width - off + stride - 1) / stride;
+  *lo = std::min(*lo, out_width);
+  *hi = std::max(*lo, std::min(*hi, out_width));
+}
+
+// cols[(c*KH + u)*KW + v][j - j0] = x[c, oy*sh - ph + u*dh, ox*sw - pw + v*dw] for output pixels j in [j0, j1)
+void Im2Col(const float *x, const ConvGeometry &g, int64_t j0, int64_t j1, float *cols) {
+  const int64_t block = j1 - j0;
+  for (int64_t c = 0; c < g.c; ++c) {
+    const float *plane = x + c * g.h * g.w;
+    for (int64_t u = 0; u < g.kh; ++u) {
+      for (int64_t v = 0; v < g.kw; ++v) {
+        float *dst = cols + ((c * g.kh + u) * g.kw + v) * block;
+        const int64_t off = v * g.dw - g.pw;
+        int64_t lo, hi;
+        TapRange(off, g.sw, g.w, g.wo, &lo, &hi);
+        for (int64_t j = j0; j < j1;) {
+          const int64_t oy = j / g.wo, ox0 = j % g.wo, run = std::min(g.wo - ox0, j1 - j);
+          float *__restrict__ d = dst + (j - j0);
+          const int64_t iy = oy * g.sh - g.ph + u * g.dh;
+          if (iy < 0 || iy >= g.h) {
+            std::fill(d, d + run, 0.0f);
+          } else {
+            const float *__restrict__ row = plane + iy * g.w;
+            const int64_t t0 = std::min(std::max<int64_t>(lo - ox0, 0), run);
+            const int64_t t1 = std::max(t0, std::min<int64_t>(hi - ox0, run));
+            std::fill(d, d + t0, 0.0f);
+            if (g.sw == 1) {
+              std::memcpy(d + t0, row + ox0 + t0 + off, sizeof(float) * (t1 - t0));
+            } else {
+              for (int64_t t = t0; t < t1; ++t) d[t] = row[(ox0 + t) * g.sw + off];
+            }
+            std::fill(d + t1, d + run, 0.0f);
+          }
+          j += run;
+        }
+      }
+    }
+  }
+}
+
+// dx[c, ...] += dcols rows of channels [c0, c1) (the transpose of Im2Col), for output pixels [j0, j1)
+void Col2Im(const float *dcols, const ConvGeometry &g, int64_t c0, int64_t c1, int64_t j0, int64_t j1, float *dx) {
+  const int64_t block = j1 - j0;
+  for (int64_t c = c0; c < c1; ++c) {
+    float *plane = dx + c * g.h * g.w;
+    for (int64_t u = 0; u < g.kh; ++u) {
+      for (int64_t v = 0; v < g.kw; ++v) {
+        const float *src = dcols + (((c - c0) * g.kh + u) * g.kw + v) * block;
+        const int64_t off = v * g.dw - g.pw;
+        int64_t lo, hi;
+        TapRange(off, g.sw, g.w, g.wo, &lo, &hi);
+        for (int64_t j = j0; j < j1;) {
+          const int64_t oy = j / g.wo, ox0 = j % g.wo, run = std::min(g.wo - ox0, j1 - j);
+          const int64_t iy = oy * g.sh - g.ph + u * g.dh;
+          if (iy >= 0 && iy < g.h) {
+            float *row = plane + iy * g.w;
+            const float *s = src + (j - j0);
+            const int64_t t0 = std::max<int64_t>(lo - ox0, 0), t1 = std::min<int64_t>(hi - ox0, run);
+            if (g.sw == 1) {
+              float *__restrict__ r = row + ox0 + off;
+              for (int64_t t = t0; t < t1; ++t) r[t] += s[t];
+            } else {
+              for (int64_t t = t0; t < t1; ++t) row[(ox0 + t) * g.sw + off] += s[t];
+            }
+          }
+          j += run;
+        }
+      }
+    }
+  }
+}
+
+int Conv(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 5 || ndims[4] != 4) return 1;
+  if (!IsFloat32(dtypes[0]) || !IsFloat32(dtypes[1]) || !IsFloat32(dtypes[2]) || !IsFloat32(dtypes[4])) return 2;
+  const int32_t *geom = static_cast<const int32_t *>(params[3]);
+  ConvGeometry g;
+  if (!ReadConv(ndims, shapes, geom, shapes[4], &g)) return 3;
+  SgemmFn sgemm = Sgemm();
+  if (sgemm == nullptr) return 4;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *w = static_cast<const float *>(params[1]);
+  const float *b = static_cast<const float *>(params[2]);
+  float *y = static_cast<float *>(params[4]);
+  const int64_t pixels = g.Pixels(), block = g.Block(), blocks = (pixels + block - 1) / block;
+  const int64_t ckk = g.Ckk();
+  const bool pointwise = g.Pointwise();
+  std::vector<int> status(static_cast<size_t>(g.n * blocks), 0);
+  ParallelChunks(g.n * blocks, ReductionChunks(g.n * blocks), [&](int64_t, int64_t begin, int64_t end) {
+    std::vector<float> cols(pointwise ? 0 : static_cast<size_t>(ckk * block));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / blocks, j0 = (item % blocks) * block, j1 = std::min(pixels, j0 + block);
+      const float *xn = x + n * g.c * g.h * g.w;
+      float *yn = y + n * g.o * pixels;
+      for (int64_t o = 0; o < g.o; ++o) std::fill(yn + o * pixels + j0, yn + o * pixels + j1, b[o]);
+      if (pointwise) {
+        status[item] = sgemm('N', 'N', g.o, j1 - j0, g.c, 1.0f, w, g.c, xn + j0, pixels, 1.0f, yn + j0, pixels);
+      } else {
+        Im2Col(xn, g, j0, j1, cols.data());
+        status[item] = sgemm('N', 'N', g.o, j1 - j0, ckk, 1.0f, w, ckk, cols.data(), j1 - j0, 1.0f, yn + j0, pixels);
+      }
+    }
+  });
+  for (int st : status)
+    if (st != 0) return 5;
+  return 0;
+}
+
+int ConvGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  if (nparam != 8 || ndims[4] != 4) return 1;
+  for (int i = 0; i < 8; ++i)
+    if (i != 3 && !IsFloat32(dtypes[i])) return 2;
+  const int32_t *geom = static_cast<const int32_t *>(params[3]);
+  ConvGeometry g;
+  if (!ReadConv(ndims, shapes, geom, shapes[4], &g)) return 3;
+  SgemmFn sgemm = Sgemm();
+  if (sgemm == nullptr) return 4;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *w = static_cast<const float *>(params[1]);
+  const float *dy = static_cast<const float *>(params[4]);
+  float *dx = static_cast<float *>(params[5]);
+  float *dw = static_cast<float *>(params[6]);
+  float *db = static_cast<float *>(params[7]);
+  const int64_t pixels = g.Pixels(), block = g.Block(), blocks = (pixels + block - 1) / block;
+  const int64_t kk = g.kh * g.kw, ckk = g.Ckk(), plane = g.h * g.w;
+  const bool pointwise = g.Pointwise();
+  // dx: (image, channel block) items
+  const int64_t cblocks = std::max<int64_t>(1, std::min<int64_t>(g.c, (2 * NumThreads() + g.n - 1) / g.n));
+  std::vector<int> status(static_cast<size_t>(g.n * cblocks + g.n), 0);
+  ParallelChunks(g.n * cblocks, ReductionChunks(g.n * cblocks), [&](int64_t, int64_t begin, int64_t end) {
+    std::vector<float> dcols;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / cblocks, cb = item % cblocks;
+      const int64_t c0 = g.c * cb / cblocks, c1 = g.c * (cb + 1) / cblocks;
+      if (c0 >= c1) continue;
+      float *dxn = dx + n * g.c * plane;
+      const float *dyn = dy + n * g.o * pixels;
+      if (pointwise) {
+        status[item] = sgemm('T', 'N', c1 - c0, pixels, g.o, 1.0f, w + c0, g.c, dyn, pixels, 0.0f, dxn + c0 * plane,
+                             pixels);
+        continue;
+      }
+      std::fill(dxn + c0 * plane, dxn + c1 * plane, 0.0f);
+      dcols.resize(static_cast<size_t>((c1 - c0) * kk * block));
+      for (int64_t j0 = 0; j0 < pixels; j0 += block) {
+        const int64_t j1 = std::min(pixels, j0 + block);
+        status[item] |= sgemm('T', 'N', (c1 - c0) * kk, j1 - j0, g.o, 1.0f, w + c0 * kk, ckk, dyn + j0, pixels, 0.0f,
+                              dcols.data(), j1 - j0);
+        Col2Im(dcols.data(), g, c0, c1, j0, j1, dxn);
+      }
+    }
+  });
+  // dw, db: one partial per chunk of images
+  const int64_t chunks = ReductionChunks(g.n);
+  std::vector<float> partial(static_cast<size_t>(chunks * (g.o * ckk + g.o)), 0.0f);
+  ParallelChunks(g.n, chunks, [&](int64_t chunk, int64_t begin, int64_t end) {
+    float *pw = partial.data() + chunk * (g.o * ckk + g.o);
+    float *pb = pw + g.o * ckk;
+    std::vector<float> cols(pointwise ? 0 : static_cast<size_t>(ckk * block));
+    for (int64_t n = begin; n < end; ++n) {
+      const float *xn = x + n * g.c * plane;
+      const float *dyn = dy + n * g.o * pixels;
+      for (int64_t j0 = 0; j0 < pixels; j0 += block) {
+        const int64_t j1 = std::min(pixels, j0 + block);
+        if (pointwise) {
+          status[g.n * cblocks + n] |=
+              sgemm('N', 'T', g.o, g.c, j1 - j0, 1.0f, dyn + j0, pixels, xn + j0, pixels, 1.0f, pw, g.c);
+        } else {
+          Im2Col(xn, g, j0, j1, cols.data());
+          status[g.n * cblocks + n] |=
+              sgemm('N', 'T', g.o, ckk, j1 - j0, 1.0f, dyn + j0, pixels, cols.data(), j1 - j0, 1.0f, pw, ckk);
+        }
+      }
+      for (int64_t o = 0; o < g.o; ++o) pb[o] += SumOf(dyn + o * pixels, pixels);
+    }
+  });
+  const int64_t stride = g.o * ckk + g.o;
+  ParallelChunks(g.o * ckk, ReductionChunks(g.o * ckk / 4096 + 1), [&](int64_t, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float s = 0.0f;
+      for (int64_t chunk = 0; chunk < chunks; ++chunk) s += partial[chunk * stride + i];
+      dw[i] = s;
+    }
+  });
+  for (int64_t o = 0; o < g.o; ++o) {
+    float s = 0.0f;
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) s += partial[chunk * stride + g.o * ckk + o];
+    db[o] = s;
+  }
+  for (int st : status)
+    if (st != 0) return 5;
+  return 0;
+}
+
 }  // namespace
 
 #define CONVATTN_EXPORT(name, impl, mode, stride)                                                           \
@@ -1278,3 +1516,5 @@ CONVATTN_EXPORT_PLAIN(attention_packed, AttentionPacked)
 CONVATTN_EXPORT_PLAIN(attention_split, AttentionSplit)
 CONVATTN_EXPORT_PLAIN(attention_packed_grad, AttentionPackedGrad)
 CONVATTN_EXPORT_PLAIN(attention_split_grad, AttentionSplitGrad)
+CONVATTN_EXPORT_PLAIN(conv, Conv)
+CONVATTN_EXPORT_PLAIN(conv_grad, ConvGrad)
