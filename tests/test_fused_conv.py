@@ -102,3 +102,20 @@ def test_models_convolve_through_the_kernel_and_export_switches_it_off(name):
     assert convs and all(cell.fused for cell in convs)
     set_fused_kernels(net, False)
     assert not any(cell.fused for cell in convs)
+
+
+def test_folding_batch_norm_keeps_the_gemm_form():
+    from convattn.layers.reparam import fuse_conv_bn
+
+    rng = np.random.default_rng(3)
+    conv, bn = GemmConv2d(4, 6, 3, pad_mode="pad", padding=1), nn.BatchNorm2d(6)
+    for p in (bn.gamma, bn.beta, bn.moving_mean):
+        p.set_data(ms.Tensor(rng.standard_normal(6).astype(np.float32)))
+    bn.moving_variance.set_data(ms.Tensor(rng.uniform(0.5, 2.0, 6).astype(np.float32)))
+    x = ms.Tensor(rng.standard_normal((2, 4, 7, 7)).astype(np.float32))
+    net = nn.SequentialCell([conv, bn])
+    net.set_train(False)
+    ref = net(x).asnumpy()
+    fused = fuse_conv_bn(conv, bn)
+    assert isinstance(fused, GemmConv2d) and fused.fused
+    np.testing.assert_allclose(fused(x).asnumpy(), ref, rtol=0, atol=1e-5)

@@ -15,6 +15,7 @@ from typing import List
 import numpy as np
 from mindspore import Parameter, Tensor, nn
 
+from .conv import GemmConv2d
 from .helpers import invalidate_graph_cache
 
 __all__ = ["switch_to_deploy", "is_deployed", "fuse_conv_bn", "fold_bn_into_conv"]
@@ -61,8 +62,13 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     gamma, beta = bn.gamma.asnumpy().astype(np.float64), bn.beta.asnumpy().astype(np.float64)
     mean, var = bn.moving_mean.asnumpy().astype(np.float64), bn.moving_variance.asnumpy().astype(np.float64)
     scale = gamma / np.sqrt(var + bn.eps)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, pad_mode=conv.pad_mode,
-                      padding=conv.padding, dilation=conv.dilation, group=conv.group, has_bias=True)
+    args = (conv.in_channels, conv.out_channels, conv.kernel_size)
+    kwargs = dict(stride=conv.stride, pad_mode=conv.pad_mode, padding=conv.padding, dilation=conv.dilation,
+                  group=conv.group, has_bias=True)
+    if isinstance(conv, GemmConv2d):  # keeps its CPU GEMM form (and flag)
+        fused = GemmConv2d(*args, fused=conv.fused, **kwargs)
+    else:
+        fused = nn.Conv2d(*args, **kwargs)
     dtype = conv.weight.dtype
     prefix = conv.weight.name[:-len("weight")] if conv.weight.name.endswith("weight") else conv.weight.name + "."
     fused.weight = Parameter(Tensor((w * scale.reshape(-1, 1, 1, 1)).astype(np.float32), dtype), name=prefix + "weight")
