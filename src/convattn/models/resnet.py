@@ -26,7 +26,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common import initializer as init
 
-from ..layers import ACmix, check_nchw, conv2d, conv_fan_out_normal
+from ..layers import ACmix, check_nchw, conv2d, conv_fan_out_normal, max_pool2d
 from ..layers.acmix import ConvPathMixin
 from .base import StagedClassifier, check_min_input_size, reflect_padding, smallest_input_side
 from .builder import check_out_indices, register_variants
@@ -177,7 +177,7 @@ class ResNet(StagedClassifier, nn.Cell):
         self.conv1 = conv2d(in_chans, 64, 7, stride=2, pad_mode="pad", padding=3, has_bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU()
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
+        self.maxpool = max_pool2d(3, 2, 1)
         self.feature_info = []
         for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
             stage = self._make_layer(planes, blocks, 1 if i == 0 else 2, factories[i])
