@@ -21,10 +21,12 @@ Three cases run only with ``-m slow`` (``_COVERED``): their networks have no dev
 Ascend form is the CPU form), and ``tests/test_ascend.py::test_representative_audit_and_o2_digits_training``
 trains the same network at the same small widths on digits by default (in float16 under O2, the stricter case)
 and asserts that its loss falls; the engine loop they would add is the one every other case here runs.
-Two more (``_PARTS_TRAINED_ELSEWHERE``) run only with ``-m slow`` because default tests train their parts:
-pairwise SAN (tests/test_san.py's whole-network digits test) and ACmix-PVT (its Ascend representative, and the CPU
-conv path in the ACmix-ResNet and ACmix-Swin cases); patchwise SAN, which does not learn here yet (strict xfail),
-is slow as well.
+Five more (``_PARTS_TRAINED_ELSEWHERE``) run only with ``-m slow`` because default tests train their parts:
+pairwise SAN (tests/test_san.py's whole-network digits test), ACmix-PVT and ACmix-Swin (their Ascend
+representatives, the CPU conv path in the ACmix-ResNet case, the Swin stages in swin_tiny_relu, the CPU softmax
+attention in deit_tiny), ResNet-26 (the bottleneck in ACmix-ResNet, the 3x3 convolutions in X-volution's) and the
+depth-wise DeiT (DeiT in deit_tiny, the core in swin_tiny_dw's representative); patchwise SAN, which does not learn
+here yet (strict xfail), is slow as well.
 
 32x32 digits do not fit every family's default strides/windows, so ``model_kwargs`` shrink them: Swin
 ``img_size=32, patch_size=2, window_size=4``; PVT ``img_size=32``; ACmix-ResNet and SAN need reflection padding
@@ -94,8 +96,19 @@ _COVERED = {"deit_tiny_relu": "deit_tiny_relu", "swin_tiny_dw": "swin_tiny_dw",
 # grouped conv path by the acmix_resnet26 and acmix_swin_tiny cases here
 _PARTS_TRAINED_ELSEWHERE = {
     "san10_pairwise": ("tests/test_san.py::test_san_network_trains_on_digits[pairwise]",),
+    # the ACmix conv path on the CPU (grouped): acmix_resnet26; its Ascend form: the representative
     "acmix_pvt_tiny": ("tests/test_ascend.py::test_representative_audit_and_o2_digits_training[acmix_pvt_tiny]",
-                       "acmix_resnet26", "acmix_swin_tiny"),
+                       "acmix_resnet26", "deit_tiny"),
+    # the Swin stages, windows and patch merging: swin_tiny_relu; the CPU softmax attention kernel: deit_tiny;
+    # the conv path: acmix_resnet26; the whole network (Ascend form, O2): its representative
+    "acmix_swin_tiny": ("tests/test_ascend.py::test_representative_audit_and_o2_digits_training[acmix_swin_tiny]",
+                        "acmix_resnet26", "swin_tiny_relu", "deit_tiny"),
+    # the bottleneck: acmix_resnet26; the plain 3x3 convolutions (GemmConv2d on the CPU): xvolution_resnet34_sa
+    "resnet26": ("acmix_resnet26", "xvolution_resnet34_sa"),
+    # the DeiT network and engine: deit_tiny; the depth-wise attention core: swin_tiny_dw's representative (its
+    # Ascend form is its CPU form)
+    "deit_tiny_dw": ("deit_tiny",
+                     "tests/test_ascend.py::test_representative_audit_and_o2_digits_training[swin_tiny_dw]"),
 }
 
 
