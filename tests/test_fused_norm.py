@@ -152,3 +152,38 @@ def test_private_gemm_library_is_capped_at_avx512_where_the_cpu_has_it():
     expected = 0x27 if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= cpu_flags() else None
     if expected is not None:
         assert gemm_isa() == expected
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 5, 7), (3, 4, 16, 16)])
+def test_fused_batch_norm_eval_matches_batch_norm_and_its_gradients(ms_mode, shape):
+    """Eval mode (the running statistics): the fused kernel against nn.BatchNorm2d and float64, values and the
+    gradients of x, gamma and beta; training mode is MindSpore's own BatchNorm."""
+    from convattn.layers import FusedBatchNorm2d
+
+    rng = np.random.default_rng(4)
+    c = shape[1]
+    x = rng.normal(1.0, 2.0, shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    stats = [rng.standard_normal(c).astype(np.float32) for _ in range(3)] + [rng.uniform(0.5, 2.0, c).astype(np.float32)]
+    cells = [FusedBatchNorm2d(c, eps=1e-3), nn.BatchNorm2d(c, eps=1e-3)]
+    for cell in cells:
+        for p, v in zip((cell.gamma, cell.beta, cell.moving_mean, cell.moving_variance), stats):
+            p.set_data(ms.Tensor(v))
+        cell.set_train(False)
+    assert cells[0].fused
+    gamma, beta, mean, var = (v.astype(np.float64).reshape(1, c, 1, 1) for v in stats)
+    r = 1.0 / np.sqrt(var + 1e-3)
+    ref = (x - mean) * r * gamma + beta
+    refs = [dy * r * gamma, (dy * (x - mean) * r).sum((0, 2, 3)), dy.sum((0, 2, 3))]
+    (y, grads), (y_std, grads_std) = value_and_grads(cells[0], x, dy), value_and_grads(cells[1], x, dy)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+    np.testing.assert_allclose(y, y_std, rtol=0, atol=1e-5 * np.abs(ref).max())
+    for got, std, want in zip(grads, grads_std, refs):
+        tol = 1e-5 * max(1.0, float(np.abs(want).max()))
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol)
+        np.testing.assert_allclose(got, std, rtol=0, atol=tol)
+    with build_target("Ascend"):
+        from convattn.layers import batch_norm2d
+        assert type(batch_norm2d(4)) is nn.BatchNorm2d
+    with build_target("CPU"):
+        assert isinstance(batch_norm2d(4), FusedBatchNorm2d)

@@ -2,7 +2,7 @@
 from .drop_path import DropPath
 from .helpers import GELU, check_nchw, conv_fan_out_normal, invalidate_graph_cache, subsample2d, to_2tuple
 from .init import trunc_normal, trunc_normal_dense
-from .norm import ChannelLayerNorm, FusedLayerNorm, layer_norm
+from .norm import ChannelLayerNorm, FusedBatchNorm2d, FusedLayerNorm, batch_norm2d, layer_norm
 from .linear import Linear, dense
 from .depthwise import DepthwiseConv2d, depthwise_conv
 from .conv import GemmConv2d, conv2d
@@ -25,7 +25,7 @@ from .reparam import is_deployed, switch_to_deploy
 
 __all__ = [
     "DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "invalidate_graph_cache", "subsample2d", "to_2tuple",
-    "trunc_normal", "trunc_normal_dense", "layer_norm", "FusedLayerNorm", "Linear", "dense", "DepthwiseConv2d", "depthwise_conv", "GemmConv2d", "conv2d", "FusedMaxPool2d", "max_pool2d", "Mlp", "SoftmaxAttention", "PatchEmbed",
+    "trunc_normal", "trunc_normal_dense", "layer_norm", "FusedLayerNorm", "batch_norm2d", "FusedBatchNorm2d", "Linear", "dense", "DepthwiseConv2d", "depthwise_conv", "GemmConv2d", "conv2d", "FusedMaxPool2d", "max_pool2d", "Mlp", "SoftmaxAttention", "PatchEmbed",
     "LKA", "LKAAttention",
     "LocalWindowGather", "reflect_pad_slices", "set_export_safe",
     "LocalAggregate", "LocalCorrelate", "fused_kernels_available", "set_fused_kernels",

@@ -15,7 +15,7 @@ from mindspore import nn, ops
 
 from .fused_window import Float32Cell, custom_primitive, fused_kernels_available, require_library
 
-__all__ = ["layer_norm", "FusedLayerNorm", "ChannelLayerNorm"]
+__all__ = ["layer_norm", "FusedLayerNorm", "ChannelLayerNorm", "batch_norm2d", "FusedBatchNorm2d"]
 
 
 def _layer_norm_op(channels_first: bool):
@@ -90,3 +90,56 @@ def layer_norm(dim: int, eps: float = 1e-5) -> nn.LayerNorm:
     if cell_kernels_allowed():
         return FusedLayerNorm(dim, eps)
     return nn.LayerNorm((dim,), epsilon=eps)
+
+
+def _bn_infer_op():
+    """``op(x, gamma, beta, mean, var, eps) -> y`` with its bprop (the running statistics get no gradient)."""
+    require_library()
+    grad = custom_primitive("bn_infer_grad", "", lambda x, g, m, v, e, dy: (x, g, g),
+                            out_dtype=lambda x, g, m, v, e, dy: (x, g, g))
+
+    def bprop(x, gamma, beta, mean, var, eps, out, dout):
+        dx, dgamma, dbeta = grad(x, gamma, mean, var, eps, dout)
+        return dx, dgamma, dbeta, ops.zeros_like(mean), ops.zeros_like(var), ops.zeros_like(eps)
+
+    return custom_primitive("bn_infer", "", lambda x, g, b, m, v, e: x, bprop, out_dtype=lambda x, g, b, m, v, e: x)
+
+
+class _BnInferKernel(Float32Cell):
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.op = _bn_infer_op()
+        self.eps_value = ms.Tensor([eps], ms.float32)
+
+    def construct(self, x, gamma, beta, mean, var):
+        f32 = ms.float32
+        return self.op(x.astype(f32), gamma.astype(f32), beta.astype(f32), mean.astype(f32), var.astype(f32),
+                       self.eps_value).astype(x.dtype)
+
+
+class FusedBatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose ``fused=True`` form (where the kernels are available) normalises with the running
+    statistics (eval mode) in one fused CPU kernel with its gradient; training mode (batch statistics and their
+    running update) stays MindSpore's."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9, fused: bool = True,
+                 **kwargs) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, **kwargs)
+        self.fused_capable = fused_kernels_available() and self.use_batch_statistics is None
+        self.fused = bool(fused) and self.fused_capable
+        self.kernel = _BnInferKernel(eps) if self.fused_capable else None
+
+    def construct(self, x):
+        if self.fused and not self.training:
+            return self.kernel(x, self.gamma, self.beta, self.moving_mean, self.moving_variance)
+        return super().construct(x)
+
+
+def batch_norm2d(num_features: int, eps: float = 1e-5, momentum: float = 0.9, **kwargs) -> nn.BatchNorm2d:
+    """``nn.BatchNorm2d``: :class:`FusedBatchNorm2d` in a network built for the CPU target (kernels available),
+    ``nn.BatchNorm2d`` elsewhere. Same parameters either way."""
+    from .targets import cell_kernels_allowed  # here: targets imports this module's neighbours
+
+    if cell_kernels_allowed():
+        return FusedBatchNorm2d(num_features, eps, momentum, **kwargs)
+    return nn.BatchNorm2d(num_features, eps=eps, momentum=momentum, **kwargs)

@@ -26,7 +26,7 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common import initializer as init
 
-from ..layers import ACmix, check_nchw, conv2d, conv_fan_out_normal, max_pool2d
+from ..layers import ACmix, batch_norm2d, check_nchw, conv2d, conv_fan_out_normal, max_pool2d
 from ..layers.acmix import ConvPathMixin
 from .base import StagedClassifier, check_min_input_size, reflect_padding, smallest_input_side
 from .builder import check_out_indices, register_variants
@@ -90,11 +90,11 @@ class Bottleneck(nn.Cell):
         super().__init__()
         width = planes
         self.conv1 = conv2d(inplanes, width, 1, has_bias=False, pad_mode="valid")
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = batch_norm2d(width)
         self.conv2 = spatial_layer(width, stride, dilation)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = batch_norm2d(width)
         self.conv3 = conv2d(width, planes * self.expansion, 1, has_bias=False, pad_mode="valid")
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.bn3 = batch_norm2d(planes * self.expansion)
         self.relu = nn.ReLU()
         self.downsample = downsample
         self.has_downsample = downsample is not None
@@ -122,9 +122,9 @@ class BasicBlock(nn.Cell):
                  spatial_layer: SpatialFactory = conv3x3_layer, dilation: int = 1) -> None:
         super().__init__()
         self.conv1 = spatial_layer(planes, stride, dilation, inplanes)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = batch_norm2d(planes)
         self.conv2 = spatial_layer(planes, 1, dilation)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = batch_norm2d(planes)
         self.relu = nn.ReLU()
         self.downsample = downsample
         self.has_downsample = downsample is not None
@@ -175,7 +175,7 @@ class ResNet(StagedClassifier, nn.Cell):
         self.out_indices = check_out_indices(out_indices, 4)
         self.inplanes = 64
         self.conv1 = conv2d(in_chans, 64, 7, stride=2, pad_mode="pad", padding=3, has_bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = batch_norm2d(64)
         self.relu = nn.ReLU()
         self.maxpool = max_pool2d(3, 2, 1)
         self.feature_info = []
@@ -232,7 +232,7 @@ class ResNet(StagedClassifier, nn.Cell):
             downsample = nn.SequentialCell([
                 conv2d(self.inplanes, planes * expansion, 1, stride=stride, has_bias=False,
                           pad_mode="valid"),
-                nn.BatchNorm2d(planes * expansion),
+                batch_norm2d(planes * expansion),
             ])
         cells = [block(self.inplanes, planes, stride, downsample, spatial_layer)]
         self.inplanes = planes * expansion

@@ -12,8 +12,8 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import initializer as init
 
-from ..layers import (GELU, ChannelLayerNorm, DropPath, LKAAttention, check_nchw, conv2d, conv_fan_out_normal,
-                      depthwise_conv)
+from ..layers import (GELU, ChannelLayerNorm, DropPath, LKAAttention, batch_norm2d, check_nchw, conv2d,
+                      conv_fan_out_normal, depthwise_conv)
 from ..layers.reparam import fold_bn_into_conv
 from .base import StagedClassifier
 from .builder import check_out_indices, register_variants
@@ -80,10 +80,10 @@ class Block(nn.Cell):
     def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.0, drop_path: float = 0.0,
                  layer_scale_init: float = 1e-2, kernel_size: int = 21, dilation: int = 3) -> None:
         super().__init__()
-        self.norm1 = nn.BatchNorm2d(dim)
+        self.norm1 = batch_norm2d(dim)
         self.attn = LKAAttention(dim, kernel_size, dilation)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.BatchNorm2d(dim)
+        self.norm2 = batch_norm2d(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
         self.layer_scale_1 = Parameter(Tensor(np.full((dim,), layer_scale_init, np.float32)), name="layer_scale_1")
         self.layer_scale_2 = Parameter(Tensor(np.full((dim,), layer_scale_init, np.float32)), name="layer_scale_2")
@@ -103,7 +103,7 @@ class OverlapPatchEmbed(nn.Cell):
         super().__init__()
         self.proj = conv2d(in_chans, embed_dim, patch_size, stride=stride, pad_mode="pad",
                               padding=patch_size // 2, has_bias=True)
-        self.norm = nn.BatchNorm2d(embed_dim)
+        self.norm = batch_norm2d(embed_dim)
         self.deployed = False
 
     def construct(self, x):
