@@ -18,3 +18,16 @@ def value_and_grads(cell, x, dy):
     y = cell(ms.Tensor(x)).asnumpy()
     gx, gw = ms.grad(_Loss(cell), grad_position=0, weights=cell.trainable_params())(ms.Tensor(x), ms.Tensor(dy))
     return y, [gx.asnumpy()] + [g.asnumpy() for g in gw]
+
+
+def assert_model_runs_fused(name: str, cls) -> None:
+    """The small CPU-built ``name`` holds ``cls`` cells, all in their fused form, and ``set_fused_kernels(net,
+    False)`` (what export does) switches every one of them off."""
+    import convattn
+    from convattn.layers import set_fused_kernels
+
+    net = convattn.create_model(name, num_classes=10, target="CPU", **convattn.get_model_cfg(name)["small_kwargs"])
+    cells = [cell for _, cell in net.cells_and_names() if isinstance(cell, cls)]
+    assert cells and all(cell.fused for cell in cells), name
+    set_fused_kernels(net, False)
+    assert not any(cell.fused for cell in cells), name

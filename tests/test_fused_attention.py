@@ -6,12 +6,11 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-import convattn
-from convattn.layers import set_fused_kernels
 from convattn.layers.fused_window import fused_kernels_available
 from convattn.layers.gemm import gemm_library
 from convattn.layers.softmax_attention import SoftmaxAttention
 from convattn.layers.targets import build_target
+from cell_grads import assert_model_runs_fused
 
 pytestmark = pytest.mark.skipif(not fused_kernels_available() or gemm_library() is None,
                                 reason="fused CPU kernels or the private GEMM library unavailable")
@@ -123,8 +122,4 @@ def test_fused_attention_only_for_the_cpu_target_and_not_with_attention_dropout(
 
 @pytest.mark.parametrize("name", ["swin_tiny", "deit_tiny", "pvt_tiny", "acmix_swin_tiny"])
 def test_models_attend_through_the_fused_kernel_and_export_switches_it_off(name):
-    net = convattn.create_model(name, num_classes=10, target="CPU", **convattn.get_model_cfg(name)["small_kwargs"])
-    cells = [c for _, c in net.cells_and_names() if isinstance(c, SoftmaxAttention)]
-    assert cells and all(c.fused for c in cells)
-    set_fused_kernels(net, False)
-    assert not any(c.fused for c in cells)
+    assert_model_runs_fused(name, SoftmaxAttention)

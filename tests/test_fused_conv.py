@@ -6,13 +6,12 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-import convattn
-from convattn.layers import GemmConv2d, conv2d, set_fused_kernels
+from convattn.layers import GemmConv2d, conv2d
 from convattn.layers.conv import conv_padding
 from convattn.layers.fused_window import fused_kernels_available
 from convattn.layers.gemm import gemm_library
 from convattn.layers.targets import build_target
-from cell_grads import value_and_grads
+from cell_grads import assert_model_runs_fused, value_and_grads
 
 pytestmark = pytest.mark.skipif(not fused_kernels_available() or gemm_library() is None,
                                 reason="fused CPU kernels or the private GEMM library unavailable")
@@ -97,11 +96,7 @@ def test_conv_factory_follows_the_build_target():
 
 @pytest.mark.parametrize("name", ["resnet26", "van_b0", "pvt_tiny"])
 def test_models_convolve_through_the_kernel_and_export_switches_it_off(name):
-    net = convattn.create_model(name, num_classes=10, target="CPU", **convattn.get_model_cfg(name)["small_kwargs"])
-    convs = [cell for _, cell in net.cells_and_names() if isinstance(cell, GemmConv2d)]
-    assert convs and all(cell.fused for cell in convs)
-    set_fused_kernels(net, False)
-    assert not any(cell.fused for cell in convs)
+    assert_model_runs_fused(name, GemmConv2d)
 
 
 def test_folding_batch_norm_keeps_the_gemm_form():
