@@ -61,8 +61,25 @@ def test_ascend_form_equals_cpu_form_and_o2_step_is_finite(pynative, name):
 
 
 # ------------------------------------------------ one model per code path: operator audit + O2 digits training
+@pytest.fixture(scope="module")
+def representative_results():
+    """Every representative's audit and O2 digits run, in two spawned worker processes: each is a few graph
+    compiles (single-threaded) and a short training, so on 2 cores the pair halves the wall time. Each worker is a
+    fresh interpreter reading the package from disk, as one process per model did."""
+    import concurrent.futures
+    import multiprocessing
+    import os
+
+    names = list(REPRESENTATIVES.values())
+    workers = max(1, min(2, os.cpu_count() or 1))
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {name: pool.submit(audit_and_train_small, name) for name in names}
+        # a model's exception is carried to its own test
+        return {name: future.exception() or future.result() for name, future in futures.items()}
+
+
 @pytest.mark.parametrize("name", list(REPRESENTATIVES.values()))
-def test_representative_audit_and_o2_digits_training(name):
+def test_representative_audit_and_o2_digits_training(name, representative_results):
     """The small CI instance of each representative (SMALL_CONFIGS: its code path at the smallest widths and
     windows) in its Ascend form, in GRAPH mode: the audit of its inference graph and O2 training step finds no
     violation and no unreviewed undocumented primitive; then the same compiled O2 step (float16, dynamic loss
@@ -70,10 +87,13 @@ def test_representative_audit_and_o2_digits_training(name):
     few batches of digits seen several times: the loss on them falls by 5 % or more, and the held-out top-1 is
     printed (docs/ascend.md's table comes from ``scripts/ascend_audit.py representatives --digits``).
 
-    All representatives run in this one process: the "name ... is not defined" compile failures seen once when
-    they did came from source files edited while the run was going (MindSpore's GRAPH parser reads a function's
-    source from the file at compile time, at the line numbers of the module loaded before the edit)."""
-    result = audit_and_train_small(name)
+    The representatives run in two worker processes (the ``representative_results`` fixture); the "name ... is
+    not defined" compile failures seen once when they ran one process per model came from source files edited
+    while the run was going (MindSpore's GRAPH parser reads a function's source from the file at compile time, at
+    the line numbers of the module loaded before the edit), not from the processes."""
+    result = representative_results[name]
+    if isinstance(result, BaseException):
+        raise result
     found = findings(result)
     assert not found["violation"], f"{name}: Ascend audit violations: {found['violation']}"
     unknown = {line.split(": ")[1] for line in found["unknown"]}
