@@ -17,6 +17,7 @@ from convattn.layers import set_fused_kernels
 from convattn.layers.san_attention import SAM
 from parity import load_fixture, tolerance
 from twins import every_model
+from workers import run_in_workers
 
 
 def _copy_weights(src: nn.Cell, dst: nn.Cell) -> None:
@@ -66,16 +67,7 @@ def representative_results():
     """Every representative's audit and O2 digits run, in two spawned worker processes: each is a few graph
     compiles (single-threaded) and a short training, so on 2 cores the pair halves the wall time. Each worker is a
     fresh interpreter reading the package from disk, as one process per model did."""
-    import concurrent.futures
-    import multiprocessing
-    import os
-
-    names = list(REPRESENTATIVES.values())
-    workers = max(1, min(2, os.cpu_count() or 1))
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {name: pool.submit(audit_and_train_small, name) for name in names}
-        # a model's exception is carried to its own test
-        return {name: future.exception() or future.result() for name, future in futures.items()}
+    return run_in_workers(audit_and_train_small, {name: ((name,), {}) for name in REPRESENTATIVES.values()})
 
 
 @pytest.mark.parametrize("name", list(REPRESENTATIVES.values()))
