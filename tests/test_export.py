@@ -39,6 +39,7 @@ from convattn.deploy import (ExportError, ExportSafeGELU, ExportSafeMaxPool2d, E
 from convattn.deploy import export as export_mod
 from convattn.models.registry import model_entrypoint
 from twins import TWINS, network_signature
+from workers import quiet, run_in_workers
 
 FP32_TOL = 1e-4
 
@@ -320,16 +321,45 @@ def test_export_plan_lists_registered_models_once():
         assert small(name) == small(twin), f"{name}'s test instance is no longer {twin}'s: remove it from TWINS"
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
-                                  if n in MINDIR_ONLY or n in ONNX_ONLY or n in COMPOSITES else n
-                                  for n in convattn.list_models()])  # variants: their representative's path
-def test_every_model_exports_and_verifies(name, tmp_path):
+def _export_call(name, folder):
+    """Write ``name``'s test checkpoint into ``folder``; the ``export_model`` arguments of its export, its cfg."""
     formats = _export_formats(name)
-    cfg = _ckpt(name, tmp_path / "w.ckpt")
-    out = tmp_path / "out"
-    results = export_model(name, ckpt=str(tmp_path / "w.ckpt"), fmt="ALL" if len(formats) == 2 else formats[0],
-                           out_dir=str(out), image_size=cfg["small_input_size"][1:], model_kwargs=cfg["small_kwargs"],
-                           log=lambda *_: None)
+    cfg = _ckpt(name, folder / "w.ckpt")
+    kwargs = dict(ckpt=str(folder / "w.ckpt"), fmt="ALL" if len(formats) == 2 else formats[0],
+                  out_dir=str(folder / "out"), image_size=cfg["small_input_size"][1:],
+                  model_kwargs=cfg["small_kwargs"], log=quiet)
+    return kwargs, cfg
+
+
+_SLOW_EXPORTS = set(MINDIR_ONLY) | set(ONNX_ONLY) | set(COMPOSITES)  # variants: their representative's path
+
+
+@pytest.fixture(scope="module")
+def default_exports(tmp_path_factory):
+    """The default cases of the test below, exported and verified in two worker processes (tests/workers.py):
+    ``{name: (results or exception, cfg, out folder)}``."""
+    base = tmp_path_factory.mktemp("exports")
+    calls, cfgs = {}, {}
+    for name in convattn.list_models():
+        if name not in _SLOW_EXPORTS:
+            (base / name).mkdir()
+            kwargs, cfgs[name] = _export_call(name, base / name)
+            calls[name] = ((name,), kwargs)
+    results = run_in_workers(export_model, calls)
+    return {name: (results[name], cfgs[name], base / name / "out") for name in calls}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW_EXPORTS else n
+                                  for n in convattn.list_models()])
+def test_every_model_exports_and_verifies(name, tmp_path, request):
+    formats = _export_formats(name)
+    if name in _SLOW_EXPORTS:
+        kwargs, cfg = _export_call(name, tmp_path)
+        results, out = export_model(name, **kwargs), tmp_path / "out"
+    else:
+        results, cfg, out = request.getfixturevalue("default_exports")[name]
+        if isinstance(results, BaseException):
+            raise results
     assert [r.format for r in results] == formats
     for r in results:
         assert r.max_abs_diff <= FP32_TOL and r.tolerance == FP32_TOL
