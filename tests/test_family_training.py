@@ -40,6 +40,7 @@ import pytest
 
 from convattn.engine.config import validate
 from convattn.engine.trainer import train
+from workers import run_in_workers
 
 ADAMW = dict(opt="adamw", lr=1e-3, weight_decay=0.05, min_lr=1e-4)
 SGD = dict(opt="momentum", lr=0.02, weight_decay=1e-4, min_lr=1e-4)
@@ -170,18 +171,41 @@ def _kernel_agnostic(net):
     return cells, params
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=_marks(c)) for c in CASES])
-def test_family_trains_on_digits(case, digits32, tmp_path):
+def _config(case, data_dir, out):
     model, kwargs, opt, size = CASES[case]
-    out = tmp_path / case
     opt = dict(opt)
     steps = opt.pop("max_steps_per_epoch", 5)
-    cfg = validate(dict(
-        dataset="digits", data_dir=digits32, num_classes=10, image_size=size, crop_pct=1.0, interpolation="bilinear",
+    return validate(dict(
+        dataset="digits", data_dir=data_dir, num_classes=10, image_size=size, crop_pct=1.0, interpolation="bilinear",
         scale=[1.0, 1.0], hflip=0.0, model=model, model_kwargs=kwargs, drop_path_rate=None, batch_size=32,
         epochs=3, max_steps_per_epoch=steps, label_smoothing=0.0, val_interval=0, warmup_epochs=0, mode=0, seed=0, num_parallel_workers=1,
         log_interval=1000, ckpt_dir=str(out), keep_checkpoint_max=1, ckpt_interval=2, **opt))
-    metrics = train(cfg)
+
+
+_DEFAULT_CASES = [c for c in CASES if not _marks(c)]
+
+
+@pytest.fixture(scope="module")
+def default_runs(digits32, tmp_path_factory):
+    """The default cases trained in two worker processes (tests/workers.py): ``{case: (metrics or exception,
+    cfg)}``."""
+    base = tmp_path_factory.mktemp("families")
+    cfgs = {case: _config(case, digits32, base / case) for case in _DEFAULT_CASES}
+    results = run_in_workers(train, {case: ((cfg,), {}) for case, cfg in cfgs.items()})
+    return {case: (results[case], cfgs[case]) for case in cfgs}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=_marks(c)) for c in CASES])
+def test_family_trains_on_digits(case, digits32, tmp_path, request):
+    if case in _DEFAULT_CASES:
+        metrics, cfg = request.getfixturevalue("default_runs")[case]
+        if isinstance(metrics, BaseException):
+            raise metrics
+        out = cfg.ckpt_dir
+    else:
+        out = tmp_path / case
+        cfg = _config(case, digits32, out)
+        metrics = train(cfg)
     with open(os.path.join(out, "train_log.csv"), newline="") as f:
         losses = [float(r["train_loss"]) for r in csv.DictReader(f)]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses), losses
