@@ -42,7 +42,9 @@ class _MaxPoolKernel(Float32Cell):
 
 class FusedMaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d(kernel_size, stride, pad_mode='pad', padding)`` (square, no dilation or ceil mode) whose
-    ``fused=True`` form (where the kernels are available) runs the fused CPU kernels, float32 inside."""
+    ``fused=True`` form (where the kernels are available) runs the fused CPU kernels, float32 inside. Equal values
+    and gradients for finite and infinite inputs (ties: the first maximum in the window); a NaN input is skipped
+    rather than propagated."""
 
     def __init__(self, kernel_size: int, stride: int, padding: int, fused: bool = True) -> None:
         super().__init__(kernel_size=kernel_size, stride=stride, pad_mode="pad", padding=padding)
