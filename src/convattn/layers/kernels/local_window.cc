@@ -515,6 +515,15 @@ void SumChunks(const float *partial, int64_t chunks, int64_t stride, int64_t wid
     for (int64_t j = 0; j < width; ++j) out[j] += partial[chunk * stride + j];
 }
 
+int64_t ReductionChunks(int64_t count) { return std::max<int64_t>(1, std::min<int64_t>(NumThreads(), count)); }
+
+// SumChunks over a wide row, its columns split over the threads (blocks of at least 4096; same sums, same order)
+void SumChunksParallel(const float *partial, int64_t chunks, int64_t stride, int64_t width, float *out) {
+  ParallelChunks(width, ReductionChunks(width / 4096 + 1), [&](int64_t, int64_t begin, int64_t end) {
+    SumChunks(partial + begin, chunks, stride, end - begin, out + begin);
+  });
+}
+
 // acc[j] += sum of rows [begin, end) of a row-major (rows, n) matrix
 void AddRows(const float *m, int64_t begin, int64_t end, int64_t n, float *__restrict__ acc) {
   for (int64_t r = begin; r < end; ++r) {
@@ -522,8 +531,6 @@ void AddRows(const float *m, int64_t begin, int64_t end, int64_t n, float *__res
     for (int64_t j = 0; j < n; ++j) acc[j] += row[j];
   }
 }
-
-int64_t ReductionChunks(int64_t count) { return std::max<int64_t>(1, std::min<int64_t>(NumThreads(), count)); }
 
 // Eight independent accumulators, so that the loops vectorise without reassociating a single sum.
 inline float SumOf(const float *__restrict__ x, int64_t n) {
@@ -1187,13 +1194,7 @@ int AttentionGrad(int nparam, void **params, int *ndims, int64_t **shapes, const
     }
   });
   if (a.a_count) {
-    ParallelChunks(add_size, ReductionChunks(add_size / 1024 + 1), [&](int64_t, int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        float s = 0.0f;
-        for (int64_t chunk = 0; chunk < chunks; ++chunk) s += partial[chunk * add_size + i];
-        dadd[i] = s;
-      }
-    });
+    SumChunksParallel(partial.data(), chunks, add_size, add_size, dadd);
   } else {
     dadd[0] = 0.0f;
   }
@@ -1427,18 +1428,8 @@ int ConvGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char
     }
   });
   const int64_t stride = g.o * ckk + g.o;
-  ParallelChunks(g.o * ckk, ReductionChunks(g.o * ckk / 4096 + 1), [&](int64_t, int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      float s = 0.0f;
-      for (int64_t chunk = 0; chunk < chunks; ++chunk) s += partial[chunk * stride + i];
-      dw[i] = s;
-    }
-  });
-  for (int64_t o = 0; o < g.o; ++o) {
-    float s = 0.0f;
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) s += partial[chunk * stride + g.o * ckk + o];
-    db[o] = s;
-  }
+  SumChunksParallel(partial.data(), chunks, stride, g.o * ckk, dw);
+  SumChunks(partial.data() + g.o * ckk, chunks, stride, g.o, db);
   for (int st : status)
     if (st != 0) return 5;
   return 0;
