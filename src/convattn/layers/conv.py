@@ -27,6 +27,17 @@ def _pair(v):
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def _explicit_pads(pad_mode: str, padding):
+    """``(top, bottom, left, right)`` of a ``valid`` or ``pad`` convolution; None for ``same`` (size-dependent)."""
+    if pad_mode == "same":
+        return None
+    if pad_mode == "valid":
+        return 0, 0, 0, 0
+    if pad_mode == "pad":
+        return (padding,) * 4 if isinstance(padding, int) else tuple(int(p) for p in padding)
+    raise ValueError(f"pad_mode must be 'same', 'valid' or 'pad', got {pad_mode!r}")
+
+
 def conv_padding(pad_mode: str, padding, kernel_size, stride, dilation, size):
     """``(pad_top, pad_left, out_h, out_w)`` of an ``nn.Conv2d`` with these arguments on an ``(H, W)`` input
     (MindSpore's rules: ``same`` pads ``max(0, (out-1)*s + d*(k-1) + 1 - in)`` with the smaller half first)."""
@@ -34,16 +45,11 @@ def conv_padding(pad_mode: str, padding, kernel_size, stride, dilation, size):
     sh, sw = _pair(stride)
     dh, dw = _pair(dilation)
     h, w = size
-    if pad_mode == "same":
+    pads = _explicit_pads(pad_mode, padding)
+    if pads is None:
         out = (math.ceil(h / sh), math.ceil(w / sw))
         total = (max(0, (out[0] - 1) * sh + dh * (kh - 1) + 1 - h), max(0, (out[1] - 1) * sw + dw * (kw - 1) + 1 - w))
         return total[0] // 2, total[1] // 2, out[0], out[1]
-    if pad_mode == "valid":
-        pads = (0, 0, 0, 0)
-    elif pad_mode == "pad":
-        pads = (padding,) * 4 if isinstance(padding, int) else tuple(int(p) for p in padding)
-    else:
-        raise ValueError(f"pad_mode must be 'same', 'valid' or 'pad', got {pad_mode!r}")
     top, bottom, left, right = pads
     out_h = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
     out_w = (w + left + right - dw * (kw - 1) - 1) // sw + 1
@@ -72,10 +78,8 @@ class _ConvKernel(Float32Cell):
             return dx, dw_, db, ops.zeros_like(g)
 
         self.op = custom_primitive("conv", "", out_shape, bprop, tag=tag, out_dtype=lambda x, w, b, g: x)
-        if pad_mode == "same":
-            top = left = -1  # the kernel computes MindSpore's "same" padding from the sizes
-        else:
-            top, left, _, _ = conv_padding(pad_mode, padding, kernel_size, stride, dilation, (1 << 20, 1 << 20))
+        pads = _explicit_pads(pad_mode, padding)
+        top, left = (-1, -1) if pads is None else (pads[0], pads[2])  # -1: the kernel computes "same" from the sizes
         self.geometry = Tensor(np.array([sh, sw, top, left, dh, dw], np.int32))
 
     def construct(self, x, w, b):

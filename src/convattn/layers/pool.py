@@ -12,6 +12,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from .conv import conv_padding
 from .fused_window import Float32Cell, custom_primitive, fused_kernels_available, require_library
 
 __all__ = ["max_pool2d", "FusedMaxPool2d"]
@@ -24,7 +25,8 @@ class _MaxPoolKernel(Float32Cell):
         k, s, p = int(kernel_size), int(stride), int(padding)
 
         def out_shape(x, g):
-            return ((x[0], x[1], (x[2] + 2 * p - k) // s + 1, (x[3] + 2 * p - k) // s + 1),) * 2
+            _, _, oh, ow = conv_padding("pad", p, k, s, 1, (x[2], x[3]))
+            return ((x[0], x[1], oh, ow),) * 2
 
         grad = custom_primitive("max_pool_grad", "", lambda x, a, dy: x, out_dtype=lambda x, a, dy: x,
                                 tag=f"k{k}s{s}p{p}")
