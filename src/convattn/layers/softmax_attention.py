@@ -98,7 +98,7 @@ class SoftmaxAttention(nn.Cell):
         allowed = cell_kernels_allowed()
         self.fused_capable = (allowed and attn_drop == 0 and fused_kernels_available()
                               and gemm_library() is not None)
-        self.fused = self.fused_capable and (allowed if fused is None else bool(fused))
+        self.fused = self.fused_capable and (fused is None or bool(fused))
         self.kernel = FusedSoftmaxAttention(num_heads, self.scale) if self.fused_capable else None
 
     def extend_repr(self):

@@ -67,7 +67,7 @@ SpatialFactory = Callable[[int, int, int], nn.Cell]
 def conv3x3_layer(width: int, stride: int, dilation: int, in_channels: Optional[int] = None) -> nn.Cell:
     """The plain 3x3 conv of the torchvision blocks (no bias, padding = dilation); ``in_channels`` defaults to width."""
     return conv2d(width if in_channels is None else in_channels, width, 3, stride=stride, pad_mode="pad",
-                     padding=dilation, dilation=dilation, has_bias=False)
+                  padding=dilation, dilation=dilation, has_bias=False)
 
 
 def acmix_layer(k_att: int = 7, head: int = 4, k_conv: int = 3, depthwise_conv: Optional[bool] = None) -> SpatialFactory:
@@ -230,8 +230,7 @@ class ResNet(StagedClassifier, nn.Cell):
         block, expansion = self.block, self.block.expansion
         if stride != 1 or self.inplanes != planes * expansion:
             downsample = nn.SequentialCell([
-                conv2d(self.inplanes, planes * expansion, 1, stride=stride, has_bias=False,
-                          pad_mode="valid"),
+                conv2d(self.inplanes, planes * expansion, 1, stride=stride, has_bias=False, pad_mode="valid"),
                 batch_norm2d(planes * expansion),
             ])
         cells = [block(self.inplanes, planes, stride, downsample, spatial_layer)]
