@@ -157,7 +157,7 @@ def test_private_gemm_library_is_capped_at_avx512_where_the_cpu_has_it():
 @pytest.mark.parametrize("shape", [(2, 6, 5, 7), (3, 4, 16, 16)])
 def test_fused_batch_norm_eval_matches_batch_norm_and_its_gradients(ms_mode, shape):
     """Eval mode (the running statistics): the fused kernel against nn.BatchNorm2d and float64, values and the
-    gradients of x, gamma and beta; training mode is MindSpore's own BatchNorm."""
+    gradients of x, gamma and beta."""
     from convattn.layers import FusedBatchNorm2d
 
     rng = np.random.default_rng(4)
@@ -187,3 +187,50 @@ def test_fused_batch_norm_eval_matches_batch_norm_and_its_gradients(ms_mode, sha
         assert type(batch_norm2d(4)) is nn.BatchNorm2d
     with build_target("CPU"):
         assert isinstance(batch_norm2d(4), FusedBatchNorm2d)
+
+
+@pytest.mark.parametrize("shape,momentum", [((2, 6, 5, 7), 0.9), ((3, 4, 16, 16), 0.8)])
+def test_fused_batch_norm_training_matches_batch_norm_gradients_and_running_update(ms_mode, shape, momentum):
+    """Training mode (the batch statistics): values, the gradients of x, gamma and beta, and the running
+    statistics after two steps (the value and the gradient call) against nn.BatchNorm2d and float64 (biased
+    variance to normalise, unbiased for the running value, ``momentum`` the weight of the old value)."""
+    from convattn.layers import FusedBatchNorm2d
+
+    rng = np.random.default_rng(5)
+    c = shape[1]
+    x = rng.normal(1.0, 2.0, shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    stats = [rng.standard_normal(c).astype(np.float32) for _ in range(3)] + [rng.uniform(0.5, 2.0, c).astype(np.float32)]
+    cells = [FusedBatchNorm2d(c, eps=1e-3, momentum=momentum), nn.BatchNorm2d(c, eps=1e-3, momentum=momentum)]
+    for cell in cells:
+        for p, v in zip((cell.gamma, cell.beta, cell.moving_mean, cell.moving_variance), stats):
+            p.set_data(ms.Tensor(v))
+        cell.set_train(True)
+    assert cells[0].fused
+    cells[0].bn_train = None  # the fused form never reaches MindSpore's training BatchNorm
+    x64 = x.astype(np.float64)
+    gamma, beta = (v.astype(np.float64).reshape(1, c, 1, 1) for v in stats[:2])
+    axes = (0, 2, 3)
+    mean, var = x64.mean(axes, keepdims=True), x64.var(axes, keepdims=True)
+    r = 1.0 / np.sqrt(var + 1e-3)
+    xhat = (x64 - mean) * r
+    gx = dy * gamma
+    refs = [r * (gx - gx.mean(axes, keepdims=True) - xhat * (gx * xhat).mean(axes, keepdims=True)),
+            (dy * xhat).sum(axes), dy.sum(axes)]
+    ref = xhat * gamma + beta
+    (y, grads), (y_std, grads_std) = value_and_grads(cells[0], x, dy), value_and_grads(cells[1], x, dy)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+    np.testing.assert_allclose(y, y_std, rtol=0, atol=1e-5 * np.abs(ref).max())
+    for got, std, want in zip(grads, grads_std, refs):
+        tol = 1e-5 * max(1.0, float(np.abs(want).max()))
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol)
+        np.testing.assert_allclose(got, std, rtol=0, atol=tol)
+    count = x.size // c
+    run_mean, run_var = stats[2].astype(np.float64), stats[3].astype(np.float64)
+    for _ in range(2):
+        run_mean = momentum * run_mean + (1 - momentum) * mean.ravel()
+        run_var = momentum * run_var + (1 - momentum) * var.ravel() * count / (count - 1)
+    for got, std, want in ((cells[0].moving_mean, cells[1].moving_mean, run_mean),
+                           (cells[0].moving_variance, cells[1].moving_variance, run_var)):
+        np.testing.assert_allclose(got.asnumpy(), want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got.asnumpy(), std.asnumpy(), rtol=1e-5, atol=1e-6)

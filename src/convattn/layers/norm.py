@@ -117,20 +117,60 @@ class _BnInferKernel(Float32Cell):
                        self.eps_value).astype(x.dtype)
 
 
+def _bn_train_op():
+    """``op(x, gamma, beta, moving_mean, moving_var, hyper) -> (y, mean, var, new_moving_mean, new_moving_var)``
+    (``hyper`` = [eps, momentum]) with its bprop: the gradient of ``y`` only (the statistics outputs feed the
+    running update, which has none)."""
+    require_library()
+    grad = custom_primitive("bn_train_grad", "", lambda x, g, m, v, h, dy: (x, g, g),
+                            out_dtype=lambda x, g, m, v, h, dy: (x, g, g))
+
+    def bprop(x, gamma, beta, moving_mean, moving_var, hyper, out, dout):
+        dx, dgamma, dbeta = grad(x, gamma, out[1], out[2], hyper, dout[0])
+        return dx, dgamma, dbeta, ops.zeros_like(moving_mean), ops.zeros_like(moving_var), ops.zeros_like(hyper)
+
+    return custom_primitive("bn_train", "", lambda x, g, b, m, v, h: (x, g, g, g, g), bprop,
+                            out_dtype=lambda x, g, b, m, v, h: (x, g, g, g, g))
+
+
+class _BnTrainKernel(Float32Cell):
+    """Batch statistics, the normalised map and the running statistics' new values in one kernel; the cell
+    assigns those to the running-statistics parameters (the update MindSpore's training BatchNorm makes)."""
+
+    def __init__(self, eps: float, momentum: float) -> None:
+        super().__init__()
+        self.op = _bn_train_op()
+        self.hyper = ms.Tensor([eps, momentum], ms.float32)
+
+    def construct(self, x, gamma, beta, moving_mean, moving_var):
+        f32 = ms.float32
+        y, _, _, new_mean, new_var = self.op(x.astype(f32), gamma.astype(f32), beta.astype(f32),
+                                             moving_mean.astype(f32), moving_var.astype(f32), self.hyper)
+        y = ops.depend(y, ops.assign(moving_mean, ops.stop_gradient(new_mean).astype(moving_mean.dtype)))
+        y = ops.depend(y, ops.assign(moving_var, ops.stop_gradient(new_var).astype(moving_var.dtype)))
+        return y.astype(x.dtype)
+
+
 class FusedBatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` whose ``fused=True`` form (where the kernels are available) normalises with the running
-    statistics (eval mode) in one fused CPU kernel with its gradient; training mode (batch statistics and their
-    running update) stays MindSpore's."""
+    """``nn.BatchNorm2d`` whose ``fused=True`` form (where the kernels are available; NCHW, batch statistics in
+    training and running statistics in evaluation, the default ``use_batch_statistics=None``) normalises in one
+    fused CPU kernel with its gradient: in evaluation with the running statistics, in training with the batch
+    statistics, whose running update (``momentum`` the weight of the old value, the unbiased batch variance, as
+    MindSpore's BatchNorm) the same kernel computes."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9, fused: bool = True,
                  **kwargs) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum, **kwargs)
-        self.fused_capable = fused_kernels_available() and self.use_batch_statistics is None
+        self.fused_capable = (fused_kernels_available() and self.use_batch_statistics is None
+                              and self.format == "NCHW")
         self.fused = bool(fused) and self.fused_capable
         self.kernel = _BnInferKernel(eps) if self.fused_capable else None
+        self.train_kernel = _BnTrainKernel(eps, momentum) if self.fused_capable else None
 
     def construct(self, x):
-        if self.fused and not self.training:
+        if self.fused:
+            if self.training:
+                return self.train_kernel(x, self.gamma, self.beta, self.moving_mean, self.moving_variance)
             return self.kernel(x, self.gamma, self.beta, self.moving_mean, self.moving_variance)
         return super().construct(x)
 
