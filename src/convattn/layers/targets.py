@@ -74,15 +74,16 @@ FORMULATIONS: Dict[str, Formulation] = {
              "Ascend": _FUSED_WHY + "Ascend runs the gather + broadcast multiply + sum (standard ops)"},
         fallback="unfold"),
     "cell_kernels": Formulation(
-        what="exact GELU, LayerNorm, Dense layer, depth-wise and dense convolution, padded max pool, softmax attention",
-        argument="(cell factories: GELU, layer_norm, ChannelLayerNorm, dense, depthwise_conv, conv2d, max_pool2d; "
-                 "SoftmaxAttention)",
+        what="exact GELU, LayerNorm, BatchNorm, Dense layer, depth-wise and dense convolution, padded max pool, "
+             "softmax attention",
+        argument="(cell factories: GELU, layer_norm, ChannelLayerNorm, batch_norm2d, dense, depthwise_conv, conv2d, "
+                 "max_pool2d; SoftmaxAttention)",
         default={"CPU": "fused", "GPU": "standard", "Ascend": "standard"},
         runs={"CPU": ("fused", "standard"), "GPU": ("standard",), "Ascend": ("standard",)},
-        why={"CPU": "fused CPU kernels with their gradients: MindSpore's CPU Erf, LayerNorm(Grad), BiasAddGrad, "
-                    "MatMul and Conv2D (AVX2-capped), MaxPool3DWithArgmax, depth-wise Conv2D(BackpropFilter) kernels "
-                    "and the attention's head transposes + BatchMatMul + Softmax are slow; the same cells (types, "
-                    "parameters, values)",
+        why={"CPU": "fused CPU kernels with their gradients: MindSpore's CPU Erf, LayerNorm(Grad), BatchNorm(Grad), "
+                    "BiasAddGrad, MatMul and Conv2D (AVX2-capped), MaxPool3DWithArgmax, depth-wise "
+                    "Conv2D(BackpropFilter) kernels and the attention's head transposes + BatchMatMul + Softmax are "
+                    "slow; the same cells (types, parameters, values)",
              "GPU": _FUSED_WHY + "GPU runs MindSpore's own cells",
              "Ascend": _FUSED_WHY + "Ascend runs MindSpore's own cells"},
         fallback="standard"),
