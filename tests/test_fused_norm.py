@@ -234,3 +234,73 @@ def test_fused_batch_norm_training_matches_batch_norm_gradients_and_running_upda
                            (cells[0].moving_variance, cells[1].moving_variance, run_var)):
         np.testing.assert_allclose(got.asnumpy(), want, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got.asnumpy(), std.asnumpy(), rtol=1e-5, atol=1e-6)
+
+
+class _BnLoss(nn.Cell):
+    def __init__(self, cell, residual):
+        super().__init__()
+        self.cell, self.residual = cell, residual
+
+    def construct(self, x, res, dy):
+        y = self.cell(x, res) if self.residual else self.cell(x)
+        return (y * dy).sum()
+
+
+@pytest.mark.parametrize("act", ["relu", "add_relu"])
+@pytest.mark.parametrize("training", [False, True])
+def test_fused_batch_norm_with_activation_matches_float64_and_the_standard_form(ms_mode, act, training):
+    """BatchNorm + ReLU and ReLU(BatchNorm + residual) (a ResNet block's ends) in one kernel: values and the
+    gradients of x, the residual, gamma and beta against float64 and against the same cell's standard form
+    (MindSpore's BatchNorm, Add, ReLU), in evaluation and training mode."""
+    from convattn.layers import FusedBatchNorm2d
+
+    rng = np.random.default_rng(6)
+    shape, c = (3, 5, 9, 7), 5
+    x = rng.normal(0.5, 2.0, shape).astype(np.float32)
+    res = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    stats = [rng.standard_normal(c).astype(np.float32) for _ in range(3)] + [rng.uniform(0.5, 2.0, c).astype(np.float32)]
+    residual = act == "add_relu"
+    outs = []
+    for fused in (True, False):
+        cell = FusedBatchNorm2d(c, eps=1e-3, act=act, fused=fused)
+        assert cell.fused == fused
+        for p, v in zip((cell.gamma, cell.beta, cell.moving_mean, cell.moving_variance), stats):
+            p.set_data(ms.Tensor(v))
+        cell.set_train(training)
+        if fused:
+            cell.bn_train = cell.bn_infer = None  # the fused form never reaches MindSpore's BatchNorm
+        y = (cell(ms.Tensor(x), ms.Tensor(res)) if residual else cell(ms.Tensor(x))).asnumpy()
+        grads = ms.grad(_BnLoss(cell, residual), grad_position=(0, 1), weights=cell.trainable_params())(
+            ms.Tensor(x), ms.Tensor(res), ms.Tensor(dy))
+        outs.append([y] + [g.asnumpy() for g in grads[0]] + [g.asnumpy() for g in grads[1]])
+    axes = (0, 2, 3)
+    gamma, beta, mean, var = (v.astype(np.float64).reshape(1, c, 1, 1) for v in stats)
+    if training:
+        mean, var = x.astype(np.float64).mean(axes, keepdims=True), x.astype(np.float64).var(axes, keepdims=True)
+    r = 1.0 / np.sqrt(var + 1e-3)
+    xhat = (x - mean) * r
+    pre = xhat * gamma + beta + (res if residual else 0.0)
+    ref = np.maximum(pre, 0.0)
+    g = dy * (pre > 0)
+    gx = g * gamma
+    dx = r * (gx - gx.mean(axes, keepdims=True) - xhat * (gx * xhat).mean(axes, keepdims=True)) if training else gx * r
+    refs = [ref, dx, g if residual else np.zeros_like(res), (g * xhat).sum(axes), g.sum(axes)]
+    for got, std, want in zip(outs[0], outs[1], refs):
+        tol = 1e-5 * max(1.0, float(np.abs(want).max()))
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol)
+        np.testing.assert_allclose(got, std, rtol=0, atol=tol)
+
+
+def test_batch_norm_with_activation_is_not_folded_into_a_conv():
+    """A BatchNorm followed by its ReLU cannot become a convolution's scale and bias: a clear error, not a
+    network silently without the ReLU."""
+    from convattn.layers import batch_norm2d
+    from convattn.layers.reparam import fuse_conv_bn
+
+    with pytest.raises(ValueError, match="act='relu'"):
+        fuse_conv_bn(nn.Conv2d(3, 4, 3), batch_norm2d(4, act="relu"))
+    assert isinstance(fuse_conv_bn(nn.Conv2d(3, 4, 3), batch_norm2d(4)), nn.Conv2d)
+    with build_target("Ascend"):  # elsewhere the standard form (BatchNorm, ReLU): same cell type and parameters
+        cell = batch_norm2d(4, act="add_relu")
+        assert isinstance(cell, nn.BatchNorm2d) and not cell.fused and cell.act == "add_relu"

@@ -92,94 +92,137 @@ def layer_norm(dim: int, eps: float = 1e-5) -> nn.LayerNorm:
     return nn.LayerNorm((dim,), epsilon=eps)
 
 
-def _bn_infer_op():
-    """``op(x, gamma, beta, mean, var, eps) -> y`` with its bprop (the running statistics get no gradient)."""
+BN_ACTS = (None, "relu", "add_relu")
+
+
+def _bn_ops(act):
+    """``(infer, train)`` Custom primitives of BatchNorm followed by ``act`` (:data:`BN_ACTS`), with bprops:
+    ``infer(x, gamma, beta, mean, var, eps[, res]) -> y`` and ``train(x, gamma, beta, moving_mean, moving_var,
+    hyper[, res]) -> (y, mean, var, new_moving_mean, new_moving_var)`` (``hyper`` = [eps, momentum]; ``res`` for
+    ``add_relu``). The running statistics get no gradient; the statistics outputs of ``train`` feed the running
+    update, which has none, so only ``y``'s gradient flows."""
     require_library()
-    grad = custom_primitive("bn_infer_grad", "", lambda x, g, m, v, e, dy: (x, g, g),
-                            out_dtype=lambda x, g, m, v, e, dy: (x, g, g))
+    stem = {None: "", "relu": "_relu", "add_relu": "_add_relu"}[act]
+    residual = act == "add_relu"
 
-    def bprop(x, gamma, beta, mean, var, eps, out, dout):
-        dx, dgamma, dbeta = grad(x, gamma, mean, var, eps, dout)
-        return dx, dgamma, dbeta, ops.zeros_like(mean), ops.zeros_like(var), ops.zeros_like(eps)
+    def grad_shape(x, g, *_):
+        return (x, g, g, x) if residual else (x, g, g)
 
-    return custom_primitive("bn_infer", "", lambda x, g, b, m, v, e: x, bprop, out_dtype=lambda x, g, b, m, v, e: x)
+    infer_grad = custom_primitive(f"bn_infer{stem}_grad", "", grad_shape, out_dtype=grad_shape)
+    train_grad = custom_primitive(f"bn_train{stem}_grad", "", grad_shape, out_dtype=grad_shape)
+
+    def backward(grad, x, gamma, mean, var, hyper, y, dy):
+        return grad(x, gamma, mean, var, hyper, dy) if act is None else grad(x, gamma, mean, var, hyper, dy, y)
+
+    if residual:
+        def infer_bprop(x, gamma, beta, mean, var, eps, res, out, dout):
+            dx, dgamma, dbeta, dres = backward(infer_grad, x, gamma, mean, var, eps, out, dout)
+            return dx, dgamma, dbeta, ops.zeros_like(mean), ops.zeros_like(var), ops.zeros_like(eps), dres
+
+        def train_bprop(x, gamma, beta, mm, mv, hyper, res, out, dout):
+            dx, dgamma, dbeta, dres = backward(train_grad, x, gamma, out[1], out[2], hyper, out[0], dout[0])
+            return dx, dgamma, dbeta, ops.zeros_like(mm), ops.zeros_like(mv), ops.zeros_like(hyper), dres
+    else:
+        def infer_bprop(x, gamma, beta, mean, var, eps, out, dout):
+            dx, dgamma, dbeta = backward(infer_grad, x, gamma, mean, var, eps, out, dout)
+            return dx, dgamma, dbeta, ops.zeros_like(mean), ops.zeros_like(var), ops.zeros_like(eps)
+
+        def train_bprop(x, gamma, beta, mm, mv, hyper, out, dout):
+            dx, dgamma, dbeta = backward(train_grad, x, gamma, out[1], out[2], hyper, out[0], dout[0])
+            return dx, dgamma, dbeta, ops.zeros_like(mm), ops.zeros_like(mv), ops.zeros_like(hyper)
+
+    def infer_shape(x, *_):
+        return x
+
+    def train_shape(x, g, *_):
+        return (x, g, g, g, g)
+
+    infer = custom_primitive(f"bn_infer{stem}", "", infer_shape, infer_bprop, out_dtype=infer_shape)
+    train = custom_primitive(f"bn_train{stem}", "", train_shape, train_bprop, out_dtype=train_shape)
+    return infer, train
 
 
 class _BnInferKernel(Float32Cell):
-    def __init__(self, eps: float) -> None:
+    """BatchNorm (+ its activation) with the running statistics in one kernel."""
+
+    def __init__(self, eps: float, op) -> None:
         super().__init__()
-        self.op = _bn_infer_op()
+        self.op = op
         self.eps_value = ms.Tensor([eps], ms.float32)
 
-    def construct(self, x, gamma, beta, mean, var):
+    def construct(self, x, gamma, beta, mean, var, residual=None):
         f32 = ms.float32
-        return self.op(x.astype(f32), gamma.astype(f32), beta.astype(f32), mean.astype(f32), var.astype(f32),
-                       self.eps_value).astype(x.dtype)
-
-
-def _bn_train_op():
-    """``op(x, gamma, beta, moving_mean, moving_var, hyper) -> (y, mean, var, new_moving_mean, new_moving_var)``
-    (``hyper`` = [eps, momentum]) with its bprop: the gradient of ``y`` only (the statistics outputs feed the
-    running update, which has none)."""
-    require_library()
-    grad = custom_primitive("bn_train_grad", "", lambda x, g, m, v, h, dy: (x, g, g),
-                            out_dtype=lambda x, g, m, v, h, dy: (x, g, g))
-
-    def bprop(x, gamma, beta, moving_mean, moving_var, hyper, out, dout):
-        dx, dgamma, dbeta = grad(x, gamma, out[1], out[2], hyper, dout[0])
-        return dx, dgamma, dbeta, ops.zeros_like(moving_mean), ops.zeros_like(moving_var), ops.zeros_like(hyper)
-
-    return custom_primitive("bn_train", "", lambda x, g, b, m, v, h: (x, g, g, g, g), bprop,
-                            out_dtype=lambda x, g, b, m, v, h: (x, g, g, g, g))
+        args = (x.astype(f32), gamma.astype(f32), beta.astype(f32), mean.astype(f32), var.astype(f32), self.eps_value)
+        if residual is not None:
+            args = args + (residual.astype(f32),)
+        return self.op(*args).astype(x.dtype)
 
 
 class _BnTrainKernel(Float32Cell):
-    """Batch statistics, the normalised map and the running statistics' new values in one kernel; the cell
-    assigns those to the running-statistics parameters (the update MindSpore's training BatchNorm makes)."""
+    """BatchNorm (+ its activation) with the batch statistics in one kernel, which also computes the running
+    statistics' new values; the cell assigns them (the update MindSpore's training BatchNorm makes)."""
 
-    def __init__(self, eps: float, momentum: float) -> None:
+    def __init__(self, eps: float, momentum: float, op) -> None:
         super().__init__()
-        self.op = _bn_train_op()
+        self.op = op
         self.hyper = ms.Tensor([eps, momentum], ms.float32)
 
-    def construct(self, x, gamma, beta, moving_mean, moving_var):
+    def construct(self, x, gamma, beta, moving_mean, moving_var, residual=None):
         f32 = ms.float32
-        y, _, _, new_mean, new_var = self.op(x.astype(f32), gamma.astype(f32), beta.astype(f32),
-                                             moving_mean.astype(f32), moving_var.astype(f32), self.hyper)
+        args = (x.astype(f32), gamma.astype(f32), beta.astype(f32), moving_mean.astype(f32), moving_var.astype(f32),
+                self.hyper)
+        if residual is not None:
+            args = args + (residual.astype(f32),)
+        y, _, _, new_mean, new_var = self.op(*args)
         y = ops.depend(y, ops.assign(moving_mean, ops.stop_gradient(new_mean).astype(moving_mean.dtype)))
         y = ops.depend(y, ops.assign(moving_var, ops.stop_gradient(new_var).astype(moving_var.dtype)))
         return y.astype(x.dtype)
 
 
 class FusedBatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` whose ``fused=True`` form (where the kernels are available; NCHW, batch statistics in
-    training and running statistics in evaluation, the default ``use_batch_statistics=None``) normalises in one
-    fused CPU kernel with its gradient: in evaluation with the running statistics, in training with the batch
-    statistics, whose running update (``momentum`` the weight of the old value, the unbiased batch variance, as
-    MindSpore's BatchNorm) the same kernel computes."""
+    """``nn.BatchNorm2d``, optionally followed by an activation (``act``: ``'relu'``, or ``'add_relu'``: add a
+    residual map, then ReLU: ``construct(x, residual)``, a ResNet block's end), whose ``fused=True`` form (in a
+    network built for the CPU target where the kernels are available; NCHW, the default
+    ``use_batch_statistics=None``) is one fused CPU kernel with its gradient: in evaluation with the running
+    statistics, in training with the batch statistics, whose running update (``momentum`` the weight of the old
+    value, the unbiased batch variance, as MindSpore's BatchNorm) the same kernel computes. The standard form is
+    MindSpore's BatchNorm followed by ``ReLU`` (after the ``Add``). Parameters as ``nn.BatchNorm2d``."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9, fused: bool = True,
-                 **kwargs) -> None:
-        super().__init__(num_features, eps=eps, momentum=momentum, **kwargs)
-        self.fused_capable = (fused_kernels_available() and self.use_batch_statistics is None
-                              and self.format == "NCHW")
-        self.fused = bool(fused) and self.fused_capable
-        self.kernel = _BnInferKernel(eps) if self.fused_capable else None
-        self.train_kernel = _BnTrainKernel(eps, momentum) if self.fused_capable else None
+                 act=None, **kwargs) -> None:
+        from .targets import cell_kernels_allowed  # here: targets imports this module's neighbours
 
-    def construct(self, x):
+        super().__init__(num_features, eps=eps, momentum=momentum, **kwargs)
+        if act not in BN_ACTS:
+            raise ValueError(f"act must be one of {BN_ACTS}, got {act!r}")
+        self.act = act
+        self.fused_capable = (cell_kernels_allowed() and fused_kernels_available()
+                              and self.use_batch_statistics is None and self.format == "NCHW")
+        self.fused = bool(fused) and self.fused_capable
+        ops_ = _bn_ops(act) if self.fused_capable else (None, None)
+        self.kernel = _BnInferKernel(eps, ops_[0]) if self.fused_capable else None
+        self.train_kernel = _BnTrainKernel(eps, momentum, ops_[1]) if self.fused_capable else None
+
+    def construct(self, x, residual=None):
         if self.fused:
             if self.training:
-                return self.train_kernel(x, self.gamma, self.beta, self.moving_mean, self.moving_variance)
-            return self.kernel(x, self.gamma, self.beta, self.moving_mean, self.moving_variance)
-        return super().construct(x)
+                return self.train_kernel(x, self.gamma, self.beta, self.moving_mean, self.moving_variance, residual)
+            return self.kernel(x, self.gamma, self.beta, self.moving_mean, self.moving_variance, residual)
+        y = super().construct(x)
+        if self.act == "add_relu":
+            return ops.relu(y + residual)
+        if self.act == "relu":
+            return ops.relu(y)
+        return y
 
 
-def batch_norm2d(num_features: int, eps: float = 1e-5, momentum: float = 0.9, **kwargs) -> nn.BatchNorm2d:
-    """``nn.BatchNorm2d``: :class:`FusedBatchNorm2d` in a network built for the CPU target (kernels available),
-    ``nn.BatchNorm2d`` elsewhere. Same parameters either way."""
+def batch_norm2d(num_features: int, eps: float = 1e-5, momentum: float = 0.9, act=None, **kwargs) -> nn.BatchNorm2d:
+    """A BatchNorm2d, optionally followed by ``act`` (``'relu'``, or ``'add_relu'``: ``bn(x, residual)`` =
+    ReLU(BN(x) + residual)): :class:`FusedBatchNorm2d` in a network built for the CPU target (kernels available;
+    fused) or with an ``act`` (standard form: BatchNorm, Add, ReLU), ``nn.BatchNorm2d`` elsewhere. Same
+    parameters either way."""
     from .targets import cell_kernels_allowed  # here: targets imports this module's neighbours
 
-    if cell_kernels_allowed():
-        return FusedBatchNorm2d(num_features, eps, momentum, **kwargs)
+    if cell_kernels_allowed() or act is not None:
+        return FusedBatchNorm2d(num_features, eps, momentum, act=act, **kwargs)
     return nn.BatchNorm2d(num_features, eps=eps, momentum=momentum, **kwargs)

@@ -57,6 +57,9 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A ``Conv2d`` (with bias) equal to ``bn(conv(x))`` in eval mode; parameter names keep ``conv``'s prefix."""
     if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
         raise TypeError(f"fuse_conv_bn needs nn.Conv2d and nn.BatchNorm2d, got {type(conv).__name__}, {type(bn).__name__}")
+    if getattr(bn, "act", None) is not None:
+        raise ValueError(f"fuse_conv_bn: this BatchNorm2d applies act={bn.act!r} after normalising, which a "
+                         "convolution cannot hold; fold only a BatchNorm built without an activation")
     w = conv.weight.asnumpy().astype(np.float64)
     b = conv.bias.asnumpy().astype(np.float64) if conv.bias is not None else np.zeros(w.shape[0])
     gamma, beta = bn.gamma.asnumpy().astype(np.float64), bn.beta.asnumpy().astype(np.float64)

@@ -81,7 +81,9 @@ def acmix_layer(k_att: int = 7, head: int = 4, k_conv: int = 3, depthwise_conv: 
 
 
 class Bottleneck(nn.Cell):
-    """1x1 -> BN -> ReLU -> spatial (3x3 conv or ACmix, carries the stride) -> BN -> ReLU -> 1x1 -> BN, + shortcut."""
+    """1x1 -> BN -> ReLU -> spatial (3x3 conv or ACmix, carries the stride) -> BN -> ReLU -> 1x1 -> BN, + shortcut,
+    ReLU. Each ReLU (after the shortcut's addition for the last) is part of the BatchNorm cell before it
+    (``batch_norm2d(act=...)``: one fused kernel on the CPU, BatchNorm + Add + ReLU elsewhere)."""
 
     expansion = 4
 
@@ -90,27 +92,26 @@ class Bottleneck(nn.Cell):
         super().__init__()
         width = planes
         self.conv1 = conv2d(inplanes, width, 1, has_bias=False, pad_mode="valid")
-        self.bn1 = batch_norm2d(width)
+        self.bn1 = batch_norm2d(width, act="relu")
         self.conv2 = spatial_layer(width, stride, dilation)
-        self.bn2 = batch_norm2d(width)
+        self.bn2 = batch_norm2d(width, act="relu")
         self.conv3 = conv2d(width, planes * self.expansion, 1, has_bias=False, pad_mode="valid")
-        self.bn3 = batch_norm2d(planes * self.expansion)
-        self.relu = nn.ReLU()
+        self.bn3 = batch_norm2d(planes * self.expansion, act="add_relu")
         self.downsample = downsample
         self.has_downsample = downsample is not None
 
     def construct(self, x):
         identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.bn1(self.conv1(x))
+        out = self.bn2(self.conv2(out))
         if self.has_downsample:
             identity = self.downsample(x)
-        return self.relu(out + identity)
+        return self.bn3(self.conv3(out), identity)
 
 
 class BasicBlock(nn.Cell):
-    """torchvision BasicBlock: spatial 3x3 (carries the stride) -> BN -> ReLU -> spatial 3x3 -> BN, + shortcut.
+    """torchvision BasicBlock: spatial 3x3 (carries the stride) -> BN -> ReLU -> spatial 3x3 -> BN, + shortcut, ReLU
+    (each ReLU part of the BatchNorm cell before it, as in :class:`Bottleneck`).
 
     Both 3x3 positions are built by the spatial-layer factory: ``conv1`` as ``(planes, stride, dilation, inplanes)``,
     ``conv2`` as ``(planes, 1, dilation)``.
@@ -122,20 +123,18 @@ class BasicBlock(nn.Cell):
                  spatial_layer: SpatialFactory = conv3x3_layer, dilation: int = 1) -> None:
         super().__init__()
         self.conv1 = spatial_layer(planes, stride, dilation, inplanes)
-        self.bn1 = batch_norm2d(planes)
+        self.bn1 = batch_norm2d(planes, act="relu")
         self.conv2 = spatial_layer(planes, 1, dilation)
-        self.bn2 = batch_norm2d(planes)
-        self.relu = nn.ReLU()
+        self.bn2 = batch_norm2d(planes, act="add_relu")
         self.downsample = downsample
         self.has_downsample = downsample is not None
 
     def construct(self, x):
         identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.bn1(self.conv1(x))
         if self.has_downsample:
             identity = self.downsample(x)
-        return self.relu(out + identity)
+        return self.bn2(self.conv2(out), identity)
 
 
 _BLOCKS = {"bottleneck": Bottleneck, "basic": BasicBlock}
@@ -175,8 +174,7 @@ class ResNet(StagedClassifier, nn.Cell):
         self.out_indices = check_out_indices(out_indices, 4)
         self.inplanes = 64
         self.conv1 = conv2d(in_chans, 64, 7, stride=2, pad_mode="pad", padding=3, has_bias=False)
-        self.bn1 = batch_norm2d(64)
-        self.relu = nn.ReLU()
+        self.bn1 = batch_norm2d(64, act="relu")  # the stem's ReLU
         self.maxpool = max_pool2d(3, 2, 1)
         self.feature_info = []
         for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
@@ -257,7 +255,7 @@ class ResNet(StagedClassifier, nn.Cell):
     def forward_stages(self, x) -> Tuple:
         x = check_nchw(x, self.in_chans, "ResNet")
         self.check_input_size(x.shape[2], x.shape[3])
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.bn1(self.conv1(x)))
         outs = ()
         for stage in self.stages:
             x = stage(x)

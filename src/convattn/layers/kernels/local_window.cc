@@ -1501,52 +1501,72 @@ int MaxPoolGrad(int nparam, void **params, int *ndims, int64_t **shapes, const c
 }
 
 
-// BatchNorm with the running statistics (an eval-mode nn.BatchNorm2d: MindSpore's CPU BatchNorm took 14 % of a
-// ResNet-26 forward) and its gradient:
-//   BN_INFER      (x[N,C,...], gamma[C], beta[C], mean[C], var[C], eps[1]) -> y    y = (x - mean) r gamma + beta
-//   BN_INFER_GRAD (x, gamma, mean, var, eps, dy) -> dx, dgamma, dbeta
-//                 dx = dy r gamma, dgamma = sum dy (x - mean) r, dbeta = sum dy      (r = 1 / sqrt(var + eps))
-// One channel per work item (its sums over the batch and pixels in a fixed order).
-int BnInfer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (nparam != 7 || ndims[0] < 2) return 1;
-  for (int i = 0; i < 7; ++i)
-    if (!IsFloat32(dtypes[i])) return 2;
-  const int64_t n = shapes[0][0], c = shapes[0][1], hw = NumElements(ndims[0], shapes[0]) / std::max<int64_t>(n * c, 1);
-  for (int i = 1; i < 5; ++i)
-    if (NumElements(ndims[i], shapes[i]) != c) return 3;
-  const float *x = static_cast<const float *>(params[0]);
-  const float *gamma = static_cast<const float *>(params[1]), *beta = static_cast<const float *>(params[2]);
-  const float *mean = static_cast<const float *>(params[3]), *var = static_cast<const float *>(params[4]);
-  const float eps = *static_cast<const float *>(params[5]);
-  float *y = static_cast<float *>(params[6]);
-  ParallelFor(c, [&](int64_t ch) {
-    const float scale = gamma[ch] / std::sqrt(var[ch] + eps), shift = beta[ch] - mean[ch] * scale;
-    for (int64_t i = 0; i < n; ++i) {
-      const float *__restrict__ xs = x + (i * c + ch) * hw;
-      float *__restrict__ ys = y + (i * c + ch) * hw;
-      for (int64_t j = 0; j < hw; ++j) ys[j] = xs[j] * scale + shift;
-    }
-  });
-  return 0;
+// BatchNorm, in evaluation (running statistics) and training (batch statistics) mode, each with its gradient, and
+// each optionally followed by a ReLU, or by the addition of a residual map and a ReLU (a ResNet block's
+// bn -> relu and relu(bn + identity): MindSpore's CPU ReLU and Add took 15 % of a ResNet-26 forward):
+//   act: kPlain  y = bn(x)      kRelu  y = max(bn(x), 0)      kAddRelu  y = max(bn(x) + res, 0)
+// bn(x) = (x - mean) r gamma + beta, r = 1 / sqrt(var + eps). The gradients take the output y for the ReLU's mask
+// (g = dy where y > 0, else 0; MindSpore's ReLUGrad) and give the residual's gradient g for kAddRelu.
+//   BN_INFER      (x[N,C,...], gamma[C], beta[C], mean[C], var[C], eps[1] [, res]) -> y
+//   BN_INFER_GRAD (x, gamma, mean, var, eps, dy [, y]) -> dx, dgamma, dbeta [, dres]
+//                 dx = g r gamma, dgamma = r sum g (x - mean), dbeta = sum g
+//   BN_TRAIN      (x, gamma, beta, moving_mean, moving_var, hyper[2] = {eps, momentum} [, res])
+//                 -> y, mean[C], var[C], new moving_mean[C], new moving_var[C]
+//                 statistics over N and the pixels (M values per channel); the variance biased to normalise,
+//                 unbiased (x M / (M - 1)) for the running value, moving = momentum moving + (1 - momentum) batch
+//                 value (MindSpore's and PyTorch's BatchNorm)
+//   BN_TRAIN_GRAD (x, gamma, mean, var, hyper, dy [, y]) -> dx, dgamma, dbeta [, dres]
+//                 dx = gamma r (g - dbeta / M - (x - mean) r^2 sum g (x - mean) / M)
+// One channel per work item; each plane's sums in 8 float lanes (batch statistics: the planes' sums in double),
+// added in order.
+enum BnAct { kPlain = 0, kRelu = 1, kAddRelu = 2 };
+
+inline int BnInputs(BnAct act) { return act == kAddRelu ? 7 : 6; }
+
+// y over one plane: x * scale + shift [+ res], [max(., 0)]
+inline void BnPlane(const float *__restrict__ xs, const float *__restrict__ rs, float scale, float shift, BnAct act,
+                    int64_t hw, float *__restrict__ ys) {
+  if (act == kPlain) {
+    for (int64_t j = 0; j < hw; ++j) ys[j] = xs[j] * scale + shift;
+  } else if (act == kRelu) {
+    for (int64_t j = 0; j < hw; ++j) ys[j] = std::max(xs[j] * scale + shift, 0.0f);
+  } else {
+    for (int64_t j = 0; j < hw; ++j) ys[j] = std::max(xs[j] * scale + shift + rs[j], 0.0f);
+  }
 }
 
-// Over one channel ch of x and dy [N,C,hw]: sum dy and sum dy (x - m), each plane's 8-lane partials added in order
-void ChannelGradSums(const float *x, const float *dy, int64_t n, int64_t c, int64_t hw, int64_t ch, float m,
-                     float *sum_dy, float *sum_dyx) {
+inline float Masked(const float *ys, const float *gs, int64_t j) { return ys == nullptr || ys[j] > 0.0f ? gs[j] : 0.0f; }
+
+// Over one channel ch of x and dy [N,C,hw]: sum g and sum g (x - m), g = dy masked by y > 0 where y is given; each
+// plane's 8-lane partials added in order
+void ChannelGradSums(const float *x, const float *dy, const float *y, int64_t n, int64_t c, int64_t hw, int64_t ch,
+                     float m, float *sum_dy, float *sum_dyx) {
   float s0 = 0.0f, s1 = 0.0f;
   for (int64_t i = 0; i < n; ++i) {
-    const float *__restrict__ xs = x + (i * c + ch) * hw;
-    const float *__restrict__ gs = dy + (i * c + ch) * hw;
+    const int64_t off = (i * c + ch) * hw;
+    const float *__restrict__ xs = x + off;
+    const float *__restrict__ gs = dy + off;
+    const float *__restrict__ ys = y == nullptr ? nullptr : y + off;
     float a[8] = {0, 0, 0, 0, 0, 0, 0, 0}, b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t j = 0;
-    for (; j + 8 <= hw; j += 8)
-      for (int t = 0; t < 8; ++t) {
-        a[t] += gs[j + t];
-        b[t] += gs[j + t] * (xs[j + t] - m);
-      }
+    if (ys == nullptr) {
+      for (; j + 8 <= hw; j += 8)
+        for (int t = 0; t < 8; ++t) {
+          a[t] += gs[j + t];
+          b[t] += gs[j + t] * (xs[j + t] - m);
+        }
+    } else {
+      for (; j + 8 <= hw; j += 8)
+        for (int t = 0; t < 8; ++t) {
+          const float g = ys[j + t] > 0.0f ? gs[j + t] : 0.0f;
+          a[t] += g;
+          b[t] += g * (xs[j + t] - m);
+        }
+    }
     for (; j < hw; ++j) {
-      s0 += gs[j];
-      s1 += gs[j] * (xs[j] - m);
+      const float g = Masked(ys, gs, j);
+      s0 += g;
+      s1 += g * (xs[j] - m);
     }
     for (int t = 0; t < 8; ++t) s0 += a[t], s1 += b[t];
   }
@@ -1554,26 +1574,80 @@ void ChannelGradSums(const float *x, const float *dy, int64_t n, int64_t c, int6
   *sum_dyx = s1;
 }
 
-int BnInferGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (nparam != 9 || ndims[0] < 2) return 1;
-  for (int i = 0; i < 9; ++i)
+bool BnShape(int *ndims, int64_t **shapes, int64_t *n, int64_t *c, int64_t *hw) {
+  if (ndims[0] < 2) return false;
+  *n = shapes[0][0];
+  *c = shapes[0][1];
+  *hw = NumElements(ndims[0], shapes[0]) / std::max<int64_t>(*n * *c, 1);
+  return true;
+}
+
+int BnInfer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, BnAct act) {
+  const int in = BnInputs(act);
+  int64_t n, c, hw;
+  if (nparam != in + 1 || !BnShape(ndims, shapes, &n, &c, &hw)) return 1;
+  for (int i = 0; i < nparam; ++i)
     if (!IsFloat32(dtypes[i])) return 2;
-  const int64_t n = shapes[0][0], c = shapes[0][1], hw = NumElements(ndims[0], shapes[0]) / std::max<int64_t>(n * c, 1);
+  for (int i = 1; i < 5; ++i)
+    if (NumElements(ndims[i], shapes[i]) != c) return 3;
+  if (act == kAddRelu && NumElements(ndims[6], shapes[6]) != NumElements(ndims[0], shapes[0])) return 3;
+  const float *x = static_cast<const float *>(params[0]);
+  const float *gamma = static_cast<const float *>(params[1]), *beta = static_cast<const float *>(params[2]);
+  const float *mean = static_cast<const float *>(params[3]), *var = static_cast<const float *>(params[4]);
+  const float eps = *static_cast<const float *>(params[5]);
+  const float *res = act == kAddRelu ? static_cast<const float *>(params[6]) : nullptr;
+  float *y = static_cast<float *>(params[in]);
+  ParallelFor(c, [&](int64_t ch) {
+    const float scale = gamma[ch] / std::sqrt(var[ch] + eps), shift = beta[ch] - mean[ch] * scale;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t off = (i * c + ch) * hw;
+      BnPlane(x + off, res == nullptr ? nullptr : res + off, scale, shift, act, hw, y + off);
+    }
+  });
+  return 0;
+}
+
+// The gradients' common part: inputs (x, gamma, mean, var, eps or hyper, dy [, y]), outputs (dx, dgamma, dbeta
+// [, dres]); `batch`: the batch-statistics gradient (training), else the running-statistics one.
+int BnGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, BnAct act, bool batch) {
+  const int in = act == kPlain ? 6 : 7, out = act == kAddRelu ? 4 : 3;
+  int64_t n, c, hw;
+  if (nparam != in + out || !BnShape(ndims, shapes, &n, &c, &hw)) return 1;
+  for (int i = 0; i < nparam; ++i)
+    if (!IsFloat32(dtypes[i])) return 2;
   const float *x = static_cast<const float *>(params[0]);
   const float *gamma = static_cast<const float *>(params[1]);
   const float *mean = static_cast<const float *>(params[2]), *var = static_cast<const float *>(params[3]);
-  const float eps = *static_cast<const float *>(params[4]);
+  const float eps = static_cast<const float *>(params[4])[0];
   const float *dy = static_cast<const float *>(params[5]);
-  float *dx = static_cast<float *>(params[6]);
-  float *dgamma = static_cast<float *>(params[7]), *dbeta = static_cast<float *>(params[8]);
+  const float *y = act == kPlain ? nullptr : static_cast<const float *>(params[6]);
+  float *dx = static_cast<float *>(params[in]);
+  float *dgamma = static_cast<float *>(params[in + 1]), *dbeta = static_cast<float *>(params[in + 2]);
+  float *dres = act == kAddRelu ? static_cast<float *>(params[in + 3]) : nullptr;
+  const float inv_count = n * hw > 0 ? 1.0f / static_cast<float>(n * hw) : 0.0f;
   ParallelFor(c, [&](int64_t ch) {
-    const float r = 1.0f / std::sqrt(var[ch] + eps), scale = gamma[ch] * r;
+    const float r = 1.0f / std::sqrt(var[ch] + eps), m = mean[ch], scale = gamma[ch] * r;
     float sum_dy, sum_dyx;
-    ChannelGradSums(x, dy, n, c, hw, ch, mean[ch], &sum_dy, &sum_dyx);
+    ChannelGradSums(x, dy, y, n, c, hw, ch, m, &sum_dy, &sum_dyx);
+    const float mean_dy = batch ? sum_dy * inv_count : 0.0f, k = batch ? sum_dyx * inv_count * r * r : 0.0f;
     for (int64_t i = 0; i < n; ++i) {
-      const float *__restrict__ gs = dy + (i * c + ch) * hw;
-      float *__restrict__ ds = dx + (i * c + ch) * hw;
-      for (int64_t j = 0; j < hw; ++j) ds[j] = gs[j] * scale;
+      const int64_t off = (i * c + ch) * hw;
+      const float *__restrict__ xs = x + off;
+      const float *__restrict__ gs = dy + off;
+      const float *__restrict__ ys = y == nullptr ? nullptr : y + off;
+      float *__restrict__ ds = dx + off;
+      if (ys == nullptr && !batch) {
+        for (int64_t j = 0; j < hw; ++j) ds[j] = gs[j] * scale;
+      } else if (ys == nullptr) {
+        for (int64_t j = 0; j < hw; ++j) ds[j] = scale * (gs[j] - mean_dy - (xs[j] - m) * k);
+      } else {
+        float *__restrict__ rs = dres == nullptr ? nullptr : dres + off;
+        for (int64_t j = 0; j < hw; ++j) {
+          const float g = ys[j] > 0.0f ? gs[j] : 0.0f;
+          ds[j] = scale * (g - mean_dy - (xs[j] - m) * k);
+          if (rs != nullptr) rs[j] = g;
+        }
+      }
     }
     dgamma[ch] = sum_dyx * r;
     dbeta[ch] = sum_dy;
@@ -1581,32 +1655,32 @@ int BnInferGrad(int nparam, void **params, int *ndims, int64_t **shapes, const c
   return 0;
 }
 
-// BatchNorm with the batch statistics (a training-mode nn.BatchNorm2d: MindSpore's CPU BatchNorm and
-// BatchNormGrad took 14 % of a ResNet-26 training step) and its gradient; statistics over N and the pixels (M
-// values per channel), the variance biased for normalising and unbiased (x M / (M - 1)) for the running value,
-// as MindSpore's and PyTorch's BatchNorm do:
-//   BN_TRAIN      (x[N,C,...], gamma[C], beta[C], moving_mean[C], moving_var[C], hyper[2] = {eps, momentum})
-//                 -> y, mean[C], var[C], new moving_mean[C], new moving_var[C]
-//                 y = (x - mean) r gamma + beta; moving = momentum moving + (1 - momentum) batch statistic
-//   BN_TRAIN_GRAD (x, gamma, mean, var, hyper, dy) -> dx, dgamma, dbeta
-//                 dx = gamma r (dy - dbeta / M - (x - mean) r^2 sum dy (x - mean) / M),
-//                 dgamma = r sum dy (x - mean), dbeta = sum dy                         (r = 1 / sqrt(var + eps))
-// One channel per work item; each plane's sums in 8 float lanes, the planes' sums added in double, in order.
-int BnTrain(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (nparam != 11 || ndims[0] < 2) return 1;
-  for (int i = 0; i < 11; ++i)
+int BnInferGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, BnAct act) {
+  return BnGrad(nparam, params, ndims, shapes, dtypes, act, false);
+}
+
+int BnTrainGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, BnAct act) {
+  return BnGrad(nparam, params, ndims, shapes, dtypes, act, true);
+}
+
+int BnTrain(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, BnAct act) {
+  const int in = BnInputs(act);
+  int64_t n, c, hw;
+  if (nparam != in + 5 || !BnShape(ndims, shapes, &n, &c, &hw)) return 1;
+  for (int i = 0; i < nparam; ++i)
     if (!IsFloat32(dtypes[i])) return 2;
-  const int64_t n = shapes[0][0], c = shapes[0][1], hw = NumElements(ndims[0], shapes[0]) / std::max<int64_t>(n * c, 1);
   for (int i = 1; i < 5; ++i)
     if (NumElements(ndims[i], shapes[i]) != c) return 3;
   if (NumElements(ndims[5], shapes[5]) != 2) return 3;
+  if (act == kAddRelu && NumElements(ndims[6], shapes[6]) != NumElements(ndims[0], shapes[0])) return 3;
   const float *x = static_cast<const float *>(params[0]);
   const float *gamma = static_cast<const float *>(params[1]), *beta = static_cast<const float *>(params[2]);
   const float *mm = static_cast<const float *>(params[3]), *mv = static_cast<const float *>(params[4]);
   const float eps = static_cast<const float *>(params[5])[0], momentum = static_cast<const float *>(params[5])[1];
-  float *y = static_cast<float *>(params[6]);
-  float *mean = static_cast<float *>(params[7]), *var = static_cast<float *>(params[8]);
-  float *new_mm = static_cast<float *>(params[9]), *new_mv = static_cast<float *>(params[10]);
+  const float *res = act == kAddRelu ? static_cast<const float *>(params[6]) : nullptr;
+  float *y = static_cast<float *>(params[in]);
+  float *mean = static_cast<float *>(params[in + 1]), *var = static_cast<float *>(params[in + 2]);
+  float *new_mm = static_cast<float *>(params[in + 3]), *new_mv = static_cast<float *>(params[in + 4]);
   const double count = static_cast<double>(n * hw);
   ParallelFor(c, [&](int64_t ch) {
     double sum = 0.0;
@@ -1618,44 +1692,13 @@ int BnTrain(int nparam, void **params, int *ndims, int64_t **shapes, const char 
     const float unbiased = count > 1 ? static_cast<float>(dev / (count - 1)) : v;
     const float scale = gamma[ch] / std::sqrt(v + eps), shift = beta[ch] - m * scale;
     for (int64_t i = 0; i < n; ++i) {
-      const float *__restrict__ xs = x + (i * c + ch) * hw;
-      float *__restrict__ ys = y + (i * c + ch) * hw;
-      for (int64_t j = 0; j < hw; ++j) ys[j] = xs[j] * scale + shift;
+      const int64_t off = (i * c + ch) * hw;
+      BnPlane(x + off, res == nullptr ? nullptr : res + off, scale, shift, act, hw, y + off);
     }
     mean[ch] = m;
     var[ch] = v;
     new_mm[ch] = momentum * mm[ch] + (1.0f - momentum) * m;
     new_mv[ch] = momentum * mv[ch] + (1.0f - momentum) * unbiased;
-  });
-  return 0;
-}
-
-int BnTrainGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
-  if (nparam != 9 || ndims[0] < 2) return 1;
-  for (int i = 0; i < 9; ++i)
-    if (!IsFloat32(dtypes[i])) return 2;
-  const int64_t n = shapes[0][0], c = shapes[0][1], hw = NumElements(ndims[0], shapes[0]) / std::max<int64_t>(n * c, 1);
-  const float *x = static_cast<const float *>(params[0]);
-  const float *gamma = static_cast<const float *>(params[1]);
-  const float *mean = static_cast<const float *>(params[2]), *var = static_cast<const float *>(params[3]);
-  const float eps = static_cast<const float *>(params[4])[0];
-  const float *dy = static_cast<const float *>(params[5]);
-  float *dx = static_cast<float *>(params[6]);
-  float *dgamma = static_cast<float *>(params[7]), *dbeta = static_cast<float *>(params[8]);
-  const float inv_count = n * hw > 0 ? 1.0f / static_cast<float>(n * hw) : 0.0f;
-  ParallelFor(c, [&](int64_t ch) {
-    const float r = 1.0f / std::sqrt(var[ch] + eps), m = mean[ch], scale = gamma[ch] * r;
-    float sum_dy, sum_dyx;
-    ChannelGradSums(x, dy, n, c, hw, ch, m, &sum_dy, &sum_dyx);
-    const float mean_dy = sum_dy * inv_count, k = sum_dyx * inv_count * r * r;
-    for (int64_t i = 0; i < n; ++i) {
-      const float *__restrict__ xs = x + (i * c + ch) * hw;
-      const float *__restrict__ gs = dy + (i * c + ch) * hw;
-      float *__restrict__ ds = dx + (i * c + ch) * hw;
-      for (int64_t j = 0; j < hw; ++j) ds[j] = scale * (gs[j] - mean_dy - (xs[j] - m) * k);
-    }
-    dgamma[ch] = sum_dyx * r;
-    dbeta[ch] = sum_dy;
   });
   return 0;
 }
@@ -1725,7 +1768,12 @@ CONVATTN_EXPORT_PLAIN(conv, Conv)
 CONVATTN_EXPORT_PLAIN(conv_grad, ConvGrad)
 CONVATTN_EXPORT_PLAIN(max_pool, MaxPool)
 CONVATTN_EXPORT_PLAIN(max_pool_grad, MaxPoolGrad)
-CONVATTN_EXPORT_PLAIN(bn_infer, BnInfer)
-CONVATTN_EXPORT_PLAIN(bn_infer_grad, BnInferGrad)
-CONVATTN_EXPORT_PLAIN(bn_train, BnTrain)
-CONVATTN_EXPORT_PLAIN(bn_train_grad, BnTrainGrad)
+#define CONVATTN_EXPORT_BN(stem, act)                     \
+  CONVATTN_EXPORT_FLAG(bn_infer##stem, BnInfer, act)           \
+  CONVATTN_EXPORT_FLAG(bn_infer##stem##_grad, BnInferGrad, act) \
+  CONVATTN_EXPORT_FLAG(bn_train##stem, BnTrain, act)           \
+  CONVATTN_EXPORT_FLAG(bn_train##stem##_grad, BnTrainGrad, act)
+
+CONVATTN_EXPORT_BN(, kPlain)
+CONVATTN_EXPORT_BN(_relu, kRelu)
+CONVATTN_EXPORT_BN(_add_relu, kAddRelu)
