@@ -11,6 +11,7 @@ from convattn.layers.san_attention import MAPPINGS, PAIRWISE_RELATIONS, PATCHWIS
 from convattn.models.san import SAN, Bottleneck
 from conftest import require_reference
 from parity import run_parity
+from workers import run_in_workers
 
 # Trainable parameters of the official model/san.py at 1000 classes (model-facts §2.3, SAN README).
 OFFICIAL_PARAMS_M = {"san10_pairwise": 10.53, "san15_pairwise": 14.07, "san19_pairwise": 17.60,
@@ -155,9 +156,12 @@ OPTIONS = ([("pairwise", r, "r-l-r-l", True) for r in PAIRWISE_RELATIONS]
            + [(t, None, m, True) for t in ("pairwise", "patchwise") for m in MAPPINGS[1:]])
 
 
-@pytest.mark.parametrize("sa_type,relation,mapping,pos", OPTIONS)
-def test_san_options_build_and_train_a_step(sa_type, relation, mapping, pos, tmp_path):
-    """Every relation / mapping / position option builds, trains a step and exports to ONNX (issue 6)."""
+def _option_case(sa_type, relation, mapping, pos, onnx_path):
+    """One option, in a worker process: SAM in a small head trains a step, then its export-safe form goes through
+    mindspore.onnx.export. Returns the first loss, the parameters the step changed, and the trained cell's eval
+    output and its ONNX output on the same input."""
+    import onnxruntime as ort
+
     ms.set_context(mode=ms.PYNATIVE_MODE)
     sam = SAM(sa_type, 8, 4, 8, 4, 3, relation=relation, mapping=mapping, position_encoding=pos)
     net = _SamHead(sam, 8)
@@ -166,20 +170,34 @@ def test_san_options_build_and_train_a_step(sa_type, relation, mapping, pos, tmp
     y = ms.Tensor(np.array([0, 1, 2, 1], np.int32))
     before = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
     losses = _tiny_step(net, x, y, steps=1)
-    assert np.isfinite(losses[0])
-    changed = [n for n, p in ((p.name, p) for p in net.trainable_params()) if not np.allclose(before[n], p.asnumpy())]
-    assert any(n.startswith("sam.conv_w") for n in changed) and any(n.startswith("sam.conv3") for n in changed)
-    # ... and exports: the option's export-safe form through mindspore.onnx.export equals the trained cell
-    import onnxruntime as ort
-    from convattn.layers import set_export_safe
-
+    changed = [p.name for p in net.trainable_params() if not np.allclose(before[p.name], p.asnumpy())]
     net.set_train(False)
     ref = net(x).asnumpy()
     set_export_safe(net, True)
-    path = str(tmp_path / "sam.onnx")
-    ms.onnx.export(net, x, file_name=path, input_names=["x"], output_names=["y"])
-    out = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x.asnumpy()})[0]
-    assert np.abs(out - ref).max() <= 1e-5 * max(1.0, float(np.abs(ref).max()))
+    ms.onnx.export(net, x, file_name=onnx_path, input_names=["x"], output_names=["y"])
+    out = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(None, {"x": x.asnumpy()})[0]
+    return {"loss": losses[0], "changed": changed, "ref": ref, "onnx": out}
+
+
+@pytest.fixture(scope="module")
+def option_results(tmp_path_factory):
+    """Every option's case in two worker processes (tests/workers.py): ``{option: result or exception}``."""
+    base = tmp_path_factory.mktemp("san_options")
+    return run_in_workers(_option_case, {opt: (opt + (str(base / f"sam{i}.onnx"),), {})
+                                         for i, opt in enumerate(OPTIONS)})
+
+
+@pytest.mark.parametrize("sa_type,relation,mapping,pos", OPTIONS)
+def test_san_options_build_and_train_a_step(sa_type, relation, mapping, pos, option_results):
+    """Every relation / mapping / position option builds, trains a step (the attention-weight and output
+    convolutions change) and exports to ONNX: the export-safe form through mindspore.onnx.export equals the
+    trained cell (issue 6)."""
+    r = option_results[(sa_type, relation, mapping, pos)]
+    if isinstance(r, BaseException):
+        raise r
+    assert np.isfinite(r["loss"])
+    assert any(n.startswith("sam.conv_w") for n in r["changed"]) and any(n.startswith("sam.conv3") for n in r["changed"])
+    assert np.abs(r["onnx"] - r["ref"]).max() <= 1e-5 * max(1.0, float(np.abs(r["ref"]).max()))
 
 
 @pytest.mark.parametrize("sa_type", ["pairwise", "patchwise"])
