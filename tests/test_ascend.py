@@ -16,7 +16,7 @@ from convattn.convert import load_official_state
 from convattn.layers import set_fused_kernels
 from convattn.layers.san_attention import SAM
 from parity import load_fixture, tolerance
-from twins import every_model
+from twins import TWINS, every_model
 from workers import run_in_workers
 
 
@@ -37,8 +37,12 @@ def _inputs(name: str, batch: int = 2):
 
 
 # ---------------------------------------------------------------------- every model: forward and O2 step
-@pytest.mark.parametrize("name", every_model(convattn.list_models()))  # twins (same test network): -m slow
-def test_ascend_form_equals_cpu_form_and_o2_step_is_finite(pynative, name):
+def _form_case(name: str) -> dict:
+    """One model (PYNATIVE, in a worker process for the default cases): the CPU and Ascend forms' outputs with
+    the same weights and, but for a representative (its O2 steps run compiled in
+    test_representative_audit_and_o2_digits_training), one O2 step's loss and the weights whose gradient is not
+    finite."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
     kwargs, x, target = _inputs(name)
     ms.set_seed(0)
     cpu = convattn.create_model(name, num_classes=10, **kwargs)
@@ -46,19 +50,35 @@ def test_ascend_form_equals_cpu_form_and_o2_step_is_finite(pynative, name):
     _copy_weights(cpu, asc)
     cpu.set_train(False)
     asc.set_train(False)
-    want = cpu(x).asnumpy()
-    got = asc(x).asnumpy()
+    result = {"want": cpu(x).asnumpy(), "got": asc(x).asnumpy()}
+    if name not in REPRESENTATIVES.values():
+        step = O2TrainStep(asc)
+        step.set_train(True)
+        loss, grads = step(x, target)
+        result["loss"] = loss.asnumpy()
+        result["bad"] = [p.name for p, g in zip(step.weights, grads) if not np.isfinite(g.asnumpy()).all()]
+    return result
+
+
+@pytest.fixture(scope="module")
+def form_results():
+    """The default cases of the test below in two worker processes (tests/workers.py)."""
+    names = [n for n in convattn.list_models() if n not in TWINS]
+    return run_in_workers(_form_case, {name: ((name,), {}) for name in names})
+
+
+@pytest.mark.parametrize("name", every_model(convattn.list_models()))  # twins (same test network): -m slow
+def test_ascend_form_equals_cpu_form_and_o2_step_is_finite(pynative, name, request):
+    r = _form_case(name) if name in TWINS else request.getfixturevalue("form_results")[name]
+    if isinstance(r, BaseException):
+        raise r
+    want, got = r["want"], r["got"]
     err = float(np.abs(got - want).max())
     assert err <= 1e-5 * float(np.abs(want).max()), f"{name}: Ascend form differs from the CPU form by {err:.3g}"
-
     if name in REPRESENTATIVES.values():
-        return  # its O2 steps run compiled (small instance) in test_representative_audit_and_o2_digits_training
-    step = O2TrainStep(asc)
-    step.set_train(True)
-    loss, grads = step(x, target)
-    assert np.isfinite(loss.asnumpy()), f"{name}: O2 loss is {loss}"
-    bad = [p.name for p, g in zip(step.weights, grads) if not np.isfinite(g.asnumpy()).all()]
-    assert not bad, f"{name}: non-finite O2 gradients of {bad[:5]} ({len(bad)} parameters)"
+        return
+    assert np.isfinite(r["loss"]), f"{name}: O2 loss is {r['loss']}"
+    assert not r["bad"], f"{name}: non-finite O2 gradients of {r['bad'][:5]} ({len(r['bad'])} parameters)"
 
 
 # ------------------------------------------------ one model per code path: operator audit + O2 digits training
