@@ -177,25 +177,33 @@ def test_san_position_grid_without_linspace_is_bit_identical():
         assert np.array_equal(grid[0, 1], np.broadcast_to(ops.linspace(-1.0, 1.0, h).asnumpy()[:, None], (h, w)))
 
 
-@pytest.mark.parametrize("name", _family_firsts() + ["resnet26"])
-def test_deploy_form_equals_training_form(name):
-    """prepare_for_export (switch_to_deploy + export_safe + cell swaps) keeps the function, in GRAPH mode (a
-    compiled network must recompile); PyNative for the slice-gather networks, whose export-safe GRAPH compile
-    takes minutes (the module ONNX test runs that formulation compiled)."""
+def _deploy_form_case(name):
+    """prepare_for_export on the small ``name`` with perturbed BatchNorm statistics (a worker process): outputs
+    before and after, whether an exact nn.GELU is left, whether every export-safe switch is on, and the report."""
     net, cfg = _small(name)
     _perturb_bn(net)
     x = ms.Tensor(np.random.default_rng(1).standard_normal((2,) + tuple(cfg["small_input_size"])).astype(np.float32))
-    previous = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE if name in SLICE_GATHER else ms.GRAPH_MODE)
-    try:
-        ref = net(x).asnumpy()
-        report = prepare_for_export(net, onnx_safe=True)
-        out = net(x).asnumpy()
-    finally:
-        ms.set_context(mode=previous)
-    assert not any(isinstance(c, nn.GELU) and c.approximate == "none" for _, c in net.cells_and_names())
-    assert all(c.export_safe for _, c in net.cells_and_names() if isinstance(getattr(c, "export_safe", None), bool))
-    assert np.abs(out - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), (np.abs(out - ref).max(), report)
+    ref = net(x).asnumpy()
+    report = prepare_for_export(net, onnx_safe=True)
+    out = net(x).asnumpy()
+    exact_gelu = any(isinstance(c, nn.GELU) and c.approximate == "none" for _, c in net.cells_and_names())
+    safe = all(c.export_safe for _, c in net.cells_and_names() if isinstance(getattr(c, "export_safe", None), bool))
+    return {"ref": ref, "out": out, "exact_gelu": exact_gelu, "export_safe": safe, "report": report}
+
+
+DEPLOY_FORM_MODELS = _family_firsts() + ["resnet26"]
+
+
+@pytest.mark.parametrize("name", DEPLOY_FORM_MODELS)
+def test_deploy_form_equals_training_form(name, worker_cases):
+    """prepare_for_export (switch_to_deploy + export_safe + cell swaps) keeps the function, in GRAPH mode (a
+    compiled network must recompile); PyNative for the slice-gather networks, whose export-safe GRAPH compile
+    takes minutes (the module ONNX test runs that formulation compiled)."""
+    r = _case_result(worker_cases, "deploy_form", name)
+    assert not r["exact_gelu"] and r["export_safe"]
+    err = np.abs(r["out"] - r["ref"]).max()
+    assert err <= 1e-5 * max(1.0, np.abs(r["ref"]).max()), (err, r["report"])
 
 
 def test_ascend_legal_mode_leaves_no_grouped_conv_in_any_model():
@@ -210,22 +218,34 @@ def test_ascend_legal_mode_leaves_no_grouped_conv_in_any_model():
     assert all(flagged[n] == 0 for n in flagged if not n.startswith("acmix_")), flagged
 
 
-@pytest.mark.parametrize("name", ["acmix_resnet26", "acmix_swin_tiny", "acmix_pvt_tiny"])
-def test_ascend_legal_conv_path_keeps_function_and_names(name):
-    """The three ACmix conv-path hosts (ResNet module with stride-2 blocks, Swin window form, PVT form)."""
+def _ascend_legal_case(name):
+    """prepare_for_export(ascend_legal=True) on the small ``name`` (a worker process): parameter names and shapes
+    and outputs before and after, the grouped convs left, and the report of a second call."""
     net, cfg = _small(name)
     x = ms.Tensor(np.random.default_rng(2).standard_normal((2,) + tuple(cfg["small_input_size"])).astype(np.float32))
     names = {p.name: tuple(p.shape) for p in net.get_parameters()}
     ref = net(x).asnumpy()
     report = prepare_for_export(net, onnx_safe=False, ascend_legal=True)
     out = net(x).asnumpy()
-    assert report["ascend_legal"] and ascend_grouped_conv_report(net) == []
-    after = {p.name: tuple(p.shape) for p in net.get_parameters()}
+    return {"names": names, "after": {p.name: tuple(p.shape) for p in net.get_parameters()}, "ref": ref, "out": out,
+            "switched": report["ascend_legal"], "grouped": ascend_grouped_conv_report(net),
+            "again": prepare_for_export(net, onnx_safe=False, ascend_legal=True)["ascend_legal"]}
+
+
+ASCEND_LEGAL_MODELS = ["acmix_resnet26", "acmix_swin_tiny", "acmix_pvt_tiny"]
+
+
+@pytest.mark.parametrize("name", ASCEND_LEGAL_MODELS)
+def test_ascend_legal_conv_path_keeps_function_and_names(name, worker_cases):
+    """The three ACmix conv-path hosts (ResNet module with stride-2 blocks, Swin window form, PVT form)."""
+    r = _case_result(worker_cases, "ascend_legal", name)
+    names, after = r["names"], r["after"]
+    assert r["switched"] and r["grouped"] == []
     assert after.keys() == names.keys()  # dep_conv.weight keeps its name, only its shape changes
     changed = sorted(n for n in names if names[n] != after[n])
     assert changed and all(n.endswith("dep_conv.weight") for n in changed), changed
-    assert np.abs(out - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), np.abs(out - ref).max()
-    assert prepare_for_export(net, onnx_safe=False, ascend_legal=True)["ascend_legal"] == []  # idempotent
+    assert np.abs(r["out"] - r["ref"]).max() <= 1e-5 * max(1.0, np.abs(r["ref"]).max())
+    assert r["again"] == []  # idempotent
 
 
 def test_cli_ascend_export_has_no_grouped_conv(tmp_path):
@@ -259,20 +279,29 @@ ASCEND_FORM_EXPORTS = {"acmix_resnet26": ("MINDIR", {}), "acmix_swin_tiny": ("ON
 ASCEND_FORM_SLOW = {"acmix_san10"}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ASCEND_FORM_SLOW else n
-                                  for n in sorted(ASCEND_FORM_EXPORTS)])
-def test_ascend_form_export_from_a_cpu_checkpoint(name, tmp_path):
-    """A checkpoint of the CPU form exported with target='Ascend': the Ascend graph (depth-wise conv path, no
-    fused kernels) is written and verified against the CPU form of the same weights."""
+def _ascend_form_export_case(name, folder):
+    """A checkpoint of the CPU form of ``name`` exported with target='Ascend' into ``folder``: the export result."""
     fmt, extra = ASCEND_FORM_EXPORTS[name]
     cfg = convattn.get_model_cfg(name)
     kwargs = dict(cfg["small_kwargs"], **extra)
     size = (64, 64) if extra else tuple(cfg["small_input_size"][1:])
     cpu = convattn.create_model(name, num_classes=10, target="CPU", **kwargs)
-    ckpt = str(tmp_path / "cpu.ckpt")
+    ckpt = os.path.join(folder, "cpu.ckpt")
     ms.save_checkpoint(cpu, ckpt)
-    (res,) = export_model(name, ckpt=ckpt, fmt=fmt, out_dir=str(tmp_path / "o"), image_size=size,
-                          model_kwargs=kwargs, target="Ascend", log=lambda *_: None)
+    (res,) = export_model(name, ckpt=ckpt, fmt=fmt, out_dir=os.path.join(folder, "o"), image_size=size,
+                          model_kwargs=kwargs, target="Ascend", log=quiet)
+    return res
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in ASCEND_FORM_SLOW else n
+                                  for n in sorted(ASCEND_FORM_EXPORTS)])
+def test_ascend_form_export_from_a_cpu_checkpoint(name, tmp_path, request):
+    """A checkpoint of the CPU form exported with target='Ascend': the Ascend graph (depth-wise conv path, no
+    fused kernels) is written and verified against the CPU form of the same weights."""
+    if name in ASCEND_FORM_SLOW:
+        res = _ascend_form_export_case(name, str(tmp_path))
+    else:
+        res = _case_result(request.getfixturevalue("worker_cases"), "ascend_form_export", name)
     side = json.loads(open(res.sidecar).read())
     assert side["target"] == "Ascend" and side["ascend_non_depthwise_grouped_convs"] == []
     assert side["verification"]["reference"].startswith("the network built for CPU")
@@ -334,19 +363,51 @@ def _export_call(name, folder):
 _SLOW_EXPORTS = set(MINDIR_ONLY) | set(ONNX_ONLY) | set(COMPOSITES)  # variants: their representative's path
 
 
+_CASES = {"export": export_model, "deploy_form": _deploy_form_case, "ascend_legal": _ascend_legal_case,
+          "ascend_form_export": _ascend_form_export_case}
+
+
+def _run_case(kind, *args, **kwargs):
+    """One per-model case of this module (in a worker process; the execution mode restored after it)."""
+    previous = ms.get_context("mode")
+    try:
+        return _CASES[kind](*args, **kwargs)
+    finally:
+        ms.set_context(mode=previous)
+
+
+def _case_result(cases, kind, name):
+    result = cases[(kind, name)]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 @pytest.fixture(scope="module")
-def default_exports(tmp_path_factory):
-    """The default cases of the test below, exported and verified in two worker processes (tests/workers.py):
-    ``{name: (results or exception, cfg, out folder)}``."""
-    base = tmp_path_factory.mktemp("exports")
-    calls, cfgs = {}, {}
+def cases_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cases")
+
+
+@pytest.fixture(scope="module")
+def worker_cases(cases_dir):
+    """The compile-heavy per-model cases of this module's tests (the default exports, deploy forms, Ascend-legal
+    conversions and Ascend-form exports) in two worker processes (tests/workers.py), the exports (the heaviest)
+    first: ``{(kind, name): result or exception}``."""
+    base = cases_dir
+    calls = {}
     for name in convattn.list_models():
         if name not in _SLOW_EXPORTS:
             (base / name).mkdir()
-            kwargs, cfgs[name] = _export_call(name, base / name)
-            calls[name] = ((name,), kwargs)
-    results = run_in_workers(export_model, calls)
-    return {name: (results[name], cfgs[name], base / name / "out") for name in calls}
+            kwargs, _ = _export_call(name, base / name)
+            calls[("export", name)] = (("export", name), kwargs)
+    for name in sorted(set(ASCEND_FORM_EXPORTS) - ASCEND_FORM_SLOW):
+        (base / f"ascend-{name}").mkdir()
+        calls[("ascend_form_export", name)] = (("ascend_form_export", name, str(base / f"ascend-{name}")), {})
+    for name in ASCEND_LEGAL_MODELS:
+        calls[("ascend_legal", name)] = (("ascend_legal", name), {})
+    for name in DEPLOY_FORM_MODELS:
+        calls[("deploy_form", name)] = (("deploy_form", name), {})
+    return run_in_workers(_run_case, calls)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW_EXPORTS else n
@@ -357,9 +418,8 @@ def test_every_model_exports_and_verifies(name, tmp_path, request):
         kwargs, cfg = _export_call(name, tmp_path)
         results, out = export_model(name, **kwargs), tmp_path / "out"
     else:
-        results, cfg, out = request.getfixturevalue("default_exports")[name]
-        if isinstance(results, BaseException):
-            raise results
+        results = _case_result(request.getfixturevalue("worker_cases"), "export", name)
+        cfg, out = convattn.get_model_cfg(name), request.getfixturevalue("cases_dir") / name / "out"
     assert [r.format for r in results] == formats
     for r in results:
         assert r.max_abs_diff <= FP32_TOL and r.tolerance == FP32_TOL
