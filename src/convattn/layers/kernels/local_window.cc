@@ -1535,7 +1535,9 @@ inline void BnPlane(const float *__restrict__ xs, const float *__restrict__ rs, 
   }
 }
 
-inline float Masked(const float *ys, const float *gs, int64_t j) { return ys == nullptr || ys[j] > 0.0f ? gs[j] : 0.0f; }
+inline float Masked(const float *ys, const float *gs, int64_t j) {
+  return ys == nullptr ? gs[j] : gs[j] * static_cast<float>(ys[j] > 0.0f);
+}
 
 // Over one channel ch of x and dy [N,C,hw]: sum g and sum g (x - m), g = dy masked by y > 0 where y is given; each
 // plane's 8-lane partials added in order
@@ -1558,7 +1560,7 @@ void ChannelGradSums(const float *x, const float *dy, const float *y, int64_t n,
     } else {
       for (; j + 8 <= hw; j += 8)
         for (int t = 0; t < 8; ++t) {
-          const float g = ys[j + t] > 0.0f ? gs[j + t] : 0.0f;
+          const float g = gs[j + t] * static_cast<float>(ys[j + t] > 0.0f);  // branch-free: vectorised
           a[t] += g;
           b[t] += g * (xs[j + t] - m);
         }
@@ -1640,12 +1642,17 @@ int BnGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char *
         for (int64_t j = 0; j < hw; ++j) ds[j] = gs[j] * scale;
       } else if (ys == nullptr) {
         for (int64_t j = 0; j < hw; ++j) ds[j] = scale * (gs[j] - mean_dy - (xs[j] - m) * k);
-      } else {
-        float *__restrict__ rs = dres == nullptr ? nullptr : dres + off;
+      } else if (dres == nullptr) {
         for (int64_t j = 0; j < hw; ++j) {
-          const float g = ys[j] > 0.0f ? gs[j] : 0.0f;
+          const float g = gs[j] * static_cast<float>(ys[j] > 0.0f);
           ds[j] = scale * (g - mean_dy - (xs[j] - m) * k);
-          if (rs != nullptr) rs[j] = g;
+        }
+      } else {
+        float *__restrict__ rs = dres + off;
+        for (int64_t j = 0; j < hw; ++j) {
+          const float g = gs[j] * static_cast<float>(ys[j] > 0.0f);
+          ds[j] = scale * (g - mean_dy - (xs[j] - m) * k);
+          rs[j] = g;
         }
       }
     }
