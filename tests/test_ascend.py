@@ -17,7 +17,7 @@ from convattn.layers import set_fused_kernels
 from convattn.layers.san_attention import SAM
 from parity import load_fixture, tolerance
 from twins import TWINS, every_model
-from workers import run_in_workers
+from workers import run_in_workers, unwrap
 
 
 def _copy_weights(src: nn.Cell, dst: nn.Cell) -> None:
@@ -69,9 +69,7 @@ def form_results():
 
 @pytest.mark.parametrize("name", every_model(convattn.list_models()))  # twins (same test network): -m slow
 def test_ascend_form_equals_cpu_form_and_o2_step_is_finite(pynative, name, request):
-    r = _form_case(name) if name in TWINS else request.getfixturevalue("form_results")[name]
-    if isinstance(r, BaseException):
-        raise r
+    r = _form_case(name) if name in TWINS else unwrap(request.getfixturevalue("form_results")[name])
     want, got = r["want"], r["got"]
     err = float(np.abs(got - want).max())
     assert err <= 1e-5 * float(np.abs(want).max()), f"{name}: Ascend form differs from the CPU form by {err:.3g}"
@@ -103,9 +101,7 @@ def test_representative_audit_and_o2_digits_training(name, representative_result
     not defined" compile failures seen once when they ran one process per model came from source files edited
     while the run was going (MindSpore's GRAPH parser reads a function's source from the file at compile time, at
     the line numbers of the module loaded before the edit), not from the processes."""
-    result = representative_results[name]
-    if isinstance(result, BaseException):
-        raise result
+    result = unwrap(representative_results[name])
     found = findings(result)
     assert not found["violation"], f"{name}: Ascend audit violations: {found['violation']}"
     unknown = {line.split(": ")[1] for line in found["unknown"]}

@@ -39,7 +39,7 @@ from convattn.deploy import (ExportError, ExportSafeGELU, ExportSafeMaxPool2d, E
 from convattn.deploy import export as export_mod
 from convattn.models.registry import model_entrypoint
 from twins import TWINS, network_signature
-from workers import quiet, run_in_workers
+from workers import quiet, run_in_workers, unwrap
 
 FP32_TOL = 1e-4
 
@@ -200,7 +200,7 @@ def test_deploy_form_equals_training_form(name, worker_cases):
     """prepare_for_export (switch_to_deploy + export_safe + cell swaps) keeps the function, in GRAPH mode (a
     compiled network must recompile); PyNative for the slice-gather networks, whose export-safe GRAPH compile
     takes minutes (the module ONNX test runs that formulation compiled)."""
-    r = _case_result(worker_cases, "deploy_form", name)
+    r = unwrap(worker_cases[("deploy_form", name)])
     assert not r["exact_gelu"] and r["export_safe"]
     err = np.abs(r["out"] - r["ref"]).max()
     assert err <= 1e-5 * max(1.0, np.abs(r["ref"]).max()), (err, r["report"])
@@ -238,7 +238,7 @@ ASCEND_LEGAL_MODELS = ["acmix_resnet26", "acmix_swin_tiny", "acmix_pvt_tiny"]
 @pytest.mark.parametrize("name", ASCEND_LEGAL_MODELS)
 def test_ascend_legal_conv_path_keeps_function_and_names(name, worker_cases):
     """The three ACmix conv-path hosts (ResNet module with stride-2 blocks, Swin window form, PVT form)."""
-    r = _case_result(worker_cases, "ascend_legal", name)
+    r = unwrap(worker_cases[("ascend_legal", name)])
     names, after = r["names"], r["after"]
     assert r["switched"] and r["grouped"] == []
     assert after.keys() == names.keys()  # dep_conv.weight keeps its name, only its shape changes
@@ -301,7 +301,7 @@ def test_ascend_form_export_from_a_cpu_checkpoint(name, tmp_path, request):
     if name in ASCEND_FORM_SLOW:
         res = _ascend_form_export_case(name, str(tmp_path))
     else:
-        res = _case_result(request.getfixturevalue("worker_cases"), "ascend_form_export", name)
+        res = unwrap(request.getfixturevalue("worker_cases")[("ascend_form_export", name)])
     side = json.loads(open(res.sidecar).read())
     assert side["target"] == "Ascend" and side["ascend_non_depthwise_grouped_convs"] == []
     assert side["verification"]["reference"].startswith("the network built for CPU")
@@ -376,13 +376,6 @@ def _run_case(kind, *args, **kwargs):
         ms.set_context(mode=previous)
 
 
-def _case_result(cases, kind, name):
-    result = cases[(kind, name)]
-    if isinstance(result, BaseException):
-        raise result
-    return result
-
-
 @pytest.fixture(scope="module")
 def cases_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("cases")
@@ -418,7 +411,7 @@ def test_every_model_exports_and_verifies(name, tmp_path, request):
         kwargs, cfg = _export_call(name, tmp_path)
         results, out = export_model(name, **kwargs), tmp_path / "out"
     else:
-        results = _case_result(request.getfixturevalue("worker_cases"), "export", name)
+        results = unwrap(request.getfixturevalue("worker_cases")[("export", name)])
         cfg, out = convattn.get_model_cfg(name), request.getfixturevalue("cases_dir") / name / "out"
     assert [r.format for r in results] == formats
     for r in results:

@@ -11,7 +11,7 @@ from convattn.layers.san_attention import MAPPINGS, PAIRWISE_RELATIONS, PATCHWIS
 from convattn.models.san import SAN, Bottleneck
 from conftest import require_reference
 from parity import run_parity
-from workers import run_in_workers
+from workers import run_in_workers, unwrap
 
 # Trainable parameters of the official model/san.py at 1000 classes (model-facts §2.3, SAN README).
 OFFICIAL_PARAMS_M = {"san10_pairwise": 10.53, "san15_pairwise": 14.07, "san19_pairwise": 17.60,
@@ -192,9 +192,7 @@ def test_san_options_build_and_train_a_step(sa_type, relation, mapping, pos, opt
     """Every relation / mapping / position option builds, trains a step (the attention-weight and output
     convolutions change) and exports to ONNX: the export-safe form through mindspore.onnx.export equals the
     trained cell (issue 6)."""
-    r = option_results[(sa_type, relation, mapping, pos)]
-    if isinstance(r, BaseException):
-        raise r
+    r = unwrap(option_results[(sa_type, relation, mapping, pos)])
     assert np.isfinite(r["loss"])
     assert any(n.startswith("sam.conv_w") for n in r["changed"]) and any(n.startswith("sam.conv3") for n in r["changed"])
     assert np.abs(r["onnx"] - r["ref"]).max() <= 1e-5 * max(1.0, float(np.abs(r["ref"]).max()))

@@ -8,7 +8,7 @@ import concurrent.futures
 import multiprocessing
 import os
 
-__all__ = ["quiet", "run_in_workers"]
+__all__ = ["quiet", "run_in_workers", "unwrap"]
 
 
 def quiet(*_args, **_kwargs) -> None:
@@ -22,3 +22,11 @@ def run_in_workers(fn, calls: dict) -> dict:
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {key: pool.submit(fn, *args, **kwargs) for key, (args, kwargs) in calls.items()}
         return {key: future.exception() or future.result() for key, future in futures.items()}
+
+
+def unwrap(value):
+    """A value of :func:`run_in_workers`'s result: raised where its call raised (in the test of that key),
+    returned otherwise."""
+    if isinstance(value, BaseException):
+        raise value
+    return value
