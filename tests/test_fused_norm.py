@@ -154,22 +154,42 @@ def test_private_gemm_library_is_capped_at_avx512_where_the_cpu_has_it():
         assert gemm_isa() == expected
 
 
+def _bn_inputs(seed, shape):
+    """x (mean 1, scale 2), dy and the four per-channel values (gamma, beta, running mean, running variance)."""
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    x = rng.normal(1.0, 2.0, shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    stats = [rng.standard_normal(c).astype(np.float32) for _ in range(3)] + [rng.uniform(0.5, 2.0, c).astype(np.float32)]
+    return x, dy, stats
+
+
+def _set_bn(cell, stats, training):
+    for p, v in zip((cell.gamma, cell.beta, cell.moving_mean, cell.moving_variance), stats):
+        p.set_data(ms.Tensor(v))
+    cell.set_train(training)
+
+
+def _assert_fused_standard_float64(fused, standard, want):
+    """Each array of ``fused`` equals its float64 reference and the standard form's array, to 1e-5 of the
+    reference's scale (at least 1)."""
+    for got, std, ref in zip(fused, standard, want):
+        tol = 1e-5 * max(1.0, float(np.abs(ref).max()))
+        np.testing.assert_allclose(got, ref, rtol=0, atol=tol)
+        np.testing.assert_allclose(got, std, rtol=0, atol=tol)
+
+
 @pytest.mark.parametrize("shape", [(2, 6, 5, 7), (3, 4, 16, 16)])
 def test_fused_batch_norm_eval_matches_batch_norm_and_its_gradients(ms_mode, shape):
     """Eval mode (the running statistics): the fused kernel against nn.BatchNorm2d and float64, values and the
     gradients of x, gamma and beta."""
     from convattn.layers import FusedBatchNorm2d
 
-    rng = np.random.default_rng(4)
     c = shape[1]
-    x = rng.normal(1.0, 2.0, shape).astype(np.float32)
-    dy = rng.standard_normal(shape).astype(np.float32)
-    stats = [rng.standard_normal(c).astype(np.float32) for _ in range(3)] + [rng.uniform(0.5, 2.0, c).astype(np.float32)]
+    x, dy, stats = _bn_inputs(4, shape)
     cells = [FusedBatchNorm2d(c, eps=1e-3), nn.BatchNorm2d(c, eps=1e-3)]
     for cell in cells:
-        for p, v in zip((cell.gamma, cell.beta, cell.moving_mean, cell.moving_variance), stats):
-            p.set_data(ms.Tensor(v))
-        cell.set_train(False)
+        _set_bn(cell, stats, False)
     assert cells[0].fused
     gamma, beta, mean, var = (v.astype(np.float64).reshape(1, c, 1, 1) for v in stats)
     r = 1.0 / np.sqrt(var + 1e-3)
@@ -178,10 +198,7 @@ def test_fused_batch_norm_eval_matches_batch_norm_and_its_gradients(ms_mode, sha
     (y, grads), (y_std, grads_std) = value_and_grads(cells[0], x, dy), value_and_grads(cells[1], x, dy)
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
     np.testing.assert_allclose(y, y_std, rtol=0, atol=1e-5 * np.abs(ref).max())
-    for got, std, want in zip(grads, grads_std, refs):
-        tol = 1e-5 * max(1.0, float(np.abs(want).max()))
-        np.testing.assert_allclose(got, want, rtol=0, atol=tol)
-        np.testing.assert_allclose(got, std, rtol=0, atol=tol)
+    _assert_fused_standard_float64(grads, grads_std, refs)
     with build_target("Ascend"):
         from convattn.layers import batch_norm2d
         assert type(batch_norm2d(4)) is nn.BatchNorm2d
@@ -196,16 +213,11 @@ def test_fused_batch_norm_training_matches_batch_norm_gradients_and_running_upda
     variance to normalise, unbiased for the running value, ``momentum`` the weight of the old value)."""
     from convattn.layers import FusedBatchNorm2d
 
-    rng = np.random.default_rng(5)
     c = shape[1]
-    x = rng.normal(1.0, 2.0, shape).astype(np.float32)
-    dy = rng.standard_normal(shape).astype(np.float32)
-    stats = [rng.standard_normal(c).astype(np.float32) for _ in range(3)] + [rng.uniform(0.5, 2.0, c).astype(np.float32)]
+    x, dy, stats = _bn_inputs(5, shape)
     cells = [FusedBatchNorm2d(c, eps=1e-3, momentum=momentum), nn.BatchNorm2d(c, eps=1e-3, momentum=momentum)]
     for cell in cells:
-        for p, v in zip((cell.gamma, cell.beta, cell.moving_mean, cell.moving_variance), stats):
-            p.set_data(ms.Tensor(v))
-        cell.set_train(True)
+        _set_bn(cell, stats, True)
     assert cells[0].fused
     cells[0].bn_train = None  # the fused form never reaches MindSpore's training BatchNorm
     x64 = x.astype(np.float64)
@@ -221,10 +233,7 @@ def test_fused_batch_norm_training_matches_batch_norm_gradients_and_running_upda
     (y, grads), (y_std, grads_std) = value_and_grads(cells[0], x, dy), value_and_grads(cells[1], x, dy)
     np.testing.assert_allclose(y, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
     np.testing.assert_allclose(y, y_std, rtol=0, atol=1e-5 * np.abs(ref).max())
-    for got, std, want in zip(grads, grads_std, refs):
-        tol = 1e-5 * max(1.0, float(np.abs(want).max()))
-        np.testing.assert_allclose(got, want, rtol=0, atol=tol)
-        np.testing.assert_allclose(got, std, rtol=0, atol=tol)
+    _assert_fused_standard_float64(grads, grads_std, refs)
     count = x.size // c
     run_mean, run_var = stats[2].astype(np.float64), stats[3].astype(np.float64)
     for _ in range(2):
@@ -254,20 +263,15 @@ def test_fused_batch_norm_with_activation_matches_float64_and_the_standard_form(
     (MindSpore's BatchNorm, Add, ReLU), in evaluation and training mode."""
     from convattn.layers import FusedBatchNorm2d
 
-    rng = np.random.default_rng(6)
     shape, c = (3, 5, 9, 7), 5
-    x = rng.normal(0.5, 2.0, shape).astype(np.float32)
-    res = rng.standard_normal(shape).astype(np.float32)
-    dy = rng.standard_normal(shape).astype(np.float32)
-    stats = [rng.standard_normal(c).astype(np.float32) for _ in range(3)] + [rng.uniform(0.5, 2.0, c).astype(np.float32)]
+    x, dy, stats = _bn_inputs(6, shape)
+    res = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
     residual = act == "add_relu"
     outs = []
     for fused in (True, False):
         cell = FusedBatchNorm2d(c, eps=1e-3, act=act, fused=fused)
         assert cell.fused == fused
-        for p, v in zip((cell.gamma, cell.beta, cell.moving_mean, cell.moving_variance), stats):
-            p.set_data(ms.Tensor(v))
-        cell.set_train(training)
+        _set_bn(cell, stats, training)
         if fused:
             cell.bn_train = cell.bn_infer = None  # the fused form never reaches MindSpore's BatchNorm
         y = (cell(ms.Tensor(x), ms.Tensor(res)) if residual else cell(ms.Tensor(x))).asnumpy()
@@ -286,10 +290,7 @@ def test_fused_batch_norm_with_activation_matches_float64_and_the_standard_form(
     gx = g * gamma
     dx = r * (gx - gx.mean(axes, keepdims=True) - xhat * (gx * xhat).mean(axes, keepdims=True)) if training else gx * r
     refs = [ref, dx, g if residual else np.zeros_like(res), (g * xhat).sum(axes), g.sum(axes)]
-    for got, std, want in zip(outs[0], outs[1], refs):
-        tol = 1e-5 * max(1.0, float(np.abs(want).max()))
-        np.testing.assert_allclose(got, want, rtol=0, atol=tol)
-        np.testing.assert_allclose(got, std, rtol=0, atol=tol)
+    _assert_fused_standard_float64(outs[0], outs[1], refs)
 
 
 def test_batch_norm_with_activation_is_not_folded_into_a_conv():
