@@ -1584,15 +1584,24 @@ bool BnShape(int *ndims, int64_t **shapes, int64_t *n, int64_t *c, int64_t *hw) 
   return true;
 }
 
-int BnInfer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, BnAct act) {
-  const int in = BnInputs(act);
-  int64_t n, c, hw;
-  if (nparam != in + 1 || !BnShape(ndims, shapes, &n, &c, &hw)) return 1;
+// The forward kernels' checks: `outputs` after the inputs (x, gamma, beta, mean, var, eps or hyper [, res]), all
+// float32, four per-channel vectors, `hyper_size` values in the fifth, res the shape of x. 0 or an error code.
+int BnForwardCheck(int nparam, int *ndims, int64_t **shapes, const char **dtypes, BnAct act, int outputs,
+                   int64_t hyper_size, int64_t *n, int64_t *c, int64_t *hw) {
+  if (nparam != BnInputs(act) + outputs || !BnShape(ndims, shapes, n, c, hw)) return 1;
   for (int i = 0; i < nparam; ++i)
     if (!IsFloat32(dtypes[i])) return 2;
   for (int i = 1; i < 5; ++i)
-    if (NumElements(ndims[i], shapes[i]) != c) return 3;
+    if (NumElements(ndims[i], shapes[i]) != *c) return 3;
+  if (NumElements(ndims[5], shapes[5]) != hyper_size) return 3;
   if (act == kAddRelu && NumElements(ndims[6], shapes[6]) != NumElements(ndims[0], shapes[0])) return 3;
+  return 0;
+}
+
+int BnInfer(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, BnAct act) {
+  const int in = BnInputs(act);
+  int64_t n, c, hw;
+  if (int err = BnForwardCheck(nparam, ndims, shapes, dtypes, act, 1, 1, &n, &c, &hw)) return err;
   const float *x = static_cast<const float *>(params[0]);
   const float *gamma = static_cast<const float *>(params[1]), *beta = static_cast<const float *>(params[2]);
   const float *mean = static_cast<const float *>(params[3]), *var = static_cast<const float *>(params[4]);
@@ -1673,13 +1682,7 @@ int BnTrainGrad(int nparam, void **params, int *ndims, int64_t **shapes, const c
 int BnTrain(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, BnAct act) {
   const int in = BnInputs(act);
   int64_t n, c, hw;
-  if (nparam != in + 5 || !BnShape(ndims, shapes, &n, &c, &hw)) return 1;
-  for (int i = 0; i < nparam; ++i)
-    if (!IsFloat32(dtypes[i])) return 2;
-  for (int i = 1; i < 5; ++i)
-    if (NumElements(ndims[i], shapes[i]) != c) return 3;
-  if (NumElements(ndims[5], shapes[5]) != 2) return 3;
-  if (act == kAddRelu && NumElements(ndims[6], shapes[6]) != NumElements(ndims[0], shapes[0])) return 3;
+  if (int err = BnForwardCheck(nparam, ndims, shapes, dtypes, act, 5, 2, &n, &c, &hw)) return err;
   const float *x = static_cast<const float *>(params[0]);
   const float *gamma = static_cast<const float *>(params[1]), *beta = static_cast<const float *>(params[2]);
   const float *mm = static_cast<const float *>(params[3]), *mv = static_cast<const float *>(params[4]);
