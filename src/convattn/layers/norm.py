@@ -199,9 +199,10 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
         self.fused_capable = (cell_kernels_allowed() and fused_kernels_available()
                               and self.use_batch_statistics is None and self.format == "NCHW")
         self.fused = bool(fused) and self.fused_capable
-        ops_ = _bn_ops(act) if self.fused_capable else (None, None)
-        self.kernel = _BnInferKernel(eps, ops_[0]) if self.fused_capable else None
-        self.train_kernel = _BnTrainKernel(eps, momentum, ops_[1]) if self.fused_capable else None
+        self.kernel = self.train_kernel = None
+        if self.fused_capable:
+            infer, train = _bn_ops(act)
+            self.kernel, self.train_kernel = _BnInferKernel(eps, infer), _BnTrainKernel(eps, momentum, train)
 
     def construct(self, x, residual=None):
         if self.fused:
