@@ -33,7 +33,19 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from .helpers import reselect_implementations
-from .kernel_build import fused_kernels_available, kernel_library, unavailable_reason
+from ..cpu.runtime import runtime
+
+
+def kernel_library():
+    return runtime().path
+
+
+def unavailable_reason():
+    return runtime().reason
+
+
+def fused_kernels_available():
+    return runtime().available
 
 __all__ = ["LocalAggregate", "LocalCorrelate", "LocalDiff", "PairwiseMlp", "TapSoftmax", "Float32Cell", "custom_primitive",
            "require_library", "fused_kernels_available", "kernel_library", "set_fused_kernels"]

@@ -18,7 +18,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from .fused_window import Float32Cell, custom_primitive, fused_kernels_available, require_library
-from .gemm import gemm_library
+from ..cpu.gemm import gemm_library
 
 __all__ = ["dense", "Linear", "FusedBiasAdd", "FusedLinear"]
 

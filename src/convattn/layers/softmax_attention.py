@@ -21,7 +21,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from .fused_window import Float32Cell, custom_primitive, fused_kernels_available, require_library
-from .gemm import gemm_library
+from ..cpu.gemm import gemm_library
 from .helpers import unbind
 
 __all__ = ["SoftmaxAttention", "FusedSoftmaxAttention"]

@@ -22,7 +22,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .kernel_build import fused_kernels_available, unavailable_reason
+from .fused_window import fused_kernels_available, unavailable_reason
 
 __all__ = ["TARGETS", "Formulation", "FORMULATIONS", "resolve_target", "build_target", "select_form",
            "fused_allowed", "cell_kernels_allowed", "map_between_forms", "form_table"]

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from typing import Optional
 
-from .kernel_build import cache_dir, cpu_flags, kernels_enabled
+from .runtime import backend_enabled, cache_dir, cpu_flags
 
 __all__ = ["gemm_library", "gemm_unavailable_reason", "gemm_enabled", "GEMM_LIBRARY_VAR", "gemm_isa"]
 
@@ -33,7 +33,7 @@ _LOADED = {"tried": False, "path": None, "error": None, "isa": None}
 
 def gemm_enabled() -> bool:
     """False when ``CONVATTN_FUSED_GEMM`` (or ``CONVATTN_FUSED_KERNELS``) turns it off."""
-    return kernels_enabled() and os.environ.get("CONVATTN_FUSED_GEMM", "1").strip().lower() not in (
+    return backend_enabled() and os.environ.get("CONVATTN_FUSED_GEMM", "1").strip().lower() not in (
         "0", "false", "off", "no")
 
 
