@@ -13,7 +13,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # tests run against the working tree even without `pip install -e .`
 
-import convattn  # noqa: E402,F401  (applies ONEDNN_MAX_CPU_ISA=AVX2 before MindSpore runs a kernel)
+import convattn  # noqa: E402
+
+convattn.apply_cpu_defaults()  # ONEDNN_MAX_CPU_ISA=AVX2 where it helps, before MindSpore runs a kernel
 
 
 def reference_root() -> Path:

@@ -13,7 +13,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # the working tree, as conftest.py does
 
-import convattn  # noqa: E402,F401  (applies ONEDNN_MAX_CPU_ISA=AVX2 before MindSpore runs a kernel)
+import convattn  # noqa: E402
+
+convattn.apply_cpu_defaults()  # ONEDNN_MAX_CPU_ISA=AVX2 where it helps, before MindSpore runs a kernel
 from convattn.engine.callbacks import Callback  # noqa: E402
 
 

@@ -19,6 +19,9 @@ __all__ = ["main"]
 
 
 def main(argv=None) -> int:
+    from .. import apply_cpu_defaults
+
+    apply_cpu_defaults()  # before MindSpore runs a kernel (see convattn._env)
     p = ArgumentParser(description="Ascend operator audit: compile each model's Ascend form (inference graph and O2 "
                                    "training step) and check every primitive against what MindSpore documents for Ascend.")
     p.add_argument("patterns", nargs="*", default=["*"],

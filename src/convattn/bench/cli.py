@@ -43,6 +43,9 @@ def device_available(target: str) -> bool:
 
 
 def main(argv=None) -> int:
+    from .. import apply_cpu_defaults
+
+    apply_cpu_defaults()  # before MindSpore runs a kernel (see convattn._env)
     args = build_parser().parse_args(argv)
     try:
         cfg = BenchConfig(device_target=args.device_target, batch_sizes=tuple(args.batch_sizes),

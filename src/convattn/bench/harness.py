@@ -121,11 +121,12 @@ def _describe_formulation(net) -> str:
         name = type(cell).__name__
         impl = getattr(cell, "attn_impl", None)
         if isinstance(impl, str) and not getattr(getattr(cell, "unfold", None), "export_safe", False):
-            if getattr(cell, "fused", False) is True:
+            if hasattr(cell, "attention_form"):  # ACmix: the form it was built with
+                impl = {"fused": "fused-kernel"}.get(cell.attention_form(), cell.attention_form())
+            elif getattr(cell, "fused", False) is True:
                 impl = "fused-kernel"
-            elif impl == "fused":  # a stride-2 layer: ACmix runs its blocked path, SAN its gather
-                form = cell.attention_form() if hasattr(cell, "attention_form") else "unfold"  # ACmix: its form
-                impl = "fast" if form == "fast" else "unfold"
+            elif impl == "fused":  # a stride-2 SAN layer runs its gather
+                impl = "unfold"
             tags.add("attn:" + {"fast": "blocked-matmul"}.get(impl, impl))  # the window attention actually run
         elif name == "LocalWindowGather" and not cell.export_safe and id(cell) not in idle:
             tags.add("unfold-gather")
@@ -169,13 +170,17 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
     if cfg["threads"] and cfg["device_target"] == "CPU":
         ms.device_context.cpu.op_tuning.threads_num(int(cfg["threads"]))
     size = tuple(cfg["image_size"] or get_model_cfg(base)["input_size"][1:])
-    net = create_model(base, target=cfg.get("target") or cfg["device_target"], **cfg["model_kwargs"])
-    net.set_train(False)
     train = cfg.get("mode", "infer") == "train"
-    if variant == "deploy":
-        if not hasattr(net, "switch_to_deploy"):
-            raise ValueError(f"{base} has no switch_to_deploy(); '@deploy' applies to re-parameterisable models")
-        net.switch_to_deploy()
+    if variant == "deploy" and train:
+        raise ValueError(f"'{name}': a deploy-form network cannot train; benchmark it in infer mode")
+    try:  # '@deploy': the one deploy entry point, create_model(deploy=True)
+        net = create_model(base, target=cfg.get("target") or cfg["device_target"], deploy=variant == "deploy",
+                           **cfg["model_kwargs"])
+    except ValueError as exc:
+        if variant == "deploy":
+            raise ValueError(f"'{name}': {exc}; '@deploy' applies to re-parameterisable models") from None
+        raise
+    net.set_train(False)
     counts = param_columns(net)
     gmacs = count_macs(net, (1, 3) + size)["total"] / 1e9
     formulation = _describe_formulation(net)
@@ -327,9 +332,9 @@ def top_ops(profile: Optional[List[dict]], n: int = 5) -> str:
 def _worker_main() -> int:
     """Subprocess entry: ``python -m convattn.bench.harness --worker NAME BATCH JSON_CFG``; prints one JSON line."""
     name, batch, cfg_json = sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    from .. import _env
+    from .. import apply_cpu_defaults
 
-    _env.apply_cpu_defaults()
+    apply_cpu_defaults()
     try:
         res = run_one(name, batch, BenchConfig(**json.loads(cfg_json)))
     except Exception as exc:  # reported to the parent, which records the failure and goes on

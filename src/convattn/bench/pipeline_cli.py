@@ -53,6 +53,9 @@ def bench_parser() -> ArgumentParser:
 
 
 def bench_main(argv=None) -> int:
+    from .. import apply_cpu_defaults
+
+    apply_cpu_defaults()  # before MindSpore runs a kernel (see convattn._env)
     args = bench_parser().parse_args(argv)
     if min(args.workers) < 1 or args.repeats < 1 or args.batch_size < 1:
         print("error: --workers, --repeats and --batch_size must be >= 1", file=sys.stderr)

@@ -1,10 +1,7 @@
 """``python -m convattn.convert --model NAME [--model_kwargs YAML] SRC DST``: official PyTorch weights -> MindSpore .ckpt."""
 import sys
 
-from .. import _env
 from ..utils.cli import ArgumentParser, parse_model_kwargs
-
-_env.apply_cpu_defaults()
 
 
 def build_parser() -> ArgumentParser:
@@ -23,6 +20,9 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .. import apply_cpu_defaults
+
+    apply_cpu_defaults()  # before MindSpore runs a kernel (see convattn._env)
     args = build_parser().parse_args(argv)
     try:
         kwargs = parse_model_kwargs(args.model_kwargs)

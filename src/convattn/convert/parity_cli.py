@@ -22,6 +22,9 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .. import apply_cpu_defaults
+
+    apply_cpu_defaults()  # before MindSpore runs a kernel (see convattn._env)
     args = build_parser().parse_args(argv)
     try:
         rows = parity_rows(only=args.fixtures or None, log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -1,12 +1,10 @@
-"""Deployment: deploy-time transforms, export-safe operators, MINDIR/ONNX export with built-in verification."""
+"""Deployment: MINDIR/ONNX export of networks built in their export form, with built-in verification."""
+from ..layers.export_gelu import ExportSafeGELU
+from ..layers.export_pool import ExportSafeMaxPool2d
 from .export import (FORMATS, TOLERANCES, ExportError, ExportResult, ExportVerificationError, export_model,
                      parse_formats, weights_sha256)
-from .gelu import ExportSafeGELU
-from .pool import ExportSafeMaxPool2d
-from .transforms import (ascend_grouped_conv_report, fold_bn_into_conv, fuse_conv_bn, prepare_for_export,
-                         replace_cells, switch_to_deploy, to_ascend_legal)
+from .transforms import ascend_grouped_conv_report, fold_bn_into_conv, fuse_conv_bn, switch_to_deploy
 
 __all__ = ["FORMATS", "TOLERANCES", "ExportError", "ExportResult", "ExportVerificationError", "export_model",
            "parse_formats", "weights_sha256", "ExportSafeGELU", "ExportSafeMaxPool2d", "ascend_grouped_conv_report",
-           "fold_bn_into_conv", "fuse_conv_bn", "prepare_for_export", "replace_cells", "switch_to_deploy",
-           "to_ascend_legal"]
+           "fold_bn_into_conv", "fuse_conv_bn", "switch_to_deploy"]

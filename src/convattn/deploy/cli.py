@@ -48,6 +48,9 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .. import apply_cpu_defaults
+
+    apply_cpu_defaults()  # before MindSpore runs a kernel (see convattn._env)
     import convattn  # noqa: F401  (CPU defaults before MindSpore runs anything)
 
     from ..utils.cli import parse_model_kwargs

@@ -4,11 +4,13 @@ Order of work (nothing is written before step 4, nothing final before step 6):
 
 1. validate the request: format, output paths (existing files are refused unless ``overwrite``; the
    output folder must be writable), batch and image size;
-2. build the model and load the checkpoint strictly (every name and shape, the classifier included);
+2. build the model for this device (its default form) and load the checkpoint strictly (every name and shape,
+   the classifier included);
 3. run the network in eval mode on a fixed random batch: the reference; an image size the model cannot
    take fails here, with the model's own message;
-4. apply the deploy transforms (:func:`~convattn.deploy.transforms.prepare_for_export`) and export into a
-   private temporary folder inside the output folder (``mindspore.onnx.export`` chmods its folder to
+4. per format, build the network in its export form (``create_model(..., export_safe=ONNX, cpu_backend=False,
+   deploy='auto')``: standard cells, the target's formulations, the deploy re-parameterisation), load the same
+   weights through the one loader, and export into a private temporary folder inside the output folder (``mindspore.onnx.export`` chmods its folder to
    0700 and MindSpore writes files with mode 0400, so neither touches the user's folder or files);
 5. load the artifact back (``mindspore.load`` + ``nn.GraphCell`` / onnxruntime), run the same batch
    (and a second batch size with ``dynamic_batch``), compare with the reference;
@@ -126,12 +128,13 @@ def _read_checkpoint(ckpt: str) -> Dict:
 
 
 def _build(model: str, ckpt: Optional[str], random_weights: bool, num_classes: Optional[int], model_kwargs: dict,
-           target: Optional[str] = None, weights: Optional[Dict] = None):
-    """Build ``model`` for ``target`` and load ``ckpt`` (or ``weights``, a name -> tensor dict) strictly, every
+           target: Optional[str] = None, weights: Optional[Dict] = None, **form):
+    """Build ``model`` for ``target`` in the form ``form`` (``export_safe``, ``cpu_backend``, ``deploy``; see
+    :func:`convattn.create_model`) and load ``ckpt`` (or ``weights``, a name -> tensor dict) strictly, every
     name and shape, the classifier included; a checkpoint of any formulation loads (see
     :func:`convattn.models.helpers.load_checkpoint`)."""
     from ..models import create_model, get_model_cfg
-    from ..models.helpers import CheckpointMismatchError, load_checkpoint
+    from ..models.helpers import CheckpointMismatchError
 
     cfg = get_model_cfg(model)  # unknown names fail here, with suggestions
     if ckpt is None and not random_weights and weights is None:
@@ -144,17 +147,21 @@ def _build(model: str, ckpt: Optional[str], random_weights: bool, num_classes: O
         head = f"{cfg['classifier']}.weight" if cfg.get("classifier") else None
         num_classes = int(weights[head].shape[0]) if weights is not None and head in weights else cfg["num_classes"]
     try:
-        net = create_model(model, num_classes=num_classes, target=target, **model_kwargs)
+        net = create_model(model, num_classes=num_classes, target=target, pretrained=weights,
+                           load_args={"classifier": None, "source": ckpt}, **form, **model_kwargs)
+    except CheckpointMismatchError as exc:
+        raise ExportError(f"{exc}\n(built with num_classes={num_classes}, model kwargs {model_kwargs}): pass the "
+                          "--model, --model_kwargs and --num_classes it was trained with.") from exc
     except (TypeError, ValueError) as exc:
         raise ExportError(f"cannot build {model} with num_classes={num_classes}, {model_kwargs}: {exc}") from exc
-    if weights is not None:
-        try:
-            load_checkpoint(net, weights, classifier=None, source=ckpt)
-        except CheckpointMismatchError as exc:
-            raise ExportError(f"{exc}\n(built with num_classes={num_classes}, model kwargs {model_kwargs}): pass the "
-                              "--model, --model_kwargs and --num_classes it was trained with.") from exc
     net.set_train(False)
     return net, cfg, num_classes
+
+
+def _state(net) -> Dict:
+    import mindspore as ms
+
+    return {p.name: ms.Parameter(ms.Tensor(p.asnumpy()), name=p.name) for p in net.get_parameters()}
 
 
 def _run_reference(net, x: np.ndarray, model: str):
@@ -247,7 +254,7 @@ def export_model(
     from .. import __version__ as convattn_version
     from ..layers.targets import resolve_target
     from ..models import get_model_cfg
-    from .transforms import ascend_grouped_conv_report, prepare_for_export
+    from .transforms import ascend_grouped_conv_report
 
     from ..utils.cli import split_num_classes
 
@@ -268,11 +275,10 @@ def export_model(
         raise ExportError(f"--batch must be >= 1, got {batch}")
     stem = name or (model + ("_fp16" if fp16 else ""))
     paths = _check_outputs(out_dir, stem, formats, overwrite)
-    net, cfg, num_classes = _build(model, ckpt, random_weights, num_classes, model_kwargs, target)
-    ref_net = net
-    if target != here:  # the reference: the same weights in this device's formulations
-        state = {p.name: ms.Parameter(ms.Tensor(p.asnumpy()), name=p.name) for p in net.get_parameters()}
-        ref_net, _, _ = _build(model, None, False, num_classes, model_kwargs, here, weights=state)
+    # the reference: the weights in this device's default form (the form the tests check against the official code)
+    ref_net, cfg, num_classes = _build(model, ckpt, random_weights, num_classes, model_kwargs, here)
+    state = _state(ref_net)
+    net = ref_net
     in_chans = int(getattr(net, "in_chans", cfg["input_size"][0]))
     if image_size is None:
         image_size = tuple(cfg["input_size"][1:])
@@ -291,8 +297,8 @@ def export_model(
     if dynamic_batch:
         batches.append(rng.standard_normal((batch + 1, in_chans, h, w)).astype(np.float32))
     refs = [_run_reference(ref_net, b, model) for b in batches]
-    del ref_net
-    sha = weights_sha256(net)
+    sha = weights_sha256(ref_net)
+    del ref_net, net
     ckpt_sha = _file_sha256(ckpt) if ckpt else None
     precision = "float16" if fp16 else "float32"
     tol = TOLERANCES[precision]
@@ -302,7 +308,10 @@ def export_model(
     for f in formats:
         t0 = time.perf_counter()
         onnx_safe = f == "ONNX" or export_safe_mindir
-        deploy = prepare_for_export(net, onnx_safe=onnx_safe, ascend_legal=target == "Ascend")
+        net, _, _ = _build(model, None, False, num_classes, model_kwargs, target, weights=state,
+                           export_safe=onnx_safe, cpu_backend=False, deploy="auto")
+        deploy = {"form": net.form.describe(), "switch_to_deploy": list(net.deploy_report),
+                  "export_safe": onnx_safe, "cpu_backend": False}
         if fp16:
             net.to_float(ms.float16)
             for p in net.get_parameters():

@@ -31,6 +31,9 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .. import apply_cpu_defaults
+
+    apply_cpu_defaults()  # before MindSpore runs a kernel (see convattn._env)
     import convattn  # noqa: F401  (CPU defaults before MindSpore runs anything)
 
     args = build_parser().parse_args(argv)

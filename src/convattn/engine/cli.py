@@ -14,6 +14,9 @@ def _fail(exc: Exception) -> int:
 
 
 def train_main(argv: Optional[Sequence[str]] = None) -> int:
+    from .. import apply_cpu_defaults
+
+    apply_cpu_defaults()  # before MindSpore runs a kernel (see convattn._env)
     try:
         cfg = validate(parse_cli(argv, "Train a convattn model (YAML config + --key value overrides)."))
     except ConfigError as exc:
@@ -28,6 +31,9 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
 
 def check_main(argv: Optional[Sequence[str]] = None) -> int:
     """Validate a training config + overrides without training (the launchers run it before starting processes)."""
+    from .. import apply_cpu_defaults
+
+    apply_cpu_defaults()  # before MindSpore runs a kernel (see convattn._env)
     try:
         cfg = validate(parse_cli(argv, "Check a training config (the launchers run this before any process)."))
     except ConfigError as exc:
@@ -38,6 +44,9 @@ def check_main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def eval_main(argv: Optional[Sequence[str]] = None) -> int:
+    from .. import apply_cpu_defaults
+
+    apply_cpu_defaults()  # before MindSpore runs a kernel (see convattn._env)
     try:
         cfg = validate(parse_cli(argv, "Evaluate a checkpoint: top-1, top-5 and loss on the val tree."),
                        for_training=False)

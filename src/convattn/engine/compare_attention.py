@@ -111,6 +111,9 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .. import apply_cpu_defaults
+
+    apply_cpu_defaults()  # before MindSpore runs a kernel (see convattn._env)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.models:

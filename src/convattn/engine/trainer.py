@@ -73,16 +73,22 @@ def setup_context(cfg: Config):
     return rank, size
 
 
-def build_model(cfg: Config):
+def build_model(cfg: Config, **form):
+    """The run's network (``form``: further :func:`convattn.create_model` arguments, e.g. ``pretrained``,
+    ``deploy``, ``load_args``), with the run's AMP level applied."""
     from ..models import create_model
     kwargs = dict(cfg.model_kwargs)
     if cfg.drop_rate is not None:
         kwargs["drop_rate"] = cfg.drop_rate
-    net = create_model(cfg.model, num_classes=cfg.num_classes, pretrained=cfg.pretrained,
-                       drop_path_rate=cfg.drop_path_rate, target=cfg.target or cfg.device_target, **kwargs)
+    form.setdefault("pretrained", cfg.pretrained)
+    net = create_model(cfg.model, num_classes=cfg.num_classes, drop_path_rate=cfg.drop_path_rate,
+                       target=cfg.target or cfg.device_target, **form, **kwargs)
     if cfg.amp_level != "O0":
         dtype = ms.float16 if cfg.amp_dtype == "float16" else ms.bfloat16
+        reports = {k: getattr(net, k) for k in ("load_report", "deploy_report", "form", "target")}
         net = ms.amp.auto_mixed_precision(net, cfg.amp_level, dtype=dtype)
+        for k, v in reports.items():  # AMP may wrap the network: keep what the build recorded
+            setattr(net, k, v)
     return net
 
 
@@ -467,19 +473,20 @@ def run_eval(cfg: Config) -> dict:
         os.path.join(cfg.data_dir, cfg.train_split)) else (None, None, None)
     if make_val is None:
         make_val = _val_only_loader(cfg, data_cfg, rank, size)
-    net = build_model(cfg)
-    from ..models.helpers import CheckpointMismatchError, load_checkpoint
-    try:  # any formulation's checkpoint (e.g. trained on GPU, evaluated on Ascend)
-        use_ema = load_checkpoint(net, cfg.ckpt, classifier=None, use_ema=cfg.ema)["ema"]
+    from ..models.helpers import CheckpointMismatchError
+    try:  # any formulation's checkpoint (e.g. trained on GPU, evaluated on Ascend); deploy: the one entry point
+        net = build_model(cfg, pretrained=cfg.ckpt, load_args={"classifier": None, "use_ema": cfg.ema},
+                          deploy=bool(cfg.deploy))
     except CheckpointMismatchError as exc:
         raise ValueError(f"{exc}\nCheck --model, --model_kwargs and --num_classes match the training config") from None
+    except ValueError as exc:
+        if cfg.deploy and "no re-parameterisation" in str(exc):
+            raise ValueError(f"--deploy: {cfg.model} has no switch_to_deploy() re-parameterisation; drop --deploy") \
+                from None
+        raise
+    use_ema = bool((net.load_report or {}).get("ema"))
     if cfg.deploy:
-        from ..layers.reparam import switch_to_deploy
-        net.set_train(False)
-        switched = switch_to_deploy(net)
-        if not switched:
-            raise ValueError(f"--deploy: {cfg.model} has no switch_to_deploy() re-parameterisation; drop --deploy")
-        _print(f"switched to the deploy form: {', '.join(switched)}", rank)
+        _print(f"switched to the deploy form: {', '.join(net.deploy_report)}", rank)
     t0 = time.time()
     metrics = evaluate(net, make_val(), cfg.num_classes, size > 1)
     _print(f"eval {cfg.model} {cfg.ckpt}{' (EMA weights)' if use_ema else ''}{' (deploy form)' if cfg.deploy else ''} on {metrics['n']} images: "

@@ -1,19 +1,21 @@
 """Operators (MindSpore cells), one file per idea. Layers know no network."""
 from .drop_path import DropPath
-from .helpers import GELU, check_nchw, conv_fan_out_normal, invalidate_graph_cache, subsample2d, to_2tuple
+from .helpers import GELU, check_nchw, conv_fan_out_normal, subsample2d, to_2tuple
 from .init import trunc_normal, trunc_normal_dense
-from .norm import ChannelLayerNorm, FusedBatchNorm2d, FusedLayerNorm, batch_norm2d, layer_norm
-from .linear import Linear, dense
-from .depthwise import DepthwiseConv2d, depthwise_conv
-from .conv import GemmConv2d, conv2d
-from .pool import FusedMaxPool2d, max_pool2d
+from .norm import BatchNormAct2d, ChannelLayerNorm, batch_norm2d, channel_layer_norm, layer_norm
+from .linear import dense
+from .depthwise import depthwise_conv
+from .conv import conv2d
+from .pool import max_pool2d
+from .export_gelu import ExportSafeGELU
+from .export_pool import ExportSafeMaxPool2d
 from .mlp import Mlp
 from .softmax_attention import SoftmaxAttention
 from .patch_embed import PatchEmbed
 from .lka import LKA, LKAAttention
-from .window_gather import LocalWindowGather, reflect_pad_slices, set_export_safe
-from .fused_window import LocalAggregate, LocalCorrelate, fused_kernels_available, set_fused_kernels
-from .targets import TARGETS, build_target, map_between_forms, resolve_target, select_form
+from .window_gather import LocalWindowGather, reflect_pad_slices
+from .targets import (TARGETS, BuildForm, build_target, cpu_cell, current_form, decide_form, map_between_forms,
+                      resolve_target, select_form)
 from .acmix import ACmix, ACmixConvPath, ConvPathMixin
 from .dynamic_attention import (AttentionActivation, DepthwiseAttentionCore, DynamicAttention, DynamicAttentionCore,
                                 build_attention_core, check_attention_args)
@@ -24,12 +26,13 @@ from .xvolution import XVolution, pssa_directions, shift2d
 from .reparam import is_deployed, switch_to_deploy
 
 __all__ = [
-    "DropPath", "GELU", "ChannelLayerNorm", "check_nchw", "conv_fan_out_normal", "invalidate_graph_cache", "subsample2d", "to_2tuple",
-    "trunc_normal", "trunc_normal_dense", "layer_norm", "FusedLayerNorm", "batch_norm2d", "FusedBatchNorm2d", "Linear", "dense", "DepthwiseConv2d", "depthwise_conv", "GemmConv2d", "conv2d", "FusedMaxPool2d", "max_pool2d", "Mlp", "SoftmaxAttention", "PatchEmbed",
-    "LKA", "LKAAttention",
-    "LocalWindowGather", "reflect_pad_slices", "set_export_safe",
-    "LocalAggregate", "LocalCorrelate", "fused_kernels_available", "set_fused_kernels",
-    "TARGETS", "build_target", "map_between_forms", "resolve_target", "select_form",
+    "DropPath", "GELU", "ChannelLayerNorm", "channel_layer_norm", "check_nchw", "conv_fan_out_normal", "subsample2d",
+    "to_2tuple", "trunc_normal", "trunc_normal_dense", "layer_norm", "batch_norm2d", "BatchNormAct2d", "dense",
+    "depthwise_conv", "conv2d", "max_pool2d", "ExportSafeGELU", "ExportSafeMaxPool2d", "Mlp", "SoftmaxAttention",
+    "PatchEmbed", "LKA", "LKAAttention",
+    "LocalWindowGather", "reflect_pad_slices",
+    "TARGETS", "BuildForm", "build_target", "cpu_cell", "current_form", "decide_form", "map_between_forms",
+    "resolve_target", "select_form",
     "ACmix", "ACmixConvPath", "ConvPathMixin",
     "AttentionActivation", "DepthwiseAttentionCore", "DynamicAttention", "DynamicAttentionCore", "build_attention_core",
     "check_attention_args",

@@ -32,14 +32,13 @@ from typing import Optional
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
-from .helpers import adopt_precision, coordinate_grid, subsample2d
-from .fused_window import LocalAggregate, LocalCorrelate, TapSoftmax
+from .helpers import coordinate_grid, subsample2d
 from .local_attention import BlockedWindowAttention
-from .targets import fused_allowed, select_form
+from .targets import cpu_cell, current_form, select_form
 from .window_gather import LocalWindowGather
 
 __all__ = ["ACmix", "ACmixConvPath", "ConvPathMixin", "GroupedConvForm", "DepthwiseConvForm", "UnfoldWindowAttention",
-           "BlockedAcmixAttention", "FusedWindowAttention", "shift_kernel", "default_depthwise_conv", "acmix_position"]
+           "BlockedAcmixAttention", "shift_kernel", "default_depthwise_conv", "acmix_position"]
 
 
 def default_depthwise_conv() -> bool:
@@ -108,29 +107,6 @@ class ConvPathMixin:
         """Set ``dep_conv`` to the official shift kernels (in either formulation)."""
         kernel = shift_kernel(self.out_planes, self.kernel_conv).reshape(self.dep_conv.weight.shape)
         self.dep_conv.weight.set_data(Tensor(kernel, self.dep_conv.weight.dtype))
-
-    def use_depthwise_conv(self) -> None:
-        """Switch a built grouped conv path to the numerically identical depth-wise form, in place.
-
-        The grouped weight ``(out, k*k, k, k)`` becomes the depth-wise ``(out*k*k, 1, k, k)`` (output o, slot i
-        -> channel ``o*k*k + i``, the order :meth:`conv_path` broadcasts the inputs in); the parameter keeps its
-        name, so checkpoints of either form still map by the ``acmix`` conversion rule. For an already
-        compiled GRAPH-mode network call :func:`~convattn.layers.helpers.invalidate_graph_cache` afterwards
-        (the deploy hook does). A no-op on a depth-wise path.
-        """
-        if self.depthwise_conv:
-            return
-        old = self.dep_conv
-        ch = self.out_planes * self.kk
-        new = nn.Conv2d(ch, ch, self.kernel_conv, stride=old.stride, pad_mode="pad", padding=self.kernel_conv // 2,
-                        group=ch, has_bias=False)
-        name = old.weight.name
-        new.weight = Parameter(Tensor(old.weight.asnumpy().reshape(ch, 1, self.kernel_conv, self.kernel_conv),
-                                      old.weight.dtype), name=name, requires_grad=old.weight.requires_grad)
-        self.dep_conv = new
-        self.dep_conv.weight.name = name  # assignment re-prefixes relative to this cell; keep the full path
-        self.depthwise_conv = True
-        self.conv_form = adopt_precision(self, self._conv_form())
 
     def extend_repr(self):
         return (f"head={self.head}, head_dim={self.head_dim}, out_planes={self.out_planes}, "
@@ -240,26 +216,6 @@ class BlockedAcmixAttention(_AcmixAttentionForm):
         return self.local_attn(q, k - pe, v)
 
 
-class FusedWindowAttention(_AcmixAttentionForm):
-    """The fused CPU kernels (:mod:`convattn.layers.fused_window`, stride 1 or 2): logits ``q_i . (k_j - pe_j)``
-    and the weighted sum of values are one ``ops.Custom`` kernel each; nothing larger than the
-    ``(B*head, k*k, Ho, Wo)`` softmax exists, forward or backward."""
-    form = "fused"
-
-    def __init__(self, kernel_att: int, stride: int, padding: int) -> None:
-        super().__init__()
-        self.reflect = nn.ReflectionPad2d((padding,) * 4) if padding > 0 else nn.Identity()
-        # heads are folded into the batch, so one weight group per (sample, head)
-        self.fused_logits = LocalCorrelate("contiguous", kernel_att, 1, 1, stride)
-        self.fused_softmax = TapSoftmax()
-        self.fused_sum = LocalAggregate("contiguous", kernel_att, 1, 1, stride)
-
-    def construct(self, q, k, v, pe, q_pe):
-        # q_i.(k_j + pe_i - pe_j): q_i.pe_i is constant over j and cancels in the softmax over j
-        att = self.fused_softmax(self.fused_logits(q, self.reflect(k - pe)))
-        return self.fused_sum(att, self.reflect(v))
-
-
 class ACmix(ConvPathMixin, nn.Cell):
     """The convolution-style ACmix module (the 3x3-conv replacement of ACmix-ResNet).
 
@@ -276,22 +232,22 @@ class ACmix(ConvPathMixin, nn.Cell):
             the output size is rejected.
         depthwise_conv: conv-path formulation (see :class:`ACmixConvPath`); None: the build target's (depth-wise on
             Ascend only, :mod:`convattn.layers.targets`).
-        export_safe: build the attention gather in its ONNX-exportable form (see ``set_export_safe``).
+        export_safe: build the attention gather in its ONNX-exportable form (None: the form being built).
         attn_impl: ``'auto'`` (default): the build target's form (:mod:`convattn.layers.targets`): ``'fused'`` on
             CPU where the fused kernels are available, else ``'fast'``.
             ``'fused'``: logits ``q_i . (k_j - pe_j)`` and the weighted sum of values each one ``ops.Custom`` kernel
-            (:mod:`convattn.layers.fused_window`, CPU, stride 1 or 2): nothing larger than the
+            (:mod:`convattn.cpu.window`, CPU, stride 1 or 2): nothing larger than the
             ``(B*head, k*k, H, W)`` softmax exists, forward or backward. ``'fast'``: blocked dense-matmul window
             attention (:mod:`convattn.layers.local_attention`, every backend, no k*k-expanded tensors).
             ``'unfold'``: the official formulation (k*k copies of k, pe, v). All equal to float32 rounding, forward
-            and gradients; an export-safe network always runs ``'unfold'`` (its slice gather is the
-            ONNX-exportable form).
+            and gradients; an export-safe layer always runs ``'unfold'`` (its slice gather is the ONNX-exportable
+            form). ``'fused'`` comes from the CPU backend (:mod:`convattn.cpu.window`).
         attn_block: target query-block side of the ``'fast'`` path.
     """
 
     def __init__(self, in_planes: int, out_planes: int, kernel_att: int = 7, head: int = 4, kernel_conv: int = 3,
                  stride: int = 1, dilation: int = 1, depthwise_conv: Optional[bool] = None,
-                 export_safe: bool = False, attn_impl: str = "auto", attn_block: int = 8) -> None:
+                 export_safe: Optional[bool] = None, attn_impl: str = "auto", attn_block: int = 8) -> None:
         if attn_impl not in ("auto", "fused", "fast", "unfold"):
             raise ValueError(f"attn_impl must be 'auto', 'fused' (CPU kernel), 'fast' (blocked matmul attention) or "
                              f"'unfold' (official gather), got {attn_impl!r}")
@@ -328,38 +284,23 @@ class ACmix(ConvPathMixin, nn.Cell):
                                         pad_mode="reflect", export_safe=export_safe)
         self.attn_impl = attn_impl
         self.attn_block = attn_block
-        # the fused kernels run at stride 1 or 2 where they are available; set_fused_kernels() switches to and from
-        # them (and set_export_safe() to the gather), each followed by select_implementation()
-        self.fused_capable = stride in (1, 2) and fused_allowed()
-        self.fused = self.fused_capable and self.attn_impl == "fused"
-        self.select_implementation()
+        self.attention = self._attention_form()
+
+    def _attention_form(self):
+        """The attention formulation, chosen once: ``'unfold'`` when the gather is export-safe (the
+        ONNX-exportable form) or asked for, the CPU backend's ``'fused'`` cell where ``attn_impl`` resolved to it
+        (stride 1 or 2; else the blocked form), else ``'fast'``."""
+        if self.unfold.export_safe or self.attn_impl == "unfold":
+            return UnfoldWindowAttention(self.unfold)
+        if self.attn_impl == "fused":
+            fused = cpu_cell("acmix_window_attention", self.kernel_att, self.stride, self.padding_att)
+            if fused is not None:
+                return fused
+        return BlockedAcmixAttention(self.kernel_att, self.stride, self.padding_att, self.attn_block)
 
     def attention_form(self) -> str:
-        """The attention formulation this layer runs in its current state: ``'unfold'`` when its gather is
-        export-safe (the ONNX-exportable form), ``'fused'`` while the fused kernels are on, else ``'unfold'`` if
-        asked for and ``'fast'`` otherwise (a ``'fused'`` layer the kernels cannot serve runs the blocked form)."""
-        if self.unfold.export_safe:
-            return "unfold"
-        if self.fused:
-            return "fused"
-        return "unfold" if self.attn_impl == "unfold" else "fast"
-
-    def select_implementation(self) -> None:
-        """Build the attention implementation object of :meth:`attention_form` as the child ``attention`` (kept
-        when it already is that form). Runs at construction and after a switch function
-        (:func:`~convattn.layers.fused_window.set_fused_kernels`, :func:`~convattn.layers.window_gather.set_export_safe`)
-        changed the state; ``construct`` only calls it."""
-        form = self.attention_form()
-        current = self._cells.get("attention")
-        if current is not None and current.form == form:
-            return
-        if form == "fused":
-            impl = FusedWindowAttention(self.kernel_att, self.stride, self.padding_att)
-        elif form == "fast":
-            impl = BlockedAcmixAttention(self.kernel_att, self.stride, self.padding_att, self.attn_block)
-        else:
-            impl = UnfoldWindowAttention(self.unfold)
-        self.attention = impl if current is None else adopt_precision(self, impl)
+        """The attention formulation this layer runs: ``'fused'``, ``'fast'`` or ``'unfold'``."""
+        return self.attention.form
 
     def extend_repr(self):
         return (f"in_planes={self.in_planes}, out_planes={self.out_planes}, kernel_att={self.kernel_att}, "

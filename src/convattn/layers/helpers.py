@@ -1,15 +1,13 @@
 """Small building blocks shared by every family: initialisers, activation, channel LayerNorm, input checks."""
-import itertools
 import math
-import time
 from typing import Tuple
 
 import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common import initializer as init
 
-__all__ = ["conv_fan_out_normal", "check_nchw", "GELU", "to_2tuple", "invalidate_graph_cache", "subsample2d",
-           "adopt_precision", "reselect_implementations", "coordinate_grid", "unbind"]
+__all__ = ["conv_fan_out_normal", "check_nchw", "GELU", "to_2tuple", "subsample2d", "adopt_precision",
+           "coordinate_grid", "unbind"]
 
 
 def to_2tuple(v) -> Tuple[int, int]:
@@ -26,16 +24,17 @@ def conv_fan_out_normal(out_channels: int, kernel_size, groups: int = 1) -> init
 def GELU() -> nn.Cell:
     """Exact (erf) GELU, as PyTorch's default; MindSpore's ``nn.GELU`` defaults to the tanh approximation.
 
-    In a network built for the CPU target (where the fused kernels are available) it is a
-    :class:`~convattn.layers.fused_gelu.FusedGELU`: the same function and cell type, run by one fused kernel
-    instead of MindSpore's scalar ``Erf``; elsewhere ``nn.GELU(approximate=False)``."""
-    from .targets import cell_kernels_allowed  # here: targets imports this module's neighbours
+    ``nn.GELU(approximate=False)``; in an export-safe network the Erf-free
+    :class:`~convattn.layers.export_gelu.ExportSafeGELU` (the ONNX exporter has no Erf); in a network built with the
+    CPU backend its fused form (:class:`convattn.cpu.gelu.FusedGELU`, one vectorised kernel instead of
+    MindSpore's scalar ``Erf``)."""
+    from .targets import cpu_cell, current_form  # here: targets imports this module's neighbours
 
-    if cell_kernels_allowed():
-        from .fused_gelu import FusedGELU
+    if current_form().export_safe:
+        from .export_gelu import ExportSafeGELU
 
-        return FusedGELU()
-    return nn.GELU(approximate=False)
+        return ExportSafeGELU()
+    return cpu_cell("gelu") or nn.GELU(approximate=False)
 
 
 def check_nchw(x, in_chans: int, model: str):
@@ -50,20 +49,6 @@ def check_nchw(x, in_chans: int, model: str):
     return x
 
 
-_recompile_counter = itertools.count(1)
-
-
-def invalidate_graph_cache(net: nn.Cell) -> None:
-    """Make GRAPH mode recompile ``net`` and its sub-cells on their next call.
-
-    MindSpore 2.10 keys a compiled cell graph by (phase, cell create time, id, argument shapes); a changed
-    Python attribute (a ``deploy`` or ``export_safe`` flag) or a replaced sub-cell is not noticed, and the
-    stale graph would keep running the old formulation. A new create time gives a new key.
-    """
-    for _, cell in net.cells_and_names():
-        object.__setattr__(cell, "_create_time", time.time_ns() + next(_recompile_counter))
-
-
 def adopt_precision(parent: nn.Cell, child: nn.Cell) -> nn.Cell:
     """Give ``child`` (a cell built after ``parent`` was set up) the mixed-precision flags ``parent`` carries
     (``to_float`` / AMP O2 flag every sub-cell, but only those that existed then); returns ``child``."""
@@ -71,17 +56,6 @@ def adopt_precision(parent: nn.Cell, child: nn.Cell) -> nn.Cell:
     if flags:
         child.add_flags_recursive(**flags)
     return child
-
-
-def reselect_implementations(net: nn.Cell) -> None:
-    """After a switch function flipped the flags a layer chooses its implementation by (``fused``,
-    ``export_safe``), let every layer that holds its implementation as an object (a ``select_implementation``
-    method) choose it again, then make GRAPH mode recompile (:func:`invalidate_graph_cache`)."""
-    for _, cell in list(net.cells_and_names()):
-        select = getattr(type(cell), "select_implementation", None)
-        if callable(select):
-            select(cell)
-    invalidate_graph_cache(net)
 
 
 def coordinate_grid(h: int, w: int, dtype=ms.float32):

@@ -1,214 +1,56 @@
-"""LayerNorm cells: over the last axis (:func:`layer_norm`) and over the channels of an NCHW map
-(:class:`ChannelLayerNorm`), each with a fused CPU form.
+"""Normalisation cells: LayerNorm over the last axis (:func:`layer_norm`), over the channels of an NCHW map
+(:class:`ChannelLayerNorm`, :func:`channel_layer_norm`), and BatchNorm optionally followed by ReLU or a residual
+add + ReLU (:class:`BatchNormAct2d`, :func:`batch_norm2d`).
 
-MindSpore 2.10's CPU ``LayerNorm`` and ``LayerNormGrad`` kernels are slow (``convattn.bench`` op profile:
-``LayerNormGrad`` alone took 9-23 % of a Swin, DeiT or PVT training step). In a network built for the CPU target
-where the fused kernels are available both are :class:`FusedLayerNorm`-based: the same function, parameters
-(``gamma``, ``beta``) and cell type (``nn.LayerNorm``), computed by ``layer_norm`` / ``layer_norm_grad`` in
-``kernels/local_window.cc`` (one pass for the statistics, one for the output; the gradient recomputes the
-statistics and reduces ``dgamma``/``dbeta`` per thread in a fixed order). :class:`ChannelLayerNorm`'s fused form
-normalises axis 1 of the map in place of the transpose, LayerNorm, transpose of the standard form. The ``fused``
-flag switches back to MindSpore's own LayerNorm (:func:`convattn.layers.set_fused_kernels`, export).
+Each factory builds the standard MindSpore cell, or, in a network built with the CPU backend
+(:func:`convattn.layers.targets.cpu_cell`), its fused form from :mod:`convattn.cpu.norm`: the same cell type,
+parameter names and values.
 """
-import mindspore as ms
 from mindspore import nn, ops
 
-from .fused_window import Float32Cell, custom_primitive, fused_kernels_available, require_library
+from .targets import cpu_cell
 
-__all__ = ["layer_norm", "FusedLayerNorm", "ChannelLayerNorm", "batch_norm2d", "FusedBatchNorm2d"]
+__all__ = ["layer_norm", "ChannelLayerNorm", "channel_layer_norm", "BatchNormAct2d", "batch_norm2d", "BN_ACTS"]
 
-
-def _layer_norm_op(channels_first: bool):
-    """``op(x, gamma, beta, eps) -> y`` (a Custom primitive with its bprop) for the last axis, or for axis 1."""
-    require_library()
-    name = "layer_norm_cf" if channels_first else "layer_norm"
-    grad = custom_primitive(f"{name}_grad", "", lambda x, dy, g, e: (x, g, g),
-                            out_dtype=lambda x, dy, g, e: (x, g, g))
-
-    def bprop(x, gamma, beta, eps, out, dout):
-        dx, dgamma, dbeta = grad(x, dout, gamma, eps)
-        return dx, dgamma, dbeta, ops.zeros_like(eps)
-
-    return custom_primitive(name, "", lambda x, g, b, e: x, bprop, out_dtype=lambda x, g, b, e: x)
+BN_ACTS = (None, "relu", "add_relu")
 
 
-class FusedLayerNorm(Float32Cell, nn.LayerNorm):
-    """``nn.LayerNorm`` over the last axis (``channels_first=True``: over axis 1) whose ``fused=True`` form (where
-    the kernels are available) runs the fused CPU kernels, float32 inside."""
-
-    channels_first = False
-
-    def __init__(self, dim: int, eps: float = 1e-5, fused: bool = True) -> None:
-        nn.LayerNorm.__init__(self, (dim,), begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
-        self.fused_capable = fused_kernels_available()
-        self.fused = bool(fused) and self.fused_capable
-        self.op = _layer_norm_op(self.channels_first) if self.fused_capable else None
-        self.eps_value = ms.Tensor([eps], ms.float32)
-
-    def extend_repr(self):
-        return f"{super().extend_repr()}, fused={self.fused}"
-
-    def standard(self, x):
-        return nn.LayerNorm.construct(self, x)
-
-    def construct(self, x):
-        if self.fused:
-            f32 = ms.float32
-            return self.op(x.astype(f32), self.gamma.astype(f32), self.beta.astype(f32),
-                           self.eps_value).astype(x.dtype)
-        return self.standard(x)
-
-
-class ChannelLayerNorm(FusedLayerNorm):
+class ChannelLayerNorm(nn.LayerNorm):
     """LayerNorm over the channel axis of an NCHW map (PyTorch: ``flatten(2).transpose(1, 2)`` -> LayerNorm).
 
-    A LayerNorm subclass, not a wrapper, so its parameters are named ``<cell>.gamma/beta`` like any LayerNorm.
-    ``fused`` None: fused where the network is built for the CPU target and the kernels are available."""
+    A LayerNorm subclass, not a wrapper, so its parameters are named ``<cell>.gamma/beta`` like any LayerNorm."""
 
-    channels_first = True
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__((channels,), begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
 
-    def __init__(self, channels: int, eps: float = 1e-6, fused=None) -> None:
-        from .targets import cell_kernels_allowed
-
-        allowed = cell_kernels_allowed()
-        super().__init__(channels, eps, fused=allowed if fused is None else fused)
-        if not allowed:  # a network built for GPU/Ascend keeps the standard form, even through set_fused_kernels
-            self.fused_capable, self.fused = False, False
-
-    def standard(self, x):
+    def construct(self, x):
         x = ops.transpose(x, (0, 2, 3, 1))
-        x = nn.LayerNorm.construct(self, x)
+        x = super().construct(x)
         return ops.transpose(x, (0, 3, 1, 2))
 
 
 def layer_norm(dim: int, eps: float = 1e-5) -> nn.LayerNorm:
     """LayerNorm over the last axis with PyTorch's default eps 1e-5 (MindSpore's default is 1e-7); official
-    models that use another eps (e.g. 1e-6) pass it. In a network built for the CPU target (kernels available) a
-    :class:`FusedLayerNorm`, elsewhere ``nn.LayerNorm``."""
-    from .targets import cell_kernels_allowed  # here: targets imports this module's neighbours
-
-    if cell_kernels_allowed():
-        return FusedLayerNorm(dim, eps)
-    return nn.LayerNorm((dim,), epsilon=eps)
+    models that use another eps (e.g. 1e-6) pass it."""
+    return cpu_cell("layer_norm", dim, eps) or nn.LayerNorm((dim,), epsilon=eps)
 
 
-BN_ACTS = (None, "relu", "add_relu")
+def channel_layer_norm(channels: int, eps: float = 1e-6) -> nn.LayerNorm:
+    """:class:`ChannelLayerNorm` (or its fused CPU form, which normalises axis 1 in place of the transposes)."""
+    return cpu_cell("channel_layer_norm", channels, eps) or ChannelLayerNorm(channels, eps)
 
 
-def _bn_ops(act):
-    """``(infer, train)`` Custom primitives of BatchNorm followed by ``act`` (:data:`BN_ACTS`), with bprops:
-    ``infer(x, gamma, beta, mean, var, eps[, res]) -> y`` and ``train(x, gamma, beta, moving_mean, moving_var,
-    hyper[, res]) -> (y, mean, var, new_moving_mean, new_moving_var)`` (``hyper`` = [eps, momentum]; ``res`` for
-    ``add_relu``). The running statistics get no gradient; the statistics outputs of ``train`` feed the running
-    update, which has none, so only ``y``'s gradient flows."""
-    require_library()
-    stem = {None: "", "relu": "_relu", "add_relu": "_add_relu"}[act]
-    residual = act == "add_relu"
+class BatchNormAct2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` followed by ``act``: ``'relu'``, or ``'add_relu'`` (``construct(x, residual)`` =
+    ReLU(BN(x) + residual), a ResNet block's end). Parameters as ``nn.BatchNorm2d``."""
 
-    def grad_shape(x, g, *_):
-        return (x, g, g, x) if residual else (x, g, g)
-
-    infer_grad = custom_primitive(f"bn_infer{stem}_grad", "", grad_shape, out_dtype=grad_shape)
-    train_grad = custom_primitive(f"bn_train{stem}_grad", "", grad_shape, out_dtype=grad_shape)
-
-    def backward(grad, x, gamma, mean, var, hyper, y, dy):
-        return grad(x, gamma, mean, var, hyper, dy) if act is None else grad(x, gamma, mean, var, hyper, dy, y)
-
-    if residual:
-        def infer_bprop(x, gamma, beta, mean, var, eps, res, out, dout):
-            dx, dgamma, dbeta, dres = backward(infer_grad, x, gamma, mean, var, eps, out, dout)
-            return dx, dgamma, dbeta, ops.zeros_like(mean), ops.zeros_like(var), ops.zeros_like(eps), dres
-
-        def train_bprop(x, gamma, beta, mm, mv, hyper, res, out, dout):
-            dx, dgamma, dbeta, dres = backward(train_grad, x, gamma, out[1], out[2], hyper, out[0], dout[0])
-            return dx, dgamma, dbeta, ops.zeros_like(mm), ops.zeros_like(mv), ops.zeros_like(hyper), dres
-    else:
-        def infer_bprop(x, gamma, beta, mean, var, eps, out, dout):
-            dx, dgamma, dbeta = backward(infer_grad, x, gamma, mean, var, eps, out, dout)
-            return dx, dgamma, dbeta, ops.zeros_like(mean), ops.zeros_like(var), ops.zeros_like(eps)
-
-        def train_bprop(x, gamma, beta, mm, mv, hyper, out, dout):
-            dx, dgamma, dbeta = backward(train_grad, x, gamma, out[1], out[2], hyper, out[0], dout[0])
-            return dx, dgamma, dbeta, ops.zeros_like(mm), ops.zeros_like(mv), ops.zeros_like(hyper)
-
-    def infer_shape(x, *_):
-        return x
-
-    def train_shape(x, g, *_):
-        return (x, g, g, g, g)
-
-    infer = custom_primitive(f"bn_infer{stem}", "", infer_shape, infer_bprop, out_dtype=infer_shape)
-    train = custom_primitive(f"bn_train{stem}", "", train_shape, train_bprop, out_dtype=train_shape)
-    return infer, train
-
-
-class _BnInferKernel(Float32Cell):
-    """BatchNorm (+ its activation) with the running statistics in one kernel."""
-
-    def __init__(self, eps: float, op) -> None:
-        super().__init__()
-        self.op = op
-        self.eps_value = ms.Tensor([eps], ms.float32)
-
-    def construct(self, x, gamma, beta, mean, var, residual=None):
-        f32 = ms.float32
-        args = (x.astype(f32), gamma.astype(f32), beta.astype(f32), mean.astype(f32), var.astype(f32), self.eps_value)
-        if residual is not None:
-            args = args + (residual.astype(f32),)
-        return self.op(*args).astype(x.dtype)
-
-
-class _BnTrainKernel(Float32Cell):
-    """BatchNorm (+ its activation) with the batch statistics in one kernel, which also computes the running
-    statistics' new values; the cell assigns them (the update MindSpore's training BatchNorm makes)."""
-
-    def __init__(self, eps: float, momentum: float, op) -> None:
-        super().__init__()
-        self.op = op
-        self.hyper = ms.Tensor([eps, momentum], ms.float32)
-
-    def construct(self, x, gamma, beta, moving_mean, moving_var, residual=None):
-        f32 = ms.float32
-        args = (x.astype(f32), gamma.astype(f32), beta.astype(f32), moving_mean.astype(f32), moving_var.astype(f32),
-                self.hyper)
-        if residual is not None:
-            args = args + (residual.astype(f32),)
-        y, _, _, new_mean, new_var = self.op(*args)
-        y = ops.depend(y, ops.assign(moving_mean, ops.stop_gradient(new_mean).astype(moving_mean.dtype)))
-        y = ops.depend(y, ops.assign(moving_var, ops.stop_gradient(new_var).astype(moving_var.dtype)))
-        return y.astype(x.dtype)
-
-
-class FusedBatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d``, optionally followed by an activation (``act``: ``'relu'``, or ``'add_relu'``: add a
-    residual map, then ReLU: ``construct(x, residual)``, a ResNet block's end), whose ``fused=True`` form (in a
-    network built for the CPU target where the kernels are available; NCHW, the default
-    ``use_batch_statistics=None``) is one fused CPU kernel with its gradient: in evaluation with the running
-    statistics, in training with the batch statistics, whose running update (``momentum`` the weight of the old
-    value, the unbiased batch variance, as MindSpore's BatchNorm) the same kernel computes. The standard form is
-    MindSpore's BatchNorm followed by ``ReLU`` (after the ``Add``). Parameters as ``nn.BatchNorm2d``."""
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9, fused: bool = True,
-                 act=None, **kwargs) -> None:
-        from .targets import cell_kernels_allowed  # here: targets imports this module's neighbours
-
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9, act=None, **kwargs) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum, **kwargs)
         if act not in BN_ACTS:
             raise ValueError(f"act must be one of {BN_ACTS}, got {act!r}")
         self.act = act
-        self.fused_capable = (cell_kernels_allowed() and fused_kernels_available()
-                              and self.use_batch_statistics is None and self.format == "NCHW")
-        self.fused = bool(fused) and self.fused_capable
-        self.kernel = self.train_kernel = None
-        if self.fused_capable:
-            infer, train = _bn_ops(act)
-            self.kernel, self.train_kernel = _BnInferKernel(eps, infer), _BnTrainKernel(eps, momentum, train)
 
     def construct(self, x, residual=None):
-        if self.fused:
-            if self.training:
-                return self.train_kernel(x, self.gamma, self.beta, self.moving_mean, self.moving_variance, residual)
-            return self.kernel(x, self.gamma, self.beta, self.moving_mean, self.moving_variance, residual)
         y = super().construct(x)
         if self.act == "add_relu":
             return ops.relu(y + residual)
@@ -219,11 +61,13 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
 
 def batch_norm2d(num_features: int, eps: float = 1e-5, momentum: float = 0.9, act=None, **kwargs) -> nn.BatchNorm2d:
     """A BatchNorm2d, optionally followed by ``act`` (``'relu'``, or ``'add_relu'``: ``bn(x, residual)`` =
-    ReLU(BN(x) + residual)): :class:`FusedBatchNorm2d` in a network built for the CPU target (kernels available;
-    fused) or with an ``act`` (standard form: BatchNorm, Add, ReLU), ``nn.BatchNorm2d`` elsewhere. Same
-    parameters either way."""
-    from .targets import cell_kernels_allowed  # here: targets imports this module's neighbours
-
-    if cell_kernels_allowed() or act is not None:
-        return FusedBatchNorm2d(num_features, eps, momentum, act=act, **kwargs)
+    ReLU(BN(x) + residual)): ``nn.BatchNorm2d`` (:class:`BatchNormAct2d` with an ``act``), or the CPU backend's
+    fused form (one kernel, activation included). Same parameters either way."""
+    if act not in BN_ACTS:
+        raise ValueError(f"act must be one of {BN_ACTS}, got {act!r}")
+    fused = cpu_cell("batch_norm2d", num_features, eps, momentum, act=act, **kwargs)
+    if fused is not None:
+        return fused
+    if act is not None:
+        return BatchNormAct2d(num_features, eps, momentum, act=act, **kwargs)
     return nn.BatchNorm2d(num_features, eps=eps, momentum=momentum, **kwargs)

@@ -4,8 +4,9 @@ convolution, and the network-level switch that calls every cell's ``switch_to_de
 The deploy contract (one for every family): a cell with an inference-only re-parameterisation (BatchNorm folding,
 merged branches) defines ``switch_to_deploy()``, which converts it in place, and a boolean ``deployed`` that the
 switch sets; switching a cell twice raises. Networks are switched with :func:`switch_to_deploy` below (children
-before parents), and :func:`is_deployed` tells whether a network is in deploy form. ``eval.py --deploy``, export
-(:func:`convattn.deploy.prepare_for_export`) and the speed harness (``model@deploy``) all go through it.
+before parents), and :func:`is_deployed` tells whether a network is in deploy form. The one entry point is
+``create_model(..., deploy=True)``: ``eval.py --deploy``, export and the speed harness (``model@deploy``) build
+their deploy-form networks through it.
 
 Lives in ``layers`` so that models (VAN's patch embedding folds its BatchNorm) and the engine (``eval.py --deploy``)
 use it without importing ``deploy``; :mod:`convattn.deploy` re-exports it for export.
@@ -15,8 +16,6 @@ from typing import List
 import numpy as np
 from mindspore import Parameter, Tensor, nn
 
-from .conv import GemmConv2d
-from .helpers import invalidate_graph_cache
 
 __all__ = ["switch_to_deploy", "is_deployed", "fuse_conv_bn", "fold_bn_into_conv"]
 
@@ -33,8 +32,9 @@ def is_deployed(net: nn.Cell) -> bool:
 
 def switch_to_deploy(net: nn.Cell, skip_deployed: bool = False) -> List[str]:
     """Switch every re-parameterisable cell of ``net`` to its deploy form (children before parents, cells already
-    switched are left as they are), put ``net`` in eval mode and force a GRAPH recompile; returns the switched
-    cells' names (empty when ``net`` has nothing to re-parameterise).
+    switched are left as they are) and put ``net`` in eval mode; returns the switched cells' names (empty when
+    ``net`` has nothing to re-parameterise). :func:`convattn.create_model` (``deploy=True``) is the one caller:
+    it switches the network it has just built, before anything ran it.
 
     A network already wholly in deploy form raises (a second switch is a mistake that would otherwise pass
     silently), unless ``skip_deployed=True`` (export takes a network in either form).
@@ -49,7 +49,6 @@ def switch_to_deploy(net: nn.Cell, skip_deployed: bool = False) -> List[str]:
         cell.switch_to_deploy()
         done.append(name or net.__class__.__name__)
     net.set_train(False)
-    invalidate_graph_cache(net)
     return done
 
 
@@ -68,10 +67,7 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     args = (conv.in_channels, conv.out_channels, conv.kernel_size)
     kwargs = dict(stride=conv.stride, pad_mode=conv.pad_mode, padding=conv.padding, dilation=conv.dilation,
                   group=conv.group, has_bias=True)
-    if isinstance(conv, GemmConv2d):  # keeps its CPU GEMM form (and flag)
-        fused = GemmConv2d(*args, fused=conv.fused, **kwargs)
-    else:
-        fused = nn.Conv2d(*args, **kwargs)
+    fused = type(conv)(*args, **kwargs)  # nn.Conv2d, or the CPU backend's GemmConv2d (same signature)
     dtype = conv.weight.dtype
     prefix = conv.weight.name[:-len("weight")] if conv.weight.name.endswith("weight") else conv.weight.name + "."
     fused.weight = Parameter(Tensor((w * scale.reshape(-1, 1, 1, 1)).astype(np.float32), dtype), name=prefix + "weight")

@@ -4,8 +4,8 @@ Refer to "Exploring Self-attention for Image Recognition" (Zhao, Jia, Koltun, CV
 Follows the official ``model/san.py::SAM`` (hszhao/SAN @ d88b022) without its CuPy kernels: every
 neighbourhood is read through :class:`~convattn.layers.window_gather.LocalWindowGather` (reflection
 padding, the official ``*_refpad`` semantics), so the operator runs on CPU, GPU and Ascend and exports to
-ONNX after :func:`~convattn.layers.window_gather.set_export_safe`. On CPU the aggregation runs as one fused
-kernel (:mod:`convattn.layers.fused_window`) that never builds the gathered ``k*k x C x H x W`` tensor.
+ONNX when built export-safe. With the CPU backend the aggregation runs as one fused kernel
+(:mod:`convattn.cpu.window`) that never builds the gathered ``k*k x C x H x W`` tensor.
 
 For output position i and footprint R(i) (k x k taps, tap order as ``F.unfold``)::
 
@@ -34,8 +34,7 @@ from mindspore import nn, ops
 from mindspore import recompute
 
 from .helpers import coordinate_grid
-from .fused_window import LocalAggregate, LocalDiff, PairwiseMlp, TapSoftmax
-from .targets import fused_allowed, select_form
+from .targets import cpu_cell, current_form, select_form
 from .window_gather import LocalWindowGather
 
 __all__ = ["SAM", "PairwiseSAM", "PatchwiseSAM", "SAMBase", "PAIRWISE_RELATIONS", "PATCHWISE_RELATIONS", "MAPPINGS",
@@ -123,7 +122,7 @@ class SAMBase(nn.Cell):
             ``'unfold'`` aggregation only.
         attn_impl: aggregation formulation. ``'auto'`` (default): the build target's form
             (:mod:`convattn.layers.targets`): ``'fused'`` on CPU where the fused kernels
-            (:mod:`convattn.layers.fused_window`) are available, else ``'unfold'``. ``'fused'``: one ``ops.Custom``
+            (:mod:`convattn.cpu.window`) are available, else ``'unfold'``. ``'fused'``: one ``ops.Custom``
             kernel sums ``w_t * shift_t(pad(beta(x)))`` over the taps, forward and backward, never building the
             ``k*k x C x H x W`` tensor (CPU only, stride 1; the gather runs at stride > 1 and when export-safe).
             ``'unfold'``: the gather + broadcast multiply + sum (every backend; ONNX with ``export_safe``).
@@ -134,7 +133,7 @@ class SAMBase(nn.Cell):
 
     def __init__(self, in_planes: int, rel_planes: int, out_planes: int, share_planes: int = 8,
                  kernel_size: int = 3, stride: int = 1, dilation: int = 1, relation=None, mapping: str = "r-l-r-l",
-                 position_encoding: bool = True, export_safe: bool = False, agg_chunks=None,
+                 position_encoding: bool = True, export_safe=None, agg_chunks=None,
                  attn_impl: str = "auto") -> None:
         super().__init__()
         owner = type(self).__name__
@@ -175,7 +174,7 @@ class SAMBase(nn.Cell):
         self.num_weights = out_planes // share_planes
         self.out_planes = out_planes
         self.position_encoding = False  # a pairwise option
-        self.export_safe = bool(export_safe)  # flipped with the gathers by set_export_safe
+        self.export_safe = current_form().export_safe if export_safe is None else bool(export_safe)
         self.pad = dilation * (kernel_size - 1) // 2
 
         self.conv1 = _conv1x1(in_planes, rel_planes, True)
@@ -185,14 +184,13 @@ class SAMBase(nn.Cell):
     def _build_aggregation(self) -> None:
         """The gathers and the aggregation cells (after the subclass's gamma, the order the official module
         creates its cells in)."""
-        # One gather per stream; each is a LocalWindowGather so set_export_safe() reaches all of them.
         self.gather = self._gather()
         self.aggregation = _Aggregation(self.gather)
-        # the fused kernel: built wherever it is available so set_fused_kernels() can switch to and from it
-        self.fused_capable = self.stride == 1 and fused_allowed()
-        self.fused = self.fused_capable and self.attn_impl == "fused"
-        if self.fused_capable:
-            self.fused_aggregation = LocalAggregate("interleaved", self.kernel_size, self.dilation, self.num_weights)
+        # the CPU backend's fused kernels (stride 1, not export-safe), chosen once
+        self.fused = self.stride == 1 and self.attn_impl == "fused" and not self.export_safe
+        if self.fused:
+            self.fused_aggregation = cpu_cell("local_aggregate", "interleaved", self.kernel_size, self.dilation,
+                                              self.num_weights)
         self.gather_rel = self._gather()
 
     def _gather(self) -> LocalWindowGather:
@@ -203,12 +201,9 @@ class SAMBase(nn.Cell):
                 f"kernel_size={self.kernel_size}, stride={self.stride}, share_planes={self.share_planes}, "
                 f"position_encoding={self.position_encoding}, attn_impl={self.attn_impl}")
 
-    def _fused_now(self) -> bool:
-        return self.fused and not self.gather.export_safe
-
     def idle_gathers(self):
         """The gather cells the current formulation does not run (for the speed harness's formulation column)."""
-        if not self._fused_now():
+        if not self.fused:
             return []
         return [self.gather]
 
@@ -233,7 +228,7 @@ class SAMBase(nn.Cell):
         keeps no tape, so it gathers once (fewer ops, faster graph compilation).
         """
         n, c, h, wd = x3.shape
-        if self._fused_now():
+        if self.fused:
             return self.fused_aggregation(w.reshape(n, self.num_weights, w.shape[2], h, wd), self.gather.reflect(x3))
         if self.agg_chunks == 1 or not self.training:
             return self.aggregation(x3, w, self.share_planes)
@@ -279,7 +274,7 @@ class PairwiseSAM(SAMBase):
 
     def __init__(self, in_planes: int, rel_planes: int, out_planes: int, share_planes: int = 8,
                  kernel_size: int = 3, stride: int = 1, dilation: int = 1, relation=None, mapping: str = "r-l-r-l",
-                 position_encoding: bool = True, export_safe: bool = False, agg_chunks=None,
+                 position_encoding: bool = True, export_safe=None, agg_chunks=None,
                  attn_impl: str = "auto") -> None:
         super().__init__(in_planes, rel_planes, out_planes, share_planes, kernel_size, stride, dilation, relation,
                          mapping, position_encoding, export_safe, agg_chunks, attn_impl)
@@ -292,12 +287,12 @@ class PairwiseSAM(SAMBase):
         self.softmax = nn.Softmax(axis=2)
         self.relation_channels = rel_dim
         self._build_aggregation()
-        if self.fused_capable:
-            self.fused_softmax = TapSoftmax()
+        if self.fused:
+            self.fused_softmax = cpu_cell("tap_softmax")
             if self.relation == "subtraction":
-                self.fused_diff = LocalDiff(kernel_size, dilation)
+                self.fused_diff = cpu_cell("local_diff", kernel_size, dilation)
                 if mapping == "r-l-r-l":
-                    self.fused_mlp = PairwiseMlp(kernel_size, dilation)
+                    self.fused_mlp = cpu_cell("pairwise_mlp", kernel_size, dilation)
         if self.position_encoding:
             self.gather_pos = self._gather()
 
@@ -355,7 +350,7 @@ class PairwiseSAM(SAMBase):
 
     def weights(self, x1, x2):
         n = x1.shape[0]
-        fused = self._fused_now()
+        fused = self.fused
         if fused and self.relation == "subtraction" and self.mapping == "r-l-r-l" and not self.training:
             w = self._fused_subtraction_mapping_eval(x1, x2)
         else:
@@ -396,7 +391,7 @@ class PatchwiseSAM(SAMBase):
 
     def __init__(self, in_planes: int, rel_planes: int, out_planes: int, share_planes: int = 8,
                  kernel_size: int = 3, stride: int = 1, dilation: int = 1, relation=None, mapping: str = "r-l-r-l",
-                 position_encoding: bool = True, export_safe: bool = False, agg_chunks=None,
+                 position_encoding: bool = True, export_safe=None, agg_chunks=None,
                  attn_impl: str = "auto") -> None:
         super().__init__(in_planes, rel_planes, out_planes, share_planes, kernel_size, stride, dilation, relation,
                          mapping, position_encoding, export_safe, agg_chunks, attn_impl)

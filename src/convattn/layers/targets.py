@@ -3,9 +3,13 @@
 Some operators of the zoo have several numerically identical formulations, and which one a device can run (or
 runs fastest) depends on the device. This module owns that choice; no layer reads MindSpore's device itself:
 
-* a network is built *for* a target (``CPU``, ``GPU`` or ``Ascend``): :func:`convattn.create_model` enters
-  :func:`build_target` around the model's constructor, and every layer asks :func:`select_form` for its
-  formulation. Outside such a scope the target is the device MindSpore is set to;
+* a network is built in exactly one :class:`BuildForm`: :func:`convattn.create_model` enters :func:`build_target`
+  around the model's constructor with the target (``CPU``, ``GPU`` or ``Ascend``), whether the network must be
+  ONNX-expressible (``export_safe``) and whether it may use the optional CPU backend (:mod:`convattn.cpu`, fused
+  kernels; only for the CPU target, never export-safe). Every layer asks :func:`current_form`,
+  :func:`select_form` or :func:`cpu_cell` while it is built and keeps what it got: nothing switches a built
+  network's formulation afterwards. Outside such a scope the form is the default one of the device MindSpore is
+  set to;
 * the target is only a choice of formulations, so a network built for Ascend also runs on a CPU-only MindSpore
   (that is how the Ascend form is tested);
 * a formulation asked for explicitly (a layer argument) that the target cannot run is an error naming both.
@@ -14,37 +18,40 @@ Parameters of every formulation keep their names; where their shapes differ (the
 :func:`map_between_forms` converts a checkpoint's tensor to the form being loaded (used by
 :func:`convattn.models.helpers.load_checkpoint`, hence by ``create_model(pretrained=)``, evaluation, resuming and
 export).
+
+The CPU backend is consulted only here (:func:`cpu_cell`): with ``CONVATTN_FUSED_KERNELS=0`` (or
+``cpu_backend=False``) it is never imported. When it cannot serve (no compiler, a failed build or load) the
+network is built from the standard cells and one line says why.
 """
 import contextlib
 import contextvars
+import os
+import warnings
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .fused_window import fused_kernels_available, unavailable_reason
-
-__all__ = ["TARGETS", "Formulation", "FORMULATIONS", "resolve_target", "build_target", "select_form",
-           "fused_allowed", "cell_kernels_allowed", "map_between_forms", "form_table"]
+__all__ = ["TARGETS", "Formulation", "FORMULATIONS", "BuildForm", "resolve_target", "build_target", "current_form",
+           "select_form", "cpu_cell", "cpu_backend_enabled", "decide_form", "map_between_forms",
+           "form_table"]
 
 TARGETS = ("CPU", "GPU", "Ascend")
-
-_BUILD_TARGET: "contextvars.ContextVar[Optional[str]]" = contextvars.ContextVar("convattn_build_target", default=None)
 
 
 @dataclass(frozen=True)
 class Formulation:
     """One device-dependent choice: the layer argument selecting it, and per target the default and the forms
-    it can run. ``fused`` forms also need the compiled kernels; without them the default falls back."""
+    it can run. ``fused`` forms also need the CPU backend; without it the default falls back."""
     what: str
     argument: str
     default: Dict[str, str]
     runs: Dict[str, Tuple[str, ...]]
     why: Dict[str, str]
-    fallback: str = ""  # the default where 'fused' is the target's default but the kernels are unavailable
+    fallback: str = ""  # the default where 'fused' is the target's default but the network has no CPU backend
 
 
-_FUSED_WHY = "the fused local-window kernels are ops.Custom CPU (AOT) kernels compiled on the host, so "
+_FUSED_WHY = "the CPU backend's fused kernels are ops.Custom CPU (AOT) kernels compiled on the host, so "
 FORMULATIONS: Dict[str, Formulation] = {
     "acmix_conv": Formulation(
         what="ACmix convolution path (dep_conv)", argument="depthwise_conv",
@@ -90,17 +97,53 @@ FORMULATIONS: Dict[str, Formulation] = {
 }
 
 
+BACKEND_VAR = "CONVATTN_FUSED_KERNELS"
+
+
+@dataclass(frozen=True)
+class BuildForm:
+    """The form a network is built in, decided once before its first layer: the ``target`` whose formulations
+    it runs, ``export_safe`` (every operator expressible in ONNX: slice gathers, Erf-free GELU, edge-padded max
+    pool) and ``cpu_backend`` (the fused kernels of :mod:`convattn.cpu`; CPU target only, never export-safe).
+    ``note``: why the CPU backend is off where the CPU target would use it (empty otherwise); ``deploy``: the
+    network was re-parameterised for inference right after its build (``create_model(deploy=True)``)."""
+    target: str
+    export_safe: bool = False
+    cpu_backend: bool = False
+    note: str = ""
+    deploy: bool = False
+
+    def describe(self) -> str:
+        parts = [self.target, "export-safe" if self.export_safe else "",
+                 "CPU backend" if self.cpu_backend else "standard cells", "deploy" if self.deploy else ""]
+        return ", ".join(p for p in parts if p)
+
+
+_BUILD_FORM: "contextvars.ContextVar[Optional[BuildForm]]" = contextvars.ContextVar("convattn_build_form",
+                                                                                    default=None)
+_WARNED = set()
+
+
+def cpu_backend_enabled() -> bool:
+    """False when ``CONVATTN_FUSED_KERNELS`` (``0``, ``false``, ``off``, ``no``) turns the CPU backend off: the one
+    switch; off, :mod:`convattn.cpu` is never imported."""
+    return os.environ.get(BACKEND_VAR, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def _device_target() -> str:
+    import mindspore as ms
+    try:
+        return ms.get_context("device_target")
+    except (RuntimeError, ValueError):  # pragma: no cover - context not initialised
+        return "CPU"
+
+
 def resolve_target(target: Optional[str] = None) -> str:
     """``'CPU'``, ``'GPU'`` or ``'Ascend'`` (any case); ``None``: the target of the enclosing
     :func:`build_target`, else the device MindSpore is set to."""
     if target is None:
-        target = _BUILD_TARGET.get()
-        if target is None:
-            import mindspore as ms
-            try:
-                target = ms.get_context("device_target")
-            except (RuntimeError, ValueError):  # pragma: no cover - context not initialised
-                target = "CPU"
+        form = _BUILD_FORM.get()
+        target = form.target if form is not None else _device_target()
     if isinstance(target, str):
         for t in TARGETS:
             if target.strip().lower() == t.lower():
@@ -109,39 +152,81 @@ def resolve_target(target: Optional[str] = None) -> str:
                      "(or None: the device MindSpore is set to)")
 
 
+def decide_form(target: Optional[str] = None, export_safe: bool = False,
+                cpu_backend: Optional[bool] = None) -> BuildForm:
+    """The :class:`BuildForm` for these choices. ``cpu_backend`` None: use the CPU backend where the target is the
+    CPU, the network is not export-safe, the switch is on and the kernels are ready (else one warning line says
+    why, and the standard cells are built); True: the same, but an unavailable backend is an error; False: never."""
+    t = resolve_target(target)
+    export_safe = bool(export_safe)
+    if cpu_backend is False or t != "CPU" or export_safe:
+        if cpu_backend is True:
+            why = "export-safe networks use standard cells" if export_safe else f"the target is {t}"
+            raise ValueError(f"cpu_backend=True needs target='CPU' and export_safe=False ({why})")
+        return BuildForm(t, export_safe, False)
+    if not cpu_backend_enabled():
+        reason = f"{BACKEND_VAR}=0"
+    else:
+        from ..cpu.runtime import runtime  # the backend is imported only here, only when it may be used
+
+        rt = runtime()
+        if rt.available:
+            return BuildForm(t, False, True)
+        reason = rt.reason or "unavailable"
+    if cpu_backend is True:
+        raise RuntimeError(f"cpu_backend=True: the CPU backend is unavailable ({reason}); leave cpu_backend unset "
+                           "to build the standard cells")
+    if cpu_backend_enabled() and reason not in _WARNED:
+        _WARNED.add(reason)
+        warnings.warn(f"convattn: CPU backend unavailable ({reason}); building standard MindSpore cells (slower)",
+                      RuntimeWarning, stacklevel=3)
+    return BuildForm(t, False, False, note=reason)
+
+
+def current_form() -> BuildForm:
+    """The form of the network being built (the enclosing :func:`build_target`), else the default form of the
+    device MindSpore is set to (a layer built on its own)."""
+    form = _BUILD_FORM.get()
+    return form if form is not None else decide_form(None)
+
+
 @contextlib.contextmanager
-def build_target(target: Optional[str]) -> Iterator[str]:
-    """Within the block, layers are built in the formulations of ``target`` (validated; None: the current one)."""
-    token = _BUILD_TARGET.set(resolve_target(target))
+def build_target(target: Optional[str] = None, export_safe: bool = False,
+                 cpu_backend: Optional[bool] = None) -> Iterator[BuildForm]:
+    """Within the block, layers are built in one form (:func:`decide_form`; a :class:`BuildForm` is taken as
+    it is); yields it."""
+    form = target if isinstance(target, BuildForm) else decide_form(target, export_safe, cpu_backend)
+    token = _BUILD_FORM.set(form)
     try:
-        yield _BUILD_TARGET.get()
+        yield form
     finally:
-        _BUILD_TARGET.reset(token)
+        _BUILD_FORM.reset(token)
 
 
-def cell_kernels_allowed(target: Optional[str] = None) -> bool:
-    """The cell factories (exact GELU, LayerNorm, Dense, depth-wise conv) build their fused-kernel form: the
-    ``'cell_kernels'`` formulation of ``target`` is ``'fused'`` (the CPU, with the kernels compiled and enabled)."""
-    return select_form("cell_kernels", target=target) == "fused"
+def cpu_cell(kind: str, *args, **kwargs):
+    """The CPU backend's fused cell ``kind`` (see :data:`convattn.cpu.FUSED_CELLS`) with these arguments when the
+    network being built uses the backend and the backend serves these arguments; else None (the caller builds
+    its standard cell)."""
+    if not current_form().cpu_backend:
+        return None
+    from .. import cpu
 
-
-def fused_allowed(target: Optional[str] = None) -> bool:
-    """The fused CPU kernels may be built: the target is the CPU and the kernels are compiled and enabled."""
-    return resolve_target(target) == "CPU" and fused_kernels_available()
+    return cpu.build(kind, *args, **kwargs)
 
 
 def select_form(key: str, requested: Optional[str] = None, owner: str = "", target: Optional[str] = None) -> str:
-    """The formulation ``key`` (see :data:`FORMULATIONS`) a layer uses on ``target`` (None: see
-    :func:`resolve_target`). ``requested`` None or ``'auto'``: the target's default; an explicit form the
-    target cannot run, or ``'fused'`` without the compiled kernels, is an error naming the form and the target."""
+    """The formulation ``key`` (see :data:`FORMULATIONS`) a layer uses in the form being built (``target``
+    given: that target's default form). ``requested`` None or ``'auto'``: the form's default; an explicit form the
+    target cannot run, or ``'fused'`` without the CPU backend, is an error naming the form and the target."""
     f = FORMULATIONS[key]
-    t = resolve_target(target)
+    form = current_form() if target is None else decide_form(target)
+    t = form.target
     owner = owner or f.what
     if requested is None or requested == "auto":
-        form = f.default[t]
-        if form == "fused" and not fused_kernels_available():
+        default = f.default[t]
+        if default == "fused" and not form.cpu_backend:
             return f.fallback
-        return form
+        return default
     known = sorted({form for forms in f.runs.values() for form in forms})
     if requested not in known:
         raise ValueError(f"{owner}: unknown {f.argument} form {requested!r}; choose one of {known} or 'auto'")
@@ -150,10 +235,10 @@ def select_form(key: str, requested: Optional[str] = None, owner: str = "", targ
                          f"target {t!r}: {f.why[t]}. On {t} use "
                          f"{' or '.join(f'{f.argument}={_arg_repr(f, r)}' for r in f.runs[t])}, or leave it unset "
                          f"for the target's default, or build for another target")
-    if requested == "fused" and not fused_kernels_available():
-        reason = unavailable_reason()
-        raise RuntimeError(f"{owner}: {f.argument}='fused' needs the fused CPU kernels, which are unavailable "
-                           f"({reason}); use {f.argument}='auto' to fall back to '{f.fallback}'")
+    if requested == "fused" and not form.cpu_backend:
+        why = "the network is built export-safe" if form.export_safe else (form.note or "it is switched off")
+        raise RuntimeError(f"{owner}: {f.argument}='fused' needs the CPU backend's fused kernels, which this "
+                           f"network does not use ({why}); use {f.argument}='auto' to fall back to '{f.fallback}'")
     return requested
 
 

@@ -11,15 +11,15 @@ Two formulations, numerically identical (``tests/test_window_gather.py`` proves 
 * ``export_safe=True`` (ONNX): padding and gathering from slices + concat, because MindSpore 2.10's ONNX
   exporter has no Im2Col, MirrorPad or PadV3 (../shared/design/mindspore-2.10-notes.md §1.2).
 
-Switch a built network with :func:`set_export_safe`.
+``export_safe=None`` takes the form of the network being built (:func:`convattn.layers.targets.current_form`).
 """
 from typing import Optional
 
 from mindspore import nn, ops
 
-from .helpers import reselect_implementations
+from .targets import current_form
 
-__all__ = ["LocalWindowGather", "reflect_pad_slices", "set_export_safe", "window_output_size"]
+__all__ = ["LocalWindowGather", "reflect_pad_slices", "window_output_size"]
 
 
 def window_output_size(size: int, kernel_size: int, stride: int, dilation: int, padding: int) -> int:
@@ -58,11 +58,11 @@ class LocalWindowGather(nn.Cell):
         dilation: spacing d between taps.
         padding: border p (default ``d * (k - 1) // 2``, which keeps H at stride 1).
         pad_mode: ``'reflect'`` (ACmix, SAN) or ``'zeros'``.
-        export_safe: use the slice formulation (ONNX-exportable, slower).
+        export_safe: use the slice formulation (ONNX-exportable, slower); None: the form being built.
     """
 
     def __init__(self, kernel_size: int, stride: int = 1, dilation: int = 1, padding: Optional[int] = None,
-                 pad_mode: str = "reflect", export_safe: bool = False) -> None:
+                 pad_mode: str = "reflect", export_safe: Optional[bool] = None) -> None:
         super().__init__()
         if kernel_size < 1 or stride < 1 or dilation < 1:
             raise ValueError(f"kernel_size, stride and dilation must be >= 1, got {kernel_size}, {stride}, {dilation}")
@@ -73,7 +73,7 @@ class LocalWindowGather(nn.Cell):
         self.dilation = dilation
         self.padding = dilation * (kernel_size - 1) // 2 if padding is None else int(padding)
         self.pad_mode = pad_mode
-        self.export_safe = export_safe
+        self.export_safe = current_form().export_safe if export_safe is None else bool(export_safe)
         self.offsets = [(i * dilation, j * dilation) for i in range(kernel_size) for j in range(kernel_size)]
         p = self.padding
         self.reflect = nn.ReflectionPad2d((p, p, p, p)) if p > 0 else nn.Identity()
@@ -100,14 +100,3 @@ class LocalWindowGather(nn.Cell):
         else:
             cols = ops.unfold(x, kernel_size=k, dilation=d, padding=p, stride=s)
         return cols.reshape(n, c, k * k, ho, wo)
-
-
-def set_export_safe(net, export_safe: bool = True):
-    """Switch every :class:`LocalWindowGather` (and any cell with an ``export_safe`` flag) inside ``net``."""
-    for _, cell in net.cells_and_names():
-        if hasattr(cell, "export_safe") and isinstance(getattr(cell, "export_safe"), bool):
-            cell.export_safe = export_safe
-    # layers holding their implementation as an object choose it again (an export-safe layer runs its gather);
-    # a compiled GRAPH-mode network would otherwise keep the old formulation
-    reselect_implementations(net)
-    return net

@@ -63,7 +63,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from .helpers import invalidate_graph_cache, subsample2d
+from .helpers import subsample2d
 
 __all__ = ["XVolution", "PSSA_FORMS", "pssa_directions", "shift2d"]
 
@@ -340,9 +340,8 @@ class XVolution(nn.Cell):
         """Fold every BN and merge the branches (PSSA: one dynamic conv; SA: conv + SA, see the module doc).
 
         Uses the BN running statistics, i.e. the eval-mode network. Irreversible; a second call raises.
-        Inside a network call the network-level :func:`convattn.layers.reparam.switch_to_deploy` (or the network's
-        method), which also
-        makes GRAPH mode recompile the enclosing network; switching only this cell leaves a compiled parent stale.
+        Networks are switched by ``create_model(..., deploy=True)`` (:func:`convattn.layers.reparam.switch_to_deploy`)
+        right after they are built, before anything compiled them.
         """
         if self.deployed:
             raise RuntimeError("XVolution.switch_to_deploy() was already called: this operator is in deploy form")
@@ -395,7 +394,6 @@ class XVolution(nn.Cell):
         fused.weight.name, fused.bias.name = prefix + "fused.weight", prefix + "fused.bias"
         self.deployed = True
         super().set_train(False)
-        invalidate_graph_cache(self)
 
     def dynamic_kernel(self, x) -> Tensor:
         """The deploy-form PSSA operator's per-position kernel ``K(x0)``: (N, C_out, C, k, k, Ho, Wo).

@@ -4,14 +4,17 @@
   factories: a family file holds its blocks, its network class, its ``default_cfgs`` and that table.
 - :func:`check_out_indices` is the one ``features_only`` / ``out_indices`` validation; a network passes the number
   of feature stages it has.
-- :func:`create_model` builds a registered name: architecture overrides, the target's formulations
-  (:func:`convattn.layers.targets.build_target`), the default config (``model.default_cfg``) and pretrained
-  weights (:func:`convattn.models.helpers.load_checkpoint`).
+- :func:`create_model` builds a registered name in exactly one form (:class:`convattn.layers.targets.BuildForm`:
+  target, export-safe, CPU backend; plus the re-parameterised deploy form), with architecture overrides, the
+  default config (``model.default_cfg``) and pretrained weights (:func:`convattn.models.helpers.load_checkpoint`).
+  ``model.form`` records the form, and nothing changes it afterwards.
 """
 import sys
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
-from ..layers.targets import build_target, resolve_target
+import dataclasses
+
+from ..layers.targets import build_target, decide_form
 from .registry import accepted_kwargs, get_model_cfg, model_entrypoint, register_model
 
 __all__ = ["register_variants", "check_out_indices", "create_model"]
@@ -73,6 +76,10 @@ def create_model(
     features_only: bool = False,
     out_indices: Optional[Sequence[int]] = None,
     target: Optional[str] = None,
+    export_safe: bool = False,
+    cpu_backend: Optional[bool] = None,
+    deploy=False,
+    load_args: Optional[dict] = None,
     **arch_kwargs,
 ):
     """Build a registered model.
@@ -80,8 +87,8 @@ def create_model(
     Args:
         name: a registered name (see :func:`~convattn.models.registry.list_models`).
         num_classes: classifier size.
-        pretrained: path to a MindSpore ``.ckpt`` (e.g. written by ``python -m convattn.convert``). A
-            checkpoint whose classifier has another class count loads everything else and says so.
+        pretrained: path to a MindSpore ``.ckpt`` (e.g. written by ``python -m convattn.convert``), or a name ->
+            tensor dict. A checkpoint whose classifier has another class count loads everything else and says so.
         in_chans: input channels.
         drop_path_rate: stochastic-depth rate; ``None`` keeps the model's official default.
         features_only: return the stage feature maps (a tuple) instead of logits.
@@ -91,10 +98,23 @@ def create_model(
             ``None``: the device MindSpore is set to. Any target builds and runs on any device (the forms are
             numerically identical), so the Ascend form can be tested on CPU; ``model.target`` records it.
             ``pretrained`` checkpoints of any form load into any other.
+        export_safe: build every operator in a form ``mindspore.onnx.export`` can express (slice gathers, Erf-free
+            GELU, edge-padded max pool); standard cells only.
+        cpu_backend: the fused kernels of :mod:`convattn.cpu` (CPU target, not export-safe). None: where available
+            (else one line says why and the standard cells are built); False: never; True: required.
+        deploy: the re-parameterised inference form (BatchNorms folded, X-volution branches merged; eval mode,
+            cannot train), made from the ``pretrained`` weights right after the build. A model with nothing to
+            re-parameterise is refused; ``'auto'``: re-parameterise where the model has something to.
+        load_args: extra arguments for :func:`~convattn.models.helpers.load_checkpoint` (e.g. ``{'classifier':
+            None}`` to require the classifier, ``{'use_ema': True}``); its report is kept as ``model.load_report``.
         **arch_kwargs: architecture overrides, e.g. ``depths=(1, 1, 1, 1)``, ``embed_dims=...``.
     """
     entry = model_entrypoint(name)
-    target = resolve_target(target)  # an unknown target fails here, with the valid ones
+    form = decide_form(target, export_safe, cpu_backend)  # an unknown target fails here, with the valid ones
+    if form.target == "CPU":
+        from .._env import apply_cpu_defaults
+
+        apply_cpu_defaults(say=True)
     kwargs = dict(arch_kwargs)
     kwargs["num_classes"] = num_classes
     kwargs["in_chans"] = in_chans
@@ -107,7 +127,7 @@ def create_model(
     elif out_indices is not None:
         raise ValueError("out_indices is only meaningful with features_only=True")
     try:
-        with build_target(target):
+        with build_target(form):
             model = entry(**kwargs)
     except TypeError as exc:
         accepted = accepted_kwargs(entry)
@@ -121,9 +141,21 @@ def create_model(
     cfg["num_classes"] = num_classes
     cfg["architecture"] = name
     model.default_cfg = cfg
-    model.target = target
-    if pretrained:
+    model.load_report = None
+    if pretrained is not None and pretrained is not False:
         from .helpers import load_checkpoint
 
-        load_checkpoint(model, pretrained, classifier=cfg["classifier"])
+        args = {"classifier": cfg["classifier"], **(load_args or {})}
+        model.load_report = load_checkpoint(model, pretrained, **args)
+    switched = []
+    if deploy:
+        from ..layers.reparam import switch_to_deploy
+
+        with build_target(form):  # cells made by the re-parameterisation take the network's form
+            switched = switch_to_deploy(model)
+        if not switched and deploy != "auto":
+            raise ValueError(f"{name} has no re-parameterisation (no switch_to_deploy()): build it without deploy=True")
+    model.deploy_report = switched
+    model.form = dataclasses.replace(form, deploy=bool(switched))
+    model.target = form.target
     return model

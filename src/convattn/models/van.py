@@ -12,7 +12,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import initializer as init
 
-from ..layers import (GELU, ChannelLayerNorm, DropPath, LKAAttention, batch_norm2d, check_nchw, conv2d,
+from ..layers import (GELU, channel_layer_norm, DropPath, LKAAttention, batch_norm2d, check_nchw, conv2d,
                       conv_fan_out_normal, depthwise_conv)
 from ..layers.reparam import fold_bn_into_conv
 from .base import StagedClassifier
@@ -166,7 +166,7 @@ class VAN(StagedClassifier, nn.Cell):
             cur += depths[i]
             setattr(self, f"patch_embed{i + 1}", embed)
             setattr(self, f"block{i + 1}", blocks)
-            setattr(self, f"norm{i + 1}", ChannelLayerNorm(embed_dims[i], eps=1e-6))
+            setattr(self, f"norm{i + 1}", channel_layer_norm(embed_dims[i], eps=1e-6))
             self.feature_info.append({"num_chs": embed_dims[i], "reduction": 4 * 2 ** i, "module": f"norm{i + 1}"})
         self.num_features = embed_dims[-1]
         if not features_only and num_classes > 0:

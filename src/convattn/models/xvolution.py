@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 from mindspore import nn
 
-from ..layers import XVolution, invalidate_graph_cache
+from ..layers import XVolution
 from .builder import register_variants
 from .registry import model_cfg
 from .resnet import ResNet, conv3x3_layer
@@ -98,7 +98,6 @@ class XVolutionResNet(ResNet):
                 cell.switch_to_deploy()
         self.deployed = True
         super().set_train(False)
-        invalidate_graph_cache(self)
         return self
 
     def set_train(self, mode: bool = True):

@@ -12,7 +12,7 @@ constant of the export batch size (wrong for a dynamic batch); the slices follow
 """
 from mindspore import nn, ops
 
-from ..layers.helpers import to_2tuple
+from .helpers import to_2tuple
 
 __all__ = ["ExportSafeMaxPool2d", "is_padded_maxpool"]
 

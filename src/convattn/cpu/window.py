@@ -1,4 +1,5 @@
-"""Fused local-window operators on CPU: MindSpore ``ops.Custom`` (AOT) kernels with their gradients.
+"""Fused local-window operators on CPU: ``ops.Custom`` kernels with their gradients (the CPU backend's ACmix and
+SAN forms).
 
 SAN's aggregation and ACmix's sliding-window attention both reduce to two operators over a k x k window of
 a padded map (stride 1 with dilation d, or stride 2; taps in ``F.unfold`` order ``o_t``), here computed without the
@@ -8,69 +9,23 @@ a padded map (stride 1 with dilation d, or stride 2; taps in ``F.unfold`` order 
   (SAN: ``w`` = attention weights, ``xp`` = padded beta(x); ACmix: ``w`` = softmax, ``xp`` = padded values);
 * :class:`LocalCorrelate` ``(a, xp) -> w``: ``w[g, t, p] = sum_{c in g} a[c, p] * xp[c, p + o_t]``
   (ACmix's logits q . k_j; also the weight gradient of the aggregation);
-* :class:`TapSoftmax`: the softmax over the tap axis of ``(N, G, k*k, H, W)`` (a strided-axis softmax is
-  slow through the standard op);
-* :class:`LocalDiff` ``(a, xp) -> r``: ``r[c, t, p] = a[c, p] - xp[c, p + o_t]`` (SAN's subtraction relation
-  and position term ``p_i - p_j``; this one *is* k*k-expanded, as the official relation tensor is);
-* :class:`PairwiseMlp`: SAN's pairwise weights at inference — relation, ReLU, 1x1, ReLU, 1x1 per tap and
-  pixel in one pass (BatchNorms folded by the caller), so the relation tensor never exists.
+* :class:`TapSoftmax`: the softmax over the tap axis of ``(N, G, k*k, H, W)``;
+* :class:`LocalDiff` ``(a, xp) -> r``: ``r[c, t, p] = a[c, p] - xp[c, p + o_t]`` (SAN's subtraction relation);
+* :class:`PairwiseMlp`: SAN's pairwise weights at inference (relation, ReLU, 1x1, ReLU, 1x1 per tap and pixel in
+  one pass), so the relation tensor never exists;
+* :class:`FusedWindowAttention`: ACmix's whole sliding-window attention from the three above.
 
 ``g(c)`` is ``c mod G`` (``'interleaved'``, SAN's weight sharing) or ``c // (C/G)`` (``'contiguous'``,
-attention heads). Each is the other's gradient (plus a transposed aggregation for the map), so forward and
-backward never hold more than the weights ``(N, G, k*k, H, W)`` and maps of the input's size.
-
-The C++ source (``kernels/local_window.cc``) is built by :mod:`convattn.layers.kernel_build` (compile on first
-use, on-disk cache, atomic write); this module only asks it for the library. Where there is no compiler
-:func:`fused_kernels_available` is False and the layers fall back, with one warning saying why. Only networks built for the CPU target use them (GPU and Ascend keep the
-standard-op formulations): :mod:`convattn.layers.targets` decides. ``CONVATTN_FUSED_KERNELS=0`` turns the kernels off; ``CONVATTN_NUM_THREADS`` caps the
-threads they use (default: the CPUs this process may run on).
-
-The kernels are float32; other dtypes are cast around them. ``ops.Custom`` nodes can be exported neither to
-ONNX nor portably to MINDIR, so :func:`convattn.deploy.prepare_for_export` switches every layer back to its
-standard-op formulation (:func:`set_fused_kernels`).
+attention heads). The kernels are float32; other dtypes are cast around them.
 """
-import mindspore as ms
 from mindspore import nn, ops
+import mindspore as ms
 
-from .helpers import reselect_implementations
-from ..cpu.runtime import runtime
+from .primitives import Float32Cell, custom_primitive, require_library
 
-
-def kernel_library():
-    return runtime().path
-
-
-def unavailable_reason():
-    return runtime().reason
-
-
-def fused_kernels_available():
-    return runtime().available
-
-__all__ = ["LocalAggregate", "LocalCorrelate", "LocalDiff", "PairwiseMlp", "TapSoftmax", "Float32Cell", "custom_primitive",
-           "require_library", "fused_kernels_available", "kernel_library", "set_fused_kernels"]
+__all__ = ["LocalAggregate", "LocalCorrelate", "LocalDiff", "PairwiseMlp", "TapSoftmax", "FusedWindowAttention"]
 
 _MODES = ("interleaved", "contiguous")
-
-
-def custom_primitive(func: str, mode: str, out_shape, bprop=None, inputs: int = 2, tag: str = "", out_dtype=None):
-    """One Custom primitive. ``tag`` names the geometry its shape function and bprop close over: GRAPH mode
-    identifies Custom primitives by their attributes (two ``diff`` ops of different footprints would otherwise
-    share one shape inference in the backward graph), so every geometry gets its own attribute value.
-    ``out_dtype`` (default: the dtype of a float input, by ``inputs``) for kernels with other inputs or several
-    outputs."""
-    name = f"{func}_{mode}" if mode else func
-    dtype = out_dtype or {1: lambda a: a, 2: lambda a, b: a, 3: lambda a, b, c: b,
-                          6: lambda a, b, c, d, e, f: a}[inputs]
-    op = ops.Custom(f"{kernel_library()}:{name}", out_shape=out_shape, out_dtype=dtype, func_type="aot",
-                    bprop=bprop)
-    op.add_prim_attr("convattn_geometry", tag)
-    return op
-
-
-def require_library():
-    if kernel_library() is None:
-        raise RuntimeError(f"the fused local-window kernels are unavailable: {unavailable_reason()}")
 
 
 def _make_ops(mode: str, kernel_size: int, dilation: int, groups: int, stride: int = 1):
@@ -106,17 +61,6 @@ def _make_ops(mode: str, kernel_size: int, dilation: int, groups: int, stride: i
         return agg_plain(dout, xp), agg_t(dout, a, xp)
 
     return custom("agg", agg_shape, agg_bprop), custom("corr", corr_shape, corr_bprop)
-
-
-class Float32Cell(nn.Cell):
-    """A cell around float32 kernels. AMP (``to_float(float16)``, O2/O3) flags every sub-cell, and a flagged cell
-    in PYNATIVE mode casts the inputs of each primitive it runs to float16, past the casts to float32 in
-    ``construct``; these cells keep the float32 flag instead (their callers' dtype comes back on the output)."""
-
-    def add_flags_recursive(self, **flags):
-        if flags.get("fp16") or flags.get("bf16"):
-            flags.update(fp16=False, bf16=False, fp32=True)
-        return super().add_flags_recursive(**flags)
 
 
 class LocalAggregate(Float32Cell):
@@ -232,15 +176,22 @@ class PairwiseMlp(Float32Cell):
                        b2.astype(f32)).astype(a.dtype)
 
 
-def set_fused_kernels(net: nn.Cell, enabled: bool) -> list:
-    """Switch every layer with a ``fused`` flag in ``net`` to (``enabled=False``: away from) the fused kernels;
-    returns the names of the cells switched. Enabling only takes where the kernels are available."""
-    on = bool(enabled) and fused_kernels_available()
-    names = []
-    for name, cell in net.cells_and_names():
-        if isinstance(getattr(cell, "fused", None), bool) and getattr(cell, "fused_capable", True):
-            if cell.fused != on:
-                names.append(name)
-            cell.fused = on
-    reselect_implementations(net)  # each layer picks the implementation object of its new state once
-    return names
+class FusedWindowAttention(nn.Cell):
+    """ACmix's sliding-window attention form ``construct(q, k, v, pe, q_pe)`` (see
+    :class:`convattn.layers.acmix.UnfoldWindowAttention` for the contract; stride 1 or 2): logits
+    ``q_i . (k_j - pe_j)`` and the weighted sum of values are one kernel each; nothing larger than the
+    ``(B*head, k*k, Ho, Wo)`` softmax exists, forward or backward."""
+    form = "fused"
+
+    def __init__(self, kernel_att: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.reflect = nn.ReflectionPad2d((padding,) * 4) if padding > 0 else nn.Identity()
+        # heads are folded into the batch, so one weight group per (sample, head)
+        self.fused_logits = LocalCorrelate("contiguous", kernel_att, 1, 1, stride)
+        self.fused_softmax = TapSoftmax()
+        self.fused_sum = LocalAggregate("contiguous", kernel_att, 1, 1, stride)
+
+    def construct(self, q, k, v, pe, q_pe):
+        # q_i.(k_j + pe_i - pe_j): q_i.pe_i is constant over j and cancels in the softmax over j
+        att = self.fused_softmax(self.fused_logits(q, self.reflect(k - pe)))
+        return self.fused_sum(att, self.reflect(v))
