@@ -71,3 +71,20 @@ def digits32(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits32") / "tree"
     write_digits_imagefolder(root, size=32)
     return str(root)
+
+
+# The contributors' tier, `python -m pytest -m quick` (every package, under 3 minutes on 2 cores): these files
+# whole, plus the representatives marked `quick` inside other files (tests/test_model_sweep.py).
+QUICK_FILES = {
+    "test_registry.py", "test_utils.py", "test_engine_config.py", "test_cli.py", "test_docs.py", "test_layering.py",
+    "test_window_gather.py", "test_macs.py", "test_pth_reader.py", "test_recipes.py", "test_val_layout.py",
+    "test_plot.py", "test_quickstart_data.py", "test_launch_ranktable.py", "test_engine_components.py",
+    "test_data_decode.py", "test_parity_table.py", "test_min_input_size.py", "test_convert_cli.py",
+    "test_engine_data.py", "test_infer.py", "test_targets.py", "test_cpu_runtime.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in QUICK_FILES and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.quick)
