@@ -135,6 +135,9 @@ def _describe_formulation(net) -> str:
             tags.add("acmix-conv:" + ("depthwise" if dw else "grouped"))
         if getattr(cell, "deployed", None) is True:
             tags.add("deploy-form")
+    form = getattr(net, "form", None)
+    if form is not None and form.cpu_backend:
+        tags.add("cpu-backend")
     return ",".join(sorted(tags)) or "standard"
 
 
