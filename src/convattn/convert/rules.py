@@ -57,17 +57,19 @@ GENERIC = ConversionRules("generic")
 register_rules(ConversionRules("van"))
 
 
-def _reshape_to_target(arr: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
-    """A pure reshape (same element order), e.g. ACmix ``dep_conv`` (out, 9, 3, 3) -> depth-wise (out*9, 1, 3, 3)."""
-    if arr.size != int(np.prod(shape)):
-        return arr  # leave it to the shape report
-    return arr.reshape(shape)
+def _dep_conv_to_target(arr: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    """ACmix ``dep_conv`` (grouped, as the official code stores it) in the shape of the form being loaded, by the
+    one form mapping (:func:`convattn.layers.targets.map_between_forms`); other shapes go to the shape report."""
+    from ..layers.targets import map_between_forms
+
+    mapped = map_between_forms("dep_conv.weight", arr, tuple(shape))
+    return arr if mapped is None else mapped
 
 
 # ACmix (LeapLabTHU/ACmix): convattn keeps the official names (conv1/2/3, conv_p, fc, dep_conv, rate1/2, and the
 # torchvision ResNet / Swin names around them). The depth-wise (Ascend) form of dep_conv stores the grouped weight
 # (out, 9, 3, 3) as (out*9, 1, 3, 3): a reshape. Swin buffers (relative_position_index, attn_mask) are recomputed.
-_ACMIX_DEP_CONV = ((r"(^|\.)dep_conv\.weight$", _reshape_to_target),)
+_ACMIX_DEP_CONV = ((r"(^|\.)dep_conv\.weight$", _dep_conv_to_target),)
 register_rules(ConversionRules("acmix", transforms=_ACMIX_DEP_CONV))
 register_rules(ConversionRules(
     "acmix_swin",
