@@ -1,19 +1,19 @@
 """The fused CPU softmax attention (``SoftmaxAttention``'s fused form): the values and gradients of the standard
 form and of a float64 reference, packed ``qkv`` and split ``q``/``kv``, with and without an addend; the models
-that use it; export switches it off."""
+that use it; their standard and export forms do not."""
 import numpy as np
 import pytest
 import mindspore as ms
 from mindspore import nn
 
-from convattn.layers.fused_window import fused_kernels_available
-from convattn.layers.gemm import gemm_library
+from convattn.cpu.attention import FusedSoftmaxAttention
+from convattn.cpu.runtime import runtime
 from convattn.layers.softmax_attention import SoftmaxAttention
 from convattn.layers.targets import build_target
 from cell_grads import assert_model_runs_fused
 
-pytestmark = pytest.mark.skipif(not fused_kernels_available() or gemm_library() is None,
-                                reason="fused CPU kernels or the private GEMM library unavailable")
+pytestmark = pytest.mark.skipif(not runtime().available or not runtime().gemm,
+                                reason="CPU backend or its private GEMM library unavailable")
 
 
 def _attention64(q, kv, addend, heads, scale):
@@ -77,6 +77,12 @@ def _run(cell, q, kv, addend, dy):
     return y.asnumpy(), [g.asnumpy() for g in grads]
 
 
+def _attention(heads, head_dim, cpu_backend, **kwargs):
+    """A SoftmaxAttention built for the CPU target with or without the CPU backend."""
+    with build_target("CPU", cpu_backend=cpu_backend):
+        return SoftmaxAttention(heads, head_dim, **kwargs)
+
+
 # (G, N, M, C, heads, addend shape): Swin windows (49 tokens, mask + bias summed: (nW, heads, N, N)), a bias
 # shared by all groups, a mask-only addend (nW, 1, N, N), DeiT-like without addend, PVT-like split with M < N
 CASES = [("packed", 8, 49, 49, 96, 3, (4, 3, 49, 49)), ("packed", 6, 10, 10, 32, 4, (1, 4, 10, 10)),
@@ -96,8 +102,9 @@ def test_fused_attention_matches_reference_and_standard_form(ms_mode, layout, g,
         addend[..., ::3] -= 100.0  # masked keys, as Swin's shifted-window mask
     dy = rng.standard_normal((g, n, c)).astype(np.float32)
     scale = (c // heads) ** -0.5
-    fused, standard = (SoftmaxAttention(heads, c // heads, fused=f) for f in (True, False))
+    fused, standard = (_attention(heads, c // heads, cpu_backend=f) for f in (True, False))
     assert fused.fused and not standard.fused
+    assert isinstance(fused.kernel, FusedSoftmaxAttention) and standard.kernel is None
     ref, vjp = _attention64(q, kv, addend, heads, scale)
     dsrc, dadd = vjp(dy)
     (y, grads), (y_std, grads_std) = _run(fused, q, kv, addend, dy), _run(standard, q, kv, addend, dy)
@@ -112,14 +119,18 @@ def test_fused_attention_matches_reference_and_standard_form(ms_mode, layout, g,
 
 
 def test_fused_attention_only_for_the_cpu_target_and_not_with_attention_dropout():
-    assert SoftmaxAttention(2, 8).fused
-    assert not SoftmaxAttention(2, 8, attn_drop=0.1).fused
-    for target in ("GPU", "Ascend"):
-        with build_target(target):
+    assert SoftmaxAttention(2, 8).fused  # outside a build: the default form of the device (the CPU)
+    assert _attention(2, 8, None).fused
+    assert not _attention(2, 8, None, attn_drop=0.1).fused
+    assert not _attention(2, 8, False).fused and _attention(2, 8, False).kernel is None
+    for target, safe in (("GPU", False), ("Ascend", False), ("CPU", True)):
+        with build_target(target, export_safe=safe):
             cell = SoftmaxAttention(2, 8)
         assert not cell.fused and cell.kernel is None
+    with pytest.raises(AttributeError):
+        cell.fused = True  # read-only: decided at construction
 
 
 @pytest.mark.parametrize("name", ["swin_tiny", "deit_tiny", "pvt_tiny", "acmix_swin_tiny"])
-def test_models_attend_through_the_fused_kernel_and_export_switches_it_off(name):
+def test_models_attend_through_the_fused_kernel_and_their_standard_form_does_not(pynative, name):
     assert_model_runs_fused(name, SoftmaxAttention)

@@ -1,20 +1,19 @@
 """The fused CPU convolution (``GemmConv2d``: im2col + the private GEMM): the values and gradients of MindSpore's
 ``nn.Conv2d`` and of a float64 reference for every padding mode, strides, dilation, 1x1 and with / without bias;
-built only for the CPU target; the models use it and export switches it off."""
+built only for the CPU target with the CPU backend; the models use it and their standard and export forms do not."""
 import numpy as np
 import pytest
 import mindspore as ms
 from mindspore import nn
 
-from convattn.layers import GemmConv2d, conv2d
-from convattn.layers.conv import conv_padding
-from convattn.layers.fused_window import fused_kernels_available
-from convattn.layers.gemm import gemm_library
+from convattn.cpu.conv import GemmConv2d, conv_padding
+from convattn.cpu.runtime import runtime
+from convattn.layers import conv2d
 from convattn.layers.targets import build_target
 from cell_grads import assert_model_runs_fused, value_and_grads
 
-pytestmark = pytest.mark.skipif(not fused_kernels_available() or gemm_library() is None,
-                                reason="fused CPU kernels or the private GEMM library unavailable")
+pytestmark = pytest.mark.skipif(not runtime().available or not runtime().gemm,
+                                reason="CPU backend or its private GEMM library unavailable")
 
 
 def _conv64(x, w, b, stride, pads, dilation, out_hw):
@@ -87,15 +86,17 @@ def test_gemm_conv_matches_conv2d_and_its_gradients(ms_mode, n, c, h, w, o, k, s
 def test_conv_factory_follows_the_build_target():
     with build_target("CPU"):
         cpu = (conv2d(4, 8, 3, pad_mode="pad", padding=1), conv2d(4, 8, 3, group=2))
+    with build_target("CPU", cpu_backend=False):
+        std = conv2d(4, 8, 3, pad_mode="pad", padding=1)
     with build_target("Ascend"):
         asc = conv2d(4, 8, 3, pad_mode="pad", padding=1)
     assert isinstance(cpu[0], GemmConv2d) and cpu[0].fused
     assert type(cpu[1]) is nn.Conv2d  # grouped: MindSpore's own
-    assert type(asc) is nn.Conv2d
+    assert type(std) is nn.Conv2d and type(asc) is nn.Conv2d
 
 
 @pytest.mark.parametrize("name", ["resnet26", "van_b0", "pvt_tiny"])
-def test_models_convolve_through_the_kernel_and_export_switches_it_off(name):
+def test_models_convolve_through_the_kernel_and_their_standard_form_does_not(pynative, name):
     assert_model_runs_fused(name, GemmConv2d)
 
 

@@ -1,17 +1,17 @@
 """The fused CPU depth-wise convolution (VAN's LKA and MLP): the same values and gradients as MindSpore's grouped
-Conv2D, chosen only for the CPU target, switched off for export."""
+Conv2D, built only for the CPU target with the CPU backend, never in the standard or export form."""
 import numpy as np
 import pytest
 import mindspore as ms
 from mindspore import nn
 
-import convattn
-from convattn.layers import DepthwiseConv2d, depthwise_conv, set_fused_kernels
-from convattn.layers.fused_window import fused_kernels_available
+from convattn.cpu.depthwise import DepthwiseConv2d
+from convattn.cpu.runtime import runtime
+from convattn.layers import depthwise_conv
 from convattn.layers.targets import build_target
-from cell_grads import value_and_grads
+from cell_grads import assert_same_outputs, build_small, cpu_backend_cells, standard_twin, value_and_grads
 
-pytestmark = pytest.mark.skipif(not fused_kernels_available(), reason="fused CPU kernels unavailable (no g++)")
+pytestmark = pytest.mark.skipif(not runtime().available, reason=f"CPU backend unavailable: {runtime().reason}")
 
 
 # VAN's three geometries; 13 x 11 maps (rows not a multiple of 8) and a 7 x 7 map narrower than the dilated
@@ -41,26 +41,27 @@ def test_fused_depthwise_matches_grouped_conv_and_its_gradients(ms_mode, k, d, s
 def test_factory_follows_the_build_target_and_rejects_even_kernels():
     with build_target("CPU"):
         cpu = depthwise_conv(8, 7, 3)
+        even = depthwise_conv(8, 4)  # the kernel needs an odd size: the factory builds the standard cell
+    with build_target("CPU", cpu_backend=False):
+        std = depthwise_conv(8, 7, 3)
     with build_target("Ascend"):
         asc = depthwise_conv(8, 7, 3)
     assert isinstance(cpu, DepthwiseConv2d) and cpu.fused
-    assert type(asc) is nn.Conv2d and asc.group == 8 and asc.padding == 9 and asc.dilation == (3, 3)
+    for cell in (std, asc):
+        assert type(cell) is nn.Conv2d and cell.group == 8 and cell.padding == 9 and cell.dilation == (3, 3)
+    assert type(even) is nn.Conv2d and even.group == 8
     with pytest.raises(ValueError, match="odd kernel_size"):
         DepthwiseConv2d(8, 4)
 
 
-def test_van_uses_it_and_export_switches_it_off(pynative):
-    cfg = convattn.get_model_cfg("van_b0")
-    net = convattn.create_model("van_b0", num_classes=10, target="CPU", **cfg["small_kwargs"])
-    convs = [c for _, c in net.cells_and_names() if isinstance(c, nn.Conv2d) and c.group > 1]
-    assert convs and all(isinstance(c, DepthwiseConv2d) and c.fused for c in convs)
-    net.set_train(False)
-    x = ms.Tensor(np.random.default_rng(3).standard_normal((2,) + tuple(cfg["small_input_size"])).astype(np.float32))
-    y_fused = net(x).asnumpy()
-    set_fused_kernels(net, False)
-    np.testing.assert_allclose(net(x).asnumpy(), y_fused, rtol=0, atol=1e-4)
-    from convattn.deploy import prepare_for_export
-
-    set_fused_kernels(net, True)
-    prepare_for_export(net, onnx_safe=True)
-    assert not any(c.fused for c in convs)
+def test_van_uses_it_and_its_standard_and_export_forms_do_not(pynative):
+    net = build_small("van_b0", target="CPU")
+    convs = [n for n, c in net.cells_and_names() if isinstance(c, nn.Conv2d) and c.group > 1]
+    cells = dict(net.cells_and_names())
+    assert convs and all(isinstance(cells[n], DepthwiseConv2d) and cells[n].fused for n in convs)
+    twin = standard_twin(net, "van_b0")  # built with cpu_backend=False, the same weights
+    twin_cells = dict(twin.cells_and_names())
+    assert cpu_backend_cells(twin) == [] and all(type(twin_cells[n]) is nn.Conv2d for n in convs)
+    assert_same_outputs(net, twin, "van_b0", seed=3)
+    export = build_small("van_b0", target="CPU", export_safe=True)  # the form export builds for ONNX
+    assert cpu_backend_cells(export) == [] and not any(getattr(c, "fused", False) for _, c in export.cells_and_names())

@@ -1,5 +1,5 @@
-"""The fused exact-GELU CPU kernel: same values and gradient as MindSpore's erf GELU, chosen only for the CPU
-target, switched off for export."""
+"""The fused exact-GELU CPU kernel: same values and gradient as MindSpore's erf GELU, built only for the CPU
+target with the CPU backend, never in the standard or export form."""
 import math
 
 import numpy as np
@@ -7,13 +7,13 @@ import pytest
 import mindspore as ms
 from mindspore import nn, ops
 
-import convattn
-from convattn.layers import GELU, set_fused_kernels
-from convattn.layers.fused_gelu import FusedGELU
-from convattn.layers.fused_window import fused_kernels_available
+from convattn.cpu.gelu import FusedGELU
+from convattn.cpu.runtime import runtime
+from convattn.layers import GELU, ExportSafeGELU
 from convattn.layers.targets import build_target
+from cell_grads import assert_same_outputs, build_small, cpu_backend_cells, standard_twin
 
-pytestmark = pytest.mark.skipif(not fused_kernels_available(), reason="fused CPU kernels unavailable (no g++)")
+pytestmark = pytest.mark.skipif(not runtime().available, reason=f"CPU backend unavailable: {runtime().reason}")
 
 
 def _reference(x):
@@ -44,23 +44,28 @@ def test_fused_gelu_matches_exact_gelu_and_its_gradient(ms_mode):
 def test_gelu_factory_follows_the_build_target():
     with build_target("CPU"):
         cpu = GELU()
+    with build_target("CPU", cpu_backend=False):
+        std = GELU()
+    with build_target("CPU", export_safe=True):
+        safe = GELU()
     with build_target("Ascend"):
         asc = GELU()
     assert isinstance(cpu, FusedGELU) and cpu.fused and cpu.approximate == "none"
-    assert type(asc) is nn.GELU and asc.approximate == "none"
+    for cell in (std, asc):
+        assert type(cell) is nn.GELU and cell.approximate == "none"
+    assert type(safe) is ExportSafeGELU
 
 
-def test_models_use_it_and_export_switches_it_off():
-    net = convattn.create_model("swin_tiny", num_classes=10, target="CPU", **convattn.get_model_cfg("swin_tiny")[
-        "small_kwargs"])
-    gelus = [c for _, c in net.cells_and_names() if isinstance(c, nn.GELU)]
-    assert gelus and all(isinstance(c, FusedGELU) and c.fused for c in gelus)
-    assert len(set_fused_kernels(net, False)) >= len(gelus) and not any(c.fused for c in gelus)
-    net = convattn.create_model("van_b0", num_classes=10, target="CPU", **convattn.get_model_cfg("van_b0")[
-        "small_kwargs"])
-    from convattn.deploy import prepare_for_export
-    from convattn.deploy.gelu import ExportSafeGELU
+def test_models_use_it_and_their_standard_and_export_forms_do_not(pynative):
+    net = build_small("swin_tiny", target="CPU")
+    gelus = [n for n, c in net.cells_and_names() if isinstance(c, nn.GELU)]
+    assert gelus and all(isinstance(c, FusedGELU) and c.fused for n, c in net.cells_and_names() if n in gelus)
+    twin = standard_twin(net, "swin_tiny")  # the standard form (cpu_backend=False), same weights
+    twin_cells = dict(twin.cells_and_names())
+    assert cpu_backend_cells(twin) == [] and all(type(twin_cells[n]) is nn.GELU for n in gelus)
+    assert_same_outputs(net, twin, "swin_tiny", seed=1)
 
-    prepare_for_export(net, onnx_safe=True)
-    kinds = {type(c) for _, c in net.cells_and_names()}
-    assert ExportSafeGELU in kinds and FusedGELU not in kinds
+    van = build_small("van_b0", target="CPU", export_safe=True)  # the form export builds for ONNX
+    kinds = {type(c) for _, c in van.cells_and_names()}
+    assert ExportSafeGELU in kinds and FusedGELU not in kinds and nn.GELU not in kinds
+    assert cpu_backend_cells(van) == []

@@ -1,18 +1,20 @@
-"""The fused CPU LayerNorm (last axis and NCHW channels) and Dense bias kernels: the same values and gradients as
-MindSpore's LayerNorm and Dense, chosen only for the CPU target, switched off for export."""
+"""The fused CPU LayerNorm (last axis and NCHW channels), Dense and BatchNorm kernels: the same values and
+gradients as MindSpore's LayerNorm, Dense and BatchNorm, built only for the CPU target with the CPU backend, never in
+the standard or export form."""
 import numpy as np
 import pytest
 import mindspore as ms
 from mindspore import nn
 
-import convattn
-from convattn.layers import ChannelLayerNorm, FusedLayerNorm, Linear, dense, layer_norm, set_fused_kernels
-from convattn.layers.fused_window import fused_kernels_available
-from convattn.layers.gemm import gemm_isa, gemm_unavailable_reason
+from convattn.cpu.gemm import gemm_isa, gemm_unavailable_reason
+from convattn.cpu.linear import Linear
+from convattn.cpu.norm import FusedBatchNorm2d, FusedChannelLayerNorm, FusedLayerNorm
+from convattn.cpu.runtime import runtime
+from convattn.layers import (BatchNormAct2d, ChannelLayerNorm, batch_norm2d, channel_layer_norm, dense, layer_norm)
 from convattn.layers.targets import build_target
-from cell_grads import value_and_grads
+from cell_grads import assert_same_outputs, build_small, cpu_backend_cells, standard_twin, value_and_grads
 
-pytestmark = pytest.mark.skipif(not fused_kernels_available(), reason="fused CPU kernels unavailable (no g++)")
+pytestmark = pytest.mark.skipif(not runtime().available, reason=f"CPU backend unavailable: {runtime().reason}")
 
 
 def _layer_norm64(x, gamma, beta, eps, axis):
@@ -47,12 +49,15 @@ def test_fused_layer_norm_matches_layer_norm_and_its_gradients(ms_mode, kind, sh
     c = shape[-1] if kind == "last" else shape[1]
     gamma, beta = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
     cells = []
-    for fused in (True, False):
-        cell = FusedLayerNorm(c, eps, fused=fused) if kind == "last" else ChannelLayerNorm(c, eps, fused=fused)
+    for fused in (True, False):  # the factory's cell with and without the CPU backend
+        with build_target("CPU", cpu_backend=fused):
+            cell = layer_norm(c, eps) if kind == "last" else channel_layer_norm(c, eps)
         cell.gamma.set_data(ms.Tensor(gamma))
         cell.beta.set_data(ms.Tensor(beta))
         cells.append(cell)
-    assert cells[0].fused and not cells[1].fused
+    assert isinstance(cells[0], FusedChannelLayerNorm if kind == "channels" else FusedLayerNorm) and cells[0].fused
+    assert type(cells[1]) is (ChannelLayerNorm if kind == "channels" else nn.LayerNorm)
+    assert not getattr(cells[1], "fused", False) and cells[0].epsilon == cells[1].epsilon == eps
     y_ref, vjp = _layer_norm64(x, gamma, beta, eps, -1 if kind == "last" else 1)
     refs = vjp(dy)
     (y, grads), (y_std, grads_std) = (value_and_grads(cell, x, dy) for cell in cells)
@@ -75,12 +80,9 @@ def test_fused_linear_matches_dense_and_its_gradients(ms_mode, shape, gemm, bias
     dy = rng.standard_normal(shape[:-1] + (40,)).astype(np.float32)
     if gemm and gemm_unavailable_reason() is not None:
         pytest.skip(f"private GEMM library unavailable: {gemm_unavailable_reason()}")
-    fused, plain = Linear(shape[-1], 40, has_bias=bias), nn.Dense(shape[-1], 40, has_bias=bias)
-    assert fused.fused
-    if gemm:
-        assert fused.gemm_op is not None
-    else:
-        fused.gemm_op = None
+    fused, plain = Linear(shape[-1], 40, has_bias=bias, gemm=gemm), nn.Dense(shape[-1], 40, has_bias=bias)
+    assert fused.fused and isinstance(fused, nn.Dense)
+    assert (fused.gemm_op is not None) == gemm and (fused.bias_op is None) == gemm
     for cell in (fused, plain):
         cell.weight.set_data(ms.Tensor(rng.standard_normal((40, shape[-1])).astype(np.float32)) if cell is fused
                              else fused.weight.data.copy())
@@ -100,50 +102,57 @@ def test_fused_linear_matches_dense_and_its_gradients(ms_mode, shape, gemm, bias
 
 def test_factories_follow_the_build_target():
     with build_target("CPU"):
-        cpu = (layer_norm(8), dense(8, 4), dense(8, 4, has_bias=False), ChannelLayerNorm(8))
+        cpu = (layer_norm(8), dense(8, 4), dense(8, 4, has_bias=False), channel_layer_norm(8), ChannelLayerNorm(8))
+    with build_target("CPU", cpu_backend=False):
+        std = (layer_norm(8), dense(8, 4), channel_layer_norm(8))
     with build_target("Ascend"):
-        asc = (layer_norm(8), dense(8, 4), ChannelLayerNorm(8))
+        asc = (layer_norm(8), dense(8, 4), channel_layer_norm(8))
     assert isinstance(cpu[0], FusedLayerNorm) and cpu[0].fused and cpu[0].epsilon == 1e-5
-    assert isinstance(cpu[1], Linear) and cpu[1].fused
-    if gemm_unavailable_reason() is None:  # without a bias only the GEMM form is faster than nn.Dense
+    assert isinstance(cpu[1], Linear) and cpu[1].fused and (cpu[1].gemm_op is not None) == runtime().gemm
+    if runtime().gemm:  # without a bias only the GEMM form is faster than nn.Dense
         assert isinstance(cpu[2], Linear) and cpu[2].fused and cpu[2].bias is None
     else:
         assert type(cpu[2]) is nn.Dense
-    assert cpu[3].fused
-    assert type(asc[0]) is nn.LayerNorm and type(asc[1]) is nn.Dense
-    net = nn.SequentialCell([asc[2]])
-    set_fused_kernels(net, True)  # a network built for Ascend keeps the standard form
-    assert not asc[2].fused
+    assert isinstance(cpu[3], FusedChannelLayerNorm) and cpu[3].fused and cpu[3].epsilon == 1e-6
+    assert type(cpu[4]) is ChannelLayerNorm and not getattr(cpu[4], "fused", False)  # the class is the standard form
+    for cells in (std, asc):
+        assert type(cells[0]) is nn.LayerNorm and type(cells[1]) is nn.Dense and type(cells[2]) is ChannelLayerNorm
+    # a network built for Ascend (or export-safe) cannot take the CPU backend: asked for, that is an error
+    with pytest.raises(ValueError, match="cpu_backend=True needs target='CPU'"):
+        with build_target("Ascend", cpu_backend=True):
+            pass
+    with pytest.raises(ValueError, match="export_safe=False"):
+        with build_target("CPU", export_safe=True, cpu_backend=True):
+            pass
 
 
-def test_models_use_them_and_export_switches_them_off(pynative):
-    cfg = convattn.get_model_cfg("swin_tiny")
-    net = convattn.create_model("swin_tiny", num_classes=10, target="CPU", **cfg["small_kwargs"])
-    norms = [c for _, c in net.cells_and_names() if isinstance(c, nn.LayerNorm)]
-    linears = [c for n, c in net.cells_and_names() if isinstance(c, nn.Dense) and n.endswith(("fc1", "fc2", "qkv", "proj"))]
-    assert norms and all(isinstance(c, FusedLayerNorm) and c.fused for c in norms)
-    assert linears and all(isinstance(c, Linear) and c.fused for c in linears)
-    net.set_train(False)
-    x = ms.Tensor(np.random.default_rng(2).standard_normal((2,) + tuple(cfg["small_input_size"])).astype(np.float32))
-    y_fused = net(x).asnumpy()
-    switched = set_fused_kernels(net, False)
-    assert len(switched) >= len(norms) + len(linears) and not any(c.fused for c in norms + linears)
-    np.testing.assert_allclose(net(x).asnumpy(), y_fused, rtol=0, atol=1e-4)
+def test_models_use_them_and_their_standard_and_export_forms_do_not(pynative):
+    net = build_small("swin_tiny", target="CPU")
+    cells = dict(net.cells_and_names())
+    norms = [n for n, c in cells.items() if isinstance(c, nn.LayerNorm)]
+    linears = [n for n, c in cells.items() if isinstance(c, nn.Dense) and n.endswith(("fc1", "fc2", "qkv", "proj"))]
+    assert norms and all(isinstance(cells[n], FusedLayerNorm) and cells[n].fused for n in norms)
+    assert linears and all(isinstance(cells[n], Linear) and cells[n].fused for n in linears)
+    twin = standard_twin(net, "swin_tiny")  # built with cpu_backend=False, the same weights
+    twin_cells = dict(twin.cells_and_names())
+    assert cpu_backend_cells(twin) == []
+    assert all(type(twin_cells[n]) is nn.LayerNorm for n in norms)
+    assert all(type(twin_cells[n]) is nn.Dense for n in linears)
+    assert_same_outputs(net, twin, "swin_tiny", seed=2)
 
-    van = convattn.create_model("van_b0", num_classes=10, target="CPU", **convattn.get_model_cfg("van_b0")[
-        "small_kwargs"])
-    channel_norms = [c for _, c in van.cells_and_names() if isinstance(c, ChannelLayerNorm)]
+    van = build_small("van_b0", target="CPU")
+    channel_norms = [c for _, c in van.cells_and_names() if isinstance(c, FusedChannelLayerNorm)]
     assert channel_norms and all(c.fused for c in channel_norms)
-    from convattn.deploy import prepare_for_export
-
-    prepare_for_export(van, onnx_safe=True)
-    assert not any(getattr(c, "fused", False) for _, c in van.cells_and_names())
+    assert not any(type(c) is ChannelLayerNorm for _, c in van.cells_and_names())
+    export = build_small("van_b0", target="CPU", export_safe=True)  # the form export builds for ONNX
+    assert cpu_backend_cells(export) == [] and not any(getattr(c, "fused", False) for _, c in export.cells_and_names())
+    assert len([c for _, c in export.cells_and_names() if type(c) is ChannelLayerNorm]) == len(channel_norms)
 
 
 def test_private_gemm_library_is_capped_at_avx512_where_the_cpu_has_it():
     """The Dense GEMM's oneDNN copy runs AVX-512 while MindSpore's own oneDNN stays at the AVX2 cap that its
     convolutions need (convattn._env)."""
-    from convattn.layers.kernel_build import cpu_flags
+    from convattn.cpu.runtime import cpu_flags
 
     if gemm_unavailable_reason() is not None:
         pytest.skip(f"private GEMM library unavailable: {gemm_unavailable_reason()}")
@@ -183,8 +192,6 @@ def _assert_fused_standard_float64(fused, standard, want):
 def test_fused_batch_norm_eval_matches_batch_norm_and_its_gradients(ms_mode, shape):
     """Eval mode (the running statistics): the fused kernel against nn.BatchNorm2d and float64, values and the
     gradients of x, gamma and beta."""
-    from convattn.layers import FusedBatchNorm2d
-
     c = shape[1]
     x, dy, stats = _bn_inputs(4, shape)
     cells = [FusedBatchNorm2d(c, eps=1e-3), nn.BatchNorm2d(c, eps=1e-3)]
@@ -200,7 +207,8 @@ def test_fused_batch_norm_eval_matches_batch_norm_and_its_gradients(ms_mode, sha
     np.testing.assert_allclose(y, y_std, rtol=0, atol=1e-5 * np.abs(ref).max())
     _assert_fused_standard_float64(grads, grads_std, refs)
     with build_target("Ascend"):
-        from convattn.layers import batch_norm2d
+        assert type(batch_norm2d(4)) is nn.BatchNorm2d
+    with build_target("CPU", cpu_backend=False):
         assert type(batch_norm2d(4)) is nn.BatchNorm2d
     with build_target("CPU"):
         assert isinstance(batch_norm2d(4), FusedBatchNorm2d)
@@ -211,8 +219,6 @@ def test_fused_batch_norm_training_matches_batch_norm_gradients_and_running_upda
     """Training mode (the batch statistics): values, the gradients of x, gamma and beta, and the running
     statistics after two steps (the value and the gradient call) against nn.BatchNorm2d and float64 (biased
     variance to normalise, unbiased for the running value, ``momentum`` the weight of the old value)."""
-    from convattn.layers import FusedBatchNorm2d
-
     c = shape[1]
     x, dy, stats = _bn_inputs(5, shape)
     cells = [FusedBatchNorm2d(c, eps=1e-3, momentum=momentum), nn.BatchNorm2d(c, eps=1e-3, momentum=momentum)]
@@ -261,16 +267,16 @@ def test_fused_batch_norm_with_activation_matches_float64_and_the_standard_form(
     """BatchNorm + ReLU and ReLU(BatchNorm + residual) (a ResNet block's ends) in one kernel: values and the
     gradients of x, the residual, gamma and beta against float64 and against the same cell's standard form
     (MindSpore's BatchNorm, Add, ReLU), in evaluation and training mode."""
-    from convattn.layers import FusedBatchNorm2d
-
     shape, c = (3, 5, 9, 7), 5
     x, dy, stats = _bn_inputs(6, shape)
     res = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
     residual = act == "add_relu"
     outs = []
-    for fused in (True, False):
-        cell = FusedBatchNorm2d(c, eps=1e-3, act=act, fused=fused)
-        assert cell.fused == fused
+    for fused in (True, False):  # the factory's cell with and without the CPU backend
+        with build_target("CPU", cpu_backend=fused):
+            cell = batch_norm2d(c, eps=1e-3, act=act)
+        assert isinstance(cell, FusedBatchNorm2d if fused else BatchNormAct2d) and cell.act == act
+        assert getattr(cell, "fused", False) == fused
         _set_bn(cell, stats, training)
         if fused:
             cell.bn_train = cell.bn_infer = None  # the fused form never reaches MindSpore's BatchNorm
@@ -296,12 +302,18 @@ def test_fused_batch_norm_with_activation_matches_float64_and_the_standard_form(
 def test_batch_norm_with_activation_is_not_folded_into_a_conv():
     """A BatchNorm followed by its ReLU cannot become a convolution's scale and bias: a clear error, not a
     network silently without the ReLU."""
-    from convattn.layers import batch_norm2d
     from convattn.layers.reparam import fuse_conv_bn
 
+    with build_target("CPU"):
+        fused = batch_norm2d(4, act="relu")
+    assert isinstance(fused, FusedBatchNorm2d)
     with pytest.raises(ValueError, match="act='relu'"):
-        fuse_conv_bn(nn.Conv2d(3, 4, 3), batch_norm2d(4, act="relu"))
+        fuse_conv_bn(nn.Conv2d(3, 4, 3), fused)
     assert isinstance(fuse_conv_bn(nn.Conv2d(3, 4, 3), batch_norm2d(4)), nn.Conv2d)
     with build_target("Ascend"):  # elsewhere the standard form (BatchNorm, ReLU): same cell type and parameters
         cell = batch_norm2d(4, act="add_relu")
-        assert isinstance(cell, nn.BatchNorm2d) and not cell.fused and cell.act == "add_relu"
+    assert isinstance(cell, nn.BatchNorm2d) and type(cell) is BatchNormAct2d and cell.act == "add_relu"
+    assert not getattr(cell, "fused", False)
+    assert sorted(p.name for p in cell.get_parameters()) == sorted(p.name for p in fused.get_parameters())
+    with pytest.raises(ValueError, match="act='add_relu'"):
+        fuse_conv_bn(nn.Conv2d(3, 4, 3), cell)

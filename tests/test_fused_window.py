@@ -1,5 +1,6 @@
 """The fused CPU local-window kernels (ops.Custom AOT): values and gradients against NumPy and against the
-standard-op formulations of ACmix and SAN; switching off for export; the fallback when they cannot be built.
+standard-op formulations of ACmix and SAN; the standard and export forms built without them; the switch and the
+fallback when they cannot be built.
 
 The official-fixture parity of ACmix and SAN runs through the fused path too (their default on CPU):
 tests/test_acmix.py, tests/test_san.py.
@@ -13,15 +14,18 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from convattn.layers import ACmix, SAM, fused_kernels_available, set_fused_kernels
-from convattn.layers import kernel_build
-from convattn.layers.fused_window import LocalAggregate, LocalCorrelate, LocalDiff, TapSoftmax
+from convattn.cpu import runtime as cpu_runtime
+from convattn.cpu.window import FusedWindowAttention, LocalAggregate, LocalCorrelate, LocalDiff, TapSoftmax
+from convattn.layers import GELU, ACmix, SAM, layer_norm, targets
+from convattn.layers.targets import build_target, cpu_backend_enabled, decide_form
+from cell_grads import cpu_backend_cells, is_cpu_backend_cell
 from test_local_attention import acmix_twins
 
 # Only the tests that run the kernels need a compiler; the switch and fallback tests run everywhere (the fallback
 # test exists for exactly the machines without one).
-needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
-                                    reason="no C++ compiler: the fused kernels cannot be built (layers fall back)")
+needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None or not cpu_backend_enabled(),
+                                    reason="no C++ compiler, or CONVATTN_FUSED_KERNELS=0: the fused kernels are not "
+                                           "built (layers fall back)")
 
 
 def _np_pad(x, p):
@@ -237,7 +241,8 @@ def test_sam_fused_inference_equals_gather_with_trained_statistics(ms_mode, sa_t
 @pytest.mark.parametrize("stride,hw", [(1, (9, 10)), (2, (9, 10)), (2, (11, 8))])
 def test_acmix_fused_equals_unfold(ms_mode, stride, hw):
     ref, alt = acmix_twins(stride, seed=5, impl="fused")
-    assert alt.fused
+    assert alt.attention_form() == "fused" and isinstance(alt.attention, FusedWindowAttention)
+    assert ref.attention_form() == "unfold"
     rng = np.random.default_rng(6)
     x = ms.Tensor(rng.standard_normal((2, 16) + hw).astype(np.float32))
     _assert_close(_outputs_and_grads(ref, x), _outputs_and_grads(alt, x))
@@ -251,32 +256,45 @@ def test_strided_sam_keeps_the_gather():
 
 
 @needs_compiler
-def test_set_fused_kernels_and_export_switch_them_off(tmp_path):
+def test_standard_and_export_forms_are_built_without_them(pynative):
+    """The default CPU build runs the fused kernels; the same network built with ``cpu_backend=False`` (what export
+    builds) has none, the standard cell at every name that was fused, and with the same weights the same output;
+    its export-safe form has none either."""
     from convattn import create_model
-    from convattn.deploy import prepare_for_export
 
-    net = create_model("san10_pairwise", num_classes=10, layers=(1, 1, 1, 1, 1), base_width=32,
-                       kernels=(3, 3, 3, 3, 3))
+    arch = dict(num_classes=10, layers=(1, 1, 1, 1, 1), base_width=32, kernels=(3, 3, 3, 3, 3))
+    net = create_model("san10_pairwise", **arch)
+    assert net.form.cpu_backend and net.form.target == "CPU"
     fused = [name for name, c in net.cells_and_names() if getattr(c, "fused", False) is True]
     assert fused, "the default CPU build should run the fused kernels"
+    assert any(isinstance(c, LocalAggregate) for _, c in net.cells_and_names())
+    std = create_model("san10_pairwise", cpu_backend=False, pretrained={p.name: p for p in net.get_parameters()},
+                       **arch)
+    assert not std.form.cpu_backend and cpu_backend_cells(std) == []
+    std_cells = dict(std.cells_and_names())
+    assert set(fused) <= set(std_cells)  # the same cells, in their standard form
+    assert not any(getattr(std_cells[name], "fused", False) or is_cpu_backend_cell(std_cells[name]) for name in fused)
     net.set_train(False)
+    std.set_train(False)
     x = ms.Tensor(np.random.default_rng(6).standard_normal((1, 3, 64, 64)).astype(np.float32))
-    before = net(x).asnumpy()
-    report = prepare_for_export(net, onnx_safe=False)
-    assert sorted(report["fused_kernels_off"]) == sorted(fused)
-    assert not any(getattr(c, "fused", False) for _, c in net.cells_and_names())
-    after = net(x).asnumpy()
-    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
-    assert sorted(set_fused_kernels(net, True)) == sorted(fused)
+    np.testing.assert_allclose(std(x).asnumpy(), net(x).asnumpy(), rtol=1e-5, atol=1e-5)
+    export = create_model("san10_pairwise", export_safe=True, **arch)
+    assert cpu_backend_cells(export) == [] and not any(getattr(c, "fused", False) for _, c in export.cells_and_names())
 
 
 def test_environment_switch_and_bad_requests(monkeypatch):
     monkeypatch.setenv("CONVATTN_FUSED_KERNELS", "0")
-    assert not fused_kernels_available()
-    assert SAM("pairwise", 16, 4, 16, 4, 3).attn_impl == "unfold"
-    assert ACmix(16, 32, 7, head=4).attn_impl == "fast"
-    with pytest.raises(RuntimeError, match="attn_impl='auto'"):
-        SAM("pairwise", 16, 4, 16, 4, 3, attn_impl="fused")
+    assert not cpu_backend_enabled()
+    form = decide_form("CPU")
+    assert not form.cpu_backend and form.note == "CONVATTN_FUSED_KERNELS=0"
+    with build_target("CPU"):
+        assert SAM("pairwise", 16, 4, 16, 4, 3).attn_impl == "unfold"
+        assert ACmix(16, 32, 7, head=4).attn_impl == "fast"
+        assert type(GELU()) is nn.GELU and type(layer_norm(8)) is nn.LayerNorm
+        with pytest.raises(RuntimeError, match="attn_impl='auto'"):
+            SAM("pairwise", 16, 4, 16, 4, 3, attn_impl="fused")
+    with pytest.raises(RuntimeError, match="CONVATTN_FUSED_KERNELS=0"):
+        decide_form("CPU", cpu_backend=True)
     with pytest.raises(ValueError, match="attn_impl must be"):
         SAM("pairwise", 16, 4, 16, 4, 3, attn_impl="shift")
     with pytest.raises(ValueError, match="mode must be one of"):
@@ -284,27 +302,44 @@ def test_environment_switch_and_bad_requests(monkeypatch):
 
 
 def test_build_failure_falls_back_with_a_warning(monkeypatch, tmp_path):
-    """No working compiler: one warning naming the cause, the layers run their standard ops, nothing half-written."""
-    monkeypatch.setattr(kernel_build, "_STATE", {"path": None, "error": None, "tried": False, "warned": False})
+    """No working compiler: one warning naming the cause, the layers are built from their standard ops, nothing
+    half-written."""
+    monkeypatch.setattr(cpu_runtime, "_RUNTIME", None)  # a fresh runtime for this test; the old one comes back
+    monkeypatch.setattr(targets, "_WARNED", set())
+    monkeypatch.setenv("CONVATTN_FUSED_KERNELS", "1")  # the backend asked for, even where the suite runs without
     monkeypatch.setenv("CONVATTN_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "false")
-    with pytest.warns(RuntimeWarning, match="could not be built"):
-        assert not fused_kernels_available()
-    assert SAM("patchwise", 16, 4, 16, 4, 3).attn_impl == "unfold"
+    with pytest.warns(RuntimeWarning, match="CPU backend unavailable .*failed"):
+        form = decide_form("CPU")
+    assert not form.cpu_backend and not cpu_runtime.runtime().available
+    with build_target(form):
+        sam = SAM("patchwise", 16, 4, 16, 4, 3)
+    assert sam.attn_impl == "unfold" and not sam.fused and cpu_backend_cells(sam) == []
     assert list(tmp_path.iterdir()) == []  # the failed build left no partial library behind
-    assert "failed" in kernel_build.unavailable_reason()  # the public query names the build error
-    with pytest.raises(RuntimeError, match="unavailable .*false .*failed"):
-        SAM("patchwise", 16, 4, 16, 4, 3, attn_impl="fused")
+    assert "failed" in cpu_runtime.runtime().reason and "failed" in form.note  # the public query names the error
+    with pytest.raises(RuntimeError, match="false .*failed"):
+        with build_target(form):
+            SAM("patchwise", 16, 4, 16, 4, 3, attn_impl="fused")
+    with pytest.raises(RuntimeError, match="CPU backend is unavailable .*failed"):
+        decide_form("CPU", cpu_backend=True)
 
 
-def test_only_the_build_module_compiles_and_its_state_stays_private():
-    """The C++ build lives in layers/kernel_build.py: no other layer module runs a compiler or reads its state."""
+def test_only_the_runtime_compiles_and_only_the_targets_module_reaches_the_backend():
+    """The C++ build lives in cpu/runtime.py: no other module of the CPU backend or of the layers runs a compiler
+    or reads the runtime's state; and no layer module but targets.py imports the CPU backend (layers ask
+    :func:`convattn.layers.targets.cpu_cell`)."""
     from pathlib import Path
 
-    layers = Path(kernel_build.__file__).parent
-    offenders = [p.name for p in layers.glob("*.py")
-                 if p.name != "kernel_build.py" and re.search(r"\bsubprocess\b|_STATE\b", p.read_text())]
-    assert offenders == [], f"layer modules that build kernels or read the build state: {offenders}"
+    cpu_dir = Path(cpu_runtime.__file__).parent
+    layers = Path(targets.__file__).parent
+    offenders = [f"{p.parent.name}/{p.name}" for p in list(cpu_dir.glob("*.py")) + list(layers.glob("*.py"))
+                 if p.name != "runtime.py" and re.search(r"\bsubprocess\b|_RUNTIME\b", p.read_text())]
+    assert offenders == [], f"modules that build kernels or read the runtime's state: {offenders}"
+    backend_import = re.compile(r"^\s*(from\s+(\.\.|convattn\.)cpu\b|import\s+convattn\.cpu\b|"
+                                r"from\s+(\.\.|convattn)\s+import\s+cpu\b)", re.M)
+    importers = [p.name for p in layers.glob("*.py") if p.name != "targets.py" and backend_import.search(p.read_text())]
+    assert importers == [], f"layer modules that import the CPU backend themselves: {importers}"
+    assert backend_import.search((layers / "targets.py").read_text())  # the pattern does see an import
 
 
 @needs_compiler
