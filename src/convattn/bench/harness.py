@@ -172,6 +172,9 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
     ms.set_device(cfg["device_target"])
     if cfg["threads"] and cfg["device_target"] == "CPU":
         ms.device_context.cpu.op_tuning.threads_num(int(cfg["threads"]))
+        from ..layers.targets import set_cpu_backend_threads
+
+        set_cpu_backend_threads(int(cfg["threads"]))  # the fused kernels use the same count
     size = tuple(cfg["image_size"] or get_model_cfg(base)["input_size"][1:])
     train = cfg.get("mode", "infer") == "train"
     if variant == "deploy" and train:

@@ -61,6 +61,10 @@ def setup_context(cfg: Config):
         ms.set_context(deterministic="ON")
     if cfg.cpu_threads:
         ms.device_context.cpu.op_tuning.threads_num(cfg.cpu_threads)
+        if (cfg.target or cfg.device_target).upper() == "CPU":
+            from ..layers.targets import set_cpu_backend_threads
+
+            set_cpu_backend_threads(cfg.cpu_threads)  # the fused kernels use the same count
     ms.set_seed(cfg.seed)
     np.random.seed(cfg.seed)
     rank, size = 0, 1

@@ -33,7 +33,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 __all__ = ["TARGETS", "Formulation", "FORMULATIONS", "BuildForm", "resolve_target", "build_target", "current_form",
-           "select_form", "cpu_cell", "cpu_backend_enabled", "decide_form", "map_between_forms",
+           "select_form", "cpu_cell", "cpu_backend_enabled", "set_cpu_backend_threads", "decide_form", "map_between_forms",
            "form_table"]
 
 TARGETS = ("CPU", "GPU", "Ascend")
@@ -201,6 +201,15 @@ def build_target(target: Optional[str] = None, export_safe: bool = False,
         yield form
     finally:
         _BUILD_FORM.reset(token)
+
+
+def set_cpu_backend_threads(n: Optional[int]) -> None:
+    """Give the CPU backend's kernels ``n`` threads (MindSpore 2.10 has no getter for the count its
+    ``threads_num`` sets, so the tools pass theirs); nothing where the backend is switched off."""
+    if cpu_backend_enabled():
+        from ..cpu.runtime import set_threads
+
+        set_threads(n)
 
 
 def cpu_cell(kind: str, *args, **kwargs):
