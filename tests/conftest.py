@@ -80,7 +80,7 @@ QUICK_FILES = {
     "test_window_gather.py", "test_macs.py", "test_pth_reader.py", "test_recipes.py", "test_val_layout.py",
     "test_plot.py", "test_quickstart_data.py", "test_launch_ranktable.py", "test_engine_components.py",
     "test_data_decode.py", "test_parity_table.py", "test_min_input_size.py", "test_convert_cli.py",
-    "test_engine_data.py", "test_infer.py", "test_targets.py", "test_fused_gelu.py", "test_fused_pool.py",
+    "test_engine_data.py", "test_infer.py", "test_targets.py", "test_env_default.py", "test_fused_gelu.py", "test_fused_pool.py",
 }
 
 
