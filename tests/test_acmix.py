@@ -5,7 +5,7 @@ import mindspore as ms
 
 import convattn
 from convattn.convert import load_official_state
-from convattn.layers import ACmix, ACmixConvPath, set_export_safe
+from convattn.layers import ACmix, ACmixConvPath, build_target
 from convattn.layers.acmix import shift_kernel
 from parity import load_fixture, run_parity
 
@@ -77,15 +77,20 @@ def test_depthwise_chosen_by_build_target(monkeypatch):
 
 
 def test_export_safe_gather_gives_same_output(ms_mode):
-    """The slice-based gather (ONNX-exportable) and the unfold fast path give the same ACmix output."""
+    """The slice-based gather (ONNX-exportable, built in an export-safe form) and the default form give the same
+    ACmix output for the same weights."""
     inp, ref, state = load_fixture("acmix_module_s2.npz")
     m = ACmix(64, 64, stride=2)
-    load_official_state(m, state, rules="acmix")
-    m.set_train(False)
-    fast = m(ms.Tensor(inp)).asnumpy()
-    set_export_safe(m, True)
-    assert m.unfold.export_safe
-    safe = m(ms.Tensor(inp)).asnumpy()
+    with build_target(None, export_safe=True) as form:
+        safe_m = ACmix(64, 64, stride=2)
+    assert form.export_safe and not form.cpu_backend
+    assert safe_m.unfold.export_safe and not m.unfold.export_safe and safe_m.attention_form() == "unfold"
+    outs = []
+    for net in (m, safe_m):
+        load_official_state(net, state, rules="acmix")
+        net.set_train(False)
+        outs.append(net(ms.Tensor(inp)).asnumpy())
+    fast, safe = outs
     assert float(np.abs(fast - safe).max()) <= 1e-6 * max(1.0, float(np.abs(fast).max()))
 
 
@@ -160,29 +165,45 @@ def test_resnet_rejects_bad_input():
         net(ms.Tensor(np.zeros((1, 4, 64, 64), np.float32)))
 
 
-def test_implementation_objects_chosen_once_and_by_the_switches():
-    """ACmix holds its attention and conv-path formulations as objects chosen at construction; the switch functions
-    choose them again (construct only calls them). A rebuilt object keeps the layer's mixed-precision flags."""
-    from convattn.layers import build_target, set_fused_kernels
-    from convattn.layers.acmix import (BlockedAcmixAttention, DepthwiseConvForm, FusedWindowAttention,
-                                       GroupedConvForm, UnfoldWindowAttention)
+def _cpu_cells(net):
+    """Names of the CPU backend's cells (convattn.cpu) inside ``net``."""
+    return [n for n, c in net.cells_and_names() if type(c).__module__.startswith("convattn.cpu")]
+
+
+def test_implementation_objects_chosen_once_at_construction():
+    """ACmix holds its attention and conv-path formulations as objects chosen at construction from the form it is
+    built in (target, export-safe, CPU backend); construct only calls them, and nothing switches them afterwards."""
+    from convattn.layers.acmix import BlockedAcmixAttention, DepthwiseConvForm, GroupedConvForm, UnfoldWindowAttention
 
     with build_target("GPU"):
         m = ACmix(16, 16, 3, head=2)
+        unfold = ACmix(16, 16, 3, head=2, attn_impl="unfold")
     assert isinstance(m.attention, BlockedAcmixAttention) and isinstance(m.conv_form, GroupedConvForm)
-    assert isinstance(ACmix(16, 16, 3, head=2, attn_impl="unfold").attention, UnfoldWindowAttention)
-    m.to_float(ms.float16)
-    set_export_safe(m, True)
-    assert isinstance(m.attention, UnfoldWindowAttention) and m.attention.gather is m.unfold
+    assert m.attention_form() == "fast" and not m.depthwise_conv and not _cpu_cells(m)
+    assert isinstance(unfold.attention, UnfoldWindowAttention) and unfold.attention_form() == "unfold"
+    for switch in ("use_depthwise_conv", "select_implementation"):  # the post-build switches are gone
+        assert not hasattr(m, switch), switch
+    m.to_float(ms.float16)  # the implementation objects are children: precision flags reach them
     assert m.attention.get_flags().get("fp16") is True
-    set_export_safe(m, False)
-    assert isinstance(m.attention, BlockedAcmixAttention)
-    m.use_depthwise_conv()
-    assert isinstance(m.conv_form, DepthwiseConvForm)
-    cpu = ACmix(16, 16, 3, head=2)
-    assert isinstance(cpu.attention, FusedWindowAttention if cpu.fused else BlockedAcmixAttention)
-    if cpu.fused:
-        set_fused_kernels(cpu, False)
-        assert isinstance(cpu.attention, BlockedAcmixAttention) and not cpu.fused
-        set_fused_kernels(cpu, True)
-        assert isinstance(cpu.attention, FusedWindowAttention)
+    with build_target("GPU", export_safe=True):
+        safe = ACmix(16, 16, 3, head=2)
+    assert isinstance(safe.attention, UnfoldWindowAttention) and safe.attention.gather is safe.unfold
+    assert safe.unfold.export_safe and safe.attention_form() == "unfold"
+    with build_target("Ascend"):
+        asc = ACmix(16, 16, 3, head=2)
+    assert isinstance(asc.conv_form, DepthwiseConvForm) and asc.depthwise_conv
+    assert isinstance(asc.attention, BlockedAcmixAttention) and not _cpu_cells(asc)
+    with build_target("CPU") as form:
+        cpu = ACmix(16, 16, 3, head=2)
+    if form.cpu_backend:  # the fused kernels, from the CPU backend (convattn.cpu), built once
+        from convattn.cpu.window import FusedWindowAttention
+
+        assert isinstance(cpu.attention, FusedWindowAttention) and cpu.attention_form() == "fused"
+        assert _cpu_cells(cpu)
+    else:
+        assert isinstance(cpu.attention, BlockedAcmixAttention) and cpu.attention_form() == "fast"
+    with build_target("CPU", cpu_backend=False) as form:
+        plain = ACmix(16, 16, 3, head=2)
+    assert not form.cpu_backend and form.target == "CPU"
+    assert isinstance(plain.attention, BlockedAcmixAttention) and plain.attention_form() == "fast"
+    assert not _cpu_cells(plain)

@@ -133,7 +133,7 @@ def test_acmix_san_train_step_updates_both_paths():
 def test_acmix_san_export_safe_gather_equals_fast_path():
     ms.set_context(mode=ms.PYNATIVE_MODE)
     x = ms.Tensor(np.random.RandomState(2).randn(2, 32, 9, 8).astype(np.float32))
-    assert_export_safe_equals_fast(ACmixSAM("patchwise", 32, 2, 8, share_planes=8, kernel_size=7), x)
+    assert_export_safe_equals_fast(lambda: ACmixSAM("patchwise", 32, 2, 8, share_planes=8, kernel_size=7), x)
 
 
 def test_acmix_san_depthwise_conv_path_equals_grouped():

@@ -13,7 +13,7 @@ import convattn
 from convattn.bench.ascend_audit import (REPRESENTATIVES, REVIEWED_UNDOCUMENTED, O2TrainStep, audit_and_train_small,
                                          build_ascend_form, findings)
 from convattn.convert import load_official_state
-from convattn.layers import set_fused_kernels
+from convattn.layers import build_target
 from convattn.layers.san_attention import SAM
 from parity import load_fixture, tolerance
 from twins import TWINS, every_model
@@ -136,8 +136,9 @@ def test_official_networks_through_ascend_form(pynative, name, kwargs, fixture):
 def test_official_san_bottlenecks_through_ascend_form(pynative):
     from convattn.models.san import Bottleneck
     for sa_type, fixture in ((0, "san_bottleneck_pairwise_k7.npz"), (1, "san_bottleneck_patchwise_k7.npz")):
-        block = Bottleneck(sa_type, 64, 4, 16, 64, 8, 7)
-        set_fused_kernels(block, False)  # the gather formulation, as on Ascend
+        with build_target("Ascend"):  # the gather formulation, as on Ascend
+            block = Bottleneck(sa_type, 64, 4, 16, 64, 8, 7)
+        assert not block.sam.fused and block.sam.attn_impl == "unfold"
         _run_fixture(block, fixture, rules="san")
 
 
@@ -184,23 +185,31 @@ def test_window_attention_masks_are_finite_in_float16():
 
 
 def test_audit_flags_what_ascend_cannot_run(tmp_path):
-    """The CPU form of ACmix (grouped dep_conv, fused CPU kernels) fails the audit; its Ascend form passes; an
-    undocumented primitive is 'unknown'; the command line exits 1 on a violation."""
+    """The CPU form of ACmix (grouped dep_conv, the CPU backend's fused kernels) fails the audit; its Ascend form
+    (built for target 'Ascend': depth-wise conv path, standard cells) passes; an undocumented primitive is
+    'unknown'; the command line exits 1 on a violation."""
     from convattn.bench import ascend_audit as audit
-    from convattn.deploy import to_ascend_legal
+    from convattn.deploy import ascend_grouped_conv_report
     from convattn.layers import ACmix
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
         x = ms.Tensor(np.random.default_rng(0).standard_normal((1, 8, 6, 6)).astype(np.float32))
-        cpu = ACmix(8, 8, kernel_att=3, head=2, depthwise_conv=False)
+        with build_target("CPU"):
+            cpu = ACmix(8, 8, kernel_att=3, head=2, depthwise_conv=False)
+        with build_target("Ascend") as form:
+            asc = ACmix(8, 8, kernel_att=3, head=2)
+        assert form.target == "Ascend" and not form.cpu_backend and asc.depthwise_conv
+        assert ascend_grouped_conv_report(cpu) and ascend_grouped_conv_report(asc) == []
+        _copy_weights(cpu, asc)
         cpu.set_train(False)
+        asc.set_train(False)
         bad = audit.audit_graph(audit.graph_primitives(cpu, x))
-        to_ascend_legal(cpu)
-        set_fused_kernels(cpu, False)
-        good = audit.audit_graph(audit.graph_primitives(cpu, x))
+        good = audit.audit_graph(audit.graph_primitives(asc, x))
+        want, got = cpu(x).asnumpy(), asc(x).asnumpy()
     finally:
         ms.set_context(mode=previous)
+    assert float(np.abs(got - want).max()) <= 1e-5 * max(1.0, float(np.abs(want).max()))
     assert bad["Conv2D"]["status"] == "violation" and "not depth-wise" in bad["Conv2D"]["problems"][0]
     if "Custom" in bad:  # the fused kernels are built where g++ is
         assert any("CPU-only" in p for p in bad["Custom"]["problems"])

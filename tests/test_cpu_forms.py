@@ -22,14 +22,17 @@ def _op_types(cell, *shape):
     return {p["op_type"] for p in op_profile(lambda: cell(x).asnumpy(), steps=1)}
 
 
-def _attention_ops(cell, fused, *shape):
-    """The op types ``cell`` runs with its attention (and the other cells) in the fused or the standard form."""
-    from convattn.layers import fused_kernels_available, set_fused_kernels
-    from convattn.layers.gemm import gemm_library
+def _attention_ops(build, fused, *shape):
+    """The op types the cell ``build()`` runs when built with its attention (and the other cells) in the CPU
+    backend's fused form or in the standard form."""
+    from convattn.cpu.runtime import runtime
+    from convattn.layers import build_target, decide_form
 
-    if fused and (not fused_kernels_available() or gemm_library() is None):
+    if fused and (not decide_form("CPU").cpu_backend or not runtime().gemm):
         pytest.skip("fused CPU kernels or the private GEMM library unavailable")
-    set_fused_kernels(cell, fused)
+    with build_target("CPU", cpu_backend=fused) as form:
+        cell = build()
+    assert form.cpu_backend == fused
     return _op_types(cell, *shape)
 
 
@@ -37,7 +40,7 @@ def _attention_ops(cell, fused, *shape):
 def test_vit_attention_splits_qkv_without_strided_slice(graph_mode, fused):
     from convattn.layers import DynamicAttention
 
-    ops_run = _attention_ops(DynamicAttention(32, 4, True), fused, 2, 17, 32)
+    ops_run = _attention_ops(lambda: DynamicAttention(32, 4, True), fused, 2, 17, 32)
     if fused:  # the fused attention reads q, k, v in place: no split, transpose or batched product at all
         assert not {"Split", "StridedSlice", "Transpose", "BatchMatMul", "Softmax"} & ops_run, ops_run
     else:
@@ -48,7 +51,7 @@ def test_vit_attention_splits_qkv_without_strided_slice(graph_mode, fused):
 def test_pvt_attention_splits_kv_without_strided_slice(graph_mode, fused):
     from convattn.models.pvt import Attention
 
-    ops_run = _attention_ops(Attention(32, 2, True, sr_ratio=2, resolution=(8, 8)), fused, 2, 64, 32)
+    ops_run = _attention_ops(lambda: Attention(32, 2, True, sr_ratio=2, resolution=(8, 8)), fused, 2, 64, 32)
     if fused:
         assert not {"Split", "StridedSlice", "BatchMatMul", "Softmax"} & ops_run, ops_run
     else:

@@ -147,24 +147,29 @@ def test_covered_cases_are_trained_by_the_ascend_representatives():
         small, side = SMALL_CONFIGS[rep]
         assert side == size and {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()} == small, \
             (case, kwargs, small)
-        forms = [_kernel_agnostic(create_model(model, num_classes=10, target=t, **small)) for t in ("CPU", "Ascend")]
+        nets = [create_model(model, num_classes=10, target=t, **small) for t in ("CPU", "Ascend")]
+        assert [n.target for n in nets] == ["CPU", "Ascend"] and not nets[1].form.cpu_backend
+        forms = [_kernel_agnostic(n) for n in nets]
         assert forms[0] == forms[1], f"{model} has a device-dependent form: train its CPU form here by default"
 
 
 def _kernel_agnostic(net):
-    """The network's signature with the CPU target's fused-kernel cells read as the MindSpore cells they replace:
-    ``FusedGELU`` is an ``nn.GELU``, ``FusedLayerNorm`` an ``nn.LayerNorm``, ``Linear`` an ``nn.Dense`` (same
-    value, gradient and parameters: tests/test_fused_gelu.py, tests/test_fused_norm.py), and their
-    parameter-free kernel sub-cells (a ``Linear``'s ``bias_op`` and ``gemm_op``) are left out. The CPU-form family
-    cases train through them by default; any other difference between the forms still fails the check."""
+    """The network's signature with the CPU backend's fused cells (:mod:`convattn.cpu`) read as the standard
+    cells they replace: ``FusedGELU`` is an ``nn.GELU``, ``FusedLayerNorm`` an ``nn.LayerNorm``, ``Linear`` an
+    ``nn.Dense``, a ``FusedBatchNorm2d`` with an activation the standard ``BatchNormAct2d`` (same value, gradient
+    and parameters: tests/test_fused_gelu.py, tests/test_fused_norm.py), and their parameter-free kernel
+    sub-cells (a ``Linear``'s ``bias_op`` and ``gemm_op``) are left out. The CPU-form
+    family cases train through them by default; any other difference between the forms (a backend cell that
+    stands for no MindSpore cell included) still fails the check."""
     from mindspore import nn
     from twins import network_signature
     replaced = {}  # cell name -> the MindSpore cell it stands for
     for name, cell in net.cells_and_names():
-        if hasattr(cell, "fused_capable"):
+        if type(cell).__module__.startswith("convattn.cpu"):
             base = next(b for b in type(cell).__mro__ if b.__module__.startswith("mindspore.nn"))
             if base is not nn.Cell:
-                replaced[name] = base.__name__
+                with_act = issubclass(base, nn.BatchNorm2d) and getattr(cell, "act", None) is not None
+                replaced[name] = "BatchNormAct2d" if with_act else base.__name__
     cells, params = network_signature(net)
     kernel_parts = tuple(f"{n}." for n in replaced)  # their sub-cells: a Linear's bias_op and gemm_op
     cells = tuple((n, replaced.get(n, c)) for n, c in cells if not n.startswith(kernel_parts))

@@ -6,7 +6,7 @@ from mindspore import nn, ops
 
 import convattn
 from convattn.convert import load_official_state, read_official_state
-from convattn.layers import LocalWindowGather, set_export_safe
+from convattn.layers import LocalWindowGather, build_target
 from convattn.layers.san_attention import MAPPINGS, PAIRWISE_RELATIONS, PATCHWISE_RELATIONS, SAM
 from convattn.models.san import SAN, Bottleneck
 from conftest import require_reference
@@ -59,15 +59,28 @@ def test_san_dataparallel_checkpoint_loads():
     assert err <= 1e-5 * max(1.0, float(np.abs(ref).max()))
 
 
-def assert_export_safe_equals_fast(net, x):
-    """Eval output of ``net`` before and after set_export_safe (every gather switched) agree to 1e-6 relative
-    (used by tests/test_acmix_san.py too)."""
-    net.set_train(False)
-    fast = net(x).asnumpy()
-    set_export_safe(net)
-    gathers = [c for _, c in net.cells_and_names() if isinstance(c, LocalWindowGather)]
+def copy_weights(src, dst):
+    """Load every parameter of ``src`` into ``dst`` (the same names and shapes: one network in two forms)."""
+    state = {p.name: ms.Parameter(ms.Tensor(p.asnumpy()), name=p.name) for p in src.get_parameters()}
+    assert {p.name for p in dst.get_parameters()} == set(state)
+    ms.load_param_into_net(dst, state, strict_load=True)
+
+
+def assert_export_safe_equals_fast(build, x):
+    """Eval output of ``build()`` in the default form and of ``build()`` built export-safe (every gather in its
+    slice form) with the same weights agree to 1e-6 relative (used by tests/test_acmix_san.py too)."""
+    net = build()
+    with build_target(None, export_safe=True):
+        safe_net = build()
+    assert not any(c.export_safe for _, c in net.cells_and_names() if isinstance(c, LocalWindowGather))
+    gathers = [c for _, c in safe_net.cells_and_names() if isinstance(c, LocalWindowGather)]
     assert gathers and all(g.export_safe for g in gathers)
-    safe = net(x).asnumpy()
+    assert not any(getattr(c, "fused", False) is True for _, c in safe_net.cells_and_names())
+    copy_weights(net, safe_net)
+    net.set_train(False)
+    safe_net.set_train(False)
+    fast = net(x).asnumpy()
+    safe = safe_net(x).asnumpy()
     assert float(np.abs(fast - safe).max()) <= 1e-6 * max(1.0, float(np.abs(fast).max()))
 
 
@@ -75,7 +88,7 @@ def assert_export_safe_equals_fast(net, x):
 def test_san_export_safe_path_equals_fast_path(sa_type, k):
     ms.set_context(mode=ms.PYNATIVE_MODE)
     x = ms.Tensor(np.random.RandomState(1).randn(2, 16, 9, 8).astype(np.float32))
-    assert_export_safe_equals_fast(SAM(sa_type, 16, 4, 16, 4, k), x)
+    assert_export_safe_equals_fast(lambda: SAM(sa_type, 16, 4, 16, 4, k), x)
 
 
 def numpy_sam_aggregation(x3, w, k):
@@ -173,8 +186,11 @@ def _option_case(sa_type, relation, mapping, pos, onnx_path):
     changed = [p.name for p in net.trainable_params() if not np.allclose(before[p.name], p.asnumpy())]
     net.set_train(False)
     ref = net(x).asnumpy()
-    set_export_safe(net, True)
-    ms.onnx.export(net, x, file_name=onnx_path, input_names=["x"], output_names=["y"])
+    with build_target(None, export_safe=True):  # the export-safe form of the trained cell: the same weights
+        safe = _SamHead(SAM(sa_type, 8, 4, 8, 4, 3, relation=relation, mapping=mapping, position_encoding=pos), 8)
+    copy_weights(net, safe)
+    safe.set_train(False)
+    ms.onnx.export(safe, x, file_name=onnx_path, input_names=["x"], output_names=["y"])
     out = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"]).run(None, {"x": x.asnumpy()})[0]
     return {"loss": losses[0], "changed": changed, "ref": ref, "onnx": out}
 

@@ -7,7 +7,7 @@ from mindspore import Tensor, nn
 
 import convattn
 from convattn.bench.macs import count_macs
-from convattn.layers import set_fused_kernels
+from convattn.layers import build_target
 from convattn.layers.dynamic_attention import build_attention_core
 from convattn.layers.window_attention import WindowAttention, shifted_window_mask
 
@@ -15,8 +15,13 @@ from convattn.layers.window_attention import WindowAttention, shifted_window_mas
 def test_softmax_core_equals_swin_window_attention(ms_mode):
     dim, heads, ws, h = 12, 3, 4, 8
     rng = np.random.default_rng(0)
-    ref = WindowAttention(dim, ws, heads)
-    dyn = WindowAttention(dim, ws, heads, core=build_attention_core(dim, heads, attn_act="softmax"))
+    # the formulas, in MindSpore's ops (the CPU backend's fused kernels round differently in float32)
+    with build_target(None, cpu_backend=False) as form:
+        ref = WindowAttention(dim, ws, heads)
+        dyn = WindowAttention(dim, ws, heads, core=build_attention_core(dim, heads, attn_act="softmax"))
+    assert not form.cpu_backend
+    assert not [n for net in (ref, dyn) for n, c in net.cells_and_names()
+                if type(c).__module__.startswith("convattn.cpu")]
     for p, q in zip(ref.get_parameters(), dyn.get_parameters()):
         assert p.name == q.name
         v = rng.normal(0, 0.5, p.shape).astype(np.float32)
@@ -24,8 +29,6 @@ def test_softmax_core_equals_swin_window_attention(ms_mode):
         q.set_data(Tensor(v))
     x = Tensor(rng.normal(size=(2, h, h, dim)).astype(np.float32))
     mask = Tensor(shifted_window_mask(h, h, ws, ws // 2))
-    for net in (ref, dyn):  # the formulas, in MindSpore's ops (the fused kernels' float32 rounding differs)
-        set_fused_kernels(net, False)
     for m in (None, mask):
         np.testing.assert_allclose(dyn(x, m).asnumpy(), ref(x, m).asnumpy(), rtol=1e-5, atol=2e-6)
 

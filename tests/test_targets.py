@@ -7,7 +7,7 @@ import pytest
 import mindspore as ms
 
 import convattn
-from convattn.layers import ACmix, SAM, build_target, fused_kernels_available, resolve_target
+from convattn.layers import ACmix, SAM, BuildForm, build_target, decide_form, resolve_target
 from convattn.layers.targets import FORMULATIONS, TARGETS, form_table, select_form
 from convattn.models.helpers import load_checkpoint
 
@@ -60,7 +60,7 @@ def test_layers_follow_the_table_and_never_read_the_device():
     offenders = [str(p.relative_to(SRC)) for p in (SRC / "layers").rglob("*.py")
                  if p.name != "targets.py" and re.search(r"device_target|get_context", p.read_text())]
     assert offenders == [], f"layers read MindSpore's device themselves: {offenders}"
-    fused = fused_kernels_available()
+    fused = decide_form("CPU").cpu_backend  # the CPU backend serves this machine
     for t in TARGETS:
         with build_target(t):
             acmix, sam = ACmix(16, 16, 3, head=2), SAM("pairwise", 16, 4, 16, 4, 3)
@@ -68,7 +68,9 @@ def test_layers_follow_the_table_and_never_read_the_device():
         assert acmix.depthwise_conv == (conv == "depthwise")
         assert acmix.attn_impl == (att if att != "fused" or fused else "fast")
         assert sam.attn_impl == (agg if agg != "fused" or fused else "unfold")
-        assert acmix.fused_capable == sam.fused_capable == (t == "CPU" and fused)  # no Custom cells off CPU
+        # the fused kernels (convattn.cpu cells) exactly where the target is the CPU and the backend serves
+        assert (acmix.attention_form() == "fused") == sam.fused == (t == "CPU" and fused)
+        assert bool(_cpu_cells(acmix) + _cpu_cells(sam)) == (t == "CPU" and fused)  # no Custom cells off CPU
         assert select_form("acmix_conv", target=t) == conv
     assert {r["target"] for r in form_table()} == set(TARGETS) and len(form_table()) == 3 * len(FORMULATIONS)
 
@@ -91,6 +93,53 @@ def test_weight_map_converts_only_between_the_two_forms(tmp_path):
         other = ACmix(16, 32, 3, head=2, depthwise_conv=True)
     with pytest.raises(CheckpointMismatchError, match="shape mismatch"):
         load_checkpoint(other, path, classifier=None)
+
+
+def _cpu_cells(net):
+    """Names of the CPU backend's cells (convattn.cpu) inside ``net``."""
+    return [n for n, c in net.cells_and_names() if type(c).__module__.startswith("convattn.cpu")]
+
+
+def test_model_form_and_target_are_true_for_every_target():
+    """create_model builds one form and records it: model.target and model.form say what was built (the CPU
+    backend only for the CPU target, never export-safe); the Ascend form has no non-depth-wise grouped
+    convolution and, with the same weights, equals the CPU form."""
+    from convattn.deploy import ascend_grouped_conv_report
+
+    cfg = convattn.get_model_cfg("acmix_resnet26")
+    kwargs = dict(cfg["small_kwargs"], num_classes=10)
+    backend = decide_form("CPU").cpu_backend
+    nets = {}
+    for t in TARGETS:
+        net = convattn.create_model("acmix_resnet26", target=t, **kwargs)
+        assert net.target == t and isinstance(net.form, BuildForm) and net.form.target == t, (t, net.form)
+        assert net.form.cpu_backend == (t == "CPU" and backend) and not net.form.export_safe
+        assert not net.form.deploy and net.deploy_report == [] and net.load_report is None
+        assert bool(_cpu_cells(net)) == net.form.cpu_backend, (t, _cpu_cells(net)[:3])
+        grouped = ascend_grouped_conv_report(net)
+        assert (grouped == []) == (t == "Ascend"), (t, grouped[:3])  # CPU/GPU: the grouped dep_conv
+        nets[t] = net
+    # the Ascend form built from the CPU form's weights (the one loader maps dep_conv) equals it
+    state = {p.name: ms.Parameter(ms.Tensor(p.asnumpy()), name=p.name) for p in nets["CPU"].get_parameters()}
+    asc = convattn.create_model("acmix_resnet26", target="Ascend", pretrained=state, **kwargs)
+    assert asc.target == "Ascend" and asc.load_report["form_mapped"] and ascend_grouped_conv_report(asc) == []
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((1,) + tuple(cfg["small_input_size"])).astype(np.float32))
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        outs = []
+        for net in (nets["CPU"], asc):
+            net.set_train(False)
+            outs.append(net(x).asnumpy())
+    finally:
+        ms.set_context(mode=previous)
+    assert _rel(outs[1], outs[0]) <= 1e-5
+    # an export-safe build: standard cells only, whatever the target; the backend cannot be forced off the CPU
+    safe = convattn.create_model("acmix_resnet26", target="CPU", export_safe=True, **kwargs)
+    assert safe.form.export_safe and not safe.form.cpu_backend and not _cpu_cells(safe)
+    assert safe.form == BuildForm("CPU", True, False)
+    with pytest.raises(ValueError, match="cpu_backend=True needs target='CPU'"):
+        convattn.create_model("acmix_resnet26", target="GPU", cpu_backend=True, **kwargs)
 
 
 def _forms(net):
