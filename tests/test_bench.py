@@ -40,31 +40,62 @@ def test_unavailable_device_target_is_refused(monkeypatch, capsys):
 
 
 def test_suite_reports_failures_and_keeps_going(tmp_path):
+    """One run of the harness (one worker process per model): van_b0 and its deploy form (create_model(deploy=True):
+    the patch-embedding BatchNorms folded) are benchmarked; pvt_tiny has nothing to re-parameterise, so its
+    '@deploy' row fails with the reason and the suite goes on."""
     cfg = BenchConfig(batch_sizes=(2,), warmup=0, iters=2, image_size=(64, 64), model_kwargs={"depths": (1, 1, 1, 1)},
                       op_profile=True)
-    rows = run_suite(["van_b0", "van_b0@deploy"], cfg, log=lambda *_: None)
-    ok, failed = rows
+    rows = run_suite(["van_b0", "van_b0@deploy", "pvt_tiny@deploy"], cfg, log=lambda *_: None)
+    ok, deploy, failed = rows
     assert ok["status"] == "ok" and ok["imgs_per_s"] > 0 and ok["params_m"] > 0 and ok["gmacs"] > 0
     assert ok["peak_mem_mb"] > 0 and ok["compile_s"] >= 0
+    assert deploy["status"] == "ok" and deploy["model"] == "van_b0@deploy" and deploy["imgs_per_s"] > 0, deploy
+    assert deploy["baseline"] == "van_b0" and deploy["params_m"] < ok["params_m"]  # 4 BatchNorms folded away
     # the operator-type profile: shares of one whole, slowest first, the convolutions among them (on the CPU the
-    # fused kernels, op type Custom, where they are available)
-    from convattn.layers import fused_kernels_available
+    # fused kernels, op type Custom, where the CPU backend serves)
+    from convattn.layers import decide_form
 
     prof = ok["op_profile"]
     assert sum(p["share"] for p in prof) == pytest.approx(1.0) and prof == sorted(prof, key=lambda p: -p["ms"])
-    conv = "Custom" if fused_kernels_available() else "Conv2D"
+    conv = "Custom" if decide_form("CPU").cpu_backend else "Conv2D"
     assert conv in [p["op_type"] for p in prof] and len(ok["top_ops"].split(", ")) == min(5, len(prof))
-    assert failed["status"] == "failed" and "switch_to_deploy" in failed["error"]
+    assert failed["status"] == "failed" and "switch_to_deploy" in failed["error"], failed
+    assert "pvt_tiny@deploy" in failed["error"] and "re-parameterisable" in failed["error"]
     paths = write_reports(rows, environment(cfg), str(tmp_path))
     with open(paths["csv"]) as f:
         table = list(csv.DictReader(f))
-    assert [r["status"] for r in table] == ["ok", "failed"]
+    assert [r["status"] for r in table] == ["ok", "ok", "failed"]
     assert table[0]["top_ops"] == ok["top_ops"] and table[0]["top_ops"].startswith(prof[0]["op_type"] + " ")
     data = json.load(open(paths["json"]))
     assert data["environment"]["mindspore"] == "2.10.0" and data["environment"]["threads"] >= 1
     md = open(paths["md"]).read()
     assert "failed: ValueError" in md and "Top 5 operator types, `van_b0` batch 2" in md
     assert open(paths["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_deploy_variant_is_built_by_create_model_deploy(monkeypatch):
+    """'name@deploy' builds through the one deploy entry point, create_model(deploy=True), in the harness's
+    worker (run_one); a deploy form cannot be benchmarked in train mode."""
+    import convattn.models
+    from convattn.bench import harness
+
+    built = []
+    real = convattn.models.create_model
+
+    def spy(name, **kwargs):
+        net = real(name, **kwargs)
+        built.append((name, kwargs.get("deploy"), net))
+        raise RuntimeError("stop after the build")
+
+    monkeypatch.setattr(convattn.models, "create_model", spy)
+    cfg = BenchConfig(batch_sizes=(1,), warmup=0, iters=1, image_size=(64, 64), model_kwargs={"depths": (1, 1, 1, 1)})
+    with pytest.raises(RuntimeError, match="stop after the build"):
+        harness.run_one("van_b0@deploy", 1, cfg)
+    (name, deploy, net), = built
+    assert name == "van_b0" and deploy is True
+    assert net.form.deploy and net.deploy_report == ["patch_embed4", "patch_embed3", "patch_embed2", "patch_embed1"]
+    with pytest.raises(ValueError, match="cannot train"):
+        harness.run_one("van_b0@deploy", 1, BenchConfig(mode="train", model_kwargs={"depths": (1, 1, 1, 1)}))
 
 
 def test_relative_columns_use_the_same_run():
@@ -92,16 +123,18 @@ def test_formulation_column_follows_the_target():
     import convattn
     from convattn.bench.cli import build_parser
     from convattn.bench.harness import _describe_formulation
-    from convattn.layers import fused_kernels_available
 
     assert build_parser().parse_args(["--target", "Ascend"]).target == "Ascend"
     assert BenchConfig(target="Ascend")["target"] == "Ascend"
     kw = dict(num_classes=10, layers=(1, 1, 1, 1))
     ascend = _describe_formulation(convattn.create_model("acmix_resnet26", target="Ascend", **kw)).split(",")
-    cpu = _describe_formulation(convattn.create_model("acmix_resnet26", target="CPU", **kw)).split(",")
+    cpu_net = convattn.create_model("acmix_resnet26", target="CPU", **kw)
+    cpu = _describe_formulation(cpu_net).split(",")
     assert "acmix-conv:depthwise" in ascend and "attn:blocked-matmul" in ascend
     assert "acmix-conv:grouped" in cpu
-    assert ("attn:fused-kernel" in cpu) == fused_kernels_available()
+    assert ("attn:fused-kernel" in cpu) == cpu_net.form.cpu_backend
+    plain = convattn.create_model("acmix_resnet26", target="CPU", cpu_backend=False, **kw)
+    assert "attn:blocked-matmul" in _describe_formulation(plain).split(",")
 
 
 def test_parameter_counts_include_frozen_weights():
@@ -112,9 +145,8 @@ def test_parameter_counts_include_frozen_weights():
     from convattn.bench.model_table import markdown_table
     from convattn.utils.params import BN_STATISTICS
 
-    net = create_model("xvolution_resnet34", num_classes=10, layers=(1, 1, 1, 1))
-    net.set_train(False)
-    net.switch_to_deploy()
+    net = create_model("xvolution_resnet34", num_classes=10, layers=(1, 1, 1, 1), deploy=True)
+    assert net.form.deploy and net.deploy_report
     held = sum(p.size for p in net.get_parameters() if p.name.rsplit(".", 1)[-1] not in BN_STATISTICS)
     trainable = sum(p.size for p in net.trainable_params())
     assert trainable < held

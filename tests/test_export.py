@@ -35,7 +35,7 @@ from mindspore import nn
 
 import convattn
 from convattn.deploy import (ExportError, ExportSafeGELU, ExportSafeMaxPool2d, ExportVerificationError,
-                             ascend_grouped_conv_report, export_model, prepare_for_export)
+                             ascend_grouped_conv_report, export_model)
 from convattn.deploy import export as export_mod
 from convattn.models.registry import model_entrypoint
 from twins import TWINS, network_signature
@@ -95,6 +95,16 @@ def _perturb_bn(net, seed=0):
             cell.moving_variance.set_data(ms.Tensor(rng.uniform(0.5, 2.0, c).astype(np.float32)))
             cell.gamma.set_data(ms.Tensor(rng.uniform(0.5, 1.5, c).astype(np.float32)))
             cell.beta.set_data(ms.Tensor(rng.normal(0, 0.2, c).astype(np.float32)))
+
+
+def _state(net):
+    """``net``'s weights as a name -> Parameter dict (``create_model(pretrained=...)`` takes it)."""
+    return {p.name: ms.Parameter(ms.Tensor(p.asnumpy()), name=p.name) for p in net.get_parameters()}
+
+
+def _cpu_cells(net):
+    """Names of the CPU backend's cells (convattn.cpu: ops.Custom kernels) inside ``net``."""
+    return [n for n, c in net.cells_and_names() if type(c).__module__.startswith("convattn.cpu")]
 
 
 def _ckpt(name, path, num_classes=10):
@@ -178,18 +188,25 @@ def test_san_position_grid_without_linspace_is_bit_identical():
 
 
 def _deploy_form_case(name):
-    """prepare_for_export on the small ``name`` with perturbed BatchNorm statistics (a worker process): outputs
-    before and after, whether an exact nn.GELU is left, whether every export-safe switch is on, and the report."""
+    """The export form of the small ``name`` (``create_model(export_safe=True, cpu_backend=False,
+    deploy='auto')``, what export_model builds for ONNX) from the weights of its default form with perturbed
+    BatchNorm statistics (a worker process): both outputs, whether an exact nn.GELU, a padded nn.MaxPool2d or a
+    CPU-backend cell is left, whether every export-safe flag is on, and the form and re-parameterisation built."""
     net, cfg = _small(name)
     _perturb_bn(net)
     x = ms.Tensor(np.random.default_rng(1).standard_normal((2,) + tuple(cfg["small_input_size"])).astype(np.float32))
     ms.set_context(mode=ms.PYNATIVE_MODE if name in SLICE_GATHER else ms.GRAPH_MODE)
     ref = net(x).asnumpy()
-    report = prepare_for_export(net, onnx_safe=True)
-    out = net(x).asnumpy()
-    exact_gelu = any(isinstance(c, nn.GELU) and c.approximate == "none" for _, c in net.cells_and_names())
-    safe = all(c.export_safe for _, c in net.cells_and_names() if isinstance(getattr(c, "export_safe", None), bool))
-    return {"ref": ref, "out": out, "exact_gelu": exact_gelu, "export_safe": safe, "report": report}
+    safe_net = convattn.create_model(name, num_classes=10, pretrained=_state(net), load_args={"classifier": None},
+                                     export_safe=True, cpu_backend=False, deploy="auto", **cfg["small_kwargs"])
+    out = safe_net(x).asnumpy()
+    cells = list(safe_net.cells_and_names())
+    exact_gelu = any(isinstance(c, nn.GELU) and c.approximate == "none" for _, c in cells)
+    padded_pool = any(isinstance(c, nn.MaxPool2d) and getattr(c, "use_pad", False) for _, c in cells)
+    safe = all(c.export_safe for _, c in cells if isinstance(getattr(c, "export_safe", None), bool))
+    return {"ref": ref, "out": out, "exact_gelu": exact_gelu, "padded_pool": padded_pool, "export_safe": safe,
+            "cpu_cells": _cpu_cells(safe_net), "form": safe_net.form, "deploy_report": safe_net.deploy_report,
+            "default_form": net.form}
 
 
 DEPLOY_FORM_MODELS = _family_firsts() + ["resnet26"]
@@ -197,39 +214,47 @@ DEPLOY_FORM_MODELS = _family_firsts() + ["resnet26"]
 
 @pytest.mark.parametrize("name", DEPLOY_FORM_MODELS)
 def test_deploy_form_equals_training_form(name, worker_cases):
-    """prepare_for_export (switch_to_deploy + export_safe + cell swaps) keeps the function, in GRAPH mode (a
-    compiled network must recompile); PyNative for the slice-gather networks, whose export-safe GRAPH compile
-    takes minutes (the module ONNX test runs that formulation compiled)."""
+    """The export form (built export-safe, standard cells, re-parameterised where the model can be) with the
+    default form's weights keeps the function, in GRAPH mode; PyNative for the slice-gather networks, whose
+    export-safe GRAPH compile takes minutes (the module ONNX test runs that formulation compiled)."""
     r = unwrap(worker_cases[("deploy_form", name)])
-    assert not r["exact_gelu"] and r["export_safe"]
+    assert not r["exact_gelu"] and not r["padded_pool"] and r["export_safe"]
+    assert r["cpu_cells"] == [], r["cpu_cells"][:5]  # the export network has no convattn.cpu cells
+    form = r["form"]
+    assert form.export_safe and not form.cpu_backend and form.deploy == bool(r["deploy_report"]), form
+    assert not r["default_form"].export_safe and not r["default_form"].deploy
     err = np.abs(r["out"] - r["ref"]).max()
-    assert err <= 1e-5 * max(1.0, np.abs(r["ref"]).max()), (err, r["report"])
+    assert err <= 1e-5 * max(1.0, np.abs(r["ref"]).max()), (err, r["deploy_report"])
 
 
-def test_ascend_legal_mode_leaves_no_grouped_conv_in_any_model():
-    """prepare_for_export(ascend_legal=True): every registered model is free of non-depth-wise grouped convs."""
+def test_ascend_form_of_every_model_has_no_grouped_conv():
+    """create_model(target='Ascend'): every registered model is free of non-depth-wise grouped convs; its CPU
+    form has some exactly in the ACmix models (the grouped dep_conv the Ascend form builds depth-wise)."""
     flagged = {}
     for name in convattn.list_models():
-        net, _ = _small(name)
-        report = prepare_for_export(net, onnx_safe=False, ascend_legal=True)
-        assert ascend_grouped_conv_report(net) == [], name
-        flagged[name] = len(report["ascend_legal"])
+        cfg = convattn.get_model_cfg(name)
+        asc = convattn.create_model(name, num_classes=10, target="Ascend", **cfg["small_kwargs"])
+        assert asc.target == "Ascend" and asc.form.target == "Ascend" and not asc.form.cpu_backend, name
+        assert ascend_grouped_conv_report(asc) == [], name
+        flagged[name] = len(ascend_grouped_conv_report(_small(name)[0]))
     assert all(flagged[n] > 0 for n in flagged if n.startswith("acmix_")), flagged  # ACmix had some to switch
     assert all(flagged[n] == 0 for n in flagged if not n.startswith("acmix_")), flagged
 
 
 def _ascend_legal_case(name):
-    """prepare_for_export(ascend_legal=True) on the small ``name`` (a worker process): parameter names and shapes
-    and outputs before and after, the grouped convs left, and the report of a second call."""
+    """The Ascend form of the small ``name`` built from its CPU form's weights (a worker process): parameter
+    names and shapes and outputs of both, the grouped convs of each, and what the loader mapped between forms."""
     net, cfg = _small(name)
     x = ms.Tensor(np.random.default_rng(2).standard_normal((2,) + tuple(cfg["small_input_size"])).astype(np.float32))
     names = {p.name: tuple(p.shape) for p in net.get_parameters()}
     ref = net(x).asnumpy()
-    report = prepare_for_export(net, onnx_safe=False, ascend_legal=True)
-    out = net(x).asnumpy()
-    return {"names": names, "after": {p.name: tuple(p.shape) for p in net.get_parameters()}, "ref": ref, "out": out,
-            "switched": report["ascend_legal"], "grouped": ascend_grouped_conv_report(net),
-            "again": prepare_for_export(net, onnx_safe=False, ascend_legal=True)["ascend_legal"]}
+    asc = convattn.create_model(name, num_classes=10, target="Ascend", pretrained=_state(net),
+                                load_args={"classifier": None}, **cfg["small_kwargs"])
+    asc.set_train(False)
+    out = asc(x).asnumpy()
+    return {"names": names, "after": {p.name: tuple(p.shape) for p in asc.get_parameters()}, "ref": ref, "out": out,
+            "mapped": asc.load_report["form_mapped"], "grouped_cpu": ascend_grouped_conv_report(net),
+            "grouped": ascend_grouped_conv_report(asc), "target": asc.target, "cpu_cells": _cpu_cells(asc)}
 
 
 ASCEND_LEGAL_MODELS = ["acmix_resnet26", "acmix_swin_tiny", "acmix_pvt_tiny"]
@@ -237,15 +262,17 @@ ASCEND_LEGAL_MODELS = ["acmix_resnet26", "acmix_swin_tiny", "acmix_pvt_tiny"]
 
 @pytest.mark.parametrize("name", ASCEND_LEGAL_MODELS)
 def test_ascend_legal_conv_path_keeps_function_and_names(name, worker_cases):
-    """The three ACmix conv-path hosts (ResNet module with stride-2 blocks, Swin window form, PVT form)."""
+    """The three ACmix conv-path hosts (ResNet module with stride-2 blocks, Swin window form, PVT form): the
+    Ascend form (create_model(target='Ascend')) takes the CPU form's weights, has no grouped conv left and equals
+    it."""
     r = unwrap(worker_cases[("ascend_legal", name)])
     names, after = r["names"], r["after"]
-    assert r["switched"] and r["grouped"] == []
+    assert r["target"] == "Ascend" and r["grouped_cpu"] and r["grouped"] == [] and r["cpu_cells"] == []
     assert after.keys() == names.keys()  # dep_conv.weight keeps its name, only its shape changes
     changed = sorted(n for n in names if names[n] != after[n])
     assert changed and all(n.endswith("dep_conv.weight") for n in changed), changed
+    assert sorted(r["mapped"]) == changed  # the one loader reshaped exactly those
     assert np.abs(r["out"] - r["ref"]).max() <= 1e-5 * max(1.0, np.abs(r["ref"]).max())
-    assert r["again"] == []  # idempotent
 
 
 def test_cli_ascend_export_has_no_grouped_conv(tmp_path):
@@ -260,7 +287,9 @@ def test_cli_ascend_export_has_no_grouped_conv(tmp_path):
     assert main(args + ["--ascend"]) == 0
     side = json.loads((out / "acmix_pvt_tiny.mindir.json").read_text())
     assert side["ascend_non_depthwise_grouped_convs"] == [] and side["target"] == "Ascend"
-    assert side["deploy_transforms"]["ascend_legal"] == []  # built depth-wise, nothing to switch
+    transforms = side["deploy_transforms"]  # built in its Ascend form (depth-wise), standard cells, not export-safe
+    assert transforms["form"].startswith("Ascend") and "standard cells" in transforms["form"], transforms
+    assert transforms["cpu_backend"] is False and transforms["export_safe"] is False and side["export_safe"] is False
     assert side["verification"]["reference"].startswith("the network built for CPU")
     with pytest.raises(SystemExit):
         main(args + ["--ascend", "--target", "GPU"])  # contradictory
@@ -306,17 +335,56 @@ def test_ascend_form_export_from_a_cpu_checkpoint(name, tmp_path, request):
     assert side["target"] == "Ascend" and side["ascend_non_depthwise_grouped_convs"] == []
     assert side["verification"]["reference"].startswith("the network built for CPU")
     assert res.max_abs_diff <= FP32_TOL
-    assert side["deploy_transforms"]["fused_kernels_off"] == []  # the Ascend form has no fused kernels to switch
+    transforms = side["deploy_transforms"]  # the Ascend form is built with standard cells: no fused kernels
+    assert transforms["cpu_backend"] is False and transforms["form"].startswith("Ascend"), transforms
+    assert transforms["export_safe"] == (res.format == "ONNX")
 
 
 def test_van_patch_embed_bn_is_folded():
-    net, _ = _small("van_b0")
+    """create_model(deploy=True), the one deploy entry point, folds VAN's four patch-embedding BatchNorms."""
+    net, cfg = _small("van_b0")
     n_bn = sum(isinstance(c, nn.BatchNorm2d) for _, c in net.cells_and_names())
-    report = prepare_for_export(net, onnx_safe=False)
-    assert report["switch_to_deploy"] == ["patch_embed4", "patch_embed3", "patch_embed2", "patch_embed1"]
-    assert sum(isinstance(c, nn.BatchNorm2d) for _, c in net.cells_and_names()) == n_bn - 4
-    names = [p.name for p in net.get_parameters()]
+    dep = convattn.create_model("van_b0", num_classes=10, deploy=True, **cfg["small_kwargs"])
+    assert dep.deploy_report == ["patch_embed4", "patch_embed3", "patch_embed2", "patch_embed1"]
+    assert dep.form.deploy and not net.form.deploy and not dep.training
+    assert sum(isinstance(c, nn.BatchNorm2d) for _, c in dep.cells_and_names()) == n_bn - 4
+    names = [p.name for p in dep.get_parameters()]
     assert len(names) == len(set(names)) and "patch_embed1.proj.bias" in names
+    auto = convattn.create_model("resnet26", num_classes=10, deploy="auto", **convattn.get_model_cfg("resnet26")[
+        "small_kwargs"])
+    assert auto.deploy_report == [] and not auto.form.deploy  # 'auto': nothing to re-parameterise is no error
+    with pytest.raises(ValueError, match="no re-parameterisation"):
+        convattn.create_model("resnet26", num_classes=10, deploy=True, layers=(1, 1, 1, 1))
+
+
+def test_export_network_is_built_without_the_cpu_backend(tmp_path, monkeypatch):
+    """export_model builds, per format, a fresh network in its export form (standard cells: no convattn.cpu cell,
+    whose ops.Custom kernels no exported graph can carry; re-parameterised; export-safe for ONNX) with the same
+    weights, and checks it against the network in this device's default form."""
+    built = []
+    real = export_mod._build
+
+    def spy(*args, **kwargs):
+        net, cfg, n = real(*args, **kwargs)
+        built.append((kwargs, net.form, _cpu_cells(net), net.deploy_report))
+        return net, cfg, n
+
+    monkeypatch.setattr(export_mod, "_build", spy)
+    cfg = convattn.get_model_cfg("van_b0")
+    res = export_model("van_b0", random_weights=True, num_classes=10, fmt="ALL", out_dir=str(tmp_path / "o"),
+                       image_size=cfg["small_input_size"][1:], model_kwargs=cfg["small_kwargs"], log=quiet)
+    assert [r.format for r in res] == ["MINDIR", "ONNX"] and all(r.max_abs_diff <= FP32_TOL for r in res)
+    (ref_kwargs, ref_form, ref_cells, _), *exports = built
+    assert "export_safe" not in ref_kwargs and not ref_form.export_safe and not ref_form.deploy
+    assert bool(ref_cells) == ref_form.cpu_backend  # the reference: this device's default form
+    assert len(exports) == 2
+    for (kwargs, form, cells, switched), r in zip(exports, res):
+        assert kwargs["cpu_backend"] is False and kwargs["deploy"] == "auto"
+        assert cells == [] and not form.cpu_backend and form.deploy and switched, (r.format, form, cells)
+        assert form.export_safe == (r.format == "ONNX") == kwargs["export_safe"]
+        side = json.loads(open(r.sidecar).read())
+        assert side["deploy_transforms"] == {"form": form.describe(), "switch_to_deploy": switched,
+                                             "export_safe": form.export_safe, "cpu_backend": False}
 
 
 # ---------------------------------------------------------------- every registered model, both formats
@@ -446,20 +514,29 @@ def _san_module(sa_type):
 @pytest.mark.parametrize("build", ["acmix", "san_pairwise", "san_patchwise"])
 def test_slice_gather_modules_export_onnx(build, tmp_path):
     """ACmix (stride 2: subsample2d + gathers + conv path) and SAM (pairwise with the arange position grid,
-    patchwise) in their export-safe form, through mindspore.onnx.export and onnxruntime."""
+    patchwise) built export-safe with the default form's weights, through mindspore.onnx.export and onnxruntime:
+    equal to the default form."""
     import onnxruntime as ort
-    from convattn.layers import ACmix, set_export_safe
+    from convattn.layers import ACmix, LocalWindowGather, build_target
 
-    module = ACmix(16, 16, kernel_att=3, head=4, stride=2) if build == "acmix" else _san_module(build[4:])
-    # a trailing op of the top cell: when the graph's last node sits in a sub-cell (SAM's aggregation reshape),
-    # mindspore.onnx.export 2.10 names the output wrongly ("Graph output (y) does not exist in the graph")
-    net = nn.SequentialCell([module, nn.ReLU()])
+    def make():
+        module = ACmix(16, 16, kernel_att=3, head=4, stride=2) if build == "acmix" else _san_module(build[4:])
+        # a trailing op of the top cell: when the graph's last node sits in a sub-cell (SAM's aggregation reshape),
+        # mindspore.onnx.export 2.10 names the output wrongly ("Graph output (y) does not exist in the graph")
+        return nn.SequentialCell([module, nn.ReLU()])
+
+    net = make()
+    with build_target(None, export_safe=True):  # the export-safe form, with the same weights
+        safe = make()
+    assert all(g.export_safe for _, g in safe.cells_and_names() if isinstance(g, LocalWindowGather))
+    assert not _cpu_cells(safe)
+    ms.load_param_into_net(safe, _state(net), strict_load=True)
     net.set_train(False)
+    safe.set_train(False)
     x = np.random.default_rng(3).standard_normal((1, 16, 11, 10)).astype(np.float32)
     ref = net(ms.Tensor(x)).asnumpy()
-    set_export_safe(net, True)
     path = str(tmp_path / "m.onnx")
-    ms.onnx.export(net, ms.Tensor(x), file_name=path, input_names=["x"], output_names=["y"])
+    ms.onnx.export(safe, ms.Tensor(x), file_name=path, input_names=["x"], output_names=["y"])
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     out = sess.run(None, {"x": x})[0]
     assert out.shape == ref.shape and np.abs(out - ref).max() <= FP32_TOL, np.abs(out - ref).max()

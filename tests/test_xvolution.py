@@ -5,11 +5,11 @@ import os
 import numpy as np
 import pytest
 import mindspore as ms
-from mindspore import Tensor, nn, ops
+from mindspore import Tensor, nn
 
 import convattn
 from convattn import create_model
-from convattn.layers import XVolution, is_deployed, pssa_directions, set_fused_kernels, shift2d, switch_to_deploy
+from convattn.layers import XVolution, is_deployed, pssa_directions, shift2d, switch_to_deploy
 from convattn.models.xvolution import XVolutionResNet
 
 RTOL = 1e-5
@@ -31,15 +31,30 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
-def _check_switch(op, shape=(2, 6, 11, 9), seed=0):
+def _copy_weights(src, dst):
+    state = {p.name: ms.Parameter(Tensor(p.asnumpy()), name=p.name) for p in src.get_parameters()}
+    assert {p.name for p in dst.get_parameters()} == set(state)
+    ms.load_param_into_net(dst, state, strict_load=True)
+
+
+def _check_switch(build, shape=(2, 6, 11, 9), seed=0):
+    """The training form ``build()`` (random BatchNorm statistics) against its deploy form: a second ``build()``
+    with the same weights, switched before it ever ran (a compiled GRAPH-mode cell keeps the graph it was compiled
+    with, so a form is chosen before the first run). Returns (relative difference, input, deploy output, the
+    deploy-form cell)."""
+    op = build()
     _randomise_bn(op, seed)
     op.set_train(False)
     x = Tensor(np.random.default_rng(seed + 1).normal(size=shape).astype(np.float32))
     ref = op(x).asnumpy()
-    op.switch_to_deploy()
-    got = op(x).asnumpy()
+    deployed = build()
+    _copy_weights(op, deployed)
+    deployed.set_train(False)
+    deployed.switch_to_deploy()
+    assert deployed.deployed and not op.deployed
+    got = deployed(x).asnumpy()
     assert got.shape == ref.shape
-    return _rel(got, ref), x, got
+    return _rel(got, ref), x, got, deployed
 
 
 def _op(attn, *args, **kwargs):
@@ -53,8 +68,7 @@ def _op(attn, *args, **kwargs):
 @pytest.mark.parametrize("kernel_size", [1, 3, 5, 7])
 @pytest.mark.parametrize("attn", ["pssa", "pssa-dense", "sa"])
 def test_deploy_equals_training_every_kernel_stride(pynative, attn, kernel_size, stride):
-    op = _op(attn, 6, 8, kernel_size, stride, num_heads=2 if attn == "sa" else None)
-    err, _, _ = _check_switch(op)
+    err, _, _, op = _check_switch(lambda: _op(attn, 6, 8, kernel_size, stride, num_heads=2 if attn == "sa" else None))
     assert err <= RTOL, f"{attn} k={kernel_size} s={stride}: deploy vs training relative diff {err:.3g}"
     cells = [n for n, _ in op.cells_and_names() if n]
     if attn == "pssa-dense":
@@ -67,14 +81,14 @@ def test_deploy_equals_training_every_kernel_stride(pynative, attn, kernel_size,
                          ids=["d4L1", "d8L1", "d8L2", "d4L13", "custom"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_deploy_equals_training_every_direction_set(pynative, directions, shift, stride):
-    op = XVolution(5, 7, 3, stride, attn="pssa", directions=directions, shift=shift)
-    err, _, _ = _check_switch(op, shape=(2, 5, 8, 10))
+    err, _, _, _ = _check_switch(lambda: XVolution(5, 7, 3, stride, attn="pssa", directions=directions, shift=shift),
+                                 shape=(2, 5, 8, 10))
     assert err <= RTOL, f"directions={directions} L={shift} s={stride}: relative diff {err:.3g}"
 
 
 def test_deploy_equals_training_graph_and_pynative(ms_mode):
     for attn in ("pssa", "pssa-dense", "sa"):
-        err, _, _ = _check_switch(_op(attn, 8, 8, 3, 2, directions=8), shape=(2, 8, 9, 10))
+        err, _, _, _ = _check_switch(lambda: _op(attn, 8, 8, 3, 2, directions=8), shape=(2, 8, 9, 10))
         assert err <= RTOL, f"{attn} [{ms_mode}]: relative diff {err:.3g}"
 
 
@@ -82,8 +96,8 @@ def test_deploy_equals_training_graph_and_pynative(ms_mode):
 @pytest.mark.parametrize("kernel_size,stride", [(3, 1), (5, 2)])
 def test_deploy_is_the_dynamic_convolution(pynative, kernel_size, stride, form, cout):
     """y(x0) = sum_u (W_c + w_A(x0))[u] x(x0 + u) + b with the explicit per-position kernel."""
-    op = XVolution(4, cout, kernel_size, stride, directions=8, pssa_form=form)
-    _, x, got = _check_switch(op, shape=(2, 4, 9, 8))
+    _, x, got, op = _check_switch(lambda: XVolution(4, cout, kernel_size, stride, directions=8, pssa_form=form),
+                                  shape=(2, 4, 9, 8))
     kern = op.dynamic_kernel(x).asnumpy().astype(np.float64)          # (N, O, C, k, k, Ho, Wo)
     n, o, c, k, _, ho, wo = kern.shape
     p = kernel_size // 2
@@ -198,21 +212,24 @@ def test_network_switch_keeps_logits(name, attn, mode):
 
 
 def _check_network_switch(name, attn):
+    """The deploy form of a network (create_model(deploy=True), the one entry point) built from the weights of its
+    training form gives the training form's logits; it cannot be switched again or trained."""
     cfg = convattn.get_model_cfg(name)
     net = create_model(name, num_classes=10, attn=attn, **cfg["small_kwargs"])
     _randomise_bn(net, 3)
     net.set_train(False)
     x = Tensor(np.random.default_rng(4).normal(size=(2,) + tuple(cfg["small_input_size"])).astype(np.float32))
-    ref = net(x).asnumpy()                 # GRAPH mode: switch_to_deploy must make the compiled graph stale
-    assert not is_deployed(net)
-    net.switch_to_deploy()
-    assert is_deployed(net)
-    got = net(x).asnumpy()
-    assert _rel(got, ref) <= RTOL, f"{name} ({attn}): logits before/after switch differ by {_rel(got, ref):.3g}"
+    ref = net(x).asnumpy()
+    assert not is_deployed(net) and not net.form.deploy and net.deploy_report == []
+    state = {p.name: ms.Parameter(Tensor(p.asnumpy()), name=p.name) for p in net.get_parameters()}
+    dep = create_model(name, num_classes=10, attn=attn, pretrained=state, deploy=True, **cfg["small_kwargs"])
+    assert is_deployed(dep) and dep.form.deploy and dep.deploy_report
+    got = dep(x).asnumpy()
+    assert _rel(got, ref) <= RTOL, f"{name} ({attn}): logits of the deploy form differ by {_rel(got, ref):.3g}"
     with pytest.raises(RuntimeError, match="already called"):
-        net.switch_to_deploy()
+        dep.switch_to_deploy()
     with pytest.raises(RuntimeError, match="cannot be trained"):
-        net.set_train(True)
+        dep.set_train(True)
 
 
 def test_leaves_first_hook_then_network_method():
@@ -227,46 +244,33 @@ def test_leaves_first_hook_then_network_method():
         switch_to_deploy(net)
 
 
-class _ZeroPadMaxPool(nn.Cell):
-    """The stem max-pool (k3 s2 p1) as zero-pad + valid max-pool: equal after the stem ReLU (inputs >= 0).
-
-    ``nn.MaxPool2d(pad_mode='pad')`` lowers to MaxPool3DWithArgmax, which ``mindspore.onnx.export`` lacks; the
-    export path (prepare_for_export) needs this replacement for every ResNet -- stated in the report.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="valid")
-
-    def construct(self, x):
-        n, c, h, w = x.shape
-        zr = ops.zeros((n, c, 1, w), x.dtype)
-        x = ops.concat((zr, x, zr), 2)
-        zc = ops.zeros((n, c, h + 2, 1), x.dtype)
-        return self.pool(ops.concat((zc, x, zc), 3))
-
-
 def test_network_exports_onnx_and_mindir(tmp_path):
+    """The export form of an X-volution ResNet (create_model(export_safe=True, cpu_backend=False, deploy=True):
+    standard cells, the edge-padded stem max-pool ONNX can express, branches merged) built from the training
+    form's weights equals it, and its ONNX and MINDIR graphs too."""
     onnxruntime = pytest.importorskip("onnxruntime")
     from mindspore import onnx as ms_onnx
+    from convattn.layers import ExportSafeMaxPool2d
 
     net = create_model("xvolution_resnet34", num_classes=10, layers=(1, 1, 1, 1))
     _randomise_bn(net, 5)
     net.set_train(False)
     x = np.random.default_rng(6).normal(size=(1, 3, 64, 64)).astype(np.float32)
     ref = net(Tensor(x)).asnumpy()
-    net.switch_to_deploy()
-    got = net(Tensor(x)).asnumpy()
-    assert _rel(got, ref) <= RTOL
-    net.maxpool = _ZeroPadMaxPool()
-    set_fused_kernels(net, False)  # the CPU kernels are ops.Custom: exported graphs use the standard cells
-    assert _rel(net(Tensor(x)).asnumpy(), ref) <= RTOL
+    state = {p.name: ms.Parameter(Tensor(p.asnumpy()), name=p.name) for p in net.get_parameters()}
+    # the CPU kernels are ops.Custom: exported graphs use the standard cells
+    dep = create_model("xvolution_resnet34", num_classes=10, layers=(1, 1, 1, 1), pretrained=state,
+                       export_safe=True, cpu_backend=False, deploy=True)
+    assert dep.form.export_safe and not dep.form.cpu_backend and dep.form.deploy and is_deployed(dep)
+    assert not [n for n, c in dep.cells_and_names() if type(c).__module__.startswith("convattn.cpu")]
+    assert isinstance(dep.maxpool, ExportSafeMaxPool2d)
+    assert _rel(dep(Tensor(x)).asnumpy(), ref) <= RTOL
     path = str(tmp_path / "xvol34.onnx")
-    ms_onnx.export(net, Tensor(x), file_name=path, input_names=["x"], output_names=["y"])
+    ms_onnx.export(dep, Tensor(x), file_name=path, input_names=["x"], output_names=["y"])
     sess = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     out = sess.run(None, {"x": x})[0]
     assert _rel(out, ref) <= 1e-4, f"onnxruntime vs training form: {_rel(out, ref):.3g}"
-    ms.export(net, Tensor(x), file_name=str(tmp_path / "xvol34"), file_format="MINDIR")
+    ms.export(dep, Tensor(x), file_name=str(tmp_path / "xvol34"), file_format="MINDIR")
     graph = nn.GraphCell(ms.load(str(tmp_path / "xvol34.mindir")))
     out = graph(Tensor(x)).asnumpy()
     assert _rel(out, ref) <= 1e-5, f"MINDIR vs training form: {_rel(out, ref):.3g}"

@@ -1,6 +1,7 @@
-"""Issue 7: an X-volution network trained through the engine and then switched to its deploy form
-(BatchNorms folded, PSSA branch merged into one convolution) gives the same validation accuracy and the
-same logits; ``scripts/eval.py --deploy`` (eval_main) evaluates the deploy form of a checkpoint."""
+"""Issue 7: an X-volution network trained through the engine, then built in its deploy form from the checkpoint
+(``create_model(deploy=True)`` through the engine's builder: BatchNorms folded, PSSA branch merged into one
+convolution), gives the same validation accuracy and the same logits; ``scripts/eval.py --deploy`` (eval_main)
+evaluates the deploy form of a checkpoint."""
 import glob
 import os
 
@@ -43,12 +44,15 @@ def test_trained_xvolution_deploy_form_keeps_accuracy_and_logits(digits32, tmp_p
     logits_train_form = _logits(net, make_val())
     assert before["top1"] == metrics["top1"]  # the reloaded checkpoint is the trained network
 
-    net.switch_to_deploy()
+    # the deploy form: built from the checkpoint and re-parameterised by create_model, before anything ran it
+    dep = build_model(cfg, pretrained=ckpt, load_args={"classifier": None}, deploy=True)
     from convattn.layers import XVolution
-    ops_ = [c for _, c in net.cells_and_names() if isinstance(c, XVolution)]
-    assert ops_ and all(c.deployed for c in ops_)
-    after = evaluate(net, make_val(), 10)
-    logits_deploy = _logits(net, make_val())
+    ops_ = [c for _, c in dep.cells_and_names() if isinstance(c, XVolution)]
+    assert ops_ and all(c.deployed for c in ops_) and not any(c.deployed for _, c in net.cells_and_names()
+                                                               if isinstance(c, XVolution))
+    assert dep.form.deploy and dep.deploy_report and dep.load_report["loaded"] > 0
+    after = evaluate(dep, make_val(), 10)
+    logits_deploy = _logits(dep, make_val())
     assert after["top1"] == before["top1"] and after["top5"] == before["top5"], (before, after)
     rel = np.abs(logits_deploy - logits_train_form).max() / np.abs(logits_train_form).max()
     assert rel <= 1e-5, f"deploy-form logits differ by {rel:.3g} (relative)"
