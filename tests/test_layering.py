@@ -1,4 +1,7 @@
 """The package's imports point one way: layers <- models <- engine / deploy / bench / convert (data beside models).
+The optional CPU backend (``convattn.cpu``) imports no other sub-package, and ``layers`` reaches it only lazily,
+inside the functions of :mod:`convattn.layers.targets` listed in ``LAZY_BACKEND``; its C++ and its ``ops.Custom``
+primitives live nowhere else. ``import convattn`` changes no environment variable.
 
 Walks every module's import statements (top level and inside functions) without importing anything, so a new
 upward or sideways import fails here with the file and line. Also: no module imports another module's private
@@ -6,6 +9,9 @@ upward or sideways import fails here with the file and line. Also: no module imp
 (builder, registry, helpers, base), not another family, except the few listed in ``FAMILY_BASES``.
 """
 import ast
+import os
+import subprocess
+import sys
 
 from conftest import REPO
 
@@ -21,8 +27,15 @@ ALLOWED = {
     "deploy": {"models", "layers", "data", "utils"},
     "bench": {"models", "layers", "data", "utils", "deploy"},  # the harness times deploy forms (name@deploy)
     "convert": {"models", "layers", "utils"},
+    "cpu": set(),  # the CPU backend: fused kernels built from MindSpore alone
 }
-ALWAYS = {"_env", "__version__"}
+ALWAYS = {"_env", "__version__", "apply_cpu_defaults"}  # the CLIs apply the CPU default of _env at start
+# the only imports of the CPU backend outside it: inside these functions of layers/targets.py (never at module
+# level), so that a network built without the backend never imports it: decide_form (the runtime, when a CPU
+# network may use the backend), cpu_cell (a fused cell, when the network being built uses it) and
+# set_cpu_backend_threads (the tools' --threads, only while the backend is switched on)
+LAZY_BACKEND = {("layers.targets", "decide_form"), ("layers.targets", "cpu_cell"),
+                ("layers.targets", "set_cpu_backend_threads")}
 
 
 def _imports(source: str, module: str):
@@ -54,10 +67,160 @@ def test_imports_point_one_way():
             continue  # the package root (__init__, _env) wires the public API together
         me = rel.parts[0]
         assert me in ALLOWED, f"new sub-package {me}: add it to ALLOWED with the layers it may import"
-        for line, dep in _imports(path.read_text(encoding="utf-8"), ".".join(rel.with_suffix("").parts)):
+        module = ".".join(rel.with_suffix("").parts)
+        for line, dep in _imports(path.read_text(encoding="utf-8"), module):
+            if dep == "cpu" and any(line in lines for (m, _), lines in _backend_import_sites(module, path).items()):
+                continue  # the lazy imports of the backend (test_cpu_backend_is_imported_only_lazily)
             if dep != me and dep not in ALWAYS and dep not in ALLOWED[me]:
                 bad.append(f"src/convattn/{rel}:{line} imports convattn.{dep} ({me} may import {sorted(ALLOWED[me])})")
     assert not bad, "imports against the layering:\n" + "\n".join(bad)
+
+
+def _backend_import_sites(module: str, path) -> dict:
+    """``{(module, function): lines}`` of the convattn.cpu imports of ``module`` that sit inside one of the
+    functions of :data:`LAZY_BACKEND`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    sites = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and (module, node.name) in LAZY_BACKEND:
+            lines = {line for line, dep in _node_imports(ast.walk(node), module) if dep == "cpu"}
+            if lines:
+                sites[(module, node.name)] = lines
+    return sites
+
+
+def _node_imports(nodes, module: str):
+    """(line in the file, first component under convattn) of the import statements among ``nodes``."""
+    for node in nodes:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for _, dep in _imports(ast.unparse(node), module):
+                yield node.lineno, dep
+
+
+def _top_level_imports(source: str, module: str):
+    """(line, first component under convattn) of the imports ``module`` runs when it is imported (module level,
+    class bodies, ``if``/``try`` blocks; not inside functions)."""
+    tree = ast.parse(source)
+
+    def walk(nodes):
+        for node in nodes:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                yield from _node_imports([node], module)
+            else:
+                yield from walk(ast.iter_child_nodes(node))
+
+    for line, dep in walk(tree.body):
+        yield line, dep
+
+
+def test_cpu_backend_is_imported_only_lazily():
+    """convattn.layers and convattn.models never import convattn.cpu when they are imported: only the functions
+    of LAZY_BACKEND (targets.decide_form, targets.cpu_cell, targets.set_cpu_backend_threads) do, inside their
+    bodies. Nothing else imports it."""
+    eager, lazy, elsewhere = [], set(), []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] == "cpu":
+            continue
+        module = ".".join(rel.with_suffix("").parts)
+        source = path.read_text(encoding="utf-8")
+        eager += [f"src/convattn/{rel}:{line}" for line, dep in _top_level_imports(source, module) if dep == "cpu"]
+        sites = _backend_import_sites(module, path)
+        lazy |= set(sites)
+        allowed = set().union(*sites.values()) if sites else set()
+        elsewhere += [f"src/convattn/{rel}:{line}" for line, dep in _imports(source, module)
+                      if dep == "cpu" and line not in allowed]
+    assert not eager, f"convattn.cpu imported at module level: {eager}"
+    assert not elsewhere, f"convattn.cpu imported outside the functions of LAZY_BACKEND: {elsewhere}"
+    assert lazy == LAZY_BACKEND, lazy  # both lazy entry points exist (the check above is not vacuous)
+    # the walker sees through functions but not module-level blocks
+    text = ("import os\ntry:\n    from ..cpu import runtime\nexcept ImportError:\n    pass\n"
+            "def f():\n    from .. import cpu\n")
+    assert list(_top_level_imports(text, "layers.targets")) == [(3, "cpu")]
+
+
+def _python(code: str, **env) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter on the working tree's package, with ``env`` over this environment
+    (a value None: the variable unset)."""
+    full = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    for key, value in env.items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    return subprocess.run([sys.executable, "-c", code], env=full, cwd=str(REPO), capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_import_convattn_changes_no_environment_variable():
+    """``import convattn`` sets nothing (it used to set ONEDNN_MAX_CPU_ISA); apply_cpu_defaults() does, where it
+    helps."""
+    code = ("import mindspore, os; e = dict(os.environ); import convattn; import convattn.layers, convattn.models; "
+            "assert e == dict(os.environ), sorted(set(os.environ.items()) ^ set(e.items())); "
+            "assert 'ONEDNN_MAX_CPU_ISA' not in os.environ")
+    done = _python(code, ONEDNN_MAX_CPU_ISA=None)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_network_built_without_the_backend_never_imports_it():
+    """With CONVATTN_FUSED_KERNELS=0 building a CPU network (acmix_resnet26, small) imports no convattn.cpu
+    module; with the switch on, the same build does consult the backend (the check is not vacuous)."""
+    code = """
+import os, sys
+import convattn
+cfg = convattn.get_model_cfg("acmix_resnet26")
+net = convattn.create_model("acmix_resnet26", target="CPU", num_classes=10, **cfg["small_kwargs"])
+loaded = sorted(m for m in sys.modules if m == "convattn.cpu" or m.startswith("convattn.cpu."))
+assert not loaded, loaded
+assert not net.form.cpu_backend and net.form.note == "CONVATTN_FUSED_KERNELS=0", net.form
+assert not [n for n, c in net.cells_and_names() if type(c).__module__.startswith("convattn.cpu")]
+os.environ["CONVATTN_FUSED_KERNELS"] = "1"
+net = convattn.create_model("acmix_resnet26", target="CPU", num_classes=10, **cfg["small_kwargs"])
+assert "convattn.cpu.runtime" in sys.modules
+print("backend", net.form.cpu_backend)
+"""
+    done = _python(code, CONVATTN_FUSED_KERNELS="0")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "backend" in done.stdout
+
+
+def _code_uses_custom(source: str) -> bool:
+    """The code (not its docstrings or comments) names ``Custom``: ``ops.Custom``, ``from ... import Custom``."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr == "Custom":
+            return True
+        if isinstance(node, ast.Name) and node.id == "Custom":
+            return True
+        if isinstance(node, ast.ImportFrom) and any(a.name == "Custom" for a in node.names):
+            return True
+    return False
+
+
+def test_custom_kernels_live_only_in_the_cpu_backend():
+    """No ops.Custom primitive and no C/C++ source outside src/convattn/cpu (the rest of the package builds
+    standard MindSpore cells)."""
+    backend = PACKAGE / "cpu"
+    skip = {".git", ".venv", "venv", "__pycache__", "build", "dist", "node_modules"}
+
+    def files(*suffixes):
+        for root, dirs, names in os.walk(REPO):
+            dirs[:] = [d for d in dirs if d not in skip and not d.startswith(".")]
+            for name in names:
+                if name.endswith(suffixes):
+                    yield os.path.join(root, name)
+
+    native = [os.path.relpath(p, REPO) for p in files(".cc", ".cpp", ".cxx", ".c", ".h", ".hpp", ".cu")
+              if not p.startswith(str(backend) + os.sep)]
+    assert not native, f"C/C++ sources outside src/convattn/cpu: {native}"
+    custom = [os.path.relpath(p, REPO) for p in files(".py")
+              if not p.startswith(str(backend) + os.sep) and _code_uses_custom(open(p, encoding="utf-8").read())]
+    assert not custom, f"ops.Custom outside src/convattn/cpu: {custom}"
+    assert any(_code_uses_custom(p.read_text(encoding="utf-8")) for p in backend.rglob("*.py"))
+    assert list(backend.rglob("*.cc"))
+    assert _code_uses_custom("from mindspore import ops\nops.Custom(f)\n")
+    assert not _code_uses_custom('"""an ops.Custom kernel"""\n# ops.Custom\n')
 
 
 def test_the_check_resolves_relative_imports():
