@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
-from .runtime import _FileLock, _unload, backend_enabled, cache_dir, cpu_flags, runtime
+from .runtime import FileLock, unload_library, backend_enabled, cache_dir, cpu_flags, runtime
 
 __all__ = ["gemm_library", "gemm_unavailable_reason", "gemm_enabled", "gemm_isa", "load_gemm", "GemmHandle",
            "GEMM_KIND_NONE", "GEMM_KIND_DNNL", "GEMM_KIND_CBLAS"]
@@ -112,7 +112,7 @@ def _load_dnnl(path: str) -> GemmHandle:
     try:
         return _check_dnnl(lib, path)
     except (OSError, AttributeError):
-        _unload(lib)  # so that a fresh copy at the same path is really loaded anew
+        unload_library(lib)  # so that a fresh copy at the same path is really loaded anew
         raise
 
 
@@ -152,7 +152,7 @@ def load_gemm() -> Tuple[Optional[GemmHandle], Optional[str]]:
                 return _load_dnnl(target), None
             except OSError:
                 pass  # junk or damaged: copy again below (a library that loaded stays mapped: load the new copy)
-        with _FileLock(target + ".lock"):
+        with FileLock(target + ".lock"):
             if not (os.path.exists(target) and os.path.getsize(target) == size):
                 _write_copy(source, target)
             elif _sha256(target) != _content_hash(source, cache):

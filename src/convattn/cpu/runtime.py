@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple
 
 __all__ = ["KernelRuntime", "runtime", "set_threads", "backend_enabled", "cache_dir", "cpu_flags", "KERNEL_DIR",
-           "MIN_GCC", "SELFTEST_VALUE"]
+           "MIN_GCC", "SELFTEST_VALUE", "FileLock", "unload_library"]
 
 KERNEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 BACKEND_VAR = "CONVATTN_FUSED_KERNELS"
@@ -247,7 +247,7 @@ def _declare(lib) -> None:
     lib.convattn_build_key.restype = ctypes.c_char_p
 
 
-def _unload(lib) -> None:
+def unload_library(lib) -> None:
     try:
         import _ctypes
         _ctypes.dlclose(lib._handle)
@@ -273,12 +273,12 @@ def _load_checked(path: str, key: str) -> Tuple[Any, Optional[str]]:
         if value != SELFTEST_VALUE:
             raise OSError(f"its self-test gave {value}, expected {SELFTEST_VALUE}")
     except (OSError, AttributeError, ValueError) as exc:
-        _unload(lib)
+        unload_library(lib)
         return None, f"failed its self-test: {_one_line(exc)}"
     return lib, None
 
 
-class _FileLock:
+class FileLock:
     """An exclusive ``fcntl.flock`` on ``path`` (created if missing; never removed, so every process locks the
     same inode)."""
 
@@ -316,7 +316,7 @@ def _obtain(cmd: List[str], sources: List[str], flags: List[str], key: str, info
         info["built"] = False
         return target, lib
     tried = _file_id(target) if why != "not built" else None
-    with _FileLock(target + ".lock"):
+    with FileLock(target + ".lock"):
         if tried is None or _file_id(target) != tried:  # another process may have built it while we waited
             lib, why = _load_checked(target, key)
             if lib is not None:
