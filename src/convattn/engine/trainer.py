@@ -33,7 +33,7 @@ from .ema import EMA
 from .losses import SoftTargetCrossEntropy
 from .optim import create_optimizer
 from .scheduler import build_lr_schedule
-from .step import TrainStep
+from .step import build_train_step, mixed_precision
 
 __all__ = ["TrainingDiverged", "setup_context", "build_model", "build_loaders", "train", "evaluate", "weights_digest"]
 
@@ -74,16 +74,14 @@ def setup_context(cfg: Config):
 
 
 def build_model(cfg: Config):
+    """The configured network in float32 (training applies ``amp_level`` in :func:`~convattn.engine.step.
+    build_train_step`, evaluation through the same :func:`~convattn.engine.step.mixed_precision`)."""
     from ..models import create_model
     kwargs = dict(cfg.model_kwargs)
     if cfg.drop_rate is not None:
         kwargs["drop_rate"] = cfg.drop_rate
-    net = create_model(cfg.model, num_classes=cfg.num_classes, pretrained=cfg.pretrained,
-                       drop_path_rate=cfg.drop_path_rate, target=cfg.target or cfg.device_target, **kwargs)
-    if cfg.amp_level != "O0":
-        dtype = ms.float16 if cfg.amp_dtype == "float16" else ms.bfloat16
-        net = ms.amp.auto_mixed_precision(net, cfg.amp_level, dtype=dtype)
-    return net
+    return create_model(cfg.model, num_classes=cfg.num_classes, pretrained=cfg.pretrained,
+                        drop_path_rate=cfg.drop_path_rate, target=cfg.target or cfg.device_target, **kwargs)
 
 
 def effective_config(cfg: Config, data_cfg: dict, net) -> Config:
@@ -307,20 +305,17 @@ def _prepare(cfg: Config):
     n_params = count_parameters(net)
     optimizer = create_optimizer(cfg, net.trainable_params(), lrs)
     ema = EMA(net, cfg.ema_decay) if cfg.ema else None
-    scaler = ms.amp.DynamicLossScaler(cfg.loss_scale, 2, 1000) if cfg.amp_level != "O0" else None
-    loss_fn = SoftTargetCrossEntropy()
     if cfg.deterministic and cfg.mode == 0 and _has_stochastic_layers(net):
         _print("warning: deterministic GRAPH mode cannot rewind the drop-path/dropout RNG on resume; "
                "use --mode 1 or drop_path_rate 0 for bit-exact resume", rank)
 
-    def forward(images, targets):
-        loss = loss_fn(net(images), targets)
-        return scaler.scale(loss) if scaler is not None else loss
-
     reducer = nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=size) if distributed else None
-    # all-reduce, unscale, overflow check, clipping, optimizer and EMA act once per window on the mean gradient
-    train_step = TrainStep(forward, optimizer, accum, reducer=reducer, scaler=scaler, clip=cfg.clip_grad, ema=ema,
-                           jit=cfg.mode == 0)
+    # AMP and the dynamic loss scale are applied here; all-reduce, unscale, overflow check, clipping, optimizer and
+    # EMA act once per window on the mean gradient
+    train_step = build_train_step(net, SoftTargetCrossEntropy(), optimizer, amp_level=cfg.amp_level,
+                                  amp_dtype=cfg.amp_dtype, loss_scale=cfg.loss_scale, accumulation_steps=accum,
+                                  reducer=reducer, clip=cfg.clip_grad, ema=ema, jit=cfg.mode == 0)
+    net, scaler = train_step.network, train_step.scaler
 
     # ---- resume
     manager = CheckpointManager(cfg.ckpt_dir, cfg.model, cfg.keep_checkpoint_max)
@@ -467,7 +462,7 @@ def run_eval(cfg: Config) -> dict:
         os.path.join(cfg.data_dir, cfg.train_split)) else (None, None, None)
     if make_val is None:
         make_val = _val_only_loader(cfg, data_cfg, rank, size)
-    net = build_model(cfg)
+    net = mixed_precision(build_model(cfg), cfg.amp_level, cfg.amp_dtype)
     from ..models.helpers import CheckpointMismatchError, load_checkpoint
     try:  # any formulation's checkpoint (e.g. trained on GPU, evaluated on Ascend)
         use_ema = load_checkpoint(net, cfg.ckpt, classifier=None, use_ema=cfg.ema)["ema"]

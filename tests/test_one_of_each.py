@@ -1,0 +1,102 @@
+"""One of each: one training step (trainer, benchmark harness, Ascend audit)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import mindspore as ms
+from mindspore import nn
+
+from convattn.engine import step as step_mod
+from convattn.engine.losses import SoftTargetCrossEntropy
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tiny_net():
+    ms.set_seed(0)
+    return nn.SequentialCell([nn.Conv2d(3, 4, 3, pad_mode="pad", padding=1, has_bias=True), nn.BatchNorm2d(4),
+                              nn.ReLU(), nn.Flatten(), nn.Dense(4 * 8 * 8, 5)])
+
+
+def _batch():
+    rng = np.random.default_rng(0)
+    return (ms.Tensor(rng.standard_normal((4, 3, 8, 8)).astype(np.float32)),
+            ms.Tensor(np.eye(5, dtype=np.float32)[[0, 1, 2, 3]]))
+
+
+@pytest.fixture
+def graph_mode():
+    previous = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    yield
+    ms.set_context(mode=previous)
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Every step built by ``engine.step.build_train_step`` (and the network and settings it was given)."""
+    calls = []
+    real = step_mod.build_train_step
+
+    def record(net, loss_fn, optimizer, **kwargs):
+        step = real(net, loss_fn, optimizer, **kwargs)
+        calls.append(dict(kwargs, net=net, step=step, optimizer=optimizer))
+        return step
+    monkeypatch.setattr(step_mod, "build_train_step", record)
+    return calls
+
+
+# ------------------------------------------------------------------------------------------ one training step
+def test_build_train_step_applies_amp_and_the_dynamic_loss_scale(graph_mode):
+    """O2 in float16 (applied once: a network already under O2 is not cast again), a dynamic loss scale from 1024:
+    a finite step updates the weights; an overflowing one leaves them and halves the scale. The compiled step is one
+    cell graph holding the forward, the overflow check and the optimizer update."""
+    from convattn.bench.ascend_audit import graph_primitives
+
+    net = _tiny_net()
+    opt = nn.Momentum(net.trainable_params(), 0.01, 0.9)
+    step = step_mod.build_train_step(net, SoftTargetCrossEntropy(), opt, amp_level="O2", amp_dtype="float16",
+                                     loss_scale=1024.0)
+    assert step.network._amp_level == "O2" and step_mod.mixed_precision(step.network, "O2") is step.network
+    assert float(step.scaler.scale_value.asnumpy()) == 1024.0 and list(step.graphs) == ["step"]
+    x, y = _batch()
+    ops = {r["op"] for r in graph_primitives(step.graphs["step"], x, y)}
+    assert {"ApplyMomentum", "IsFinite", "Cast", "BatchNorm"} <= ops, ops
+    before = [p.asnumpy().copy() for p in opt.parameters]
+    loss, finite = step(x, y)
+    assert bool(finite.asnumpy()) and np.isfinite(loss.asnumpy()) and float(loss.asnumpy()) < 10
+    after = [p.asnumpy().copy() for p in opt.parameters]
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+    step.scaler.scale_value.set_data(ms.Tensor(3e38, ms.float32))  # float16 gradients overflow
+    _, finite = step(x, y)
+    assert not bool(finite.asnumpy()) and float(step.scaler.scale_value.asnumpy()) == pytest.approx(1.5e38)
+    assert all(np.array_equal(a, p.asnumpy()) for a, p in zip(after, opt.parameters))
+    loss, grads = step.gradients(x, y)  # the same forward and backward, unscaled, no update
+    assert len(grads) == len(step.parameters) and np.isfinite(loss.asnumpy())
+    assert all(np.array_equal(a, p.asnumpy()) for a, p in zip(after, opt.parameters))
+
+
+def test_the_trainer_trains_with_build_train_step(recorded, digits32, tmp_path, monkeypatch):
+    from convattn.engine import trainer
+    from convattn.engine.callbacks import Callback
+    from convattn.engine.config import validate
+
+    monkeypatch.setattr(trainer, "build_train_step", step_mod.build_train_step)  # the recording one
+    seen = {}
+
+    class Look(Callback):
+        def on_step_end(self, s):
+            seen.update(net=s.net, scaler=s.scaler)
+
+    cfg = validate(dict(dataset="digits", data_dir=digits32, num_classes=10, image_size=16, crop_pct=1.0,
+                        interpolation="bilinear", scale=[1.0, 1.0], hflip=0.0, model="van_b0",
+                        model_kwargs={"embed_dims": [8, 16], "depths": [1, 1], "mlp_ratios": [2, 2]},
+                        drop_path_rate=0.0, batch_size=16, epochs=1, max_steps_per_epoch=2, val_interval=0,
+                        warmup_epochs=0, mode=0, seed=0, num_parallel_workers=1, log_interval=1000,
+                        ckpt_dir=str(tmp_path), opt="adamw", lr=1e-3, min_lr=1e-4, amp_level="O2",
+                        amp_dtype="float16", loss_scale=512.0))
+    trainer.train(cfg, callbacks=[Look()])
+    (call,) = recorded
+    assert (call["amp_level"], call["amp_dtype"], call["loss_scale"], call["accumulation_steps"]) == \
+        ("O2", "float16", 512.0, 1)
+    assert seen["net"] is call["step"].network and seen["scaler"] is call["step"].scaler
