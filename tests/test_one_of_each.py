@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import mindspore as ms
 from mindspore import nn
 
@@ -100,3 +101,57 @@ def test_the_trainer_trains_with_build_train_step(recorded, digits32, tmp_path, 
     assert (call["amp_level"], call["amp_dtype"], call["loss_scale"], call["accumulation_steps"]) == \
         ("O2", "float16", 512.0, 1)
     assert seen["net"] is call["step"].network and seen["scaler"] is call["step"].scaler
+
+
+def _harness_train_case() -> dict:
+    """run_one in train mode, float16 (in a worker process: run_one sets the device, which a process does once)."""
+    from convattn.bench.harness import BenchConfig, run_one
+
+    calls = []
+    real = step_mod.build_train_step
+
+    def record(net, loss_fn, optimizer, **kwargs):
+        step = real(net, loss_fn, optimizer, **kwargs)
+        calls.append((kwargs, step.scaler is not None, step.network is net))
+        return step
+    step_mod.build_train_step = record
+    cfg = BenchConfig(mode="train", precision="float16", warmup=0, iters=1, image_size=(32, 32),
+                      model_kwargs={"embed_dims": [8, 16], "depths": [1, 1], "mlp_ratios": [2, 2]})
+    row = run_one("van_b0", 2, cfg)
+    return {"row": {k: row[k] for k in ("status", "mode", "ms_per_step")}, "calls": calls}
+
+
+def test_the_benchmark_harness_times_build_train_step():
+    from workers import run_in_workers, unwrap
+
+    result = unwrap(run_in_workers(_harness_train_case, {"h": ((), {})})["h"])
+    row = result["row"]
+    assert row["status"] == "ok" and row["mode"] == "train" and row["ms_per_step"] > 0
+    ((kwargs, scaled, same_network),) = result["calls"]
+    assert kwargs["amp_level"] == "O2" and scaled  # the trainer's loss scaling
+    assert same_network  # the network is under O2 already for the timing: not cast a second time
+
+
+def test_the_ascend_audit_audits_the_trainers_o2_step(recorded):
+    """The audited training graph is the trainer's step with the Ascend recipes' AMP: the update and the loss-scale
+    overflow check are in it (a look-alike returning gradients had neither)."""
+    from convattn.bench.ascend_audit import ASCEND_AMP, audit_net
+
+    net = _tiny_net()
+    x, y = _batch()
+    result = audit_net("tiny", net, x, y)
+    (call,) = recorded
+    assert {k: call[k] for k in ASCEND_AMP} == ASCEND_AMP and result["step"] is call["step"]
+    assert isinstance(call["step"].loss_fn, SoftTargetCrossEntropy)
+    assert {"AdamWeightDecay", "IsFinite"} <= set(result["train"]) and "AdamWeightDecay" not in result["infer"]
+    assert "Cast" in result["train"] and "float16" in result["train"]["Conv2D"]["dtypes"]
+
+
+def test_the_ascend_recipes_use_the_audited_amp():
+    from convattn.bench.ascend_audit import ASCEND_AMP
+
+    recipes = sorted((REPO / "configs").rglob("*_ascend.yaml"))
+    assert recipes
+    for path in recipes:
+        cfg = yaml.safe_load(path.read_text())
+        assert {k: cfg.get(k) for k in ASCEND_AMP} == ASCEND_AMP, path.name
