@@ -25,8 +25,9 @@ def assert_model_runs_fused(name: str, cls) -> None:
     False)`` (what export does) switches every one of them off."""
     import convattn
     from convattn.layers import set_fused_kernels
+    from convattn.models import small_instance_kwargs
 
-    net = convattn.create_model(name, num_classes=10, target="CPU", **convattn.get_model_cfg(name)["small_kwargs"])
+    net = convattn.create_model(name, num_classes=10, target="CPU", **small_instance_kwargs(name)[0])
     cells = [cell for _, cell in net.cells_and_names() if isinstance(cell, cls)]
     assert cells and all(cell.fused for cell in cells), name
     set_fused_kernels(net, False)

@@ -15,6 +15,7 @@ from convattn.bench.ascend_audit import (REPRESENTATIVES, REVIEWED_UNDOCUMENTED,
 from convattn.convert import load_official_state
 from convattn.layers import set_fused_kernels
 from convattn.layers.san_attention import SAM
+from convattn.models import small_instance_kwargs
 from parity import load_fixture, tolerance
 from twins import TWINS, every_model
 from workers import run_in_workers, unwrap
@@ -30,10 +31,10 @@ def _copy_weights(src: nn.Cell, dst: nn.Cell) -> None:
 
 
 def _inputs(name: str, batch: int = 2):
-    cfg = convattn.get_model_cfg(name)
-    x = np.random.default_rng(0).standard_normal((batch,) + tuple(cfg["small_input_size"])).astype(np.float32)
+    kwargs, size = small_instance_kwargs(name)
+    x = np.random.default_rng(0).standard_normal((batch,) + size).astype(np.float32)
     target = np.eye(10, dtype=np.float32)[np.arange(batch) % 10]
-    return cfg["small_kwargs"], ms.Tensor(x), ms.Tensor(target)
+    return kwargs, ms.Tensor(x), ms.Tensor(target)
 
 
 # ---------------------------------------------------------------------- every model: forward and O2 step

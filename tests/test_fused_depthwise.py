@@ -9,6 +9,7 @@ import convattn
 from convattn.layers import DepthwiseConv2d, depthwise_conv, set_fused_kernels
 from convattn.layers.fused_window import fused_kernels_available
 from convattn.layers.targets import build_target
+from convattn.models import small_instance_kwargs
 from cell_grads import value_and_grads
 
 pytestmark = pytest.mark.skipif(not fused_kernels_available(), reason="fused CPU kernels unavailable (no g++)")
@@ -50,12 +51,12 @@ def test_factory_follows_the_build_target_and_rejects_even_kernels():
 
 
 def test_van_uses_it_and_export_switches_it_off(pynative):
-    cfg = convattn.get_model_cfg("van_b0")
-    net = convattn.create_model("van_b0", num_classes=10, target="CPU", **cfg["small_kwargs"])
+    small, size = small_instance_kwargs("van_b0")
+    net = convattn.create_model("van_b0", num_classes=10, target="CPU", **small)
     convs = [c for _, c in net.cells_and_names() if isinstance(c, nn.Conv2d) and c.group > 1]
     assert convs and all(isinstance(c, DepthwiseConv2d) and c.fused for c in convs)
     net.set_train(False)
-    x = ms.Tensor(np.random.default_rng(3).standard_normal((2,) + tuple(cfg["small_input_size"])).astype(np.float32))
+    x = ms.Tensor(np.random.default_rng(3).standard_normal((2,) + size).astype(np.float32))
     y_fused = net(x).asnumpy()
     set_fused_kernels(net, False)
     np.testing.assert_allclose(net(x).asnumpy(), y_fused, rtol=0, atol=1e-4)

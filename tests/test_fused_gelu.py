@@ -12,6 +12,7 @@ from convattn.layers import GELU, set_fused_kernels
 from convattn.layers.fused_gelu import FusedGELU
 from convattn.layers.fused_window import fused_kernels_available
 from convattn.layers.targets import build_target
+from convattn.models import small_instance_kwargs
 
 pytestmark = pytest.mark.skipif(not fused_kernels_available(), reason="fused CPU kernels unavailable (no g++)")
 
@@ -51,13 +52,11 @@ def test_gelu_factory_follows_the_build_target():
 
 
 def test_models_use_it_and_export_switches_it_off():
-    net = convattn.create_model("swin_tiny", num_classes=10, target="CPU", **convattn.get_model_cfg("swin_tiny")[
-        "small_kwargs"])
+    net = convattn.create_model("swin_tiny", num_classes=10, target="CPU", **small_instance_kwargs("swin_tiny")[0])
     gelus = [c for _, c in net.cells_and_names() if isinstance(c, nn.GELU)]
     assert gelus and all(isinstance(c, FusedGELU) and c.fused for c in gelus)
     assert len(set_fused_kernels(net, False)) >= len(gelus) and not any(c.fused for c in gelus)
-    net = convattn.create_model("van_b0", num_classes=10, target="CPU", **convattn.get_model_cfg("van_b0")[
-        "small_kwargs"])
+    net = convattn.create_model("van_b0", num_classes=10, target="CPU", **small_instance_kwargs("van_b0")[0])
     from convattn.deploy import prepare_for_export
     from convattn.deploy.gelu import ExportSafeGELU
 

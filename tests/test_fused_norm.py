@@ -10,6 +10,7 @@ from convattn.layers import ChannelLayerNorm, FusedLayerNorm, Linear, dense, lay
 from convattn.layers.fused_window import fused_kernels_available
 from convattn.layers.gemm import gemm_isa, gemm_unavailable_reason
 from convattn.layers.targets import build_target
+from convattn.models import small_instance_kwargs
 from cell_grads import value_and_grads
 
 pytestmark = pytest.mark.skipif(not fused_kernels_available(), reason="fused CPU kernels unavailable (no g++)")
@@ -117,21 +118,20 @@ def test_factories_follow_the_build_target():
 
 
 def test_models_use_them_and_export_switches_them_off(pynative):
-    cfg = convattn.get_model_cfg("swin_tiny")
-    net = convattn.create_model("swin_tiny", num_classes=10, target="CPU", **cfg["small_kwargs"])
+    small, size = small_instance_kwargs("swin_tiny")
+    net = convattn.create_model("swin_tiny", num_classes=10, target="CPU", **small)
     norms = [c for _, c in net.cells_and_names() if isinstance(c, nn.LayerNorm)]
     linears = [c for n, c in net.cells_and_names() if isinstance(c, nn.Dense) and n.endswith(("fc1", "fc2", "qkv", "proj"))]
     assert norms and all(isinstance(c, FusedLayerNorm) and c.fused for c in norms)
     assert linears and all(isinstance(c, Linear) and c.fused for c in linears)
     net.set_train(False)
-    x = ms.Tensor(np.random.default_rng(2).standard_normal((2,) + tuple(cfg["small_input_size"])).astype(np.float32))
+    x = ms.Tensor(np.random.default_rng(2).standard_normal((2,) + size).astype(np.float32))
     y_fused = net(x).asnumpy()
     switched = set_fused_kernels(net, False)
     assert len(switched) >= len(norms) + len(linears) and not any(c.fused for c in norms + linears)
     np.testing.assert_allclose(net(x).asnumpy(), y_fused, rtol=0, atol=1e-4)
 
-    van = convattn.create_model("van_b0", num_classes=10, target="CPU", **convattn.get_model_cfg("van_b0")[
-        "small_kwargs"])
+    van = convattn.create_model("van_b0", num_classes=10, target="CPU", **small_instance_kwargs("van_b0")[0])
     channel_norms = [c for _, c in van.cells_and_names() if isinstance(c, ChannelLayerNorm)]
     assert channel_norms and all(c.fused for c in channel_norms)
     from convattn.deploy import prepare_for_export

@@ -1,4 +1,6 @@
-"""One of each: one training step (trainer, benchmark harness, Ascend audit)."""
+"""One of each: one training step (trainer, benchmark harness, Ascend audit), one definition of a model's small
+instance."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -7,8 +9,10 @@ import yaml
 import mindspore as ms
 from mindspore import nn
 
+import convattn
 from convattn.engine import step as step_mod
 from convattn.engine.losses import SoftTargetCrossEntropy
+from convattn.models import small_instance_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -155,3 +159,30 @@ def test_the_ascend_recipes_use_the_audited_amp():
     for path in recipes:
         cfg = yaml.safe_load(path.read_text())
         assert {k: cfg.get(k) for k in ASCEND_AMP} == ASCEND_AMP, path.name
+
+
+# ------------------------------------------------------------------------------------------ one small instance
+def test_small_instance_kwargs():
+    cfg = convattn.get_model_cfg("acmix_swin_tiny")
+    assert small_instance_kwargs("acmix_swin_tiny") == (cfg["small_kwargs"], tuple(cfg["small_input_size"]))
+    kwargs, size = small_instance_kwargs("acmix_swin_tiny", input_size=32, img_size=32, patch_size=2)
+    assert kwargs == dict(cfg["small_kwargs"], img_size=32, patch_size=2) and size == (3, 32, 32)
+    assert small_instance_kwargs("van_b0", input_size=(48, 40))[1] == (3, 48, 40)
+    assert small_instance_kwargs("van_b0", full=True) == ({}, (3, 224, 224))
+    with pytest.raises(ValueError, match="input_size"):
+        small_instance_kwargs("van_b0", input_size=(1, 2, 3, 4))
+    from convattn.bench.ascend_audit import CI_OVERRIDES, SMALL_CONFIGS
+    for name, (overrides, side) in CI_OVERRIDES.items():
+        assert SMALL_CONFIGS[name] == (small_instance_kwargs(name, **overrides)[0], side)
+
+
+def test_small_instances_have_one_definition():
+    """Only the registry reads the default configs' small_kwargs / small_input_size (and the test of it above): tools
+    and tests build a small model through small_instance_kwargs."""
+    pattern = re.compile(r"""\[\s*["']small_(kwargs|input_size)["']\s*\]|get\(\s*["']small_(kwargs|input_size)""")
+    readers = {REPO / "src" / "convattn" / "models" / "registry.py", Path(__file__).resolve()}
+    files = [p for root in ("src", "tests", "scripts") for p in (REPO / root).rglob("*.py")
+             if p.resolve() not in readers]
+    offenders = [f"{p.relative_to(REPO)}:{i}" for p in files
+                 for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert offenders == [], offenders

@@ -40,7 +40,7 @@ __all__ = ["REPRESENTATIVES", "REVIEWED_UNDOCUMENTED", "DTYPE_RULES", "ASCEND_AM
            "ascend_train_step", "graph_primitives",
            "primitive_platforms", "audit_graph", "audit_net", "audit_model", "network_signature", "findings",
            "summary_table", "model_table", "primitive_table",
-           "save_results", "load_results", "SMALL_CONFIGS", "DIGITS", "digits_arrays",
+           "save_results", "load_results", "CI_OVERRIDES", "SMALL_CONFIGS", "DIGITS", "digits_arrays",
            "o2_digits_training", "audit_and_train_small", "digits_table"]
 
 # One model per code path of the Ascend forms (CI audits these and trains them on digits under O2); together they
@@ -338,10 +338,8 @@ def audit_model(name: str, full_size: bool = False, batch: int = 2, num_classes:
     shapes, much faster to compile). ``seen`` (a dict kept over calls): a model whose built network and input are
     identical to one audited before (depth variants share their small test configuration) takes that model's
     result instead of compiling the same graphs again (``'same_as'`` names it)."""
-    from ..models import get_model_cfg
-    cfg = get_model_cfg(name)
-    kwargs = {} if full_size else dict(cfg["small_kwargs"])
-    c, h, w = cfg["input_size"] if full_size else cfg["small_input_size"]
+    from ..models import small_instance_kwargs
+    kwargs, (c, h, w) = small_instance_kwargs(name, full=full_size)
     x = ms.Tensor(np.random.default_rng(0).standard_normal((batch, c, h, w)).astype(np.float32))
     target = ms.Tensor(np.eye(num_classes, dtype=np.float32)[np.arange(batch) % num_classes])
     ms.set_seed(0)
@@ -357,22 +355,34 @@ def audit_model(name: str, full_size: bool = False, batch: int = 2, num_classes:
 
 
 # The representatives as CI audits and trains them (and the README's O2 digits table): each one's code path (the
-# same cell classes and formulations) at the smallest widths, depths and windows that keep it; 3x3 attention
-# windows instead of 7x7 run the same gather code with 9 instead of 49 slices. (kwargs, square input side)
-_SWIN = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2, 1, 1), num_heads=(1, 2, 2, 4))
-_SAN = dict(layers=(1, 1, 1, 1, 1), kernels=(3, 3, 3, 3, 3), base_width=16, share_planes=4)
-SMALL_CONFIGS = {
-    "acmix_resnet26": (dict(layers=(1, 1, 1, 1), k_att=3), 64),
+# same cell classes and formulations) at the smallest widths, depths and windows that keep it: the model's small
+# instance (models.small_instance_kwargs) with these overrides, at this square input side; 3x3 attention windows
+# instead of 7x7 run the same gather code with 9 instead of 49 slices.
+_SWIN = dict(img_size=32, patch_size=2)
+_SAN = dict(kernels=(3, 3, 3, 3, 3), base_width=16, share_planes=4)
+CI_OVERRIDES = {
+    "acmix_resnet26": (dict(k_att=3), 64),
     "acmix_swin_tiny": (_SWIN, 32),
-    "acmix_pvt_tiny": (dict(img_size=32, depths=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8)),
-                       32),
+    "acmix_pvt_tiny": (dict(img_size=32, embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8)), 32),
     "acmix_san10": (_SAN, 64),
     "san10_pairwise": (_SAN, 64),
     "swin_tiny_dw": (_SWIN, 32),
-    "deit_tiny_relu": (dict(img_size=32, patch_size=4, embed_dim=48, depth=2), 32),
-    "van_b0": (dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128)), 32),
-    "xvolution_resnet34": (dict(layers=(1, 1, 1, 1)), 32),
+    "deit_tiny_relu": (dict(patch_size=4), 32),
+    "van_b0": (dict(embed_dims=(16, 32, 64, 128)), 32),
+    "xvolution_resnet34": ({}, 32),
 }
+
+
+def _ci_instances() -> Dict[str, tuple]:
+    from ..models import small_instance_kwargs
+    out = {}
+    for name, (overrides, side) in CI_OVERRIDES.items():
+        kwargs, size = small_instance_kwargs(name, input_size=side, **overrides)
+        out[name] = (kwargs, size[-1])
+    return out
+
+
+SMALL_CONFIGS = _ci_instances()  # name -> (create_model kwargs, square input side)
 # O2 digits training of a representative: AdamW, batch, steps, held-out images (and per model what differs)
 DIGITS = dict(lr=1e-3, batch=8, steps=20, pool=4, val=48)
 # the ReLU-attention DeiT learns slowly: at lr 1e-3 (or 5e-3) it stays at chance over 40-60 steps; measured
