@@ -1,5 +1,5 @@
 """One of each: one training step (trainer, benchmark harness, Ascend audit), one definition of a model's small
-instance."""
+instance, one checkpoint reader."""
 import re
 from pathlib import Path
 
@@ -186,3 +186,28 @@ def test_small_instances_have_one_definition():
     offenders = [f"{p.relative_to(REPO)}:{i}" for p in files
                  for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
     assert offenders == [], offenders
+
+
+# ------------------------------------------------------------------------------------------ one checkpoint reader
+def test_infer_reads_its_checkpoint_once_through_the_models_reader(tmp_path, monkeypatch, pynative):
+    from convattn.deploy.infer import Predictor
+    from convattn.models import helpers
+
+    small, _ = small_instance_kwargs("van_b0")
+    ckpt = str(tmp_path / "van.ckpt")
+    ms.save_checkpoint(convattn.create_model("van_b0", num_classes=7, **small), ckpt)
+    reads, loads = [], []
+    real_read, real_load = helpers.read_checkpoint, ms.load_checkpoint
+    monkeypatch.setattr(helpers, "read_checkpoint", lambda path: reads.append(path) or real_read(path))
+    monkeypatch.setattr(ms, "load_checkpoint", lambda *a, **k: loads.append(k) or real_load(*a, **k))
+    pred = Predictor(model="van_b0", ckpt=ckpt, model_kwargs=small)
+    assert pred.num_classes == 7  # the classifier's rows, read from that one read
+    assert reads == [ckpt] and loads == [{}]
+    # the reader's errors, as before
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Predictor(model="van_b0", ckpt=str(tmp_path / "missing.ckpt"), model_kwargs=small)
+    (tmp_path / "text.ckpt").write_text("not a checkpoint")
+    with pytest.raises(helpers.CheckpointMismatchError, match="is not a readable MindSpore checkpoint"):
+        Predictor(model="van_b0", ckpt=str(tmp_path / "text.ckpt"), model_kwargs=small)
+    with pytest.raises(helpers.CheckpointMismatchError, match=f"checkpoint '{re.escape(ckpt)}' does not match"):
+        Predictor(model="van_b0", ckpt=ckpt, model_kwargs={"depths": [1, 1, 1, 2]})
