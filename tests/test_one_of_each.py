@@ -1,6 +1,9 @@
 """One of each: one training step (trainer, benchmark harness, Ascend audit), one definition of a model's small
-instance, one checkpoint reader."""
+instance, one checkpoint reader, and one way to read a device target (any case)."""
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +214,48 @@ def test_infer_reads_its_checkpoint_once_through_the_models_reader(tmp_path, mon
         Predictor(model="van_b0", ckpt=str(tmp_path / "text.ckpt"), model_kwargs=small)
     with pytest.raises(helpers.CheckpointMismatchError, match=f"checkpoint '{re.escape(ckpt)}' does not match"):
         Predictor(model="van_b0", ckpt=ckpt, model_kwargs={"depths": [1, 1, 1, 2]})
+
+
+# ------------------------------------------------------------------------------------------ targets in any case
+def test_config_targets_in_any_case():
+    from convattn.engine.config import ConfigError, load_config, parse_cli, validate
+
+    cfg = validate(load_config(None, {"dataset": "digits", "num_classes": 10, "model": "van_b0",
+                                      "device_target": "cpu", "target": "ASCEND"}))
+    assert (cfg.device_target, cfg.target) == ("CPU", "Ascend")
+    cfg = validate(parse_cli(["--model", "van_b0", "--dataset", "digits", "--num_classes", "10",
+                              "--device_target", "Cpu", "--target", "gpu"], "t"))
+    assert (cfg.device_target, cfg.target) == ("CPU", "GPU")
+    with pytest.raises(ConfigError, match="'device_target' must be one of"):
+        validate(load_config(None, {"dataset": "digits", "num_classes": 10, "model": "van_b0",
+                                    "device_target": "tpu"}))
+
+
+def test_cli_target_flags_in_any_case(capsys):
+    from convattn.bench.cli import build_parser as bench_parser
+    from convattn.deploy.cli import build_parser as export_parser
+    from convattn.deploy.infer_cli import build_parser as infer_parser
+
+    args = bench_parser().parse_args(["--device_target", "cpu", "--target", "ascend"])
+    assert (args.device_target, args.target) == ("CPU", "Ascend")
+    assert bench_parser().parse_args([]).device_target == "CPU"
+    assert export_parser().parse_args(["--model", "van_b0", "--target", "gPu"]).target == "GPU"
+    assert infer_parser().parse_args(["x.png", "--device_target", "ASCEND"]).device_target == "Ascend"
+    for parser, argv in ((bench_parser(), ["--target", "tpu"]), (export_parser(), ["--model", "m", "--target", "tpu"]),
+                         (infer_parser(), ["x.png", "--device_target", "tpu"])):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert "unknown target 'tpu'; choose one of CPU, GPU, Ascend" in capsys.readouterr().err
+
+
+def test_launcher_takes_the_device_target_in_any_case(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(dict(dataset="digits", num_classes=10, model="van_b0")))
+    (tmp_path / "data").mkdir()
+    env = dict(os.environ, DRY_RUN="1", PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    run = ["bash", str(REPO / "scripts" / "run_distribute_train.sh"), str(config),
+           str(tmp_path / "data"), "1"]
+    ok = subprocess.run(run + ["cpu"], capture_output=True, text=True, env=env, timeout=120, cwd=str(REPO))
+    assert ok.returncode == 0 and "--device_target cpu" in ok.stdout, ok.stderr
+    bad = subprocess.run(run + ["tpu"], capture_output=True, text=True, env=env, timeout=120, cwd=str(REPO))
+    assert bad.returncode == 1 and "DEVICE_TARGET must be CPU, GPU or Ascend, got 'tpu'" in bad.stderr
