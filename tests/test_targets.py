@@ -9,19 +9,16 @@ import mindspore as ms
 import convattn
 from convattn.layers import ACmix, SAM, build_target, fused_kernels_available, resolve_target
 from convattn.layers.targets import FORMULATIONS, TARGETS, form_table, select_form
+from convattn.bench.target_table import FAMILIES as TABLE_FAMILIES
 from convattn.models.helpers import load_checkpoint
+from convattn.models.registry import small_instance_kwargs
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "convattn"
 
-# Every family with a device-dependent formulation, at a small width that keeps its code paths
-# (SAN: 3x3 footprints so 64x64 inputs reach the last stage; the others: their default_cfg small_kwargs).
-FAMILIES = {
-    "acmix_resnet26": {},
-    "acmix_swin_tiny": {},
-    "acmix_pvt_tiny": {},
-    "acmix_san10": {},
-    "san10_pairwise": {"kernels": (3, 3, 3, 3, 3), "base_width": 32},
-}
+# Every family with a device-dependent formulation, at a small width that keeps its code paths: the models of
+# scripts/target_table.py --check (their small instance; SAN: 3x3 footprints so 64x64 inputs reach the last stage)
+# but san10_patchwise, which only the table's check runs
+FAMILIES = {name: spec for name, spec in TABLE_FAMILIES.items() if name != "san10_patchwise"}
 
 
 def _rel(a, b):
@@ -101,9 +98,9 @@ def _forms(net):
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_checkpoint_of_any_form_loads_into_every_other(name, tmp_path):
     """Save from each formulation, load into each other (create_model(pretrained=)): outputs equal."""
-    cfg = convattn.get_model_cfg(name)
-    kwargs = dict(cfg["small_kwargs"], **FAMILIES[name])
-    size = (64, 64) if FAMILIES[name] else tuple(cfg["small_input_size"][1:])
+    overrides, side = FAMILIES[name]
+    kwargs, (_, *size) = small_instance_kwargs(name, input_size=side, **overrides)
+    size = tuple(size)
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)
     try:

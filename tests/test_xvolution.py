@@ -11,6 +11,7 @@ import convattn
 from convattn import create_model
 from convattn.layers import XVolution, is_deployed, pssa_directions, set_fused_kernels, shift2d, switch_to_deploy
 from convattn.models.xvolution import XVolutionResNet
+from convattn.models import small_instance_kwargs
 
 RTOL = 1e-5
 
@@ -198,11 +199,11 @@ def test_network_switch_keeps_logits(name, attn, mode):
 
 
 def _check_network_switch(name, attn):
-    cfg = convattn.get_model_cfg(name)
-    net = create_model(name, num_classes=10, attn=attn, **cfg["small_kwargs"])
+    small, size = small_instance_kwargs(name)
+    net = create_model(name, num_classes=10, attn=attn, **small)
     _randomise_bn(net, 3)
     net.set_train(False)
-    x = Tensor(np.random.default_rng(4).normal(size=(2,) + tuple(cfg["small_input_size"])).astype(np.float32))
+    x = Tensor(np.random.default_rng(4).normal(size=(2,) + size).astype(np.float32))
     ref = net(x).asnumpy()                 # GRAPH mode: switch_to_deploy must make the compiled graph stale
     assert not is_deployed(net)
     net.switch_to_deploy()

@@ -1,19 +1,10 @@
 """Command line of the exporter: ``python export/export.py`` (or ``python -m convattn.deploy``)."""
-import argparse
 import sys
 
-from ..utils.cli import ArgumentParser
+from ..layers.targets import resolve_target
+from ..utils.cli import ArgumentParser, argument_type
 
 __all__ = ["main", "build_parser"]
-
-
-def _target(value: str) -> str:
-    from ..layers.targets import resolve_target
-
-    try:
-        return resolve_target(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> ArgumentParser:
@@ -37,11 +28,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing artifacts once the new ones verify")
     p.add_argument("--export_safe_mindir", action="store_true",
                    help="use the export-safe formulations in the MINDIR too (runtimes lacking e.g. Roll)")
-    p.add_argument("--target", type=_target, default=None,
-                   help="CPU, GPU or Ascend: export the formulations that device runs (default: the device MindSpore "
-                        "runs on here). Ascend: every ACmix conv path depth-wise (Ascend runs grouped convolution "
-                        "only depth-wise). A checkpoint of any form loads; the artifact is verified against the "
-                        "network in this device's form")
+    p.add_argument("--target", type=argument_type(resolve_target, "target"), default=None,
+                   help="CPU, GPU or Ascend (any case): export the formulations that device runs (default: the "
+                        "device MindSpore runs on here). Ascend: every ACmix conv path depth-wise (Ascend runs "
+                        "grouped convolution only depth-wise). A checkpoint of any form loads; the artifact is "
+                        "verified against the network in this device's form")
     p.add_argument("--ascend", action="store_true", help="the same as --target Ascend")
     p.add_argument("--seed", type=int, default=0, help="seed of the verification batch")
     return p

@@ -139,32 +139,26 @@ class Predictor:
 
     def _load_ckpt(self, model: str, ckpt: str, model_kwargs: dict, num_classes: Optional[int]) -> None:
         from ..models import create_model, get_model_cfg
-        from ..models.helpers import load_checkpoint
+        from ..models.helpers import load_checkpoint, read_checkpoint
 
+        data = read_checkpoint(ckpt)  # read once, by the models' reader (its errors: missing file, not a .ckpt)
         if num_classes is None:  # the classifier's row count, when the checkpoint has one
-            num_classes = self._classifier_rows(ckpt, get_model_cfg(model).get("classifier")) or \
+            num_classes = self._classifier_rows(data, get_model_cfg(model).get("classifier")) or \
                 get_model_cfg(model)["num_classes"]
         try:
             net = create_model(model, num_classes=int(num_classes), **model_kwargs)
         except (TypeError, ValueError) as exc:
             raise InferError(f"cannot build {model} with num_classes={num_classes}, {model_kwargs}: {exc}") from exc
-        load_checkpoint(net, ckpt, classifier=None, strict=True)  # every weight, the classifier included
+        load_checkpoint(net, data, classifier=None, strict=True, source=ckpt)  # every weight, the classifier too
         net.set_train(False)
         self.net, self.num_classes = net, num_classes
         self._run = lambda x: net(x)
 
     @staticmethod
-    def _classifier_rows(ckpt: str, classifier: Optional[str]) -> Optional[int]:
-        if not classifier or not os.path.isfile(ckpt):
-            return None
-        import mindspore as ms
-
-        key = f"{classifier}.weight"
-        try:
-            part = ms.load_checkpoint(ckpt, choice_func=lambda name: name == key)
-        except Exception:  # not a checkpoint: load_checkpoint below reports it properly
-            return None
-        return int(part[key].shape[0]) if key in part else None
+    def _classifier_rows(data: dict, classifier: Optional[str]) -> Optional[int]:
+        """Rows of the classifier weight ``<classifier>.weight`` in a checkpoint read by ``read_checkpoint``."""
+        value = data.get(f"{classifier}.weight") if classifier else None
+        return int(value.shape[0]) if value is not None and len(value.shape) else None
 
     def _load_mindir(self, mindir: str, shape, eval_hw, num_classes: Optional[int]) -> None:
         import mindspore as ms

@@ -1,7 +1,8 @@
 """Command line of ``scripts/infer.py``: top-k predictions on image files from a checkpoint or a MINDIR."""
 import sys
 
-from ..utils.cli import ArgumentParser
+from ..layers.targets import resolve_target
+from ..utils.cli import ArgumentParser, argument_type
 
 __all__ = ["main", "build_parser"]
 
@@ -23,7 +24,8 @@ def build_parser() -> ArgumentParser:
                                          "names for 1,000 classes, else indices)")
     p.add_argument("--topk", type=int, default=5, help="classes reported per image (default 5)")
     p.add_argument("--batch_size", type=int, default=16, help="images per forward call (default 16)")
-    p.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
+    p.add_argument("--device_target", default="CPU", type=argument_type(resolve_target, "device_target"),
+                   help="CPU (default), GPU or Ascend (any case)")
     p.add_argument("--mode", type=int, default=0, choices=[0, 1], help="0 = GRAPH_MODE (default), 1 = PYNATIVE_MODE")
     p.add_argument("--out", help="write the predictions to this .csv or .json file")
     p.add_argument("--format", choices=["csv", "json"], help="output format (default: from --out's extension)")

@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 GROUPS: "OrderedDict[str, List[tuple]]" = OrderedDict([
     ("system", [
         ("mode", 0, "int", "0 = GRAPH_MODE (default), 1 = PYNATIVE_MODE"),
-        ("device_target", "CPU", "str", "CPU, GPU or Ascend"),
+        ("device_target", "CPU", "str", "CPU, GPU or Ascend (any case)"),
         ("distribute", False, "bool", "data-parallel training via mindspore.communication.init (msrun / rank table)"),
         ("seed", 42, "int", "global seed (weights, data order, augmentation)"),
         ("deterministic", False, "bool", "deterministic kernels and single-worker data loading (exact resume)"),
@@ -147,6 +147,21 @@ _CHOICES = {
 }
 
 
+# keys naming a device / a target of formulations, read in any case through layers.targets.resolve_target
+_TARGET_KEYS = ("device_target", "target")
+
+
+def _normalised_target(value):
+    """``'ascend'`` -> ``'Ascend'`` (any case, as every ``--target`` flag); None and unknown names unchanged."""
+    if not isinstance(value, str):
+        return value
+    from ..layers.targets import resolve_target
+    try:
+        return resolve_target(value)
+    except ValueError:
+        return value
+
+
 class Config(dict):
     """A dict with attribute access (``cfg.lr``); unknown attributes fail with the closest keys."""
 
@@ -206,6 +221,8 @@ def validate(cfg: Dict[str, Any], for_training: bool = True) -> Config:
             out[key] = float(value)
             if not math.isfinite(out[key]):
                 raise ConfigError(f"config key '{key}' must be finite, got {value!r}")
+    for key in _TARGET_KEYS:  # any case: 'ascend', 'CPU', 'gpu' (an unknown name fails the choice check below)
+        out[key] = _normalised_target(out[key])
     for key, allowed in _CHOICES.items():
         if out[key] not in allowed:
             raise ConfigError(f"config key '{key}' must be one of {list(allowed)}, got {out[key]!r}")

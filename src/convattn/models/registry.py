@@ -9,11 +9,11 @@ import difflib
 import fnmatch
 import inspect
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "model_cfg", "register_model", "list_models", "is_model", "get_model_cfg", "model_entrypoint",
-    "accepted_kwargs", "unknown_model_error", "IMAGENET_MEAN", "IMAGENET_STD",
+    "accepted_kwargs", "unknown_model_error", "small_instance_kwargs", "IMAGENET_MEAN", "IMAGENET_STD",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,7 +34,7 @@ def model_cfg(**kwargs) -> dict:
     overrides that make a small but structurally complete instance -- every stage and every kind of block, e.g.
     one block per stage -- used by the tests and by the tools that tabulate every model quickly: the Ascend audit,
     ``scripts/export_table.py``, ``scripts/target_table.py``) and ``small_input_size`` (the smallest input such
-    an instance takes).
+    an instance takes); read them through :func:`small_instance_kwargs`.
     """
     cfg = {
         "url": None,
@@ -132,3 +132,24 @@ def accepted_kwargs(fn: Callable) -> Optional[set]:
     elif any(p.kind == p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values()):
         return None
     return names
+
+
+def small_instance_kwargs(name: str, full: bool = False, input_size: Union[None, int, Sequence[int]] = None,
+                          **overrides) -> Tuple[dict, Tuple[int, int, int]]:
+    """``(kwargs, input_size)`` of the small instance of model ``name``: the one definition every test and tool
+    builds a small model from (``create_model(name, **kwargs)`` on inputs ``(batch,) + input_size``).
+
+    ``kwargs`` are the ``small_kwargs`` of its default config updated with ``overrides`` (any ``create_model``
+    arguments, checked where the model is built; e.g. the Ascend audit's CI instances, smaller still).
+    ``input_size`` is ``(C, H, W)``: its ``small_input_size``, or ``input_size`` when given (an int: a square RGB
+    input; ``(H, W)``; or ``(C, H, W)``). ``full=True``: the registered architecture at its ``input_size``
+    (``({}, input_size)``, overrides applied)."""
+    cfg = get_model_cfg(name)
+    kwargs = dict({} if full else cfg["small_kwargs"], **overrides)
+    size = cfg["input_size"] if full else cfg["small_input_size"]
+    if input_size is not None:
+        size = (3, int(input_size), int(input_size)) if isinstance(input_size, int) else tuple(input_size)
+        size = size if len(size) == 3 else (3,) + tuple(size)
+        if len(size) != 3:
+            raise ValueError(f"input_size must be a side, (H, W) or (C, H, W); got {input_size!r}")
+    return kwargs, tuple(int(v) for v in size)
