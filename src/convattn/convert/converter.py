@@ -63,7 +63,8 @@ def map_official_state(net, state: Mapping[str, np.ndarray], rules=None, classif
             "Check --model and --model_kwargs (depths, widths, num_classes) against how the checkpoint was trained."
         )
     params = {p.name: p for p in net.get_parameters()}
-    tensors = {k: ms.Parameter(ms.Tensor(v.astype(ms.dtype_to_nptype(params[k].dtype))), name=k) for k, v in mapped.items()}
+    # Tensor(..., dtype=) casts to the parameter's type (ms.dtype_to_nptype is deprecated and logs once per call)
+    tensors = {k: ms.Parameter(ms.Tensor(v, dtype=params[k].dtype), name=k) for k, v in mapped.items()}
     return tensors, report, dropped
 
 
