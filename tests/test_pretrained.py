@@ -318,6 +318,62 @@ def test_van_b0_download_reproduces_the_official_output_and_drops_only_the_head(
     assert server.hits == {VAN_FILE: 1}
 
 
+def test_the_command_lines_and_recipes_take_pretrained(tmp_path, home, server, van_b0_as_released, capsys):
+    """--pretrained (bare: the official weights; or a file) in train/eval configs, export and infer; the VAN-B0
+    fine-tuning recipes validate, and the trainer's build from the served official file re-initialises the head."""
+    from convattn.deploy.cli import build_parser as export_parser
+    from convattn.deploy.export import ExportError, _build
+    from convattn.deploy.infer import InferError, Predictor
+    from convattn.deploy.infer_cli import build_parser as infer_parser
+    from convattn.engine.cli import eval_main
+    from convattn.engine.config import ConfigError, load_config, parse_cli, validate
+    from convattn.engine.trainer import _describe_init, build_model
+
+    base = ["--model", "van_b0", "--dataset", "digits", "--num_classes", "10", "--data_dir", str(tmp_path / "d")]
+    assert validate(parse_cli(base + ["--pretrained"], "")).pretrained is True
+    assert validate(parse_cli(base + ["--pretrained", "--seed", "1"], "")).pretrained is True
+    assert validate(parse_cli(base + ["--pretrained", "false"], "")).pretrained is None
+    pth = tmp_path / "w.pth"
+    pth.write_bytes(b"")
+    assert validate(parse_cli(base + ["--pretrained", str(pth)], "")).pretrained == str(pth)
+    with pytest.raises(ConfigError, match="does not exist"):
+        validate(parse_cli(base + ["--pretrained", str(tmp_path / "missing.pth")], ""))
+    with pytest.raises(ConfigError, match="never released"):
+        validate(parse_cli(base[:1] + ["acmix_resnet26"] + base[2:] + ["--pretrained"], ""))
+    with pytest.raises(ConfigError, match="drive.google.com"):
+        validate(parse_cli(base[:1] + ["san10_pairwise"] + base[2:] + ["--pretrained"], ""))
+    tree = tmp_path / "data"
+    for split in ("train", "val"):
+        (tree / split).mkdir(parents=True)
+    for dev in ("gpu", "ascend"):
+        raw = load_config(str(REPO / "configs" / "van" / f"van_b0_finetune_{dev}.yaml"))
+        cfg = validate(dict(raw, data_dir=str(tree)))
+        assert cfg.model == "van_b0" and cfg.pretrained is True and cfg.num_classes != 1000
+    assert eval_main(base) == 2 and "--pretrained" in capsys.readouterr().err
+    assert export_parser().parse_args(["--model", "van_b0", "--pretrained"]).pretrained is True
+    assert export_parser().parse_args(["--model", "van_b0", "--pretrained", "x.pth"]).pretrained == "x.pth"
+    assert infer_parser().parse_args(["a.png", "--model", "van_b0", "--pretrained"]).pretrained is True
+    with pytest.raises(ExportError, match="not several"):
+        _build("van_b0", str(pth), False, None, {}, pretrained=True)
+    with pytest.raises(InferError, match="needs --model"):
+        Predictor(pretrained=True)
+
+    src = _van_b0_file(tmp_path)
+    van_b0_as_released(src)
+    server.files[VAN_FILE] = src.read_bytes()
+    cfg = validate(parse_cli(["-c", str(REPO / "configs" / "van" / "van_b0_finetune_gpu.yaml"), "--dataset",
+                              "digits", "--data_dir", str(tmp_path / "d"), "--num_classes", "10", "--device_target",
+                              "CPU", "--amp_level", "O0"], ""))
+    tuned = build_model(cfg)  # the trainer's build: the served official file, the head re-initialised
+    line = _describe_init(cfg, tuned.load_report)
+    assert "initialised from van_b0's official weights van_tiny_754.pth.tar" in line
+    assert "classifier head.bias, head.weight re-initialised for 10 classes" in line
+    net, _, classes = _build("van_b0", None, False, None, {}, pretrained=True)  # export's build, from the cache
+    assert classes == 1000 and net.load_report["source"]["file"] == VAN_FILE
+    _same_params(Predictor(model="van_b0", pretrained=True, log=lambda *a: None).net, net)
+    assert server.hits == {VAN_FILE: 1}
+
+
 # --------------------------------------------------------------------------------------------- two processes
 _CHILD = """
 from convattn.models import registry
@@ -329,8 +385,9 @@ print("CKPT", path, source["sha256"], flush=True)
 """
 
 
-def _lines(proc, q):
+def _lines(proc, q, kept):
     for line in proc.stderr:
+        kept.append(line)
         q.put(line)
 
 
@@ -345,31 +402,35 @@ def test_concurrent_first_calls_from_two_processes_download_and_convert_once(tmp
     script = tmp_path / "child.py"
     script.write_text(_CHILD.format(sha=sha))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
-    procs, queues = [], []
+    procs, readers, queues, errs = [], [], [], [[], []]
     try:
         for i in range(2):
             p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, env=env, cwd=str(tmp_path))
             q = queue.Queue()
-            threading.Thread(target=_lines, args=(p, q), daemon=True).start()
+            readers.append(threading.Thread(target=_lines, args=(p, q, errs[i]), daemon=True))
+            readers[-1].start()
             procs.append(p)
             queues.append(q)
             if i == 0:
                 assert server.started[VAN_FILE].wait(WAIT_S), "process A never started its download"
-        seen = []
-        while not any("waiting for another process" in line for line in seen):
-            seen.append(queues[1].get(timeout=WAIT_S))  # B reached the lock while A's download is open
+        seen = ""
+        while "waiting for another process" not in seen:
+            seen += queues[1].get(timeout=WAIT_S)  # B reached the lock while A's download is open
         server.gate[VAN_FILE].set()
-        outs = [p.communicate(timeout=300)[0] for p in procs]
+        for p, r in zip(procs, readers):
+            p.wait(300)
+            r.join(WAIT_S)
+        outs = [p.stdout.read() for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    assert [p.returncode for p in procs] == [0, 0]
+    assert [p.returncode for p in procs] == [0, 0], errs
     ckpts = {line.split()[1] for out in outs for line in out.splitlines() if line.startswith("CKPT")}
     assert ckpts == {str(converted_path("van_b0", sha))}
     assert server.hits == {VAN_FILE: 1}
     assert _files(home) == [f"converted/{converted_path('van_b0', sha).name}", f"official/{VAN_FILE}",
                             f"official/{VAN_FILE}.json"]
-    err = "".join(seen) + "".join(q.get() for q in queues for _ in range(q.qsize()))
-    assert err.count("converting ") == 1 and err.count("downloading ") == 1
+    err = "".join(errs[0] + errs[1])
+    assert err.count("converting ") == 1 and err.count("downloading ") == 1, err
