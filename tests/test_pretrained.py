@@ -183,6 +183,15 @@ def test_cache_keys_and_mirror_urls(monkeypatch, tmp_path):
     assert download_urls(weights_entry("van_b0")) == ["http://cache.example/weights/van_tiny_754.pth.tar"]
 
 
+def test_the_weights_table_in_the_docs_is_the_registry(capsys):
+    from convattn.hub.__main__ import main, weights_table
+
+    text = (REPO / "docs" / "convert.md").read_text()
+    block = text.split("<!-- weights-table:begin -->\n", 1)[1].split("<!-- weights-table:end -->", 1)[0]
+    assert block.strip() == weights_table().strip(), "regenerate: python -m convattn.hub list --readme docs/convert.md"
+    assert main(["list"]) == 0 and "| `van_b0` | `van_tiny_754.pth.tar` |" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("name,says", [
     ("acmix_resnet26", "ACmix-ResNet"), ("acmix_san10", "In process"), ("acmix_pvt_tiny", "In process"),
     ("xvolution_resnet34", "no code and no weights"), ("deit_tiny_relu", "no code and no weights"),

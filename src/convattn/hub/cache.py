@@ -36,8 +36,9 @@ from ..models.helpers import WeightsError
 from ..models.registry import weights_entry
 
 __all__ = ["ENV_HOME", "ENV_MIRROR", "ENV_OFFLINE", "cache_home", "official_path", "is_offline", "download_urls",
-           "released_entry", "fetch_official", "file_sha256", "recorded_sha256", "locked", "lock_path", "say", "WeightsError",
-           "WeightsNotReleasedError", "WeightsManualError", "WeightsUnavailableError", "WeightsHashError"]
+           "released_entry", "fetch_official", "file_sha256", "recorded_sha256", "locked", "lock_path", "say",
+           "WeightsError", "WeightsNotReleasedError", "WeightsManualError", "WeightsUnavailableError",
+           "WeightsHashError"]
 
 ENV_HOME = "CONVATTN_HOME"
 ENV_MIRROR = "CONVATTN_WEIGHTS_MIRROR"
@@ -309,7 +310,8 @@ def fetch_official(name: str, progress: Optional[bool] = None) -> Tuple[Path, st
             except WeightsHashError as exc:
                 mismatches.append(str(exc))
             except Exception as exc:  # requests' errors, OSError, an HTTP status: this URL failed, try the next
-                failures.append(f"{url}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                failures.append(f"{url}: {type(exc).__name__}: {first}")
     if mismatches:
         raise WeightsHashError(f"{name}: " + "\n".join(mismatches + failures))
     raise WeightsUnavailableError(

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional
 __all__ = [
     "model_cfg", "register_model", "list_models", "is_model", "get_model_cfg", "model_entrypoint",
     "accepted_kwargs", "unknown_model_error", "IMAGENET_MEAN", "IMAGENET_STD",
-    "official_weights", "manual_weights", "unreleased_weights", "weights_entry", "WEIGHTS_STATUSES",
+    "official_weights", "manual_weights", "unreleased_weights", "weights_entry", "format_top1", "WEIGHTS_STATUSES",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -42,9 +42,9 @@ def model_cfg(**kwargs) -> dict:
     ``convert_rules`` (name of the weight-mapping rules in :mod:`convattn.convert.rules`) and
     ``top1`` (ImageNet-1k top-1 the paper/upstream reports, or None), ``weights`` (the official weights: see
     :func:`official_weights`, :func:`manual_weights`, :func:`unreleased_weights`; ``create_model(name,
-    pretrained=True)`` reads it, and it gets the config's preprocessing as ``weights['preprocessing']``), ``small_kwargs`` (architecture
-    overrides that make a small but structurally complete instance -- every stage and every kind of block, e.g.
-    one block per stage -- used by the tests and by the tools that tabulate every model quickly: the Ascend audit,
+    pretrained=True)`` reads it, and it gets the config's preprocessing as ``weights['preprocessing']``),
+    ``small_kwargs`` (architecture overrides that make a small but structurally complete instance -- every stage
+    and every kind of block, e.g. one block per stage -- used by the tests and by the tools that tabulate every model quickly: the Ascend audit,
     ``scripts/export_table.py``, ``scripts/target_table.py``) and ``small_input_size`` (the smallest input such
     an instance takes).
     """
@@ -127,6 +127,11 @@ def manual_weights(link: str, *, top1: float, container: str, licence: str, note
 def unreleased_weights(reason: str) -> dict:
     """A ``weights`` entry saying the official weights were never released (``reason``: by whom, where it says so)."""
     return {"status": "unreleased", "reason": reason}
+
+
+def format_top1(top1: float) -> str:
+    """An official top-1 as published: one decimal, two where the source gives two (torchvision's 76.13)."""
+    return f"{top1:.1f}" if round(top1, 1) == top1 else f"{top1:.2f}"
 
 
 def weights_entry(name: str) -> dict:

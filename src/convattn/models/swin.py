@@ -54,7 +54,7 @@ def _cfg(top1=None, acmix=False, **kwargs):
 def _swin_weights(file, top1):
     return official_weights(
         file, (f"https://github.com/SwinTransformer/storage/releases/download/v1.0.0/{file}",), top1=top1,
-        container="Swin trainer: {'model': state_dict} (relative_position_index and attn_mask buffers, recomputed here)",
+        container="Swin trainer: {'model': state_dict} (relative_position_index, attn_mask buffers: recomputed here)",
         licence="MIT (microsoft/Swin-Transformer); trained on ImageNet-1k")
 
 

@@ -43,7 +43,8 @@ def _weights(file, tsinghua, top1, sha256=None, size=None, note=None):
     return official_weights(
         file, (f"https://huggingface.co/Visual-Attention-Network/{repo[stem]}-original/resolve/main/{file}",
                f"https://cloud.tsinghua.edu.cn/f/{tsinghua}/?dl=1"),
-        top1=top1, sha256=sha256, size=size, container="timm train checkpoint: {'state_dict', 'optimizer', 'args', ...}",
+        top1=top1, sha256=sha256, size=size,
+        container="timm train checkpoint: {'state_dict', 'optimizer', 'args', ...}",
         licence="Apache-2.0 (VAN-Classification README; for commercial use the authors ask to be contacted); "
                 "trained on ImageNet-1k",
         hash_note=None if sha256 else "none published (the Hugging Face API lists one in siblings[].lfs.sha256; "
