@@ -77,7 +77,7 @@ class Predictor:
         if pretrained is False:
             pretrained = None
         if [ckpt, mindir, pretrained].count(None) != 2:
-            raise InferError("pass one of: a checkpoint (--model NAME --ckpt FILE), the official weights (--model NAME "
+            raise InferError("pass either a checkpoint (--model NAME --ckpt FILE), the official weights (--model NAME "
                              "--pretrained [FILE.pth]) or an exported --mindir FILE")
         if pretrained is not None and model is None:
             raise InferError("--pretrained needs --model NAME")
