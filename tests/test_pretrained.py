@@ -379,6 +379,7 @@ def test_the_command_lines_and_recipes_take_pretrained(tmp_path, home, server, v
     assert "classifier head.bias, head.weight re-initialised for 10 classes" in line
     net, _, classes = _build("van_b0", None, False, None, {}, pretrained=True)  # export's build, from the cache
     assert classes == 1000 and net.load_report["source"]["file"] == VAN_FILE
+    _same_params(_build("van_b0", None, False, None, {}, pretrained=str(src))[0], net)  # export --pretrained FILE
     _same_params(Predictor(model="van_b0", pretrained=True, log=lambda *a: None).net, net)
     assert server.hits == {VAN_FILE: 1}
 

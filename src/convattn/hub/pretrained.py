@@ -82,6 +82,7 @@ def load_official_file(net, path: str, classifier: Optional[str] = "head", **loa
 
     state = read_official_state(path)
     tensors, _report, _dropped = map_official_state(net, state, classifier=[classifier] if classifier else [])
-    report = load_checkpoint(net, tensors, classifier=classifier, source=path, **load_args)
+    load_args["source"] = load_args.get("source") or path  # the name messages give the weights
+    report = load_checkpoint(net, tensors, classifier=classifier, **load_args)
     report["source"] = {"kind": "official file", "path": os.path.abspath(path)}
     return report
