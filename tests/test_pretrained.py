@@ -23,7 +23,7 @@ import convattn
 import pth_writer as pw
 from conftest import REPO, require_reference
 from convattn.hub import (WeightsHashError, WeightsManualError, WeightsNotReleasedError, WeightsUnavailableError,
-                          converted_path, fetch_official, official_checkpoint)
+                          converted_path, fetch_official)
 from convattn.models import registry
 from convattn.models.registry import weights_entry
 from official_state import swin_official_state
@@ -176,7 +176,8 @@ def test_cache_keys_and_mirror_urls(monkeypatch, tmp_path):
     monkeypatch.delenv("CONVATTN_HOME", raising=False)
     assert cache_home() == Path("~/.cache/convattn").expanduser()
     monkeypatch.setenv("CONVATTN_HOME", str(tmp_path))
-    assert converted_path("van_b0", VAN_SHA) == tmp_path / "converted" / f"van_b0-{VAN_SHA[:16]}-conv{CONVERTER_VERSION}.ckpt"
+    want = tmp_path / "converted" / f"van_b0-{VAN_SHA[:16]}-conv{CONVERTER_VERSION}.ckpt"
+    assert converted_path("van_b0", VAN_SHA) == want
     monkeypatch.delenv("CONVATTN_WEIGHTS_MIRROR", raising=False)
     assert download_urls(weights_entry("van_b0"))[0] == VAN_HF and len(download_urls(weights_entry("van_b0"))) == 2
     monkeypatch.setenv("CONVATTN_WEIGHTS_MIRROR", "http://cache.example/weights")
@@ -230,7 +231,8 @@ def test_the_test_swin_layout_is_the_official_one():
     ACmix-Swin code (the Swin layout plus ACmix's own keys), same keys, shapes, dtypes and buffers."""
     with np.load(require_reference("acmix_swin_net_e32_d2222.npz")) as f:
         acmix = ("attn.rate1", "attn.rate2", "attn.fc.", "attn.dep_conv.")
-        official = {k[len("state/"):]: f[k] for k in f.files if k.startswith("state/") and not any(a in k for a in acmix)}
+        official = {k[len("state/"):]: f[k] for k in f.files
+                    if k.startswith("state/") and not any(a in k for a in acmix)}
     ours = swin_official_state(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
     assert {k: (v.shape, v.dtype) for k, v in ours.items()} == {k: (v.shape, v.dtype) for k, v in official.items()}
     for k, v in official.items():
@@ -248,6 +250,26 @@ def test_junk_bytes_are_refused_on_their_sha256_and_nothing_is_kept(home, server
     assert VAN_SHA in msg and hashlib.sha256(junk).hexdigest() in msg and "nothing was kept" in msg
     assert server.hits == {VAN_FILE: 1}
     assert _files(home) == []  # no partial file, no lock file
+
+
+def test_a_file_name_prefix_is_checked_and_a_cached_file_is_verified(home, server, monkeypatch):
+    """DeiT / torchvision publish the sha256's first 8 hex digits in the file name: checked before the rename. A
+    file put in the cache by hand is hashed before use (offline too), and a wrong one is refused, not deleted."""
+    name = "deit_tiny_patch16_224-a1311bcf.pth"
+    junk = os.urandom(100_000)
+    server.files[name] = junk
+    with pytest.raises(WeightsHashError, match="expected a1311bcf\\.\\.\\., got " + hashlib.sha256(junk).hexdigest()):
+        fetch_official("deit_tiny", progress=False)
+    assert _files(home) == []
+    weights = registry._default_cfgs["deit_tiny"]["weights"]
+    monkeypatch.setitem(weights, "sha256_prefix", hashlib.sha256(junk).hexdigest()[:8])
+    assert fetch_official("deit_tiny", progress=False)[1] == hashlib.sha256(junk).hexdigest()
+    monkeypatch.setenv("CONVATTN_OFFLINE", "1")
+    placed = home / "official" / VAN_FILE
+    placed.write_bytes(b"not the released file")
+    with pytest.raises(WeightsHashError, match="does not have the registered hash"):
+        fetch_official("van_b0")
+    assert placed.exists() and server.hits == {name: 2}
 
 
 def test_a_dropped_connection_leaves_nothing_and_the_next_call_downloads(home, server):
