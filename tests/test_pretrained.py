@@ -3,7 +3,8 @@
 A loopback HTTP server (127.0.0.1, a thread of this process, stopped by the fixture) serves official-format files
 written here (``pth_writer``: torch.save's zip layout without torch, seeded tensors, the containers the official
 repositories use) under their registry file names, through ``CONVATTN_WEIGHTS_MIRROR``; ``CONVATTN_HOME`` is a
-temporary folder. Nothing here reaches another host.
+temporary folder. Nothing here reaches another host. The cheap cases are in the quick tier; the four that build
+full-size networks or start processes (about 35 s on 2 cores) are not.
 """
 import argparse
 import hashlib
@@ -149,6 +150,7 @@ def van_b0_as_released(monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------- registry (no network)
+@pytest.mark.quick
 def test_every_model_has_a_weights_entry_and_the_released_ones_are_listed():
     released = set(convattn.list_models(pretrained=True))
     assert released == {"van_b0", "van_b1", "van_b2", "van_b3", "swin_tiny", "swin_small", "acmix_swin_tiny",
@@ -169,6 +171,7 @@ def test_every_model_has_a_weights_entry_and_the_released_ones_are_listed():
     assert weights_entry("swin_tiny")["sha256"] is None and "none published" in weights_entry("swin_tiny")["hash_note"]
 
 
+@pytest.mark.quick
 def test_cache_keys_and_mirror_urls(monkeypatch, tmp_path):
     from convattn.convert.converter import CONVERTER_VERSION
     from convattn.hub import cache_home, download_urls
@@ -184,6 +187,7 @@ def test_cache_keys_and_mirror_urls(monkeypatch, tmp_path):
     assert download_urls(weights_entry("van_b0")) == ["http://cache.example/weights/van_tiny_754.pth.tar"]
 
 
+@pytest.mark.quick
 def test_the_weights_table_in_the_docs_is_the_registry(capsys):
     from convattn.hub.__main__ import main, weights_table
 
@@ -193,6 +197,7 @@ def test_the_weights_table_in_the_docs_is_the_registry(capsys):
     assert main(["list"]) == 0 and "| `van_b0` | `van_tiny_754.pth.tar` |" in capsys.readouterr().out
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("name,says", [
     ("acmix_resnet26", "ACmix-ResNet"), ("acmix_san10", "In process"), ("acmix_pvt_tiny", "In process"),
     ("xvolution_resnet34", "no code and no weights"), ("deit_tiny_relu", "no code and no weights"),
@@ -205,6 +210,7 @@ def test_never_released_weights_are_refused(name, says, home, server):
     assert not server.hits and _files(home) == []
 
 
+@pytest.mark.quick
 def test_manual_weights_are_refused_with_the_link_and_the_commands(home, server):
     with pytest.raises(WeightsManualError) as err:
         convattn.create_model("san10_pairwise", pretrained=True)
@@ -215,6 +221,7 @@ def test_manual_weights_are_refused_with_the_link_and_the_commands(home, server)
     assert not server.hits and _files(home) == []
 
 
+@pytest.mark.quick
 def test_offline_with_an_empty_cache_names_the_file_url_hash_and_path(home, server, monkeypatch):
     monkeypatch.setenv("CONVATTN_OFFLINE", "1")
     monkeypatch.delenv("CONVATTN_WEIGHTS_MIRROR")
@@ -226,6 +233,7 @@ def test_offline_with_an_empty_cache_names_the_file_url_hash_and_path(home, serv
     assert not server.hits and _files(home) == []
 
 
+@pytest.mark.quick
 def test_the_test_swin_layout_is_the_official_one():
     """tests/official_state.py writes the official Swin layout: against the fixture written by the official
     ACmix-Swin code (the Swin layout plus ACmix's own keys), same keys, shapes, dtypes and buffers."""
@@ -241,6 +249,7 @@ def test_the_test_swin_layout_is_the_official_one():
 
 
 # --------------------------------------------------------------------------------------------- downloads
+@pytest.mark.quick
 def test_junk_bytes_are_refused_on_their_sha256_and_nothing_is_kept(home, server):
     junk = os.urandom(300_000)
     server.files[VAN_FILE] = junk
@@ -252,6 +261,7 @@ def test_junk_bytes_are_refused_on_their_sha256_and_nothing_is_kept(home, server
     assert _files(home) == []  # no partial file, no lock file
 
 
+@pytest.mark.quick
 def test_a_file_name_prefix_is_checked_and_a_cached_file_is_verified(home, server, monkeypatch):
     """DeiT / torchvision publish the sha256's first 8 hex digits in the file name: checked before the rename. A
     file put in the cache by hand is hashed before use (offline too), and a wrong one is refused, not deleted."""
@@ -272,6 +282,7 @@ def test_a_file_name_prefix_is_checked_and_a_cached_file_is_verified(home, serve
     assert placed.exists() and server.hits == {name: 2}
 
 
+@pytest.mark.quick
 def test_a_dropped_connection_leaves_nothing_and_the_next_call_downloads(home, server):
     data = os.urandom(3 << 20)
     server.files["pvt_tiny.pth"] = data
