@@ -14,6 +14,9 @@ def build_parser() -> ArgumentParser:
                     "the network in eval mode; it is kept, with a JSON sidecar, only within the tolerance.")
     p.add_argument("--model", required=True, help="registered model name (convattn.list_models())")
     p.add_argument("--ckpt", help="MindSpore .ckpt to export (convert official weights with python -m convattn.convert)")
+    p.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="FILE",
+                   help="instead of --ckpt: the model's official weights (bare flag; downloaded, verified and "
+                        "converted on first use, cached in $CONVATTN_HOME), or an official PyTorch .pth file")
     p.add_argument("--random_weights", action="store_true", help="export freshly initialised weights (smoke tests only)")
     p.add_argument("--format", default="ALL", help="MINDIR, ONNX or ALL (default ALL)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the exported input (default 1)")
@@ -45,6 +48,7 @@ def main(argv=None) -> int:
     import convattn  # noqa: F401  (CPU defaults before MindSpore runs anything)
 
     from ..utils.cli import parse_model_kwargs
+    from ..models.helpers import WeightsError
     from .export import ExportError, ExportVerificationError, export_model
 
     parser = build_parser()
@@ -64,11 +68,11 @@ def main(argv=None) -> int:
             image_size=args.image_size, dynamic_batch=args.dynamic_batch, fp16=args.fp16, model_kwargs=kwargs,
             num_classes=args.num_classes, random_weights=args.random_weights, overwrite=args.overwrite,
             name=args.name, export_safe_mindir=args.export_safe_mindir, target=args.target,
-            seed=args.seed)
+            seed=args.seed, pretrained=args.pretrained)
     except (ExportError, ExportVerificationError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except ValueError as exc:  # unknown model name and other argument errors from the registry
+    except (ValueError, WeightsError) as exc:  # unknown model name, registry errors, official-weights refusals
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for r in results:

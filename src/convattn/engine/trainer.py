@@ -270,6 +270,16 @@ def _load_state(path: str, net, optimizer, ema, scaler, accum: int = 1) -> dict:
     return meta
 
 
+def _describe_init(cfg: Config, report: dict) -> str:
+    """One line: where the initial weights came from, and the classifier left out (a new class count)."""
+    src = report.get("source") or {}
+    where = (f"{cfg.model}'s official weights {src.get('file')} (sha256 {str(src.get('sha256'))[:12]}..., official "
+             f"top-1 {src.get('top1')})" if src.get("kind") == "official" else str(cfg.pretrained))
+    head = report.get("skipped_classifier") or []
+    return (f"initialised from {where}: {report['loaded']} tensors"
+            + (f"; classifier {', '.join(head)} re-initialised for {cfg.num_classes} classes" if head else ""))
+
+
 def _prepare(cfg: Config):
     """Everything before the first step: context, data, model, optimizer, train step, resume. Returns
     (state, make_train, make_val, mixup, train_step)."""
@@ -304,6 +314,8 @@ def _prepare(cfg: Config):
     lrs = build_lr_schedule(cfg, opt_steps, global_batch)
 
     net = build_model(cfg)
+    if net.load_report is not None:
+        _print(_describe_init(cfg, net.load_report), rank)
     if rank == 0:
         shown = effective_config(cfg, data_cfg, net)
         dump_config(shown, os.path.join(cfg.ckpt_dir, "config.yaml"))
@@ -457,11 +469,13 @@ def _has_stochastic_layers(net) -> bool:
 
 
 def run_eval(cfg: Config) -> dict:
-    """Evaluate ``cfg.ckpt`` (EMA weights when the checkpoint has them and ``ema: true``) on the val tree."""
+    """Evaluate ``cfg.ckpt`` (EMA weights when the checkpoint has them and ``ema: true``), or ``cfg.pretrained``
+    (the official weights, or an official .pth), on the val tree."""
     from ..data import resolve_data_cfg
     from ..models import get_model_cfg
-    if cfg.ckpt is None:
-        raise ValueError("eval needs a checkpoint: pass --ckpt PATH")
+    if cfg.ckpt is None and cfg.pretrained is None:
+        raise ValueError("eval needs weights: pass --ckpt PATH or --pretrained")
+    weights = cfg.ckpt if cfg.ckpt is not None else cfg.pretrained
     rank, size = setup_context(cfg)
     prepare_data_dir(cfg, rank)
     data_cfg = resolve_data_cfg(cfg, get_model_cfg(cfg.model))
@@ -471,7 +485,7 @@ def run_eval(cfg: Config) -> dict:
         make_val = _val_only_loader(cfg, data_cfg, rank, size)
     from ..models.helpers import CheckpointMismatchError
     try:  # any formulation's checkpoint (e.g. trained on GPU, evaluated on Ascend); deploy: the one entry point
-        net = build_model(cfg, pretrained=cfg.ckpt, load_args={"classifier": None, "use_ema": cfg.ema},
+        net = build_model(cfg, pretrained=weights, load_args={"classifier": None, "use_ema": cfg.ema},
                           deploy=bool(cfg.deploy))
     except CheckpointMismatchError as exc:
         raise ValueError(f"{exc}\nCheck --model, --model_kwargs and --num_classes match the training config") from None
@@ -486,7 +500,9 @@ def run_eval(cfg: Config) -> dict:
     net = mixed_precision(net, cfg.amp_level, cfg.amp_dtype)
     t0 = time.time()
     metrics = evaluate(net, make_val(), cfg.num_classes, size > 1)
-    _print(f"eval {cfg.model} {cfg.ckpt}{' (EMA weights)' if use_ema else ''}{' (deploy form)' if cfg.deploy else ''} on {metrics['n']} images: "
+    shown = cfg.ckpt if cfg.ckpt is not None else (
+        f"official weights ({net.load_report['source']['checkpoint']})" if weights is True else weights)
+    _print(f"eval {cfg.model} {shown}{' (EMA weights)' if use_ema else ''}{' (deploy form)' if cfg.deploy else ''} on {metrics['n']} images: "
            f"top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}% loss {metrics['loss']:.4f} "
            f"({time.time() - t0:.1f}s)", rank)
     return metrics
