@@ -15,7 +15,8 @@ export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's pack
 DEVICE=${1:-CPU}
 BATCHES=${2:-8}
 OUT=${3:-outputs/benchmark}
-case "$DEVICE" in CPU|GPU|Ascend) ;; *) echo "error: DEVICE_TARGET must be CPU, GPU or Ascend, got '$DEVICE'" >&2; exit 2;; esac
+case "${DEVICE,,}" in cpu|gpu|ascend) ;;  # any case; the Python side normalises it
+  *) echo "error: DEVICE_TARGET must be CPU, GPU or Ascend, got '$DEVICE'" >&2; exit 2;; esac
 ARGS=(--device_target "$DEVICE" --batch_sizes ${BATCHES//,/ } --out "$OUT" --precision "${PRECISION:-float32}"
       --iters "${ITERS:-8}")
 [ -n "${THREADS:-}" ] && ARGS+=(--threads "$THREADS")

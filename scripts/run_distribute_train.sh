@@ -24,7 +24,8 @@ MASTER_ADDR=${POS[6]:-${MASTER_ADDR:-}}; MASTER_PORT=${POS[7]:-${MASTER_PORT:-81
 [ -f "$CONFIG" ] || fail "CONFIG: $CONFIG does not exist"
 [ -d "$DATA_PATH" ] || fail "DATA_PATH: $DATA_PATH is not a directory (expected train/ and val/ inside)"
 [[ "$DEVICE_NUM" =~ ^[1-9][0-9]*$ ]] || fail "DEVICE_NUM must be a positive integer (devices on this node), got '$DEVICE_NUM'"
-case "$TARGET" in CPU|GPU|Ascend) ;; *) fail "DEVICE_TARGET must be CPU, GPU or Ascend, got '$TARGET'";; esac
+case "${TARGET,,}" in cpu|gpu|ascend) ;;  # any case; the Python side normalises it
+  *) fail "DEVICE_TARGET must be CPU, GPU or Ascend, got '$TARGET'";; esac
 [[ "$NODE_NUM" =~ ^[1-9][0-9]*$ ]] || fail "NODE_NUM must be a positive integer (number of nodes), got '$NODE_NUM'"
 [[ "$NODE_RANK" =~ ^[0-9]+$ ]] && [ "$NODE_RANK" -lt "$NODE_NUM" ] \
   || fail "NODE_RANK must be an integer in [0, NODE_NUM) = [0, $NODE_NUM), got '$NODE_RANK'"

@@ -34,11 +34,13 @@ def cpu_backend_cells(net):
 
 
 def build_small(name: str, **form):
-    """The small test instance of ``name`` (``small_kwargs``, 10 classes) built in ``form`` (``target``,
+    """The small test instance of ``name`` (``small_instance_kwargs``, 10 classes) built in ``form`` (``target``,
     ``cpu_backend``, ``export_safe``: :func:`convattn.create_model`'s arguments)."""
     import convattn
 
-    return convattn.create_model(name, num_classes=10, **convattn.get_model_cfg(name)["small_kwargs"], **form)
+    from convattn.models import small_instance_kwargs
+
+    return convattn.create_model(name, num_classes=10, **small_instance_kwargs(name)[0], **form)
 
 
 def standard_twin(net, name: str, **form):
@@ -55,7 +57,7 @@ def assert_same_outputs(net, twin, name: str, atol: float = 1e-4, seed: int = 0)
     ``atol`` of the logits' scale (at least 1)."""
     import convattn
 
-    size = tuple(convattn.get_model_cfg(name)["small_input_size"])
+    size = tuple(convattn.models.small_instance_kwargs(name)[1])
     x = ms.Tensor(np.random.default_rng(seed).standard_normal((2,) + size).astype(np.float32))
     net.set_train(False)
     twin.set_train(False)

@@ -9,6 +9,7 @@ import convattn
 from convattn.convert import load_official_state
 from convattn.layers import ACmixSAM
 from convattn.layers.san_attention import SAM
+from convattn.models import small_instance_kwargs
 from test_san import assert_export_safe_equals_fast
 
 # Our counts (trainable, 1000 classes) and the ACmix README's (SAN rows). README baselines = our SAN patchwise counts
@@ -92,10 +93,10 @@ def test_acmix_sam_equals_designed_formula():
 
 
 def test_acmix_san_forward_shapes_and_features(ms_mode):
-    cfg = convattn.get_model_cfg("acmix_san15")
-    net = convattn.create_model("acmix_san15", features_only=True, **cfg["small_kwargs"])
+    small, size = small_instance_kwargs("acmix_san15")
+    net = convattn.create_model("acmix_san15", features_only=True, **small)
     net.set_train(False)
-    feats = net(ms.Tensor(np.random.RandomState(0).randn(2, *cfg["small_input_size"]).astype(np.float32)))
+    feats = net(ms.Tensor(np.random.RandomState(0).randn(2, *size).astype(np.float32)))
     assert [tuple(f.shape) for f in feats] == [(2, 32, 32, 32), (2, 128, 16, 16), (2, 256, 8, 8), (2, 512, 4, 4),
                                                (2, 1024, 2, 2)]
     assert all(np.isfinite(f.asnumpy()).all() for f in feats)
@@ -105,10 +106,10 @@ def test_acmix_san_forward_shapes_and_features(ms_mode):
 def test_acmix_san_train_step_updates_both_paths():
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_seed(0)
-    cfg = convattn.get_model_cfg("acmix_san10")
-    net = convattn.create_model("acmix_san10", num_classes=5, **cfg["small_kwargs"])
+    small, size = small_instance_kwargs("acmix_san10")
+    net = convattn.create_model("acmix_san10", num_classes=5, **small)
     rs = np.random.RandomState(1)
-    x = ms.Tensor(rs.randn(2, *cfg["small_input_size"]).astype(np.float32))
+    x = ms.Tensor(rs.randn(2, *size).astype(np.float32))
     y = ms.Tensor(np.array([1, 3], np.int32))
     loss_fn = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
     opt = nn.SGD(net.trainable_params(), learning_rate=0.05, momentum=0.9)
@@ -172,8 +173,7 @@ def test_acmix_san_rejects_bad_construction(kwargs, match):
 @pytest.mark.parametrize("shape,match", [((1, 4, 64, 64), "3 input channels"), ((3, 64, 64), "NCHW")])
 def test_acmix_san_rejects_bad_input(shape, match):
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    cfg = convattn.get_model_cfg("acmix_san10")
-    net = convattn.create_model("acmix_san10", **cfg["small_kwargs"])
+    net = convattn.create_model("acmix_san10", **small_instance_kwargs("acmix_san10")[0])
     net.set_train(False)
     with pytest.raises((ValueError, RuntimeError), match=match):
         net(ms.Tensor(np.zeros(shape, np.float32)))

@@ -10,11 +10,12 @@ import mindspore as ms
 from mindspore import nn
 
 import convattn
-from convattn.bench.ascend_audit import (REPRESENTATIVES, REVIEWED_UNDOCUMENTED, O2TrainStep, audit_and_train_small,
-                                         build_ascend_form, findings)
+from convattn.bench.ascend_audit import (REPRESENTATIVES, REVIEWED_UNDOCUMENTED, ascend_train_step,
+                                         audit_and_train_small, build_ascend_form, findings)
 from convattn.convert import load_official_state
 from convattn.layers import build_target
 from convattn.layers.san_attention import SAM
+from convattn.models import small_instance_kwargs
 from parity import load_fixture, tolerance
 from twins import TWINS, every_model
 from workers import run_in_workers, unwrap
@@ -30,18 +31,18 @@ def _copy_weights(src: nn.Cell, dst: nn.Cell) -> None:
 
 
 def _inputs(name: str, batch: int = 2):
-    cfg = convattn.get_model_cfg(name)
-    x = np.random.default_rng(0).standard_normal((batch,) + tuple(cfg["small_input_size"])).astype(np.float32)
+    kwargs, size = small_instance_kwargs(name)
+    x = np.random.default_rng(0).standard_normal((batch,) + size).astype(np.float32)
     target = np.eye(10, dtype=np.float32)[np.arange(batch) % 10]
-    return cfg["small_kwargs"], ms.Tensor(x), ms.Tensor(target)
+    return kwargs, ms.Tensor(x), ms.Tensor(target)
 
 
 # ---------------------------------------------------------------------- every model: forward and O2 step
 def _form_case(name: str) -> dict:
     """One model (PYNATIVE, in a worker process for the default cases): the CPU and Ascend forms' outputs with
     the same weights and, but for a representative (its O2 steps run compiled in
-    test_representative_audit_and_o2_digits_training), one O2 step's loss and the weights whose gradient is not
-    finite."""
+    test_representative_audit_and_o2_digits_training), the loss and the weights whose gradient is not finite of
+    one micro-batch of the trainer's O2 step (its forward and backward, no update)."""
     ms.set_context(mode=ms.PYNATIVE_MODE)
     kwargs, x, target = _inputs(name)
     ms.set_seed(0)
@@ -52,11 +53,11 @@ def _form_case(name: str) -> dict:
     asc.set_train(False)
     result = {"want": cpu(x).asnumpy(), "got": asc(x).asnumpy()}
     if name not in REPRESENTATIVES.values():
-        step = O2TrainStep(asc)
-        step.set_train(True)
-        loss, grads = step(x, target)
+        step = ascend_train_step(asc)
+        step.network.set_train(True)
+        loss, grads = step.gradients(x, target)
         result["loss"] = loss.asnumpy()
-        result["bad"] = [p.name for p, g in zip(step.weights, grads) if not np.isfinite(g.asnumpy()).all()]
+        result["bad"] = [p.name for p, g in zip(step.parameters, grads) if not np.isfinite(g.asnumpy()).all()]
     return result
 
 

@@ -19,12 +19,12 @@ out = {}
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     for name in ("acmix_resnet26", "van_b0", "swin_tiny"):
-        cfg = convattn.get_model_cfg(name)
-        cpu = convattn.create_model(name, num_classes=5, target="CPU", **cfg["small_kwargs"])
+        kwargs, size = convattn.models.small_instance_kwargs(name)
+        cpu = convattn.create_model(name, num_classes=5, target="CPU", **kwargs)
         ref = convattn.create_model(name, num_classes=5, target="GPU", pretrained={p.name: p for p in cpu.get_parameters()},
-                                    **cfg["small_kwargs"])
+                                    **kwargs)
         cpu.set_train(False); ref.set_train(False)
-        x = ms.Tensor(np.random.default_rng(0).standard_normal((2,) + tuple(cfg["small_input_size"])).astype(np.float32))
+        x = ms.Tensor(np.random.default_rng(0).standard_normal((2,) + tuple(size)).astype(np.float32))
         diff = float(np.abs(cpu(x).asnumpy() - ref(x).asnumpy()).max())
         out[name] = {"diff": diff, "cpu_backend": cpu.form.cpu_backend, "note": cpu.form.note}
 out["warnings"] = [str(w.message) for w in caught if "CPU backend" in str(w.message)]

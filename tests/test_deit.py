@@ -7,6 +7,7 @@ from mindspore import Tensor, nn
 
 import convattn
 from convattn.convert import load_official_state
+from convattn.models import small_instance_kwargs
 
 VARIANTS = ["deit_tiny", "deit_small", "deit_tiny_relu", "deit_small_relu", "deit_tiny_dw", "deit_small_dw"]
 # timm deit_tiny_patch16_224 / deit_small_patch16_224 trainable parameters at 1000 classes
@@ -14,8 +15,8 @@ OFFICIAL_PARAMS_M = {"deit_tiny": 5.72, "deit_small": 22.05}
 
 
 def _tiny(name, **kwargs):
-    cfg = convattn.get_model_cfg(name)
-    return convattn.create_model(name, num_classes=10, **{**cfg["small_kwargs"], **kwargs}), cfg["small_input_size"]
+    small, size = small_instance_kwargs(name, **kwargs)
+    return convattn.create_model(name, num_classes=10, **small), size
 
 
 def test_registered_with_cfgs():
@@ -24,7 +25,7 @@ def test_registered_with_cfgs():
     assert convattn.get_model_cfg("deit_small")["top1"] == 79.8
     for name in VARIANTS:
         cfg = convattn.get_model_cfg(name)
-        assert cfg["paper"] and cfg["small_kwargs"] and cfg["first_conv"] == "patch_embed.proj"
+        assert cfg["paper"] and small_instance_kwargs(name)[0] and cfg["first_conv"] == "patch_embed.proj"
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS_M))

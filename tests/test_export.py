@@ -37,7 +37,8 @@ import convattn
 from convattn.deploy import (ExportError, ExportSafeGELU, ExportSafeMaxPool2d, ExportVerificationError,
                              ascend_grouped_conv_report, export_model)
 from convattn.deploy import export as export_mod
-from convattn.models.registry import model_entrypoint
+from convattn.bench.target_table import SAN_64
+from convattn.models.registry import model_entrypoint, small_instance_kwargs
 from twins import TWINS, network_signature
 from workers import quiet, run_in_workers, unwrap
 
@@ -79,10 +80,11 @@ def _family_firsts():
 
 
 def _small(name, num_classes=10):
-    cfg = convattn.get_model_cfg(name)
-    net = convattn.create_model(name, num_classes=num_classes, **cfg["small_kwargs"])
+    """The small instance of ``name`` in eval mode, and its input size (C, H, W)."""
+    kwargs, size = small_instance_kwargs(name)
+    net = convattn.create_model(name, num_classes=num_classes, **kwargs)
     net.set_train(False)
-    return net, cfg
+    return net, size
 
 
 def _perturb_bn(net, seed=0):
@@ -108,10 +110,13 @@ def _cpu_cells(net):
 
 
 def _ckpt(name, path, num_classes=10):
-    net, cfg = _small(name, num_classes)
+    """Save the small instance of ``name`` (perturbed BatchNorm) to ``path``; its ``export_model`` arguments
+    ``image_size`` and ``model_kwargs``."""
+    net, _ = _small(name, num_classes)
     _perturb_bn(net)
     ms.save_checkpoint(net, str(path))
-    return cfg
+    kwargs, size = small_instance_kwargs(name)
+    return dict(image_size=size[1:], model_kwargs=kwargs)
 
 
 # ---------------------------------------------------------------- export-safe operators
@@ -192,13 +197,13 @@ def _deploy_form_case(name):
     deploy='auto')``, what export_model builds for ONNX) from the weights of its default form with perturbed
     BatchNorm statistics (a worker process): both outputs, whether an exact nn.GELU, a padded nn.MaxPool2d or a
     CPU-backend cell is left, whether every export-safe flag is on, and the form and re-parameterisation built."""
-    net, cfg = _small(name)
+    net, size = _small(name)
     _perturb_bn(net)
-    x = ms.Tensor(np.random.default_rng(1).standard_normal((2,) + tuple(cfg["small_input_size"])).astype(np.float32))
+    x = ms.Tensor(np.random.default_rng(1).standard_normal((2,) + size).astype(np.float32))
     ms.set_context(mode=ms.PYNATIVE_MODE if name in SLICE_GATHER else ms.GRAPH_MODE)
     ref = net(x).asnumpy()
     safe_net = convattn.create_model(name, num_classes=10, pretrained=_state(net), load_args={"classifier": None},
-                                     export_safe=True, cpu_backend=False, deploy="auto", **cfg["small_kwargs"])
+                                     export_safe=True, cpu_backend=False, deploy="auto", **small_instance_kwargs(name)[0])
     out = safe_net(x).asnumpy()
     cells = list(safe_net.cells_and_names())
     exact_gelu = any(isinstance(c, nn.GELU) and c.approximate == "none" for _, c in cells)
@@ -232,8 +237,7 @@ def test_ascend_form_of_every_model_has_no_grouped_conv():
     form has some exactly in the ACmix models (the grouped dep_conv the Ascend form builds depth-wise)."""
     flagged = {}
     for name in convattn.list_models():
-        cfg = convattn.get_model_cfg(name)
-        asc = convattn.create_model(name, num_classes=10, target="Ascend", **cfg["small_kwargs"])
+        asc = convattn.create_model(name, num_classes=10, target="Ascend", **small_instance_kwargs(name)[0])
         assert asc.target == "Ascend" and asc.form.target == "Ascend" and not asc.form.cpu_backend, name
         assert ascend_grouped_conv_report(asc) == [], name
         flagged[name] = len(ascend_grouped_conv_report(_small(name)[0]))
@@ -244,12 +248,12 @@ def test_ascend_form_of_every_model_has_no_grouped_conv():
 def _ascend_legal_case(name):
     """The Ascend form of the small ``name`` built from its CPU form's weights (a worker process): parameter
     names and shapes and outputs of both, the grouped convs of each, and what the loader mapped between forms."""
-    net, cfg = _small(name)
-    x = ms.Tensor(np.random.default_rng(2).standard_normal((2,) + tuple(cfg["small_input_size"])).astype(np.float32))
+    net, size = _small(name)
+    x = ms.Tensor(np.random.default_rng(2).standard_normal((2,) + tuple(size)).astype(np.float32))
     names = {p.name: tuple(p.shape) for p in net.get_parameters()}
     ref = net(x).asnumpy()
     asc = convattn.create_model(name, num_classes=10, target="Ascend", pretrained=_state(net),
-                                load_args={"classifier": None}, **cfg["small_kwargs"])
+                                load_args={"classifier": None}, **small_instance_kwargs(name)[0])
     asc.set_train(False)
     out = asc(x).asnumpy()
     return {"names": names, "after": {p.name: tuple(p.shape) for p in asc.get_parameters()}, "ref": ref, "out": out,
@@ -280,10 +284,10 @@ def test_cli_ascend_export_has_no_grouped_conv(tmp_path):
     transforms), and the artifact is verified against the CPU form."""
     from convattn.deploy.cli import main
 
-    cfg = convattn.get_model_cfg("acmix_pvt_tiny")
+    small, _ = small_instance_kwargs("acmix_pvt_tiny")
     out = tmp_path / "o"
     args = ["--model", "acmix_pvt_tiny", "--random_weights", "--num_classes", "10", "--format", "MINDIR",
-            "--image_size", "64", "64", "--model_kwargs", json.dumps(cfg["small_kwargs"]), "--out", str(out)]
+            "--image_size", "64", "64", "--model_kwargs", json.dumps(small), "--out", str(out)]
     assert main(args + ["--ascend"]) == 0
     side = json.loads((out / "acmix_pvt_tiny.mindir.json").read_text())
     assert side["ascend_non_depthwise_grouped_convs"] == [] and side["target"] == "Ascend"
@@ -298,9 +302,9 @@ def test_cli_ascend_export_has_no_grouped_conv(tmp_path):
 
 
 # one family per device-dependent formulation host; the format each one's path is cheapest in
-ASCEND_FORM_EXPORTS = {"acmix_resnet26": ("MINDIR", {}), "acmix_swin_tiny": ("ONNX", {}),
-                       "acmix_san10": ("ONNX", {}),
-                       "san10_pairwise": ("MINDIR", {"kernels": (3, 3, 3, 3, 3), "base_width": 32})}
+# (format, small-instance overrides and input side: SAN at 64x64, as bench.target_table's SAN_64)
+ASCEND_FORM_EXPORTS = {"acmix_resnet26": ("MINDIR", ({}, None)), "acmix_swin_tiny": ("ONNX", ({}, None)),
+                       "acmix_san10": ("ONNX", ({}, None)), "san10_pairwise": ("MINDIR", SAN_64)}
 
 
 # ACmix-SAN's Ascend form is ACmix-ResNet's depth-wise conv path (exported here to MINDIR and, in ACmix-Swin, to
@@ -310,10 +314,9 @@ ASCEND_FORM_SLOW = {"acmix_san10"}
 
 def _ascend_form_export_case(name, folder):
     """A checkpoint of the CPU form of ``name`` exported with target='Ascend' into ``folder``: the export result."""
-    fmt, extra = ASCEND_FORM_EXPORTS[name]
-    cfg = convattn.get_model_cfg(name)
-    kwargs = dict(cfg["small_kwargs"], **extra)
-    size = (64, 64) if extra else tuple(cfg["small_input_size"][1:])
+    fmt, (overrides, side) = ASCEND_FORM_EXPORTS[name]
+    kwargs, size = small_instance_kwargs(name, input_size=side, **overrides)
+    size = size[1:]
     cpu = convattn.create_model(name, num_classes=10, target="CPU", **kwargs)
     ckpt = os.path.join(folder, "cpu.ckpt")
     ms.save_checkpoint(cpu, ckpt)
@@ -342,16 +345,15 @@ def test_ascend_form_export_from_a_cpu_checkpoint(name, tmp_path, request):
 
 def test_van_patch_embed_bn_is_folded():
     """create_model(deploy=True), the one deploy entry point, folds VAN's four patch-embedding BatchNorms."""
-    net, cfg = _small("van_b0")
+    net, size = _small("van_b0")
     n_bn = sum(isinstance(c, nn.BatchNorm2d) for _, c in net.cells_and_names())
-    dep = convattn.create_model("van_b0", num_classes=10, deploy=True, **cfg["small_kwargs"])
+    dep = convattn.create_model("van_b0", num_classes=10, deploy=True, **small_instance_kwargs(name)[0])
     assert dep.deploy_report == ["patch_embed4", "patch_embed3", "patch_embed2", "patch_embed1"]
     assert dep.form.deploy and not net.form.deploy and not dep.training
     assert sum(isinstance(c, nn.BatchNorm2d) for _, c in dep.cells_and_names()) == n_bn - 4
     names = [p.name for p in dep.get_parameters()]
     assert len(names) == len(set(names)) and "patch_embed1.proj.bias" in names
-    auto = convattn.create_model("resnet26", num_classes=10, deploy="auto", **convattn.get_model_cfg("resnet26")[
-        "small_kwargs"])
+    auto = convattn.create_model("resnet26", num_classes=10, deploy="auto", **small_instance_kwargs("resnet26")[0])
     assert auto.deploy_report == [] and not auto.form.deploy  # 'auto': nothing to re-parameterise is no error
     with pytest.raises(ValueError, match="no re-parameterisation"):
         convattn.create_model("resnet26", num_classes=10, deploy=True, layers=(1, 1, 1, 1))
@@ -370,9 +372,9 @@ def test_export_network_is_built_without_the_cpu_backend(tmp_path, monkeypatch):
         return net, cfg, n
 
     monkeypatch.setattr(export_mod, "_build", spy)
-    cfg = convattn.get_model_cfg("van_b0")
+    kwargs, size = small_instance_kwargs("van_b0")
     res = export_model("van_b0", random_weights=True, num_classes=10, fmt="ALL", out_dir=str(tmp_path / "o"),
-                       image_size=cfg["small_input_size"][1:], model_kwargs=cfg["small_kwargs"], log=quiet)
+                       image_size=size[1:], model_kwargs=kwargs, log=quiet)
     assert [r.format for r in res] == ["MINDIR", "ONNX"] and all(r.max_abs_diff <= FP32_TOL for r in res)
     (ref_kwargs, ref_form, ref_cells, _), *exports = built
     assert "export_safe" not in ref_kwargs and not ref_form.export_safe and not ref_form.deploy
@@ -400,8 +402,8 @@ def test_export_plan_lists_registered_models_once():
 
     def small(n):
         if n not in built:
-            net, cfg = _small(n)
-            built[n] = (network_signature(net), tuple(cfg["small_input_size"]))
+            net, size = _small(n)
+            built[n] = (network_signature(net), size)
         return built[n]
 
     for name, rep in {**MINDIR_ONLY, **ONNX_ONLY}.items():
@@ -419,13 +421,13 @@ def test_export_plan_lists_registered_models_once():
 
 
 def _export_call(name, folder):
-    """Write ``name``'s test checkpoint into ``folder``; the ``export_model`` arguments of its export, its cfg."""
+    """Write ``name``'s test checkpoint into ``folder``; the ``export_model`` arguments of its export, its input
+    size (H, W)."""
     formats = _export_formats(name)
-    cfg = _ckpt(name, folder / "w.ckpt")
+    small = _ckpt(name, folder / "w.ckpt")
     kwargs = dict(ckpt=str(folder / "w.ckpt"), fmt="ALL" if len(formats) == 2 else formats[0],
-                  out_dir=str(folder / "out"), image_size=cfg["small_input_size"][1:],
-                  model_kwargs=cfg["small_kwargs"], log=quiet)
-    return kwargs, cfg
+                  out_dir=str(folder / "out"), log=quiet, **small)
+    return kwargs, small["image_size"]
 
 
 _SLOW_EXPORTS = set(MINDIR_ONLY) | set(ONNX_ONLY) | set(COMPOSITES)  # variants: their representative's path
@@ -476,20 +478,21 @@ def worker_cases(cases_dir):
 def test_every_model_exports_and_verifies(name, tmp_path, request):
     formats = _export_formats(name)
     if name in _SLOW_EXPORTS:
-        kwargs, cfg = _export_call(name, tmp_path)
+        kwargs, hw = _export_call(name, tmp_path)
         results, out = export_model(name, **kwargs), tmp_path / "out"
     else:
         results = unwrap(request.getfixturevalue("worker_cases")[("export", name)])
-        cfg, out = convattn.get_model_cfg(name), request.getfixturevalue("cases_dir") / name / "out"
+        hw, out = small_instance_kwargs(name)[1][1:], request.getfixturevalue("cases_dir") / name / "out"
     assert [r.format for r in results] == formats
     for r in results:
         assert r.max_abs_diff <= FP32_TOL and r.tolerance == FP32_TOL
         assert os.path.getsize(r.path) == r.size_bytes > 0
         side = json.loads(open(r.sidecar).read())
         assert side["model"] == name and side["num_classes"] == 10
-        assert side["input"] == {"name": "input", "shape": [1, 3] + list(cfg["small_input_size"][1:]),
+        assert side["input"] == {"name": "input", "shape": [1, 3] + list(hw),
                                  "dtype": "float32", "layout": "NCHW"}
-        assert side["preprocessing"]["mean"] == list(cfg["mean"]) and side["mindspore_version"] == ms.__version__
+        assert side["preprocessing"]["mean"] == list(convattn.get_model_cfg(name)["mean"])
+        assert side["mindspore_version"] == ms.__version__
         assert len(side["weights_sha256"]) == 64 and side["verification"]["max_abs_diff"] == r.max_abs_diff
     suffix = {"MINDIR": ".mindir", "ONNX": ".onnx"}
     assert sorted(os.listdir(out)) == sorted(f"{name}{suffix[f]}{j}" for f in formats for j in ("", ".json"))
@@ -500,9 +503,9 @@ def test_every_model_exports_and_verifies(name, tmp_path, request):
 def test_slice_gather_networks_export_onnx(name, tmp_path):
     """Network-level ONNX of the slice-gather models (1-3 min each on 2 busy cores; the module-level test
     below covers the same formulations in the default run)."""
-    cfg = _ckpt(name, tmp_path / "w.ckpt")
+    small = _ckpt(name, tmp_path / "w.ckpt")
     res = export_model(name, ckpt=str(tmp_path / "w.ckpt"), fmt="ONNX", out_dir=str(tmp_path / "o"),
-                       image_size=cfg["small_input_size"][1:], model_kwargs=cfg["small_kwargs"], log=lambda *_: None)
+                       log=lambda *_: None, **small)
     assert res[0].max_abs_diff <= FP32_TOL
 
 
@@ -544,9 +547,8 @@ def test_slice_gather_modules_export_onnx(build, tmp_path):
 
 def test_dynamic_batch_and_fp16(tmp_path):
     name = "resnet26"  # the export-safe stem pool must follow the batch size
-    cfg = convattn.get_model_cfg(name)
-    kw = dict(random_weights=True, num_classes=10, image_size=cfg["small_input_size"][1:],
-              model_kwargs=cfg["small_kwargs"], log=lambda *_: None)
+    small, size = small_instance_kwargs(name)
+    kw = dict(random_weights=True, num_classes=10, image_size=size[1:], model_kwargs=small, log=lambda *_: None)
     dyn = export_model(name, fmt="ONNX", out_dir=str(tmp_path / "dyn"), batch=2, dynamic_batch=True, **kw)
     side = json.loads(open(dyn[0].sidecar).read())
     assert side["input"]["shape"][0] is None and side["verification"]["batch_sizes"] == [2, 3]
@@ -561,9 +563,8 @@ def test_dynamic_batch_and_fp16(tmp_path):
 
 @pytest.fixture
 def van_small(tmp_path):
-    cfg = _ckpt("van_b0", tmp_path / "b0.ckpt")
-    return dict(ckpt=str(tmp_path / "b0.ckpt"), image_size=cfg["small_input_size"][1:],
-                model_kwargs=cfg["small_kwargs"], log=lambda *_: None)
+    small = _ckpt("van_b0", tmp_path / "b0.ckpt")
+    return dict(ckpt=str(tmp_path / "b0.ckpt"), log=lambda *_: None, **small)
 
 
 def test_unknown_format(tmp_path, van_small):
@@ -649,15 +650,14 @@ def test_image_size_the_model_cannot_take(tmp_path, van_small):
                                         ("deit_tiny", r"built for img_size=\(32, 32\)")])
 def test_fixed_size_models_refuse_other_sizes_before_writing(tmp_path, name, built):
     """Window / position-embedding models check the size with their own check_input_size, before any run."""
-    cfg = convattn.get_model_cfg(name)
-    net = convattn.create_model(name, num_classes=10, **cfg["small_kwargs"])
-    h, w = cfg["small_input_size"][1:]
+    small, (_, h, w) = small_instance_kwargs(name)
+    net = convattn.create_model(name, num_classes=10, **small)
     net.check_input_size(h, w)
     with pytest.raises(ValueError, match=built):
         net.check_input_size(h + 16, w)
     with pytest.raises(ExportError, match=f"{name} cannot take {h + 16}x{w} inputs: .*{built}"):
         export_model(name, random_weights=True, num_classes=10, fmt="ALL", out_dir=str(tmp_path / "o"),
-                     image_size=(h + 16, w), model_kwargs=cfg["small_kwargs"], log=lambda *_: None)
+                     image_size=(h + 16, w), model_kwargs=small, log=lambda *_: None)
     assert not (tmp_path / "o").exists()
 
 

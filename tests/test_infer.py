@@ -13,8 +13,9 @@ from convattn.deploy.infer import InferError, Predictor, list_images, write_pred
 from convattn.deploy.infer_cli import main as infer_main
 from convattn.models import create_model
 from convattn.models.helpers import CheckpointMismatchError
+from convattn.models.registry import small_instance_kwargs
 
-TINY = {"depths": [1, 1, 1, 1]}  # van_b0's small_kwargs
+TINY = small_instance_kwargs("van_b0")[0]  # {depths: (1, 1, 1, 1)}, as the run's config.yaml below says
 
 
 @pytest.fixture(scope="module")

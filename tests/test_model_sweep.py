@@ -2,7 +2,7 @@
 truly, the forms share their parameters, the export-safe form holds only exportable operators, and a fresh network
 gives finite, bounded outputs in evaluation and training mode.
 
-Each model runs as its small instance (``default_cfg['small_kwargs']`` / ``['small_input_size']``), which keeps
+Each model runs as its small instance (``convattn.models.small_instance_kwargs``), which keeps
 every block type of the full network. One representative per family is in the ``quick`` tier.
 """
 import numpy as np
@@ -14,6 +14,7 @@ import convattn
 from convattn.deploy import ascend_grouped_conv_report
 from convattn.layers import LocalWindowGather
 from convattn.layers.targets import TARGETS
+from convattn.models import small_instance_kwargs
 
 MODELS = convattn.list_models()
 QUICK = {"acmix_resnet26", "acmix_swin_tiny", "acmix_pvt_tiny", "acmix_san10", "san10_pairwise", "san10_patchwise",
@@ -29,9 +30,9 @@ def _params(name):
 
 
 def _small(name, **form):
-    cfg = convattn.get_model_cfg(name)
-    net = convattn.create_model(name, num_classes=NUM_CLASSES, **form, **cfg["small_kwargs"])
-    return net, tuple(cfg["small_input_size"])
+    kwargs, size = small_instance_kwargs(name)
+    net = convattn.create_model(name, num_classes=NUM_CLASSES, **form, **kwargs)
+    return net, tuple(size)
 
 
 def _cpu_cells(net):

@@ -9,8 +9,9 @@ import mindspore as ms
 import convattn
 from convattn.bench.macs import count_macs, count_params
 from convattn.models.helpers import CheckpointMismatchError, load_checkpoint
+from convattn.models.registry import small_instance_kwargs
 
-SMALL = {"depths": (1, 1, 1, 1)}
+SMALL = small_instance_kwargs("van_b0")[0]  # every VAN's small instance: one block per stage
 
 
 def test_list_models_and_patterns():

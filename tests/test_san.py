@@ -9,6 +9,7 @@ from convattn.convert import load_official_state, read_official_state
 from convattn.layers import LocalWindowGather, build_target
 from convattn.layers.san_attention import MAPPINGS, PAIRWISE_RELATIONS, PATCHWISE_RELATIONS, SAM
 from convattn.models.san import SAN, Bottleneck
+from convattn.models import small_instance_kwargs
 from conftest import require_reference
 from parity import run_parity
 from workers import run_in_workers, unwrap
@@ -232,16 +233,16 @@ def test_san_network_trains_on_digits(sa_type):
 
 def test_san_features_only():
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    cfg = convattn.get_model_cfg("san10_pairwise")
-    net = convattn.create_model("san10_pairwise", features_only=True, **cfg["small_kwargs"])
+    small, size = small_instance_kwargs("san10_pairwise")
+    net = convattn.create_model("san10_pairwise", features_only=True, **small)
     net.set_train(False)
-    feats = net(ms.Tensor(np.random.randn(1, *cfg["small_input_size"]).astype(np.float32)))
+    feats = net(ms.Tensor(np.random.randn(1, *size).astype(np.float32)))
     assert [tuple(f.shape) for f in feats] == [(1, 64, 64, 64), (1, 256, 32, 32), (1, 512, 16, 16),
                                                (1, 1024, 8, 8), (1, 2048, 4, 4)]
     assert [i["reduction"] for i in net.feature_info] == [2, 4, 8, 16, 32]
     assert not any(p.name.startswith("fc.") for p in net.get_parameters())
-    sub = convattn.create_model("san10_patchwise", features_only=True, out_indices=(2, 4), base_width=32,
-                                **cfg["small_kwargs"])
+    sub = convattn.create_model("san10_patchwise", features_only=True, out_indices=(2, 4),
+                                **small_instance_kwargs("san10_patchwise", base_width=32)[0])
     sub.set_train(False)
     assert [f.shape[1] for f in sub(ms.Tensor(np.zeros((1, 3, 128, 128), np.float32)))] == [256, 1024]
 

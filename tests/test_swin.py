@@ -13,6 +13,7 @@ from convattn.convert import load_official_state, read_official_state
 from convattn.layers.window_attention import (cyclic_shift, relative_position_index, shifted_window_mask,
                                               window_partition, window_reverse)
 from convattn.models.swin import BasicLayer, SwinTransformerBlock
+from convattn.models import small_instance_kwargs
 from parity import load_fixture, run_parity, tolerance
 
 NET_KWARGS = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
@@ -138,12 +139,13 @@ def test_swin_defaults_small_instance_and_features():
     cfg = convattn.get_model_cfg("acmix_swin_tiny")
     assert cfg["convert_rules"] == "acmix_swin" and cfg["top1"] == 81.9
     ms.set_context(mode=ms.PYNATIVE_MODE)
-    net = convattn.create_model("acmix_swin_small", num_classes=10, **cfg["small_kwargs"])
+    small, size = small_instance_kwargs("acmix_swin_tiny")  # the small instance of every Swin
+    net = convattn.create_model("acmix_swin_small", num_classes=10, **small)
     assert net.layers[0].blocks[1].shift_size == 2 and net.layers[2].blocks[0].window_size == 4
     net.set_train(False)
-    x = ms.Tensor(np.random.randn(1, *cfg["small_input_size"]).astype(np.float32))
+    x = ms.Tensor(np.random.randn(1, *size).astype(np.float32))
     assert tuple(net(x).shape) == (1, 10)
-    feats = convattn.create_model("swin_tiny", features_only=True, **cfg["small_kwargs"])
+    feats = convattn.create_model("swin_tiny", features_only=True, **small)
     feats.set_train(False)
     assert [tuple(f.shape) for f in feats(x)] == [(1, 16, 16, 16), (1, 32, 8, 8), (1, 64, 4, 4), (1, 128, 2, 2)]
     big = convattn.create_model("acmix_swin_small", depths=(1, 1, 1, 1))

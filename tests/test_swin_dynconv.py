@@ -10,6 +10,7 @@ from convattn.bench.macs import count_macs
 from convattn.layers import build_target
 from convattn.layers.dynamic_attention import build_attention_core
 from convattn.layers.window_attention import WindowAttention, shifted_window_mask
+from convattn.models import small_instance_kwargs
 
 
 def test_softmax_core_equals_swin_window_attention(ms_mode):
@@ -34,8 +35,8 @@ def test_softmax_core_equals_swin_window_attention(ms_mode):
 
 
 def _tiny(name, **kwargs):
-    cfg = convattn.get_model_cfg(name)
-    return convattn.create_model(name, num_classes=10, **{**cfg["small_kwargs"], **kwargs}), cfg["small_input_size"]
+    small, size = small_instance_kwargs(name, **kwargs)
+    return convattn.create_model(name, num_classes=10, **small), size
 
 
 @pytest.mark.parametrize("name", ["swin_tiny_relu", "swin_tiny_dw"])

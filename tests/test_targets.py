@@ -9,19 +9,16 @@ import mindspore as ms
 import convattn
 from convattn.layers import ACmix, SAM, BuildForm, build_target, decide_form, resolve_target
 from convattn.layers.targets import FORMULATIONS, TARGETS, form_table, select_form
+from convattn.bench.target_table import FAMILIES as TABLE_FAMILIES
 from convattn.models.helpers import load_checkpoint
+from convattn.models.registry import small_instance_kwargs
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "convattn"
 
-# Every family with a device-dependent formulation, at a small width that keeps its code paths
-# (SAN: 3x3 footprints so 64x64 inputs reach the last stage; the others: their default_cfg small_kwargs).
-FAMILIES = {
-    "acmix_resnet26": {},
-    "acmix_swin_tiny": {},
-    "acmix_pvt_tiny": {},
-    "acmix_san10": {},
-    "san10_pairwise": {"kernels": (3, 3, 3, 3, 3), "base_width": 32},
-}
+# Every family with a device-dependent formulation, at a small width that keeps its code paths: the models of
+# scripts/target_table.py --check (their small instance; SAN: 3x3 footprints so 64x64 inputs reach the last stage)
+# but san10_patchwise, which only the table's check runs
+FAMILIES = {name: spec for name, spec in TABLE_FAMILIES.items() if name != "san10_patchwise"}
 
 
 def _rel(a, b):
@@ -106,8 +103,8 @@ def test_model_form_and_target_are_true_for_every_target():
     convolution and, with the same weights, equals the CPU form."""
     from convattn.deploy import ascend_grouped_conv_report
 
-    cfg = convattn.get_model_cfg("acmix_resnet26")
-    kwargs = dict(cfg["small_kwargs"], num_classes=10)
+    small, size = convattn.models.small_instance_kwargs("acmix_resnet26")
+    kwargs = dict(small, num_classes=10)
     backend = decide_form("CPU").cpu_backend
     nets = {}
     for t in TARGETS:
@@ -123,7 +120,7 @@ def test_model_form_and_target_are_true_for_every_target():
     state = {p.name: ms.Parameter(ms.Tensor(p.asnumpy()), name=p.name) for p in nets["CPU"].get_parameters()}
     asc = convattn.create_model("acmix_resnet26", target="Ascend", pretrained=state, **kwargs)
     assert asc.target == "Ascend" and asc.load_report["form_mapped"] and ascend_grouped_conv_report(asc) == []
-    x = ms.Tensor(np.random.default_rng(0).standard_normal((1,) + tuple(cfg["small_input_size"])).astype(np.float32))
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((1,) + tuple(size)).astype(np.float32))
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)
     try:
@@ -150,9 +147,9 @@ def _forms(net):
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_checkpoint_of_any_form_loads_into_every_other(name, tmp_path):
     """Save from each formulation, load into each other (create_model(pretrained=)): outputs equal."""
-    cfg = convattn.get_model_cfg(name)
-    kwargs = dict(cfg["small_kwargs"], **FAMILIES[name])
-    size = (64, 64) if FAMILIES[name] else tuple(cfg["small_input_size"][1:])
+    overrides, side = FAMILIES[name]
+    kwargs, (_, *size) = small_instance_kwargs(name, input_size=side, **overrides)
+    size = tuple(size)
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.PYNATIVE_MODE)
     try:

@@ -11,6 +11,7 @@ import convattn
 from convattn import create_model
 from convattn.layers import XVolution, is_deployed, pssa_directions, shift2d, switch_to_deploy
 from convattn.models.xvolution import XVolutionResNet
+from convattn.models import small_instance_kwargs
 
 RTOL = 1e-5
 
@@ -214,15 +215,15 @@ def test_network_switch_keeps_logits(name, attn, mode):
 def _check_network_switch(name, attn):
     """The deploy form of a network (create_model(deploy=True), the one entry point) built from the weights of its
     training form gives the training form's logits; it cannot be switched again or trained."""
-    cfg = convattn.get_model_cfg(name)
-    net = create_model(name, num_classes=10, attn=attn, **cfg["small_kwargs"])
+    small, size = small_instance_kwargs(name)
+    net = create_model(name, num_classes=10, attn=attn, **small)
     _randomise_bn(net, 3)
     net.set_train(False)
-    x = Tensor(np.random.default_rng(4).normal(size=(2,) + tuple(cfg["small_input_size"])).astype(np.float32))
+    x = Tensor(np.random.default_rng(4).normal(size=(2,) + tuple(size)).astype(np.float32))
     ref = net(x).asnumpy()
     assert not is_deployed(net) and not net.form.deploy and net.deploy_report == []
     state = {p.name: ms.Parameter(Tensor(p.asnumpy()), name=p.name) for p in net.get_parameters()}
-    dep = create_model(name, num_classes=10, attn=attn, pretrained=state, deploy=True, **cfg["small_kwargs"])
+    dep = create_model(name, num_classes=10, attn=attn, pretrained=state, deploy=True, **small)
     assert is_deployed(dep) and dep.form.deploy and dep.deploy_report
     got = dep(x).asnumpy()
     assert _rel(got, ref) <= RTOL, f"{name} ({attn}): logits of the deploy form differ by {_rel(got, ref):.3g}"

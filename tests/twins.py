@@ -1,7 +1,8 @@
 """Registered models whose small test instance is the same network as another model's.
 
-The depth/width variants of a family differ in ``layers`` / ``depths`` / widths, which their ``default_cfg``
-``small_kwargs`` set to the same small values; for the models below the test instance is then the identical network
+The depth/width variants of a family differ in ``layers`` / ``depths`` / widths, which their small instance
+(``convattn.models.small_instance_kwargs``: the ``default_cfg`` ``small_kwargs`` at ``small_input_size``) sets to the
+same small values; for the models below the test instance is then the identical network
 (the same cells under the same names, the same parameter names and shapes, the same input size) as its twin's.
 Running a per-model check on both runs the same graph twice, so the every-model loops run the twin only and mark
 these ``slow``; ``test_export.py::test_export_plan_lists_registered_models_once`` checks that each pair really is

@@ -1,11 +1,13 @@
 """Ascend, proven from CPU: the Ascend form of a model, its O2 training step, and an operator audit of both graphs.
 
 :func:`build_ascend_form` builds a registered model as it runs on Ascend (on any backend, CPU included).
-:class:`O2TrainStep` is one training step as the Ascend recipes run it: AMP O2 in float16 (BatchNorm and LayerNorm
-kept in float32), soft-target cross-entropy, the loss scaled by 1024 and the gradients unscaled.
+:func:`ascend_train_step` is the trainer's own training step (:func:`convattn.engine.step.build_train_step`) with
+the AMP settings of the Ascend recipes (:data:`ASCEND_AMP`: O2 in float16, BatchNorm kept in float32, dynamic loss
+scale from 1024) and the trainer's soft-target cross-entropy: forward, backward, unscaling, the overflow check and
+the optimizer update, in one graph.
 
-:func:`audit_model` compiles the inference graph (float32, eval) and the O2 training step (forward + backward) of
-a model's Ascend form in GRAPH mode, reads the front-end graph (the one every backend receives, serialised to MINDIR
+:func:`audit_model` compiles the inference graph (float32, eval) and that O2 training step of a model's Ascend
+form in GRAPH mode, reads the front-end graph (the one every backend receives, serialised to MINDIR
 as :func:`mindspore.export` does), counts every primitive, and checks each one:
 
 * **platforms**: the ``Supported Platforms`` section of the primitive's docstring in the installed MindSpore
@@ -34,11 +36,12 @@ import numpy as np
 import mindspore as ms
 from mindspore import nn, ops
 
-__all__ = ["REPRESENTATIVES", "REVIEWED_UNDOCUMENTED", "DTYPE_RULES", "build_ascend_form", "O2TrainStep", "graph_primitives",
+__all__ = ["REPRESENTATIVES", "REVIEWED_UNDOCUMENTED", "DTYPE_RULES", "ASCEND_AMP", "build_ascend_form",
+           "ascend_train_step", "graph_primitives",
            "primitive_platforms", "audit_graph", "audit_net", "audit_model", "network_signature", "findings",
            "summary_table", "model_table", "primitive_table",
-           "save_results", "load_results", "SMALL_CONFIGS", "DIGITS", "digits_arrays", "o2_digits_training",
-           "audit_and_train_small", "digits_table"]
+           "save_results", "load_results", "CI_OVERRIDES", "SMALL_CONFIGS", "DIGITS", "digits_arrays",
+           "o2_digits_training", "audit_and_train_small", "digits_table"]
 
 # One model per code path of the Ascend forms (CI audits these and trains them on digits under O2); together they
 # run every layer formulation of the zoo (the other models are these with other widths and depths).
@@ -53,12 +56,23 @@ REPRESENTATIVES = {
     "VAN large-kernel attention": "van_b0",
     "X-volution PSSA (BasicBlock ResNet)": "xvolution_resnet34",
 }
+# The AMP settings of every Ascend recipe (configs/*/*_ascend.yaml: amp_level, amp_dtype, loss_scale), as the trainer
+# applies them (tests/test_one_of_each.py checks the recipes against it)
+ASCEND_AMP = dict(amp_level="O2", amp_dtype="float16", loss_scale=1024.0)
 # Primitives in our graphs whose docstrings state no platforms, reviewed by hand (still reported as 'unknown').
 REVIEWED_UNDOCUMENTED = {
     "Muls": "tensor x Python scalar, emitted by the front end for `x * 0.5`; no docstring",
     "Divs": "tensor / Python scalar, emitted by the front end for `x / 2.0`; no docstring",
     "MatMulExt": "the matmul of mindspore.mint / ops.matmul on 2.10; no docstring",
     "UniformReal": "ops.rand (drop path); the primitive is documented as Deprecated from 2.10",
+    # the trainer's dynamic loss scale (mindspore.amp.DynamicLossScaler and amp.all_finite, both documented for
+    # Ascend GPU CPU; on Ascend 910A all_finite reads the NPU float status instead of counting IsFinite)
+    "EqScalar": "DynamicLossScaler.adjust: the int32 step counter == scale_window - 1; no docstring",
+    "RemainderTensorScalar": "DynamicLossScaler.adjust: (counter + 1) % scale_window on the int32 counter; "
+                             "no docstring",
+    "LessScalar": "amp.all_finite: the int64 count of non-finite gradients < 1; no docstring",
+    "TensorMove": "a copy of the float32 loss-scale value, read by the unscaling before adjust() assigns it; "
+                  "no docstring",
 }
 
 # Primitives that only wire the graph (parameters, tuples, side-effect order): no device kernel.
@@ -89,40 +103,18 @@ def build_ascend_form(name: str, **kwargs) -> nn.Cell:
     return create_model(name, target="Ascend", **kwargs)
 
 
-class _ScaledLoss(nn.Cell):
-    def __init__(self, net: nn.Cell, scale: ms.Parameter) -> None:
-        super().__init__()
-        self.net = net
-        self.log_softmax = nn.LogSoftmax(axis=-1)
-        self.scale = scale
-
-    def construct(self, x, target):
-        logp = self.log_softmax(self.net(x).astype(ms.float32))  # soft-target cross-entropy, as the trainer's
-        return -(target * logp).sum(-1).mean() * self.scale
-
-
-class O2TrainStep(nn.Cell):
-    """``construct(images, soft_targets) -> (loss, grads)``: AMP O2 (float16) forward, soft-target cross-entropy
-    scaled by the loss scale, gradients of the trainable parameters, both unscaled (no optimizer update).
-    ``net`` is wrapped in place by :func:`mindspore.amp.auto_mixed_precision`; ``self.net`` is the wrapped one.
-    The scale is a parameter (:attr:`loss_scale`): a dynamic scaler changes it without a recompile."""
-
-    def __init__(self, net: nn.Cell, loss_scale: float = 1024.0) -> None:
-        super().__init__()
-        self.net = ms.amp.auto_mixed_precision(net, "O2", ms.float16)
-        self.weights = ms.ParameterTuple(self.net.trainable_params())
-        self.scaled = _ScaledLoss(self.net, ms.Parameter(ms.Tensor(loss_scale, ms.float32), name="o2_loss_scale",
-                                                         requires_grad=False))
-
-    @property
-    def loss_scale(self) -> ms.Parameter:
-        return self.scaled.scale
-
-    def construct(self, x, target):
-        loss, grads = ms.value_and_grad(self.scaled, None, self.weights)(x, target)
-        inv_scale = 1.0 / self.scaled.scale
-        grads = tuple(g.astype(ms.float32) * inv_scale for g in grads)
-        return loss * inv_scale, grads
+def ascend_train_step(net: nn.Cell, optimizer: Optional[nn.Optimizer] = None, lr: Optional[float] = None):
+    """The trainer's training step as the Ascend recipes run it, over ``net``:
+    :func:`convattn.engine.step.build_train_step` with :data:`ASCEND_AMP` and the trainer's soft-target
+    cross-entropy; ``optimizer`` defaults to AdamW at ``lr`` (default ``DIGITS['lr']``) without weight decay, the
+    optimizer of the digits training. ``net`` is put under O2 in place (``step.network`` is the wrapped one).
+    ``step(images, soft_targets) -> (loss, finite)``; its compiled graph is ``step.graphs['step']``."""
+    from ..engine.losses import SoftTargetCrossEntropy
+    from ..engine.step import build_train_step
+    if optimizer is None:
+        optimizer = nn.AdamWeightDecay(net.trainable_params(), learning_rate=DIGITS["lr"] if lr is None else lr,
+                                       weight_decay=0.0)
+    return build_train_step(net, SoftTargetCrossEntropy(), optimizer, **ASCEND_AMP)
 
 
 # ------------------------------------------------------------------------------------------ graph reading
@@ -315,18 +307,19 @@ def audit_graph(records: List[dict]) -> Dict[str, dict]:
     return table
 
 
-def audit_net(name: str, net: nn.Cell, x, target) -> dict:
+def audit_net(name: str, net: nn.Cell, x, target, lr: Optional[float] = None) -> dict:
     """Audit an Ascend-form network on inputs ``x`` (images) and ``target`` (soft labels), in GRAPH mode: its
-    inference graph (float32, eval) and its :class:`O2TrainStep` (``net`` is wrapped for O2 in place). The
-    result holds ``'step'``, the compiled O2 step, ready to run on inputs of the same shapes."""
+    inference graph (float32, eval), then the trainer's O2 training step over it (:func:`ascend_train_step`,
+    AdamW at ``lr``; ``net`` is put under O2 in place). The result holds ``'step'``, that step, compiled for
+    inputs of these shapes (a call in GRAPH mode runs the audited graph)."""
     previous = ms.get_context("mode")
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
         net.set_train(False)
         infer = audit_graph(graph_primitives(net, x))
-        step = O2TrainStep(net)
-        step.set_train(True)
-        train = audit_graph(graph_primitives(step, x, target))
+        step = ascend_train_step(net, lr=lr)
+        step.network.set_train(True)
+        train = audit_graph(graph_primitives(step.graphs["step"], x, target))
     finally:
         ms.set_context(mode=previous)
     return {"name": name, "infer": infer, "train": train, "step": step}
@@ -345,10 +338,8 @@ def audit_model(name: str, full_size: bool = False, batch: int = 2, num_classes:
     shapes, much faster to compile). ``seen`` (a dict kept over calls): a model whose built network and input are
     identical to one audited before (depth variants share their small test configuration) takes that model's
     result instead of compiling the same graphs again (``'same_as'`` names it)."""
-    from ..models import get_model_cfg
-    cfg = get_model_cfg(name)
-    kwargs = {} if full_size else dict(cfg["small_kwargs"])
-    c, h, w = cfg["input_size"] if full_size else cfg["small_input_size"]
+    from ..models import small_instance_kwargs
+    kwargs, (c, h, w) = small_instance_kwargs(name, full=full_size)
     x = ms.Tensor(np.random.default_rng(0).standard_normal((batch, c, h, w)).astype(np.float32))
     target = ms.Tensor(np.eye(num_classes, dtype=np.float32)[np.arange(batch) % num_classes])
     ms.set_seed(0)
@@ -364,22 +355,34 @@ def audit_model(name: str, full_size: bool = False, batch: int = 2, num_classes:
 
 
 # The representatives as CI audits and trains them (and the README's O2 digits table): each one's code path (the
-# same cell classes and formulations) at the smallest widths, depths and windows that keep it; 3x3 attention
-# windows instead of 7x7 run the same gather code with 9 instead of 49 slices. (kwargs, square input side)
-_SWIN = dict(img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(2, 2, 1, 1), num_heads=(1, 2, 2, 4))
-_SAN = dict(layers=(1, 1, 1, 1, 1), kernels=(3, 3, 3, 3, 3), base_width=16, share_planes=4)
-SMALL_CONFIGS = {
-    "acmix_resnet26": (dict(layers=(1, 1, 1, 1), k_att=3), 64),
+# same cell classes and formulations) at the smallest widths, depths and windows that keep it: the model's small
+# instance (models.small_instance_kwargs) with these overrides, at this square input side; 3x3 attention windows
+# instead of 7x7 run the same gather code with 9 instead of 49 slices.
+_SWIN = dict(img_size=32, patch_size=2)
+_SAN = dict(kernels=(3, 3, 3, 3, 3), base_width=16, share_planes=4)
+CI_OVERRIDES = {
+    "acmix_resnet26": (dict(k_att=3), 64),
     "acmix_swin_tiny": (_SWIN, 32),
-    "acmix_pvt_tiny": (dict(img_size=32, depths=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8)),
-                       32),
+    "acmix_pvt_tiny": (dict(img_size=32, embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8)), 32),
     "acmix_san10": (_SAN, 64),
     "san10_pairwise": (_SAN, 64),
     "swin_tiny_dw": (_SWIN, 32),
-    "deit_tiny_relu": (dict(img_size=32, patch_size=4, embed_dim=48, depth=2), 32),
-    "van_b0": (dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128)), 32),
-    "xvolution_resnet34": (dict(layers=(1, 1, 1, 1)), 32),
+    "deit_tiny_relu": (dict(patch_size=4), 32),
+    "van_b0": (dict(embed_dims=(16, 32, 64, 128)), 32),
+    "xvolution_resnet34": ({}, 32),
 }
+
+
+def _ci_instances() -> Dict[str, tuple]:
+    from ..models import small_instance_kwargs
+    out = {}
+    for name, (overrides, side) in CI_OVERRIDES.items():
+        kwargs, size = small_instance_kwargs(name, input_size=side, **overrides)
+        out[name] = (kwargs, size[-1])
+    return out
+
+
+SMALL_CONFIGS = _ci_instances()  # name -> (create_model kwargs, square input side)
 # O2 digits training of a representative: AdamW, batch, steps, held-out images (and per model what differs)
 DIGITS = dict(lr=1e-3, batch=8, steps=20, pool=4, val=48)
 # the ReLU-attention DeiT learns slowly: at lr 1e-3 (or 5e-3) it stays at chance over 40-60 steps; measured
@@ -402,54 +405,54 @@ def digits_arrays(side: int):
     return images, d.target[order]
 
 
-def o2_digits_training(step: "O2TrainStep", side: int, lr: float = DIGITS["lr"], batch: int = DIGITS["batch"],
-                       steps: int = DIGITS["steps"], pool: int = DIGITS["pool"], val: int = DIGITS["val"]) -> dict:
-    """Train a compiled :class:`O2TrainStep` (GRAPH mode, inputs ``(batch, 3, side, side)``) on digits with AdamW
-    for ``steps`` steps cycling over the first ``pool`` batches, with the trainer's overflow handling: a step
-    whose gradients are not finite is skipped and halves the loss scale. The loss on the first
-    :data:`PROBE_BATCHES` training batches is taken with the same compiled step (training mode, no update)
-    before and after training: ``loss_before`` / ``loss_after`` (a few dozen steps over fresh batches leave the
-    small ViTs at chance level with a noisy loss; a small pool seen several times shows any working network
-    learning). Then the held-out top-1 on the next ``val`` images after the pool (PYNATIVE, one batch). Returns
-    ``{'losses', 'loss_before', 'loss_after', 'skipped', 'loss_scale', 'top1', ...}``."""
+def o2_digits_training(step, side: int, batch: int = DIGITS["batch"], steps: int = DIGITS["steps"],
+                       pool: int = DIGITS["pool"], val: int = DIGITS["val"]) -> dict:
+    """Train with a compiled :func:`ascend_train_step` (GRAPH mode, inputs ``(batch, 3, side, side)``; its optimizer
+    and learning rate) on digits for ``steps`` steps cycling over the first ``pool`` batches; the step handles
+    overflow as in the trainer: a step whose gradients are not finite skips its update and halves the loss scale.
+    The loss on the first :data:`PROBE_BATCHES` training batches is taken with the step's forward (training mode,
+    no update; PYNATIVE) before and after training: ``loss_before`` / ``loss_after`` (a few dozen steps over fresh
+    batches leave the small ViTs at chance level with a noisy loss; a small pool seen several times shows any
+    working network learning). Then the held-out top-1 on the next ``val`` images after the pool (PYNATIVE, one
+    batch). Returns ``{'losses', 'loss_before', 'loss_after', 'skipped', 'loss_scale', 'top1', ...}``."""
     images, labels = digits_arrays(side)
     onehot = np.eye(10, dtype=np.float32)[labels]
     batches = [(ms.Tensor(images[i * batch:(i + 1) * batch]), ms.Tensor(onehot[i * batch:(i + 1) * batch]))
                for i in range(pool)]
-    opt = nn.AdamWeightDecay(step.weights, learning_rate=lr, weight_decay=0.0)
     losses, skipped = [], 0
     previous = ms.get_context("mode")
-    ms.set_context(mode=ms.GRAPH_MODE)
+
+    def pynative(fn):
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+        try:
+            return fn()
+        finally:
+            ms.set_context(mode=previous)
 
     def probe():
-        return float(np.mean([float(step(*b)[0].asnumpy()) for b in batches[:PROBE_BATCHES]]))
+        return float(np.mean([float(step.loss(*b).asnumpy()) for b in batches[:PROBE_BATCHES]]))
 
+    step.network.set_train(True)
+    before = pynative(probe)
+    ms.set_context(mode=ms.GRAPH_MODE)
     try:
-        step.set_train(True)
-        before = probe()
         for i in range(steps):
-            loss, grads = step(*batches[i % pool])
+            loss, finite = step(*batches[i % pool])
             loss = float(loss.asnumpy())
-            if not (np.isfinite(loss) and all(np.isfinite(g.asnumpy()).all() for g in grads)):
-                skipped += 1  # overflow: skip the update, halve the scale (as ms.amp.DynamicLossScaler does)
-                step.loss_scale.set_data(ms.Tensor(float(step.loss_scale.asnumpy()) / 2, ms.float32))
+            if not (bool(finite.asnumpy()) and np.isfinite(loss)):
+                skipped += 1  # overflow: the step skipped its update and halved the loss scale
                 continue
             losses.append(loss)
-            opt(grads)
-        after = probe()
     finally:
         ms.set_context(mode=previous)
-    step.net.set_train(False)
+    after = pynative(probe)
+    step.network.set_train(False)
     start = pool * batch
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        logits = step.net(ms.Tensor(images[start:start + val])).asnumpy()
-    finally:
-        ms.set_context(mode=previous)
+    logits = pynative(lambda: step.network(ms.Tensor(images[start:start + val])).asnumpy())
     top1 = 100.0 * float((logits.argmax(1) == labels[start:start + val]).mean())
     return {"losses": losses, "loss_before": before, "loss_after": after, "skipped": skipped,
-            "loss_scale": float(step.loss_scale.asnumpy()), "top1": top1, "val": val, "batch": batch,
-            "steps": steps, "pool": pool, "lr": lr}
+            "loss_scale": float(step.scaler.scale_value.asnumpy()), "top1": top1, "val": val, "batch": batch,
+            "steps": steps, "pool": pool}
 
 
 def audit_and_train_small(name: str) -> dict:
@@ -459,13 +462,16 @@ def audit_and_train_small(name: str) -> dict:
     import time
     kwargs, side = SMALL_CONFIGS[name]
     images, labels = digits_arrays(side)
-    batch = DIGITS_OVERRIDES.get(name, {}).get("batch", DIGITS["batch"])
+    settings = dict(DIGITS_OVERRIDES.get(name, {}))
+    lr = settings.pop("lr", DIGITS["lr"])
+    batch = settings.get("batch", DIGITS["batch"])
     ms.set_seed(0)
     start = time.time()
     net = build_ascend_form(name, num_classes=10, **kwargs)
-    result = audit_net(name, net, ms.Tensor(images[:batch]), ms.Tensor(np.eye(10, dtype=np.float32)[labels[:batch]]))
+    result = audit_net(name, net, ms.Tensor(images[:batch]), ms.Tensor(np.eye(10, dtype=np.float32)[labels[:batch]]),
+                       lr=lr)
     audited = time.time()
-    result["digits"] = o2_digits_training(result.pop("step"), side, **DIGITS_OVERRIDES.get(name, {}))
+    result["digits"] = dict(o2_digits_training(result.pop("step"), side, **settings), lr=lr)
     result["digits"]["seconds"] = {"audit": round(audited - start, 1), "train": round(time.time() - audited, 1)}
     return result
 

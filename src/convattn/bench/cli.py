@@ -2,7 +2,8 @@
 import os
 import sys
 
-from ..utils.cli import ArgumentParser
+from ..layers.targets import resolve_target
+from ..utils.cli import ArgumentParser, argument_type
 from .harness import DEFAULT_SUITE, BenchConfig, environment, resolve_models, run_suite, write_reports
 
 __all__ = ["main", "build_parser", "device_available"]
@@ -15,10 +16,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--models", nargs="+", default=None,
                    help="names or wildcards (e.g. 'acmix_*' resnet50 'xvolution_resnet50@deploy'); "
                         "default: every registered model, the paper's pairs first")
-    p.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
-    p.add_argument("--target", default=None, choices=["CPU", "GPU", "Ascend"],
-                   help="build the models in this target's formulations (default: --device_target's), e.g. time "
-                        "the Ascend form on CPU")
+    p.add_argument("--device_target", default="CPU", type=argument_type(resolve_target, "device_target"),
+                   help="CPU (default), GPU or Ascend (any case)")
+    p.add_argument("--target", default=None, type=argument_type(resolve_target, "target"),
+                   help="CPU, GPU or Ascend (any case): build the models in this target's formulations (default: "
+                        "--device_target's), e.g. time the Ascend form on CPU")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[8])
     p.add_argument("--precision", default="float32", choices=["float32", "float16"])
     p.add_argument("--amp_level", default="O2", choices=["O1", "O2", "O3"], help="used with --precision float16")

@@ -1,6 +1,6 @@
 """Export every registered model (or those given) to MINDIR and ONNX and print the export table of export/README.md.
 
-    python scripts/export_table.py                      # small instances (cfg['small_kwargs'], cfg['small_input_size'])
+    python scripts/export_table.py                      # small instances (convattn.models.small_instance_kwargs)
     python scripts/export_table.py --full van_b0        # the full architecture at its default input size
     python scripts/export_table.py --readme export/README.md   # also replace the table between its markers
     python scripts/export_table.py --full van_b0 van_b1 --readme export/README.md --marker export-table-full
@@ -20,7 +20,7 @@ import mindspore as ms
 from mindspore import nn
 
 from ..deploy import ExportError, ExportVerificationError, export_model
-from ..models import create_model, get_model_cfg, list_models
+from ..models import create_model, list_models, small_instance_kwargs
 from ..utils.cli import ArgumentParser
 from ..utils.params import count_parameters
 from ..utils.readme import replace_marked_block
@@ -58,9 +58,8 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            cfg = get_model_cfg(name)
-            kwargs = {} if args.full else dict(cfg["small_kwargs"])
-            size = tuple(cfg["input_size"] if args.full else cfg["small_input_size"])[1:]
+            kwargs, (_, *size) = small_instance_kwargs(name, full=args.full)
+            size = tuple(size)
             ckpt = os.path.join(tmp, f"{name}.ckpt")
             n_params = _perturbed_ckpt(name, kwargs, ckpt)
             by = {}

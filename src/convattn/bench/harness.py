@@ -196,12 +196,18 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
     x = ms.Tensor(np.random.RandomState(0).randn(batch_size, 3, *size).astype(np.float32))
     run = net
     args = (x,)
-    if train:  # one training step: forward + loss + backward + SGD(momentum) update, in one compiled graph
+    if train:  # the trainer's step (engine.step): forward + loss + backward + SGD(momentum) update, one graph
+        from ..engine.step import build_train_step
+
         net.set_train(True)
         loss_fn = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
         opt = nn.SGD(net.trainable_params(), learning_rate=1e-3, momentum=0.9)
-        run = nn.TrainOneStepCell(nn.WithLossCell(net, loss_fn), opt)
-        run.set_train(True)
+        # float16: the network is under amp_level already; the step adds the trainer's dynamic loss scale
+        train_step = build_train_step(net, loss_fn, opt,
+                                      amp_level=cfg["amp_level"] if cfg["precision"] == "float16" else "O0")
+
+        def run(*inputs):
+            return train_step(*inputs)[0]  # the loss
         args = (x, ms.Tensor(np.zeros((batch_size,), np.int32)))
 
     def step():

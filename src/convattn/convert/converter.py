@@ -14,7 +14,12 @@ import mindspore as ms
 from .mapping import ConversionError, map_state_dict
 from .rules import get_rules
 
-__all__ = ["read_official_state", "load_official_state", "convert_checkpoint", "net_param_shapes"]
+__all__ = ["read_official_state", "load_official_state", "map_official_state", "convert_checkpoint",
+           "net_param_shapes", "CONVERTER_VERSION"]
+
+# Bump when a rule or the mapping changes what a converted checkpoint holds: the weights cache
+# (convattn.hub) keys every converted file by the source file's sha256 and this number, so a bump re-converts.
+CONVERTER_VERSION = 1
 
 
 def net_param_shapes(net) -> Dict[str, tuple]:
@@ -36,12 +41,14 @@ def read_official_state(path: str) -> Dict[str, np.ndarray]:
     return dict(state)
 
 
-def load_official_state(net, state: Mapping[str, np.ndarray], rules=None, classifier=None, strict: bool = True) -> dict:
-    """Map an official state_dict (numpy arrays) onto ``net`` and load it in place.
+def map_official_state(net, state: Mapping[str, np.ndarray], rules=None, classifier=None, strict: bool = True):
+    """An official state_dict (numpy arrays) as MindSpore parameters named and shaped for ``net`` (nothing loaded).
 
     ``rules`` is a :class:`~convattn.convert.rules.ConversionRules` or its name (default: the network's
-    ``default_cfg['convert_rules']``). Raises :class:`ConversionError` with a full report of missing,
-    unexpected and shape-mismatched keys when ``strict`` and anything does not fit.
+    ``default_cfg['convert_rules']``); ``classifier``: parameter prefixes whose tensors are left out when their shape
+    differs (another class count; default: the network's ``default_cfg['classifier']``). Raises
+    :class:`ConversionError` with a full report of missing, unexpected and shape-mismatched keys when ``strict`` and
+    anything else does not fit. Returns ``(tensors, report, dropped)`` (see :func:`~.mapping.map_state_dict`).
     """
     cfg = getattr(net, "default_cfg", {}) or {}
     if rules is None or isinstance(rules, str):
@@ -56,19 +63,28 @@ def load_official_state(net, state: Mapping[str, np.ndarray], rules=None, classi
             "Check --model and --model_kwargs (depths, widths, num_classes) against how the checkpoint was trained."
         )
     params = {p.name: p for p in net.get_parameters()}
-    tensors = {k: ms.Parameter(ms.Tensor(v.astype(ms.dtype_to_nptype(params[k].dtype))), name=k) for k, v in mapped.items()}
+    # Tensor(..., dtype=) casts to the parameter's type (ms.dtype_to_nptype is deprecated and logs once per call)
+    tensors = {k: ms.Parameter(ms.Tensor(v, dtype=params[k].dtype), name=k) for k, v in mapped.items()}
+    return tensors, report, dropped
+
+
+def load_official_state(net, state: Mapping[str, np.ndarray], rules=None, classifier=None, strict: bool = True) -> dict:
+    """Map an official state_dict (numpy arrays) onto ``net`` and load it in place (:func:`map_official_state`;
+    the same arguments)."""
+    tensors, report, dropped = map_official_state(net, state, rules, classifier, strict)
     not_loaded, _ = ms.load_param_into_net(net, tensors, strict_load=True)
     return {"loaded": sorted(tensors), "not_loaded": not_loaded, "dropped": dropped,
             "skipped_classifier": report.skipped_classifier, "report": report}
 
 
 def convert_checkpoint(src: str, dst: str, model: str, model_kwargs: Optional[dict] = None,
-                       num_classes: Optional[int] = None, overwrite: bool = False) -> dict:
+                       num_classes: Optional[int] = None, overwrite: bool = False, verify: bool = True) -> dict:
     """Convert an official checkpoint ``src`` for registered ``model`` into a MindSpore ``.ckpt`` at ``dst``.
 
     The class count is read from the checkpoint's classifier unless ``num_classes`` is given. Nothing is
-    written unless every tensor maps; the file appears atomically (temporary file + rename), and the
-    result is loaded back into a fresh network before this returns.
+    written unless every tensor maps; the file appears atomically (temporary file + rename), and (``verify``)
+    the result is loaded back into a fresh network before this returns (a caller that loads it right away,
+    as the weights cache does, passes ``verify=False``).
     """
     from ..models import create_model, get_model_cfg  # the converter CLI needs the target's parameter table
 
@@ -93,16 +109,18 @@ def convert_checkpoint(src: str, dst: str, model: str, model_kwargs: Optional[di
     os.close(fd)
     try:
         ms.save_checkpoint(net, tmp)
-        check = create_model(model, num_classes=num_classes, **model_kwargs)
-        from ..models.helpers import load_checkpoint
+        if verify:
+            check = create_model(model, num_classes=num_classes, **model_kwargs)
+            from ..models.helpers import load_checkpoint
 
-        load_checkpoint(check, tmp, classifier=cfg.get("classifier"))
+            load_checkpoint(check, tmp, classifier=cfg.get("classifier"))
         os.replace(tmp, dst)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     sidecar = {"model": model, "model_kwargs": model_kwargs, "num_classes": num_classes, "source": os.path.abspath(src),
-               "tensors_loaded": len(result["loaded"]), "dropped": result["dropped"]}
+               "tensors_loaded": len(result["loaded"]), "dropped": result["dropped"],
+               "converter_version": CONVERTER_VERSION}
     return sidecar
 
 

@@ -1,19 +1,10 @@
 """Command line of the exporter: ``python export/export.py`` (or ``python -m convattn.deploy``)."""
-import argparse
 import sys
 
-from ..utils.cli import ArgumentParser
+from ..layers.targets import resolve_target
+from ..utils.cli import ArgumentParser, argument_type
 
 __all__ = ["main", "build_parser"]
-
-
-def _target(value: str) -> str:
-    from ..layers.targets import resolve_target
-
-    try:
-        return resolve_target(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> ArgumentParser:
@@ -23,6 +14,9 @@ def build_parser() -> ArgumentParser:
                     "the network in eval mode; it is kept, with a JSON sidecar, only within the tolerance.")
     p.add_argument("--model", required=True, help="registered model name (convattn.list_models())")
     p.add_argument("--ckpt", help="MindSpore .ckpt to export (convert official weights with python -m convattn.convert)")
+    p.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="FILE",
+                   help="instead of --ckpt: the model's official weights (bare flag; downloaded, verified and "
+                        "converted on first use, cached in $CONVATTN_HOME), or an official PyTorch .pth file")
     p.add_argument("--random_weights", action="store_true", help="export freshly initialised weights (smoke tests only)")
     p.add_argument("--format", default="ALL", help="MINDIR, ONNX or ALL (default ALL)")
     p.add_argument("--batch", type=int, default=1, help="batch size of the exported input (default 1)")
@@ -37,11 +31,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing artifacts once the new ones verify")
     p.add_argument("--export_safe_mindir", action="store_true",
                    help="use the export-safe formulations in the MINDIR too (runtimes lacking e.g. Roll)")
-    p.add_argument("--target", type=_target, default=None,
-                   help="CPU, GPU or Ascend: export the formulations that device runs (default: the device MindSpore "
-                        "runs on here). Ascend: every ACmix conv path depth-wise (Ascend runs grouped convolution "
-                        "only depth-wise). A checkpoint of any form loads; the artifact is verified against the "
-                        "network in this device's form")
+    p.add_argument("--target", type=argument_type(resolve_target, "target"), default=None,
+                   help="CPU, GPU or Ascend (any case): export the formulations that device runs (default: the "
+                        "device MindSpore runs on here). Ascend: every ACmix conv path depth-wise (Ascend runs "
+                        "grouped convolution only depth-wise). A checkpoint of any form loads; the artifact is "
+                        "verified against the network in this device's form")
     p.add_argument("--ascend", action="store_true", help="the same as --target Ascend")
     p.add_argument("--seed", type=int, default=0, help="seed of the verification batch")
     return p
@@ -54,6 +48,7 @@ def main(argv=None) -> int:
     import convattn  # noqa: F401  (CPU defaults before MindSpore runs anything)
 
     from ..utils.cli import parse_model_kwargs
+    from ..models.helpers import WeightsError
     from .export import ExportError, ExportVerificationError, export_model
 
     parser = build_parser()
@@ -73,11 +68,11 @@ def main(argv=None) -> int:
             image_size=args.image_size, dynamic_batch=args.dynamic_batch, fp16=args.fp16, model_kwargs=kwargs,
             num_classes=args.num_classes, random_weights=args.random_weights, overwrite=args.overwrite,
             name=args.name, export_safe_mindir=args.export_safe_mindir, target=args.target,
-            seed=args.seed)
+            seed=args.seed, pretrained=args.pretrained)
     except (ExportError, ExportVerificationError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except ValueError as exc:  # unknown model name and other argument errors from the registry
+    except (ValueError, WeightsError) as exc:  # unknown model name, registry errors, official-weights refusals
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for r in results:

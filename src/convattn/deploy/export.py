@@ -128,24 +128,30 @@ def _read_checkpoint(ckpt: str) -> Dict:
 
 
 def _build(model: str, ckpt: Optional[str], random_weights: bool, num_classes: Optional[int], model_kwargs: dict,
-           target: Optional[str] = None, weights: Optional[Dict] = None, **form):
+           target: Optional[str] = None, weights: Optional[Dict] = None, pretrained=None, **form):
     """Build ``model`` for ``target`` in the form ``form`` (``export_safe``, ``cpu_backend``, ``deploy``; see
-    :func:`convattn.create_model`) and load ``ckpt`` (or ``weights``, a name -> tensor dict) strictly, every
-    name and shape, the classifier included; a checkpoint of any formulation loads (see
-    :func:`convattn.models.helpers.load_checkpoint`)."""
+    :func:`convattn.create_model`) and load ``ckpt`` (or ``weights``, a name -> tensor dict; or ``pretrained``: True
+    for the official weights, or an official .pth) strictly, every name and shape, the classifier included; a
+    checkpoint of any formulation loads (see :func:`convattn.models.helpers.load_checkpoint`)."""
     from ..models import create_model, get_model_cfg
     from ..models.helpers import CheckpointMismatchError
 
     cfg = get_model_cfg(model)  # unknown names fail here, with suggestions
-    if ckpt is None and not random_weights and weights is None:
-        raise ExportError("--ckpt is required (pass --random_weights to export untrained weights for a smoke test)")
-    if ckpt is not None and random_weights:
-        raise ExportError("pass either --ckpt or --random_weights, not both")
+    given = [n for n, v in (("--ckpt", ckpt), ("--pretrained", pretrained), ("--random_weights", random_weights))
+             if v not in (None, False)]
+    if not given and weights is None:
+        raise ExportError("--ckpt is required (or --pretrained for the official weights; pass --random_weights to "
+                          "export untrained weights for a smoke test)")
+    if len(given) > 1:
+        raise ExportError(f"pass one of {' / '.join(given)}, not several")
+    if pretrained not in (None, False):
+        weights = pretrained
     if ckpt is not None:
         weights = _read_checkpoint(ckpt)
     if num_classes is None:
         head = f"{cfg['classifier']}.weight" if cfg.get("classifier") else None
-        num_classes = int(weights[head].shape[0]) if weights is not None and head in weights else cfg["num_classes"]
+        num_classes = int(weights[head].shape[0]) if isinstance(weights, dict) and head in weights else \
+            cfg["num_classes"]
     try:
         net = create_model(model, num_classes=num_classes, target=target, pretrained=weights,
                            load_args={"classifier": None, "source": ckpt}, **form, **model_kwargs)
@@ -237,6 +243,7 @@ def export_model(
     seed: int = 0,
     log=print,
     target: Optional[str] = None,
+    pretrained=None,
 ) -> List[ExportResult]:
     """Export ``model`` (a registered name) to MINDIR and/or ONNX and verify each file; see the module doc.
 
@@ -247,7 +254,9 @@ def export_model(
     depth-wise, so the sidecar's ``ascend_non_depthwise_grouped_convs`` is empty); the checkpoint may come from
     any formulation. When the target is not this device, the artifact is verified against the network built
     for this device (the formulation the tests check against the official code). ``ascend_legal=True`` is
-    ``target='Ascend'``. Returns one :class:`ExportResult` per format.
+    ``target='Ascend'``. ``pretrained`` (instead of ``ckpt``): True for the model's official
+    weights (downloaded and converted on first use, see :mod:`convattn.hub`), or an official ``.pth`` file.
+    Returns one :class:`ExportResult` per format.
     """
     import mindspore as ms
 
@@ -276,7 +285,11 @@ def export_model(
     stem = name or (model + ("_fp16" if fp16 else ""))
     paths = _check_outputs(out_dir, stem, formats, overwrite)
     # the reference: the weights in this device's default form (the form the tests check against the official code)
-    ref_net, cfg, num_classes = _build(model, ckpt, random_weights, num_classes, model_kwargs, here)
+    ref_net, cfg, num_classes = _build(model, ckpt, random_weights, num_classes, model_kwargs, here,
+                                       pretrained=pretrained)
+    source = (ref_net.load_report or {}).get("source") if pretrained not in (None, False) else None
+    if source is not None and source.get("kind") == "official":
+        ckpt = source["checkpoint"]  # the converted official weights: the sidecar names and hashes that file
     state = _state(ref_net)
     net = ref_net
     in_chans = int(getattr(net, "in_chans", cfg["input_size"][0]))
@@ -356,6 +369,7 @@ def export_model(
                 "weights_sha256": sha,
                 "checkpoint": os.path.abspath(ckpt) if ckpt else None,
                 "checkpoint_sha256": ckpt_sha,
+                "pretrained": source,
                 "random_weights": bool(random_weights),
                 "verification": {"max_abs_diff": diff, "tolerance": limit, "precision": precision,
                                  "batch_sizes": [int(b.shape[0]) for b in feed], "seed": seed,

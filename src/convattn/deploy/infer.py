@@ -57,7 +57,8 @@ def _read_sidecar(mindir: str) -> dict:
 
 
 class Predictor:
-    """Top-k predictions of a checkpoint (``model`` + ``ckpt``) or an exported ``mindir``.
+    """Top-k predictions of a checkpoint (``model`` + ``ckpt``), of official weights (``model`` + ``pretrained``: True
+    or an official .pth) or of an exported ``mindir``.
 
     ``model_kwargs``/``num_classes`` and the eval transform's size/crop/mean/std default to those in the training
     run's ``config.yaml`` beside the checkpoint (for a MINDIR: beside the checkpoint its sidecar names, then the
@@ -67,13 +68,19 @@ class Predictor:
 
     def __init__(self, model: Optional[str] = None, ckpt: Optional[str] = None, mindir: Optional[str] = None,
                  model_kwargs: Optional[dict] = None, num_classes: Optional[int] = None,
-                 class_names: Optional[str] = None, batch_size: int = 16, log: Callable = print) -> None:
+                 class_names: Optional[str] = None, batch_size: int = 16, log: Callable = print,
+                 pretrained=None) -> None:
         from ..data import resolve_data_cfg
         from ..data.class_names import class_names_for
         from ..models import get_model_cfg
 
-        if (ckpt is None) == (mindir is None):
-            raise InferError("pass either a checkpoint (--model NAME --ckpt FILE) or an exported --mindir FILE")
+        if pretrained is False:
+            pretrained = None
+        if [ckpt, mindir, pretrained].count(None) != 2:
+            raise InferError("pass either a checkpoint (--model NAME --ckpt FILE), the official weights (--model NAME "
+                             "--pretrained [FILE.pth]) or an exported --mindir FILE")
+        if pretrained is not None and model is None:
+            raise InferError("--pretrained needs --model NAME")
         if batch_size < 1:
             raise InferError(f"--batch_size must be >= 1, got {batch_size}")
         self.log, self.batch_size, self.fixed_batch, self.input_dtype = log, int(batch_size), None, np.float32
@@ -98,6 +105,8 @@ class Predictor:
                 run_cfg = self._run_config(side["checkpoint"], model)  # the training run it was exported from
                 data_keys.update({k: run_cfg[k] for k in data_keys if run_cfg.get(k) is not None})
             search.append(os.path.dirname(os.path.abspath(mindir)))
+        elif pretrained is not None:
+            shape = None  # the official weights: the model's default config, ImageNet-1k's class names
         else:
             run_cfg = self._run_config(ckpt, model)
             model = model or run_cfg.get("model")
@@ -116,6 +125,8 @@ class Predictor:
         self.model, self.image_hw = model, eval_hw
         if mindir is not None:
             self._load_mindir(mindir, shape, eval_hw, num_classes)
+        elif pretrained is not None:
+            self._load_pretrained(model, pretrained, model_kwargs or {}, num_classes)
         else:
             self._load_ckpt(model, ckpt, model_kwargs or {}, num_classes)
         self.num_classes = int(self.num_classes)
@@ -139,32 +150,36 @@ class Predictor:
 
     def _load_ckpt(self, model: str, ckpt: str, model_kwargs: dict, num_classes: Optional[int]) -> None:
         from ..models import create_model, get_model_cfg
-        from ..models.helpers import load_checkpoint
+        from ..models.helpers import load_checkpoint, read_checkpoint
 
+        data = read_checkpoint(ckpt)  # read once, by the models' reader (its errors: missing file, not a .ckpt)
         if num_classes is None:  # the classifier's row count, when the checkpoint has one
-            num_classes = self._classifier_rows(ckpt, get_model_cfg(model).get("classifier")) or \
+            num_classes = self._classifier_rows(data, get_model_cfg(model).get("classifier")) or \
                 get_model_cfg(model)["num_classes"]
         try:
             net = create_model(model, num_classes=int(num_classes), **model_kwargs)
         except (TypeError, ValueError) as exc:
             raise InferError(f"cannot build {model} with num_classes={num_classes}, {model_kwargs}: {exc}") from exc
-        load_checkpoint(net, ckpt, classifier=None, strict=True)  # every weight, the classifier included
+        load_checkpoint(net, data, classifier=None, strict=True, source=ckpt)  # every weight, the classifier too
+        net.set_train(False)
+        self.net, self.num_classes = net, num_classes
+        self._run = lambda x: net(x)
+
+    def _load_pretrained(self, model: str, pretrained, model_kwargs: dict, num_classes: Optional[int]) -> None:
+        from ..models import create_model, get_model_cfg
+
+        num_classes = int(num_classes or get_model_cfg(model)["num_classes"])
+        net = create_model(model, num_classes=num_classes, pretrained=pretrained, load_args={"classifier": None},
+                           **model_kwargs)  # every weight, the classifier included
         net.set_train(False)
         self.net, self.num_classes = net, num_classes
         self._run = lambda x: net(x)
 
     @staticmethod
-    def _classifier_rows(ckpt: str, classifier: Optional[str]) -> Optional[int]:
-        if not classifier or not os.path.isfile(ckpt):
-            return None
-        import mindspore as ms
-
-        key = f"{classifier}.weight"
-        try:
-            part = ms.load_checkpoint(ckpt, choice_func=lambda name: name == key)
-        except Exception:  # not a checkpoint: load_checkpoint below reports it properly
-            return None
-        return int(part[key].shape[0]) if key in part else None
+    def _classifier_rows(data: dict, classifier: Optional[str]) -> Optional[int]:
+        """Rows of the classifier weight ``<classifier>.weight`` in a checkpoint read by ``read_checkpoint``."""
+        value = data.get(f"{classifier}.weight") if classifier else None
+        return int(value.shape[0]) if value is not None and len(value.shape) else None
 
     def _load_mindir(self, mindir: str, shape, eval_hw, num_classes: Optional[int]) -> None:
         import mindspore as ms

@@ -1,7 +1,8 @@
 """Command line of ``scripts/infer.py``: top-k predictions on image files from a checkpoint or a MINDIR."""
 import sys
 
-from ..utils.cli import ArgumentParser
+from ..layers.targets import resolve_target
+from ..utils.cli import ArgumentParser, argument_type
 
 __all__ = ["main", "build_parser"]
 
@@ -15,6 +16,9 @@ def build_parser() -> ArgumentParser:
                                    "beside --ckpt, or by the MINDIR's sidecar)")
     p.add_argument("--ckpt", help="MindSpore .ckpt (a training run's or a converted one)")
     p.add_argument("--mindir", help="MINDIR written by scripts/run_export.sh (its .json sidecar beside it)")
+    p.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="FILE",
+                   help="with --model, instead of --ckpt: the model's official ImageNet weights (bare flag; downloaded, "
+                        "verified and converted on first use, cached in $CONVATTN_HOME), or an official .pth file")
     p.add_argument("--model_kwargs", default=None,
                    help="architecture overrides as a YAML flow mapping, e.g. '{depths: [1, 1, 1, 1]}' (default: the training run's config.yaml beside the ckpt)")
     p.add_argument("--num_classes", type=int, help="class count (default: read from the checkpoint's classifier)")
@@ -23,7 +27,8 @@ def build_parser() -> ArgumentParser:
                                          "names for 1,000 classes, else indices)")
     p.add_argument("--topk", type=int, default=5, help="classes reported per image (default 5)")
     p.add_argument("--batch_size", type=int, default=16, help="images per forward call (default 16)")
-    p.add_argument("--device_target", default="CPU", choices=["CPU", "GPU", "Ascend"])
+    p.add_argument("--device_target", default="CPU", type=argument_type(resolve_target, "device_target"),
+                   help="CPU (default), GPU or Ascend (any case)")
     p.add_argument("--mode", type=int, default=0, choices=[0, 1], help="0 = GRAPH_MODE (default), 1 = PYNATIVE_MODE")
     p.add_argument("--out", help="write the predictions to this .csv or .json file")
     p.add_argument("--format", choices=["csv", "json"], help="output format (default: from --out's extension)")
@@ -47,7 +52,7 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from ..models.helpers import CheckpointMismatchError
+    from ..models.helpers import CheckpointMismatchError, WeightsError
     from ..utils.cli import parse_model_kwargs
     from .infer import InferError, Predictor, list_images, write_predictions
 
@@ -64,11 +69,12 @@ def _run(args) -> int:
                 raise InferError(f"this process already runs on {ms.get_context('device_target')}; "
                                  f"--device_target {args.device_target} needs a new process") from None
         pred = Predictor(model=args.model, ckpt=args.ckpt, mindir=args.mindir, model_kwargs=kwargs,
-                         num_classes=args.num_classes, class_names=args.class_names, batch_size=args.batch_size)
+                         num_classes=args.num_classes, class_names=args.class_names, batch_size=args.batch_size,
+                         pretrained=args.pretrained)
         print(f"[infer] {pred.model}: {len(images)} image(s), {pred.num_classes} classes (names: {pred.names_source}), "
               f"input {pred.image_hw[0]}x{pred.image_hw[1]}, batch {pred.batch_size}, {args.device_target}")
         results = pred.predict(images, args.topk)
-    except (InferError, CheckpointMismatchError, FileNotFoundError, ValueError) as exc:
+    except (InferError, CheckpointMismatchError, FileNotFoundError, ValueError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for r in results:

@@ -21,11 +21,14 @@ def train_main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = validate(parse_cli(argv, "Train a convattn model (YAML config + --key value overrides)."))
     except ConfigError as exc:
         return _fail(exc)
+    from ..models.helpers import WeightsError
     from .trainer import TrainingDiverged, train
     try:
         train(cfg)
     except TrainingDiverged:
         return 3
+    except WeightsError as exc:  # --pretrained: a refusal, offline with an empty cache, a failed download
+        return _fail(exc)
     return 0
 
 
@@ -50,12 +53,19 @@ def eval_main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         cfg = validate(parse_cli(argv, "Evaluate a checkpoint: top-1, top-5 and loss on the val tree."),
                        for_training=False)
-        if cfg.ckpt is None:
-            raise ConfigError("eval needs a checkpoint: pass --ckpt PATH")
+        if cfg.ckpt is None and cfg.pretrained is None:
+            raise ConfigError("eval needs weights: pass --ckpt PATH, or --pretrained (the official weights) / "
+                              "--pretrained FILE.pth")
+        if cfg.ckpt is not None and cfg.pretrained is not None:
+            raise ConfigError("pass either --ckpt or --pretrained, not both")
     except ConfigError as exc:
         return _fail(exc)
+    from ..models.helpers import WeightsError
     from .trainer import run_eval
-    run_eval(cfg)
+    try:
+        run_eval(cfg)
+    except WeightsError as exc:
+        return _fail(exc)
     return 0
 
 

@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 GROUPS: "OrderedDict[str, List[tuple]]" = OrderedDict([
     ("system", [
         ("mode", 0, "int", "0 = GRAPH_MODE (default), 1 = PYNATIVE_MODE"),
-        ("device_target", "CPU", "str", "CPU, GPU or Ascend"),
+        ("device_target", "CPU", "str", "CPU, GPU or Ascend (any case)"),
         ("distribute", False, "bool", "data-parallel training via mindspore.communication.init (msrun / rank table)"),
         ("seed", 42, "int", "global seed (weights, data order, augmentation)"),
         ("deterministic", False, "bool", "deterministic kernels and single-worker data loading (exact resume)"),
@@ -78,7 +78,11 @@ GROUPS: "OrderedDict[str, List[tuple]]" = OrderedDict([
         ("drop_rate", None, "float?", "dropout inside the model (null = model default; the run prints the value used)"),
         ("drop_path_rate", None, "float?",
          "stochastic depth (null = the model's official rate; the run prints the value used)"),
-        ("pretrained", None, "str?", "MindSpore .ckpt to initialise from"),
+        ("pretrained", None, "bool_or_str?", "initial weights: true = the model's official ImageNet weights "
+                                             "(downloaded, verified, converted and cached on first use; see "
+                                             "docs/convert.md), or a file: an official PyTorch .pth / .pth.tar "
+                                             "(converted on the fly) or a MindSpore .ckpt; train: a new class count "
+                                             "re-initialises the classifier; eval.py: instead of --ckpt"),
         ("deploy", False, "bool", "eval.py: switch_to_deploy() (re-parameterised inference form) before evaluating"),
         ("amp_level", "O0", "str", "O0 (fp32), O1, O2, O3 (float16)"),
         ("amp_dtype", "float16", "str", "float16 or bfloat16 (bfloat16: Ascend/GPU only)"),
@@ -147,6 +151,21 @@ _CHOICES = {
 }
 
 
+# keys naming a device / a target of formulations, read in any case through layers.targets.resolve_target
+_TARGET_KEYS = ("device_target", "target")
+
+
+def _normalised_target(value):
+    """``'ascend'`` -> ``'Ascend'`` (any case, as every ``--target`` flag); None and unknown names unchanged."""
+    if not isinstance(value, str):
+        return value
+    from ..layers.targets import resolve_target
+    try:
+        return resolve_target(value)
+    except ValueError:
+        return value
+
+
 class Config(dict):
     """A dict with attribute access (``cfg.lr``); unknown attributes fail with the closest keys."""
 
@@ -183,6 +202,8 @@ def _type_ok(value, kind: str) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind == "bool":
         return isinstance(value, bool)
+    if kind == "bool_or_str":
+        return isinstance(value, (bool, str))
     if kind == "str":
         return isinstance(value, str)
     if kind == "list":
@@ -200,12 +221,15 @@ def validate(cfg: Dict[str, Any], for_training: bool = True) -> Config:
     for key, (_, kind, _) in SCHEMA.items():
         value = out[key]
         if not _type_ok(value, kind):
-            raise ConfigError(f"config key '{key}' must be {kind.rstrip('?')}{' or null' if kind.endswith('?') else ''}, "
+            raise ConfigError(f"config key '{key}' must be {kind.rstrip('?').replace('_', ' ')}"
+                              f"{' or null' if kind.endswith('?') else ''}, "
                               f"got {value!r} ({type(value).__name__})")
         if kind.startswith("float") and value is not None:
             out[key] = float(value)
             if not math.isfinite(out[key]):
                 raise ConfigError(f"config key '{key}' must be finite, got {value!r}")
+    for key in _TARGET_KEYS:  # any case: 'ascend', 'CPU', 'gpu' (an unknown name fails the choice check below)
+        out[key] = _normalised_target(out[key])
     for key, allowed in _CHOICES.items():
         if out[key] not in allowed:
             raise ConfigError(f"config key '{key}' must be one of {list(allowed)}, got {out[key]!r}")
@@ -284,9 +308,13 @@ def validate(cfg: Dict[str, Any], for_training: bool = True) -> Config:
         out.data_dir = "./data/digits"
     if out.dataset == "digits" and out.num_classes != 10:
         raise ConfigError(f"dataset 'digits' has 10 classes; set num_classes: 10 (got {out.num_classes})")
+    if out.pretrained is False:
+        out.pretrained = None
     for key in ("pretrained", "ckpt"):
-        if out[key] is not None and not os.path.isfile(out[key]):
+        if isinstance(out[key], str) and not os.path.isfile(out[key]):
             raise ConfigError(f"config key '{key}': checkpoint file {out[key]} does not exist")
+    if out.pretrained is True:
+        _check_official_weights(out.model)
     if out.resume not in (None, "auto") and not os.path.isfile(out.resume):
         raise ConfigError(f"config key 'resume': {out.resume} does not exist (give a .ckpt file or 'auto')")
     if out.amp_dtype == "bfloat16" and out.device_target == "CPU" and out.amp_level != "O0":
@@ -298,6 +326,19 @@ def validate(cfg: Dict[str, Any], for_training: bool = True) -> Config:
 # create_model arguments the trainer sets from their own config keys; model_kwargs may not repeat them
 _OWN_KEYS = {"num_classes": "num_classes", "drop_path_rate": "drop_path_rate", "drop_rate": "drop_rate",
              "pretrained": "pretrained"}
+
+
+def _check_official_weights(model: str) -> None:
+    """``pretrained: true`` needs official weights a script can fetch (nothing is downloaded here)."""
+    from ..models.registry import weights_entry
+    entry = weights_entry(model)
+    if entry["status"] == "unreleased":
+        raise ConfigError(f"config key 'pretrained': {model} has no official pretrained weights: never released "
+                          f"({entry['reason']}); drop 'pretrained: true' or give a checkpoint file")
+    if entry["status"] == "manual":
+        raise ConfigError(f"config key 'pretrained': {model}'s official weights are only behind {entry['manual']} "
+                          f"(no script can fetch them): download the file, then pass --pretrained FILE.pth (or "
+                          f"convert it with python -m convattn.convert --model {model} FILE.pth {model}.ckpt)")
 
 
 def _check_model(out: "Config") -> None:
@@ -358,8 +399,8 @@ def parse_cli(argv: Optional[Sequence[str]], description: str) -> Dict[str, Any]
         else:
             missing = i + 1 >= len(rest) or (rest[i + 1].startswith("--") and len(rest[i + 1]) > 2
                                              and not _is_number(rest[i + 1]))
-            if missing and key in SCHEMA and SCHEMA[key][1] == "bool":
-                text, i = "true", i + 1  # a bare boolean flag (e.g. eval.py --deploy) means true
+            if missing and key in SCHEMA and SCHEMA[key][1].startswith("bool"):
+                text, i = "true", i + 1  # a bare boolean flag (e.g. eval.py --deploy, --pretrained) means true
             elif missing:
                 raise ConfigError(f"--{key} needs a value (write --{key} VALUE)")
             else:
@@ -374,8 +415,11 @@ def parse_cli(argv: Optional[Sequence[str]], description: str) -> Dict[str, Any]
                 raise ConfigError(str(exc)) from None
             continue
         overrides[key] = _parse_value(text)
-        if SCHEMA[key][1].rstrip("?") == "str" and overrides[key] is not None and not isinstance(overrides[key], str):
+        kind = SCHEMA[key][1].rstrip("?")
+        if kind == "str" and overrides[key] is not None and not isinstance(overrides[key], str):
             overrides[key] = text  # e.g. --amp_level O0 stays a string even if YAML would read it otherwise
+        elif kind == "bool_or_str" and overrides[key] is not None and not isinstance(overrides[key], (bool, str)):
+            overrides[key] = text  # a path YAML reads as a number stays a path
     return load_config(args.config, overrides)
 
 

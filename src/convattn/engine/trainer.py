@@ -33,7 +33,7 @@ from .ema import EMA
 from .losses import SoftTargetCrossEntropy
 from .optim import create_optimizer
 from .scheduler import build_lr_schedule
-from .step import TrainStep
+from .step import build_train_step, mixed_precision
 
 __all__ = ["TrainingDiverged", "setup_context", "build_model", "build_loaders", "train", "evaluate", "weights_digest"]
 
@@ -78,22 +78,17 @@ def setup_context(cfg: Config):
 
 
 def build_model(cfg: Config, **form):
-    """The run's network (``form``: further :func:`convattn.create_model` arguments, e.g. ``pretrained``,
-    ``deploy``, ``load_args``), with the run's AMP level applied."""
+    """The configured network in float32 (``form``: further :func:`convattn.create_model` arguments, e.g.
+    ``pretrained``, ``deploy``, ``load_args``); training applies ``amp_level`` in
+    :func:`~convattn.engine.step.build_train_step`, evaluation through the same
+    :func:`~convattn.engine.step.mixed_precision`."""
     from ..models import create_model
     kwargs = dict(cfg.model_kwargs)
     if cfg.drop_rate is not None:
         kwargs["drop_rate"] = cfg.drop_rate
     form.setdefault("pretrained", cfg.pretrained)
-    net = create_model(cfg.model, num_classes=cfg.num_classes, drop_path_rate=cfg.drop_path_rate,
-                       target=cfg.target or cfg.device_target, **form, **kwargs)
-    if cfg.amp_level != "O0":
-        dtype = ms.float16 if cfg.amp_dtype == "float16" else ms.bfloat16
-        reports = {k: getattr(net, k) for k in ("load_report", "deploy_report", "form", "target")}
-        net = ms.amp.auto_mixed_precision(net, cfg.amp_level, dtype=dtype)
-        for k, v in reports.items():  # AMP may wrap the network: keep what the build recorded
-            setattr(net, k, v)
-    return net
+    return create_model(cfg.model, num_classes=cfg.num_classes, drop_path_rate=cfg.drop_path_rate,
+                        target=cfg.target or cfg.device_target, **form, **kwargs)
 
 
 def effective_config(cfg: Config, data_cfg: dict, net) -> Config:
@@ -275,6 +270,16 @@ def _load_state(path: str, net, optimizer, ema, scaler, accum: int = 1) -> dict:
     return meta
 
 
+def _describe_init(cfg: Config, report: dict) -> str:
+    """One line: where the initial weights came from, and the classifier left out (a new class count)."""
+    src = report.get("source") or {}
+    where = (f"{cfg.model}'s official weights {src.get('file')} (sha256 {str(src.get('sha256'))[:12]}..., official "
+             f"top-1 {src.get('top1')})" if src.get("kind") == "official" else str(cfg.pretrained))
+    head = report.get("skipped_classifier") or []
+    return (f"initialised from {where}: {report['loaded']} tensors"
+            + (f"; classifier {', '.join(head)} re-initialised for {cfg.num_classes} classes" if head else ""))
+
+
 def _prepare(cfg: Config):
     """Everything before the first step: context, data, model, optimizer, train step, resume. Returns
     (state, make_train, make_val, mixup, train_step)."""
@@ -309,6 +314,8 @@ def _prepare(cfg: Config):
     lrs = build_lr_schedule(cfg, opt_steps, global_batch)
 
     net = build_model(cfg)
+    if net.load_report is not None:
+        _print(_describe_init(cfg, net.load_report), rank)
     if rank == 0:
         shown = effective_config(cfg, data_cfg, net)
         dump_config(shown, os.path.join(cfg.ckpt_dir, "config.yaml"))
@@ -317,20 +324,17 @@ def _prepare(cfg: Config):
     n_params = count_parameters(net)
     optimizer = create_optimizer(cfg, net.trainable_params(), lrs)
     ema = EMA(net, cfg.ema_decay) if cfg.ema else None
-    scaler = ms.amp.DynamicLossScaler(cfg.loss_scale, 2, 1000) if cfg.amp_level != "O0" else None
-    loss_fn = SoftTargetCrossEntropy()
     if cfg.deterministic and cfg.mode == 0 and _has_stochastic_layers(net):
         _print("warning: deterministic GRAPH mode cannot rewind the drop-path/dropout RNG on resume; "
                "use --mode 1 or drop_path_rate 0 for bit-exact resume", rank)
 
-    def forward(images, targets):
-        loss = loss_fn(net(images), targets)
-        return scaler.scale(loss) if scaler is not None else loss
-
     reducer = nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=size) if distributed else None
-    # all-reduce, unscale, overflow check, clipping, optimizer and EMA act once per window on the mean gradient
-    train_step = TrainStep(forward, optimizer, accum, reducer=reducer, scaler=scaler, clip=cfg.clip_grad, ema=ema,
-                           jit=cfg.mode == 0)
+    # AMP and the dynamic loss scale are applied here; all-reduce, unscale, overflow check, clipping, optimizer and
+    # EMA act once per window on the mean gradient
+    train_step = build_train_step(net, SoftTargetCrossEntropy(), optimizer, amp_level=cfg.amp_level,
+                                  amp_dtype=cfg.amp_dtype, loss_scale=cfg.loss_scale, accumulation_steps=accum,
+                                  reducer=reducer, clip=cfg.clip_grad, ema=ema, jit=cfg.mode == 0)
+    net, scaler = train_step.network, train_step.scaler
 
     # ---- resume
     manager = CheckpointManager(cfg.ckpt_dir, cfg.model, cfg.keep_checkpoint_max)
@@ -465,11 +469,13 @@ def _has_stochastic_layers(net) -> bool:
 
 
 def run_eval(cfg: Config) -> dict:
-    """Evaluate ``cfg.ckpt`` (EMA weights when the checkpoint has them and ``ema: true``) on the val tree."""
+    """Evaluate ``cfg.ckpt`` (EMA weights when the checkpoint has them and ``ema: true``), or ``cfg.pretrained``
+    (the official weights, or an official .pth), on the val tree."""
     from ..data import resolve_data_cfg
     from ..models import get_model_cfg
-    if cfg.ckpt is None:
-        raise ValueError("eval needs a checkpoint: pass --ckpt PATH")
+    if cfg.ckpt is None and cfg.pretrained is None:
+        raise ValueError("eval needs weights: pass --ckpt PATH or --pretrained")
+    weights = cfg.ckpt if cfg.ckpt is not None else cfg.pretrained
     rank, size = setup_context(cfg)
     prepare_data_dir(cfg, rank)
     data_cfg = resolve_data_cfg(cfg, get_model_cfg(cfg.model))
@@ -479,7 +485,7 @@ def run_eval(cfg: Config) -> dict:
         make_val = _val_only_loader(cfg, data_cfg, rank, size)
     from ..models.helpers import CheckpointMismatchError
     try:  # any formulation's checkpoint (e.g. trained on GPU, evaluated on Ascend); deploy: the one entry point
-        net = build_model(cfg, pretrained=cfg.ckpt, load_args={"classifier": None, "use_ema": cfg.ema},
+        net = build_model(cfg, pretrained=weights, load_args={"classifier": None, "use_ema": cfg.ema},
                           deploy=bool(cfg.deploy))
     except CheckpointMismatchError as exc:
         raise ValueError(f"{exc}\nCheck --model, --model_kwargs and --num_classes match the training config") from None
@@ -491,9 +497,12 @@ def run_eval(cfg: Config) -> dict:
     use_ema = bool((net.load_report or {}).get("ema"))
     if cfg.deploy:
         _print(f"switched to the deploy form: {', '.join(net.deploy_report)}", rank)
+    net = mixed_precision(net, cfg.amp_level, cfg.amp_dtype)
     t0 = time.time()
     metrics = evaluate(net, make_val(), cfg.num_classes, size > 1)
-    _print(f"eval {cfg.model} {cfg.ckpt}{' (EMA weights)' if use_ema else ''}{' (deploy form)' if cfg.deploy else ''} on {metrics['n']} images: "
+    shown = cfg.ckpt if cfg.ckpt is not None else (
+        f"official weights ({net.load_report['source']['checkpoint']})" if weights is True else weights)
+    _print(f"eval {cfg.model} {shown}{' (EMA weights)' if use_ema else ''}{' (deploy form)' if cfg.deploy else ''} on {metrics['n']} images: "
            f"top-1 {metrics['top1']:.2f}% top-5 {metrics['top5']:.2f}% loss {metrics['loss']:.4f} "
            f"({time.time() - t0:.1f}s)", rank)
     return metrics

@@ -1,6 +1,6 @@
 """Networks, one file per family (blocks, network, variant table), registered through :mod:`.builder`."""
 from .builder import create_model
-from .registry import get_model_cfg, is_model, list_models, model_cfg, register_model
+from .registry import get_model_cfg, is_model, list_models, model_cfg, register_model, small_instance_kwargs
 from . import van  # noqa: F401  (VAN B0-B6)
 from . import resnet  # noqa: F401  (ResNet baselines and ACmix-ResNet)
 from . import swin  # noqa: F401  (Swin baselines and ACmix-Swin)
@@ -11,4 +11,5 @@ from . import deit  # noqa: F401  (DeiT and its dynamic-convolution attention va
 from . import san  # noqa: F401  (SAN pairwise / patchwise)
 from . import acmix_san  # noqa: F401  (ACmix-SAN, designed from the paper)
 
-__all__ = ["create_model", "get_model_cfg", "is_model", "list_models", "model_cfg", "register_model"]
+__all__ = ["create_model", "get_model_cfg", "is_model", "list_models", "model_cfg", "register_model",
+           "small_instance_kwargs"]

@@ -45,7 +45,7 @@ from typing import Optional
 
 from ..layers.acmix_san import ACmixSAM
 from .builder import register_variants
-from .registry import IMAGENET_MEAN, IMAGENET_STD, model_cfg
+from .registry import IMAGENET_MEAN, IMAGENET_STD, model_cfg, unreleased_weights
 from .san import SAN, SAN_LAYERS, Bottleneck
 
 __all__ = ["ACmixBottleneck", "acmix_san"]
@@ -66,10 +66,11 @@ def _cfg(top1=None, **kwargs):
 
 
 # top-1 from the ACmix README (SAN rows).
+_NONE = unreleased_weights("LeapLabTHU/ACmix lists ACmix-SAN weights as 'In process': never released")
 default_cfgs = {
-    "acmix_san10": _cfg(top1=77.6),
-    "acmix_san15": _cfg(top1=78.4),
-    "acmix_san19": _cfg(top1=78.7),
+    "acmix_san10": _cfg(top1=77.6, weights=_NONE),
+    "acmix_san15": _cfg(top1=78.4, weights=_NONE),
+    "acmix_san19": _cfg(top1=78.7, weights=_NONE),
 }
 
 

@@ -9,6 +9,7 @@
   default config (``model.default_cfg``) and pretrained weights (:func:`convattn.models.helpers.load_checkpoint`).
   ``model.form`` records the form, and nothing changes it afterwards.
 """
+import os
 import sys
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -70,7 +71,7 @@ def _factory(name: str, args: dict, build: Callable, model_cls: type, module: st
 def create_model(
     name: str,
     num_classes: int = 1000,
-    pretrained: Optional[str] = None,
+    pretrained=None,
     in_chans: int = 3,
     drop_path_rate: Optional[float] = None,
     features_only: bool = False,
@@ -87,8 +88,14 @@ def create_model(
     Args:
         name: a registered name (see :func:`~convattn.models.registry.list_models`).
         num_classes: classifier size.
-        pretrained: path to a MindSpore ``.ckpt`` (e.g. written by ``python -m convattn.convert``), or a name ->
-            tensor dict. A checkpoint whose classifier has another class count loads everything else and says so.
+        pretrained: ``True``: the official weights (``default_cfg['weights']``), downloaded into the cache
+            (``$CONVATTN_HOME``, default ``~/.cache/convattn``; ``CONVATTN_WEIGHTS_MIRROR``, ``CONVATTN_OFFLINE``),
+            verified, converted once and loaded (see :mod:`convattn.hub`); a model whose weights were never released,
+            or sit behind a manual link, is refused with the reason and what to do. A path: an official PyTorch
+            checkpoint (``.pth``, ``.pth.tar``, ``.pt``, ``.npz``), converted on the fly, or a MindSpore ``.ckpt``
+            (e.g. written by ``python -m convattn.convert``); or a name -> tensor dict. ``None``/``False``: random
+            initialisation. A checkpoint whose classifier has another class count loads everything else and says
+            so (exactly the ``default_cfg['classifier']`` tensors are left out).
         in_chans: input channels.
         drop_path_rate: stochastic-depth rate; ``None`` keeps the model's official default.
         features_only: return the stage feature maps (a tuple) instead of logits.
@@ -111,6 +118,13 @@ def create_model(
     """
     entry = model_entrypoint(name)
     form = decide_form(target, export_safe, cpu_backend)  # an unknown target fails here, with the valid ones
+    source = None
+    if pretrained is True:  # before the build: refusals, offline and download errors come first
+        from ..hub import official_checkpoint  # lazy and upward on purpose: see tests/test_layering.py
+
+        pretrained, source = official_checkpoint(name)
+    elif isinstance(pretrained, os.PathLike):
+        pretrained = os.fspath(pretrained)
     if form.target == "CPU":
         from .._env import apply_cpu_defaults
 
@@ -143,10 +157,17 @@ def create_model(
     model.default_cfg = cfg
     model.load_report = None
     if pretrained is not None and pretrained is not False:
-        from .helpers import load_checkpoint
+        from .helpers import is_official_checkpoint, load_checkpoint
 
         args = {"classifier": cfg["classifier"], **(load_args or {})}
-        model.load_report = load_checkpoint(model, pretrained, **args)
+        if is_official_checkpoint(pretrained):
+            from ..hub import load_official_file  # lazy and upward on purpose: see tests/test_layering.py
+
+            model.load_report = load_official_file(model, pretrained, **args)
+        else:
+            model.load_report = load_checkpoint(model, pretrained, **args)
+        if source is not None:
+            model.load_report["source"] = source
     switched = []
     if deploy:
         from ..layers.reparam import switch_to_deploy

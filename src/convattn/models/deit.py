@@ -18,7 +18,7 @@ from mindspore.common import initializer as init
 
 from ..layers import DropPath, DynamicAttention, Mlp, PatchEmbed, check_attention_args, check_nchw, layer_norm, to_2tuple
 from .builder import check_out_indices, register_variants
-from .registry import model_cfg
+from .registry import model_cfg, official_weights, unreleased_weights
 
 __all__ = ["VisionTransformer"]
 
@@ -35,14 +35,24 @@ def _cfg(top1=None, paper=_PAPER, upstream=_UPSTREAM, convert_rules="deit", **kw
     )
 
 
+def _weights(file, prefix, top1):
+    return official_weights(
+        file, (f"https://dl.fbaipublicfiles.com/deit/{file}",), top1=top1, sha256_prefix=prefix,
+        container="DeiT trainer: {'model': state_dict}",
+        licence="Apache-2.0 (facebookresearch/deit); trained on ImageNet-1k")
+
+
+_DYN = dict(paper=_PAPER_DYN, upstream=None, convert_rules=None,
+            weights=unreleased_weights("the dynamic-convolution ViT paper released no code and no weights"))
+
 default_cfgs = {
-    "deit_tiny": _cfg(top1=72.2),
-    "deit_small": _cfg(top1=79.8),
+    "deit_tiny": _cfg(top1=72.2, weights=_weights("deit_tiny_patch16_224-a1311bcf.pth", "a1311bcf", 72.2)),
+    "deit_small": _cfg(top1=79.8, weights=_weights("deit_small_patch16_224-cd65a155.pth", "cd65a155", 79.9)),
     # design-from-paper variants: no released weights, no official code
-    "deit_tiny_relu": _cfg(paper=_PAPER_DYN, upstream=None, convert_rules=None),
-    "deit_small_relu": _cfg(paper=_PAPER_DYN, upstream=None, convert_rules=None),
-    "deit_tiny_dw": _cfg(paper=_PAPER_DYN, upstream=None, convert_rules=None),
-    "deit_small_dw": _cfg(paper=_PAPER_DYN, upstream=None, convert_rules=None),
+    "deit_tiny_relu": _cfg(**_DYN),
+    "deit_small_relu": _cfg(**_DYN),
+    "deit_tiny_dw": _cfg(**_DYN),
+    "deit_small_dw": _cfg(**_DYN),
 }
 
 

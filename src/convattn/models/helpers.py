@@ -15,8 +15,17 @@ import numpy as np
 from ..layers.targets import map_between_forms
 from ..utils.state import compare_shapes
 
-__all__ = ["load_checkpoint", "read_checkpoint", "map_checkpoint_forms", "CheckpointMismatchError",
-           "TRAINING_STATE_PREFIXES"]
+__all__ = ["load_checkpoint", "read_checkpoint", "map_checkpoint_forms", "CheckpointMismatchError", "WeightsError",
+           "TRAINING_STATE_PREFIXES", "OFFICIAL_SUFFIXES", "is_official_checkpoint"]
+
+# file names create_model(pretrained=...) reads as official PyTorch checkpoints (converted on the fly); anything else
+# is a MindSpore .ckpt
+OFFICIAL_SUFFIXES = (".pth", ".pth.tar", ".pt", ".tar", ".npz")
+
+
+def is_official_checkpoint(path) -> bool:
+    """Whether ``path`` names an official PyTorch checkpoint (by its suffix: :data:`OFFICIAL_SUFFIXES`)."""
+    return isinstance(path, (str, os.PathLike)) and str(path).lower().endswith(OFFICIAL_SUFFIXES)
 
 _logger = logging.getLogger(__name__)
 
@@ -33,6 +42,11 @@ class CheckpointMismatchError(ValueError):
     """The checkpoint does not fit the network (another variant or another model)."""
 
 
+class WeightsError(RuntimeError):
+    """Official pretrained weights could not be provided (never released, manual-only, offline with an empty cache,
+    a failed download, a wrong hash); the message says why and what to do. Raised by :mod:`convattn.hub`."""
+
+
 def read_checkpoint(path: str) -> Dict:
     """``mindspore.load_checkpoint(path)`` with errors that say what to do (a missing file, a non-MindSpore file)."""
     if not os.path.isfile(path):
@@ -42,7 +56,8 @@ def read_checkpoint(path: str) -> Dict:
     except Exception as exc:  # MindSpore raises ValueError/RuntimeError for non-ckpt files
         raise CheckpointMismatchError(
             f"'{path}' is not a readable MindSpore checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0]}). "
-            "For an official PyTorch checkpoint, convert it first: python -m convattn.convert --model NAME SRC DST"
+            "For an official PyTorch checkpoint, pass it with its .pth/.pth.tar name (create_model converts it on the "
+            "fly) or convert it first: python -m convattn.convert --model NAME SRC DST"
         ) from exc
 
 

@@ -47,7 +47,7 @@ from ..layers import DropPath, Mlp, SoftmaxAttention, conv2d, dense, PatchEmbed,
 from ..layers.acmix import ConvPathMixin
 from .base import StagedClassifier
 from .builder import check_out_indices, register_variants
-from .registry import model_cfg
+from .registry import model_cfg, official_weights, unreleased_weights
 
 __all__ = ["PyramidVisionTransformer", "Attention", "AttentionACmix", "Block"]
 
@@ -66,11 +66,21 @@ def _cfg(top1=None, acmix=False, **kwargs):
     )
 
 
+def _weights(file, top1):
+    # GitHub release (Google Drive copies: links in the PVT classification README, manual)
+    return official_weights(
+        file, (f"https://github.com/whai362/PVT/releases/download/v2/{file}",), top1=top1,
+        container="plain state_dict (inferred; a {'model': ...} wrapper reads the same)",
+        licence="Apache-2.0 (whai362/PVT); trained on ImageNet-1k")
+
+
+_ACMIX_NONE = unreleased_weights("LeapLabTHU/ACmix lists ACmix-PVT weights as 'In process': never released")
+
 default_cfgs = {
-    "pvt_tiny": _cfg(top1=75.1),
-    "pvt_small": _cfg(top1=79.8),
-    "acmix_pvt_tiny": _cfg(top1=78.0, acmix=True),
-    "acmix_pvt_small": _cfg(top1=81.7, acmix=True),
+    "pvt_tiny": _cfg(top1=75.1, weights=_weights("pvt_tiny.pth", 75.1)),
+    "pvt_small": _cfg(top1=79.8, weights=_weights("pvt_small.pth", 79.8)),
+    "acmix_pvt_tiny": _cfg(top1=78.0, acmix=True, weights=_ACMIX_NONE),
+    "acmix_pvt_small": _cfg(top1=81.7, acmix=True, weights=_ACMIX_NONE),
 }
 
 

@@ -30,7 +30,7 @@ from ..layers import ACmix, batch_norm2d, check_nchw, conv2d, conv_fan_out_norma
 from ..layers.acmix import ConvPathMixin
 from .base import StagedClassifier, check_min_input_size, reflect_padding, smallest_input_side
 from .builder import check_out_indices, register_variants
-from .registry import model_cfg
+from .registry import model_cfg, official_weights, unreleased_weights
 
 __all__ = ["ResNet", "Bottleneck", "BasicBlock", "conv3x3_layer", "acmix_layer", "acmix_resnet"]
 
@@ -51,14 +51,29 @@ def _cfg(top1=None, acmix=False, **kwargs):
 
 
 # top-1: ACmix README (baseline = ACmix row minus its delta, equal to the SAN README's ResNet-26/38/50).
+def _tv_weights(file, prefix, top1, note=None):
+    return official_weights(
+        file, (f"https://download.pytorch.org/models/{file}",), top1=top1, sha256_prefix=prefix,
+        container="plain state_dict", licence="BSD-3-Clause (pytorch/vision code); trained on ImageNet-1k",
+        note=note)
+
+
+_ACMIX_NONE = unreleased_weights("LeapLabTHU/ACmix released no ACmix-ResNet weights")
+_BASELINE_NONE = unreleased_weights("the ACmix/SAN ResNet-26/38 baselines were never released (torchvision has no "
+                                    "ResNet-26/38)")
+
 default_cfgs = {
-    "resnet26": _cfg(top1=73.6),
-    "resnet38": _cfg(top1=76.0),
-    "resnet50": _cfg(top1=76.9),
-    "resnet34": _cfg(top1=73.3, paper=_RESNET_PAPER.replace("v1.5 layout", "BasicBlock")),  # torchvision V1 weights
-    "acmix_resnet26": _cfg(top1=76.1, acmix=True),
-    "acmix_resnet38": _cfg(top1=77.4, acmix=True),
-    "acmix_resnet50": _cfg(top1=77.8, acmix=True),
+    "resnet26": _cfg(top1=73.6, weights=_BASELINE_NONE),
+    "resnet38": _cfg(top1=76.0, weights=_BASELINE_NONE),
+    "resnet50": _cfg(top1=76.9, weights=_tv_weights(
+        "resnet50-0676ba61.pth", "0676ba61", 76.13,
+        note="torchvision's V1 weights (the v1.5 layout); its V2 weights (80.86 %, resnet50-11ad3fa6.pth, full sha256 "
+             "11ad3fa62ca79e40addfd354a8ec4b7c75143b3038b8d2a807fbc68deab379ca) load with pretrained='that file'")),
+    "resnet34": _cfg(top1=73.3, paper=_RESNET_PAPER.replace("v1.5 layout", "BasicBlock"),  # torchvision V1 weights
+                     weights=_tv_weights("resnet34-b627a593.pth", "b627a593", 73.31)),
+    "acmix_resnet26": _cfg(top1=76.1, acmix=True, weights=_ACMIX_NONE),
+    "acmix_resnet38": _cfg(top1=77.4, acmix=True, weights=_ACMIX_NONE),
+    "acmix_resnet50": _cfg(top1=77.8, acmix=True, weights=_ACMIX_NONE),
 }
 
 SpatialFactory = Callable[[int, int, int], nn.Cell]

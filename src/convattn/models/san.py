@@ -16,7 +16,7 @@ from ..layers import check_nchw
 from ..layers.san_attention import SAM, sa_type_name
 from .base import StagedClassifier, check_min_input_size, reflect_padding, smallest_input_side
 from .builder import check_out_indices, register_variants
-from .registry import IMAGENET_MEAN, IMAGENET_STD, model_cfg
+from .registry import IMAGENET_MEAN, IMAGENET_STD, manual_weights, model_cfg
 
 __all__ = ["SAN", "Bottleneck", "SAN_LAYERS"]
 
@@ -35,13 +35,21 @@ def _cfg(top1=None, **kwargs):
 
 
 # top-1 from the official README (hszhao/SAN).
+def _weights(top1):
+    # the SAN README's one link: a Google Drive folder (not scriptable); the trainer saves DataParallel keys
+    return manual_weights(
+        "https://drive.google.com/open?id=19ZJn48UpiF_j8e1-UU9UZ4AVfLjmwPzH", top1=top1,
+        container="SAN trainer: {'state_dict' (keys prefixed 'module.'), 'epoch', ...}",
+        licence="MIT (hszhao/SAN); trained on ImageNet-1k")
+
+
 default_cfgs = {
-    "san10_pairwise": _cfg(top1=74.9),
-    "san15_pairwise": _cfg(top1=76.6),
-    "san19_pairwise": _cfg(top1=76.9),
-    "san10_patchwise": _cfg(top1=77.1),
-    "san15_patchwise": _cfg(top1=78.0),
-    "san19_patchwise": _cfg(top1=78.2),
+    "san10_pairwise": _cfg(top1=74.9, weights=_weights(74.9)),
+    "san15_pairwise": _cfg(top1=76.6, weights=_weights(76.6)),
+    "san19_pairwise": _cfg(top1=76.9, weights=_weights(76.9)),
+    "san10_patchwise": _cfg(top1=77.1, weights=_weights(77.1)),
+    "san15_patchwise": _cfg(top1=78.0, weights=_weights(78.0)),
+    "san19_patchwise": _cfg(top1=78.2, weights=_weights(78.2)),
 }
 
 

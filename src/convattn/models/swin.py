@@ -30,7 +30,7 @@ from ..layers.window_attention import (TokenPermutation, WindowAttention, Window
                                        shifted_window_mask, window_token_order)
 from .base import StagedClassifier
 from .builder import check_out_indices, register_variants
-from .registry import model_cfg
+from .registry import model_cfg, official_weights
 
 __all__ = ["SwinTransformer", "SwinTransformerBlock", "BasicLayer", "PatchMerging"]
 
@@ -51,11 +51,31 @@ def _cfg(top1=None, acmix=False, **kwargs):
     )
 
 
+def _swin_weights(file, top1):
+    return official_weights(
+        file, (f"https://github.com/SwinTransformer/storage/releases/download/v1.0.0/{file}",), top1=top1,
+        container="Swin trainer: {'model': state_dict} (relative_position_index, attn_mask buffers: recomputed here)",
+        licence="MIT (microsoft/Swin-Transformer); trained on ImageNet-1k")
+
+
+def _acmix_swin_weights(file, tsinghua, top1):
+    # Tsinghua cloud's '?dl=1' link is a direct download; the host publishes no file name, so the name is convattn's
+    # (the config name of the ACmix repository). Google Drive copies: links in the ACmix README (manual).
+    return official_weights(
+        file, (f"https://cloud.tsinghua.edu.cn/f/{tsinghua}/?dl=1",), top1=top1,
+        container="Swin trainer: {'model', 'optimizer', 'lr_scheduler', 'config', ...}",
+        licence="no licence file in LeapLabTHU/ACmix (its Swin code is microsoft/Swin-Transformer's, MIT); "
+                "trained on ImageNet-1k",
+        note="the file name is convattn's: the host publishes none")
+
+
 default_cfgs = {
-    "swin_tiny": _cfg(top1=81.3),
-    "swin_small": _cfg(top1=83.0),
-    "acmix_swin_tiny": _cfg(top1=81.9, acmix=True),
-    "acmix_swin_small": _cfg(top1=83.5, acmix=True),
+    "swin_tiny": _cfg(top1=81.3, weights=_swin_weights("swin_tiny_patch4_window7_224.pth", 81.2)),
+    "swin_small": _cfg(top1=83.0, weights=_swin_weights("swin_small_patch4_window7_224.pth", 83.2)),
+    "acmix_swin_tiny": _cfg(top1=81.9, acmix=True, weights=_acmix_swin_weights(
+        "acmix_swin_tiny_patch4_window7_224.pth", "210c89a6f9eb4bd0beb6", 81.9)),
+    "acmix_swin_small": _cfg(top1=83.5, acmix=True, weights=_acmix_swin_weights(
+        "acmix_swin_small_patch4_window7_224.pth", "8bed555e75c840f8a00d", 83.5)),
 }
 
 

@@ -11,7 +11,7 @@ attention core inside each window changes (:mod:`convattn.layers.dynamic_attenti
   No value bank: each block's projection is ``attn.qk`` (2C outputs).
 """
 from .builder import register_variants
-from .registry import model_cfg
+from .registry import model_cfg, unreleased_weights
 from .swin import SwinTransformer
 
 __all__ = []
@@ -29,7 +29,8 @@ def _cfg(**kwargs):
     )
 
 
-default_cfgs = {"swin_tiny_relu": _cfg(), "swin_tiny_dw": _cfg()}
+_NONE = unreleased_weights("the dynamic-convolution ViT paper released no code and no weights")
+default_cfgs = {"swin_tiny_relu": _cfg(weights=_NONE), "swin_tiny_dw": _cfg(weights=_NONE)}
 
 
 _SWIN_T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, drop_path_rate=0.2)

@@ -17,7 +17,7 @@ from ..layers import (GELU, channel_layer_norm, DropPath, LKAAttention, batch_no
 from ..layers.reparam import fold_bn_into_conv
 from .base import StagedClassifier
 from .builder import check_out_indices, register_variants
-from .registry import model_cfg
+from .registry import model_cfg, official_weights, unreleased_weights
 
 __all__ = ["VAN"]
 
@@ -34,14 +34,43 @@ def _cfg(top1=None, **kwargs):
     )
 
 
+def _weights(file, tsinghua, top1, sha256=None, size=None, note=None):
+    # Hugging Face (the authors' organisation) first, their Tsinghua-cloud copy after; Google Drive copies exist too
+    # (links in the VAN README) but are not scriptable. The timm trainer's checkpoint: {'state_dict', 'optimizer',
+    # 'args' (argparse.Namespace, read as an inert placeholder), 'epoch', ...}.
+    repo = {"van_tiny": "VAN-Tiny", "van_small": "VAN-Small", "van_base": "VAN-Base", "van_large": "VAN-Large"}
+    stem = "_".join(file.split("_")[:2])
+    return official_weights(
+        file, (f"https://huggingface.co/Visual-Attention-Network/{repo[stem]}-original/resolve/main/{file}",
+               f"https://cloud.tsinghua.edu.cn/f/{tsinghua}/?dl=1"),
+        top1=top1, sha256=sha256, size=size,
+        container="timm train checkpoint: {'state_dict', 'optimizer', 'args', ...}",
+        licence="Apache-2.0 (VAN-Classification README; for commercial use the authors ask to be contacted); "
+                "trained on ImageNet-1k",
+        hash_note=None if sha256 else "none published (the Hugging Face API lists one in siblings[].lfs.sha256; "
+                                      "not recorded here)",
+        note=note)
+
+
+_NO_1K = unreleased_weights("VAN-Classification released ImageNet-1k weights for VAN-B0..B3 only (B4-B6: mmpretrain "
+                            "conversions of other trainings, not the official files)")
+
 default_cfgs = {
-    "van_b0": _cfg(top1=75.4),
-    "van_b1": _cfg(top1=81.1),
-    "van_b2": _cfg(top1=82.8),
-    "van_b3": _cfg(top1=83.9),
-    "van_b4": _cfg(top1=84.1),  # mmpretrain's evaluation of the converted weights (84.13)
-    "van_b5": _cfg(),
-    "van_b6": _cfg(),
+    "van_b0": _cfg(top1=75.4, weights=_weights(
+        "van_tiny_754.pth.tar", "aada2242a16245d6a561", 75.4, size=49_627_991,
+        sha256="058bda07d27a89f27bbec8f3e47e6bda5de4f51dc59d0fb1f3cb835acb9130d8",
+        note="a user measured 72.03 % with this file (VAN-Classification issue 2): the hash proves the bytes, "
+             "not the accuracy")),
+    "van_b1": _cfg(top1=81.1, weights=_weights("van_small_811.pth.tar", "dd3eb73692f74a2499c9", 81.1)),
+    "van_b2": _cfg(top1=82.8, weights=_weights(
+        "van_base_828.pth.tar", "58e7acceaf334ecdba89", 82.8,
+        sha256="3fbae1db35c4f1f96c4d66f1c8b13cac9194043171ff8a7e87fd21eb43a93725")),
+    "van_b3": _cfg(top1=83.9, weights=_weights(
+        "van_large_839.pth.tar", "0201745f6920482490a0", 83.9, size=538_342_473,
+        sha256="47010a5f353820551108cbd10c2ad60670c6e8a9cf7869867ea682caca23a677")),
+    "van_b4": _cfg(top1=84.1, weights=_NO_1K),  # mmpretrain's evaluation of the converted weights (84.13)
+    "van_b5": _cfg(weights=_NO_1K),
+    "van_b6": _cfg(weights=_NO_1K),
 }
 
 

@@ -16,7 +16,7 @@ from mindspore import nn
 
 from ..layers import XVolution
 from .builder import register_variants
-from .registry import model_cfg
+from .registry import model_cfg, unreleased_weights
 from .resnet import ResNet, conv3x3_layer
 
 __all__ = ["XVolutionResNet", "xvolution_layer"]
@@ -32,9 +32,10 @@ def _cfg(**kwargs):
 
 
 # The paper reports only deltas over its own ResNet baselines (+1.2 / +0.9 top-1); absolute numbers are not known.
+_NONE = unreleased_weights("the X-volution paper released no code and no weights")
 default_cfgs = {
-    "xvolution_resnet34": _cfg(),
-    "xvolution_resnet50": _cfg(),
+    "xvolution_resnet34": _cfg(weights=_NONE),
+    "xvolution_resnet50": _cfg(weights=_NONE),
 }
 
 

@@ -3,16 +3,19 @@
 One flag spelling: long options are written ``--snake_case`` (model_zoo's spelling, the same as the config keys and
 recipes, e.g. ``--amp_level O2``); the ``--kebab-case`` spelling of every flag is accepted as an alias and rewritten
 before parsing, so ``--help`` and the error messages show the canonical one. One ``model_kwargs`` syntax: a YAML flow
-mapping (``'{depths: [1, 1, 1, 1]}'``; JSON is valid YAML, so ``'{"depths": [1, 1, 1, 1]}'`` works too).
+mapping (``'{depths: [1, 1, 1, 1]}'``; JSON is valid YAML, so ``'{"depths": [1, 1, 1, 1]}'`` works too). One way to
+read a value through a normalising function (:func:`argument_type`): every ``--target`` / ``--device_target`` flag
+takes any case and is normalised by ``convattn.layers.targets.resolve_target``, as the config keys are.
 """
 import argparse
 import os
 import sys
-from typing import Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import yaml
 
-__all__ = ["ArgumentParser", "canonical_flag", "parse_model_kwargs", "split_num_classes", "ALIAS_NOTE"]
+__all__ = ["ArgumentParser", "canonical_flag", "argument_type", "parse_model_kwargs", "split_num_classes",
+           "ALIAS_NOTE"]
 
 ALIAS_NOTE = "Flags are written --snake_case; the --kebab-case spelling of each is accepted too."
 
@@ -72,6 +75,19 @@ class ArgumentParser(argparse.ArgumentParser):
                 break
             out.append(self._canonical_token(token))
         return super().parse_known_args(out, namespace)
+
+
+def argument_type(convert: Callable[[str], Any], name: Optional[str] = None) -> Callable[[str], Any]:
+    """An argparse ``type=`` that reads a value through ``convert`` (a function raising ValueError on a bad value,
+    e.g. ``resolve_target``: ``--target ascend`` -> ``'Ascend'``); the ValueError's message becomes argparse's
+    error for the flag."""
+    def parse(value: str):
+        try:
+            return convert(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = name or getattr(convert, "__name__", "value")
+    return parse
 
 
 def parse_model_kwargs(text: Optional[str], flag: str = "--model_kwargs") -> dict:

@@ -10,6 +10,7 @@ __all__ = ["DOC_BLOCKS", "replace_marked_block"]
 DOC_BLOCKS = {
     "model-table": "configs/README.md",          # scripts/model_table.py
     "parity-table": "docs/convert.md",           # scripts/parity_table.py
+    "weights-table": "docs/convert.md",          # python -m convattn.hub list
     "target-table": "docs/ascend.md",            # scripts/target_table.py
     "target-check": "docs/ascend.md",            # scripts/target_table.py --check
     "ascend-o2-digits": "docs/ascend.md",        # pytest -s tests/test_ascend.py -k representative (printed rows)
