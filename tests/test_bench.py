@@ -88,14 +88,19 @@ def test_deploy_variant_is_built_by_create_model_deploy(monkeypatch):
         raise RuntimeError("stop after the build")
 
     monkeypatch.setattr(convattn.models, "create_model", spy)
-    cfg = BenchConfig(batch_sizes=(1,), warmup=0, iters=1, image_size=(64, 64), model_kwargs={"depths": (1, 1, 1, 1)})
+    import mindspore as ms
+
+    monkeypatch.setattr(ms, "set_device", lambda *a, **k: None)  # the worker's first call; this process ran kernels
+    # threads=0: MindSpore sets its CPU thread count once per process, and the suite's earlier tests ran kernels
+    cfg = BenchConfig(batch_sizes=(1,), warmup=0, iters=1, image_size=(64, 64), threads=0,
+                      model_kwargs={"depths": (1, 1, 1, 1)})
     with pytest.raises(RuntimeError, match="stop after the build"):
         harness.run_one("van_b0@deploy", 1, cfg)
     (name, deploy, net), = built
     assert name == "van_b0" and deploy is True
     assert net.form.deploy and net.deploy_report == ["patch_embed4", "patch_embed3", "patch_embed2", "patch_embed1"]
     with pytest.raises(ValueError, match="cannot train"):
-        harness.run_one("van_b0@deploy", 1, BenchConfig(mode="train", model_kwargs={"depths": (1, 1, 1, 1)}))
+        harness.run_one("van_b0@deploy", 1, BenchConfig(mode="train", threads=0, model_kwargs={"depths": (1, 1, 1, 1)}))
 
 
 def test_relative_columns_use_the_same_run():

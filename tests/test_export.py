@@ -347,7 +347,7 @@ def test_van_patch_embed_bn_is_folded():
     """create_model(deploy=True), the one deploy entry point, folds VAN's four patch-embedding BatchNorms."""
     net, size = _small("van_b0")
     n_bn = sum(isinstance(c, nn.BatchNorm2d) for _, c in net.cells_and_names())
-    dep = convattn.create_model("van_b0", num_classes=10, deploy=True, **small_instance_kwargs(name)[0])
+    dep = convattn.create_model("van_b0", num_classes=10, deploy=True, **small_instance_kwargs("van_b0")[0])
     assert dep.deploy_report == ["patch_embed4", "patch_embed3", "patch_embed2", "patch_embed1"]
     assert dep.form.deploy and not net.form.deploy and not dep.training
     assert sum(isinstance(c, nn.BatchNorm2d) for _, c in dep.cells_and_names()) == n_bn - 4

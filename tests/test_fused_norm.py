@@ -6,7 +6,7 @@ import pytest
 import mindspore as ms
 from mindspore import nn
 
-from convattn.cpu.gemm import gemm_isa, gemm_unavailable_reason
+from convattn.cpu.gemm import gemm_isa, gemm_library, gemm_unavailable_reason
 from convattn.cpu.linear import Linear
 from convattn.cpu.norm import FusedBatchNorm2d, FusedChannelLayerNorm, FusedLayerNorm
 from convattn.cpu.runtime import runtime
