@@ -150,6 +150,7 @@ def _o2_steps(name, size, batch, steps, jit):
 
 def _check_o2(name, out, finite, losses, allowed_first=1):
     peak = float(np.abs(out).max())
+    print(f"{name}: fresh float16 eval max |logit| {peak:.4g}; steps finite {finite}; losses {losses}")
     assert np.isfinite(out).all() and peak <= LOGIT_BOUND, f"{name}: fresh float16 eval logits {peak:.3g}"
     # a dynamic scale may overflow while it settles on the first steps; never after
     assert all(finite[allowed_first:]), f"{name}: float16 overflow after the first {allowed_first} steps: {finite}"
