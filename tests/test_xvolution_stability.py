@@ -6,9 +6,10 @@ are learned) and overflowed float16. ``pssa_norm='rms'`` (the default) takes the
 operands: the dynamic weights are bounded and the operator is linear in its input (the module doc of
 ``convattn/layers/xvolution.py`` and configs/xvolution/README.md give the reasoning).
 
-Tiers (2 CPU cores): the operator tests take seconds; the full-width networks at 224^2 in eval and train mode (batch
-1) about a minute for both; the float16 O2 step runs by default on full-width ``xvolution_resnet34`` at 64^2 (batch
-8, GRAPH-compiled step, ~2 min) and, marked ``slow``, on both networks at 224^2 (batch 8; ~2 min a step on 2 cores).
+Tiers (2 CPU cores): the operator tests take seconds (the linearity, bound and option checks are in the quick
+tier); the full-width networks at 224^2 in eval and train mode (batch 1) 20-50 s for both; the float16 O2 network
+runs by default as full-width ``xvolution_resnet34`` at 64^2 (fresh eval, then three batch-8 steps, GRAPH-compiled:
+~50 s) and, marked ``slow``, as both networks at 224^2 (four steps of batch 8; ~9 min for both).
 The O2 step is the engine's (``convattn.engine.step.TrainStep`` with ``ms.amp.DynamicLossScaler``, as
 ``engine/trainer.py`` builds it for ``amp_level: O2``).
 """
@@ -34,6 +35,7 @@ def _x(shape, scale=1.0, seed=0):
 
 
 # ----------------------------------------------------------------------------------------------- the operator
+@pytest.mark.quick
 @pytest.mark.parametrize("form", ["attention", "dense"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_pssa_is_linear_in_its_input(pynative, form, stride):
@@ -53,6 +55,7 @@ def test_pssa_is_linear_in_its_input(pynative, form, stride):
                 assert err > 1e-2, f"{form} s={stride} pssa_norm='none' should not be linear (relative {err:.3g})"
 
 
+@pytest.mark.quick
 def test_attention_coefficients_are_bounded(pynative):
     """|a_d| <= sqrt(C) max|w[d]| (Cauchy-Schwarz on unit-RMS operands), whatever the input's magnitude."""
     c = 16
@@ -68,6 +71,7 @@ def test_attention_coefficients_are_bounded(pynative):
     assert np.allclose(a, np.sqrt(c) * 0.5, rtol=1e-5)
 
 
+@pytest.mark.quick
 def test_options_are_checked_and_recorded():
     op = XVolution(4, 4, 3, attn_bn_gamma=0.0)
     assert op.pssa_norm == "rms" and (op.attn_bn.gamma.asnumpy() == 0).all()
