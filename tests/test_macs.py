@@ -60,11 +60,14 @@ def test_xvolution_pssa_and_sa(form):
     c, hw, d = 6, 25, 4
     m = count_macs(XVolution(c, c, 3, pssa_form=form), (1, c, 5, 5))
     conv = c * c * 9 * hw
+    norm = 2 * c * hw         # pssa_norm='rms': sum_c x^2 and x / rms at every pixel
     if form == "attention":   # products, per-direction channel sums, weighted sum of neighbours (all declared)
-        assert m["extra"] == d * c * hw + d * c * hw + d * c * hw
-        assert m["total"] == conv + d * c * hw + 2 * d * c * hw
+        assert m["extra"] == d * c * hw + d * c * hw + d * c * hw + norm
+        assert m["total"] == conv + d * c * hw + 2 * d * c * hw + norm
     else:                     # products + a dense 3x3 conv over the D*C products
-        assert m["total"] == conv + d * c * c * 9 * hw + d * c * hw
+        assert m["total"] == conv + d * c * c * 9 * hw + d * c * hw + norm
+    m = count_macs(XVolution(c, c, 3, pssa_form=form, pssa_norm="none"), (1, c, 5, 5))
+    assert m["total"] == (conv + 3 * d * c * hw if form == "attention" else conv + d * c * c * 9 * hw + d * c * hw)
     m = count_macs(XVolution(c, c, 3, attn="sa", num_heads=2), (1, c, 5, 5))
     assert m["total"] == conv + 3 * c * c * hw + 2 * c * hw * hw
 

@@ -28,7 +28,21 @@ Training form (``XVolution``, Fig. 1 of the paper): two branches, summed::
   D*C product channels ``concat(T_1 .. T_D)`` (direction-major, same k/stride/padding as the conv branch, no
   bias), i.e. D extra k x k convolutions: (1 + D) x the parameters and MACs of the plain conv.
 
-  Then BatchNorm (the paper's normalisation; no softmax, no extra scaling of the products).
+  Then BatchNorm (the paper's normalisation; no softmax).
+
+  Bounding, ``pssa_norm`` (issue #29): the products are degree 2 in the map and the ``'attention'`` form applies
+  them to a third copy, so with nothing else the branch is cubic in its input. A stage of X-volutions then
+  multiplies the growth (a fresh ResNet-34 in eval mode, where BN is still the identity: NaN at 224^2; float16
+  overflows long before). ``'rms'`` (default) takes the products of channel-RMS-normalised operands,
+  ``u = x / sqrt(mean_c x^2 + eps)`` per pixel (computed in float32), wherever a product forms the content-dependent
+  part of the kernel: ``a_d(x0) = C^-1/2 sum_c w[d, c] u_c(x0) S_d(u)_c(x0)`` (a cosine-similarity attention
+  logit, ``|a_d| <= C^1/2 max|w[d]|``) and, in the ``'dense'`` form, ``T_d = x * S_d(u)``. The dynamic weights are
+  then bounded and scale-free, as softmax attention weights are, and the operator stays linear in the taps it
+  weights (degree 1 in x, like the convolution beside it) -- the paper's ``y(x0) = sum_i (W_c + w_A(x0, x_i)) x_i``
+  with a bounded ``w_A``. For unit-RMS features (what a trained BN delivers) it is the unnormalised operator.
+  ``'none'`` is the unbounded first version (kept for comparison). ``attn_bn_gamma`` sets the initial scale of the
+  attention branch's BN (1, the paper's plain BN; 0 starts the network as the plain ResNet, which bounds only the
+  fresh network: the products stay unbounded, see configs/xvolution/README.md).
 * attention branch, ``attn='sa'`` (the paper's X-volution (SA)): global multi-head dot-product self-attention
   without positional encoding, 1 x 1 query/key/value projections (no bias), logits scaled by
   ``1/sqrt(head_dim)``, softmax over all key positions, then BatchNorm. With stride s the queries are the
@@ -43,8 +57,10 @@ Deploy form (:meth:`XVolution.switch_to_deploy`): every BatchNorm is folded into
   scaled value projection; evaluated as the folded k x k conv plus the online coefficients applied to the
   shifted taps (never materialising K). The cyclic shift means a border pixel's neighbour tap wraps around
   instead of reading the zero padding; inside the map K acts on the k x k window exactly.
-  ``'dense'``: ``K(x0)[o, c, u] = W_c[o, c, u] + sum_d W_a[o, d*C + c, u] * S_d(x)_c(x0 + u)``, evaluated as one
-  k x k convolution over ``concat(x, T_1, .., T_D)`` with the fused weight ``concat(W_c, W_a)`` and one bias.
+  ``'dense'``: ``K(x0)[o, c, u] = W_c[o, c, u] + sum_d W_a[o, d*C + c, u] * S_d(u)_c(x0 + u)`` (``S_d(x)`` with
+  ``pssa_norm='none'``), evaluated as one k x k convolution over ``concat(x, T_1, .., T_D)`` with the fused weight
+  ``concat(W_c, W_a)`` and one bias. The normalisation is part of the online coefficients, not of the folded
+  weights, so both forms compute it identically.
   :meth:`XVolution.dynamic_kernel` returns K explicitly for either form (for inspection and the tests, which
   check that ``sum_u K[u] x(x0 + u)`` equals the deploy output). This is exact, not an approximation.
 * SA: the BN after attention folds exactly into the value projection (softmax rows sum to one), and the conv
@@ -65,9 +81,10 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from .helpers import subsample2d
 
-__all__ = ["XVolution", "PSSA_FORMS", "pssa_directions", "shift2d"]
+__all__ = ["XVolution", "PSSA_FORMS", "PSSA_NORMS", "pssa_directions", "shift2d", "unit_rms"]
 
 PSSA_FORMS = ("attention", "dense")
+PSSA_NORMS = ("rms", "none")
 
 _DIRECTION_SETS = {
     # (dy, dx): S_d(x)[h, w] = x[h + L*dy, w + L*dx] (cyclic). "left" = the map moves left = sample from the right.
@@ -114,6 +131,15 @@ def _cyclic(x, s: int, axis: int):
 def shift2d(x, dy: int, dx: int):
     """Cyclic shift ``S(x)[h, w] = x[(h + dy) mod H, (w + dx) mod W]`` (export-safe: no Roll)."""
     return _cyclic(_cyclic(x, dy, 2), dx, 3)
+
+
+def unit_rms(x, eps: float = 1e-6):
+    """``x / sqrt(mean_c x^2 + eps)`` at every pixel of an (N, C, H, W) map: each pixel's channel vector scaled to
+    unit RMS (``|u|^2 <= C``), in float32 whatever ``x``'s dtype (a float16 square overflows past |x| = 256), returned
+    in ``x``'s dtype. Sqrt and Div, not Rsqrt: the ONNX exporter has both."""
+    xf = x.astype(ms.float32)
+    u = xf / ops.sqrt((xf * xf).mean(1, keep_dims=True) + eps)
+    return u.astype(x.dtype)
 
 
 def _fold_bn(bn: nn.BatchNorm2d) -> Tuple[np.ndarray, np.ndarray]:
@@ -173,6 +199,11 @@ class XVolution(nn.Cell):
         num_heads: heads of the SA branch (default ``max(1, out_channels // 64)``: 64-dim heads).
         padding, dilation, groups: accepted only to refuse unsupported values with a clear message
             (padding must be k // 2, dilation 1, groups 1 for the re-parameterization to be exact).
+        pssa_norm: ``'rms'`` (default: the products that form the content-dependent kernel take channel-RMS-
+            normalised operands, so the dynamic weights are bounded and the operator is linear in its input) or
+            ``'none'`` (the unbounded products; cubic in the input, see the module doc).
+        attn_bn_gamma: initial scale (gamma) of the attention branch's BatchNorm; 1 (default) or 0 (the branch
+            starts silent and the network starts as the plain ResNet).
         bn_eps, bn_momentum: BatchNorm settings (PyTorch defaults 1e-5 / 0.1 -> MindSpore momentum 0.9).
     """
 
@@ -180,7 +211,8 @@ class XVolution(nn.Cell):
                  attn: str = "pssa", directions: Union[int, Sequence[Tuple[int, int]]] = 4,
                  shift: Union[int, Sequence[int]] = 1, num_heads: Optional[int] = None,
                  padding: Optional[int] = None, dilation: int = 1, groups: int = 1,
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.9, pssa_form: str = "attention") -> None:
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.9, pssa_form: str = "attention",
+                 pssa_norm: str = "rms", attn_bn_gamma: float = 1.0) -> None:
         super().__init__()
         if isinstance(kernel_size, (tuple, list)):
             if len(kernel_size) != 2 or kernel_size[0] != kernel_size[1]:
@@ -203,6 +235,12 @@ class XVolution(nn.Cell):
         if pssa_form not in PSSA_FORMS:
             raise ValueError(f"pssa_form must be one of {PSSA_FORMS} ('attention': the paper's per-direction "
                              f"attention coefficients; 'dense': a k x k conv over the products), got '{pssa_form}'")
+        if pssa_norm not in PSSA_NORMS:
+            raise ValueError(f"pssa_norm must be one of {PSSA_NORMS} ('rms': products of channel-RMS-normalised "
+                             f"operands, bounded; 'none': the unbounded products), got '{pssa_norm}'")
+        attn_bn_gamma = float(attn_bn_gamma)
+        if not np.isfinite(attn_bn_gamma):
+            raise ValueError(f"attn_bn_gamma must be a finite number (1: plain BN, 0: silent branch), got {attn_bn_gamma}")
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be >= 1, got {in_channels}, {out_channels}")
         self.in_channels = in_channels
@@ -212,6 +250,8 @@ class XVolution(nn.Cell):
         self.padding = kernel_size // 2
         self.attn = attn
         self.pssa_form = pssa_form if attn == "pssa" else None
+        self.pssa_norm = pssa_norm if attn == "pssa" else None
+        self.norm_eps = 1e-6
         self.deployed = False
         k, p = kernel_size, kernel_size // 2
         self.conv = nn.Conv2d(in_channels, out_channels, k, stride, pad_mode="pad", padding=p, has_bias=False)
@@ -242,6 +282,9 @@ class XVolution(nn.Cell):
             self.key = nn.Conv2d(in_channels, out_channels, 1, has_bias=False)
             self.value = nn.Conv2d(in_channels, out_channels, 1, has_bias=False)
         self.attn_bn = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum)
+        self.attn_bn_gamma = attn_bn_gamma
+        if attn_bn_gamma != 1.0:
+            self.attn_bn.gamma.set_data(Tensor(np.full((out_channels,), attn_bn_gamma, np.float32)))
         self.init_attention()
 
     def init_attention(self) -> None:
@@ -256,18 +299,25 @@ class XVolution(nn.Cell):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
              f"attn={self.attn}, deployed={self.deployed}")
         if self.attn == "pssa":
-            s += f", pssa_form={self.pssa_form}, offsets={self.offsets}"
+            s += f", pssa_form={self.pssa_form}, pssa_norm={self.pssa_norm}, offsets={self.offsets}"
         else:
             s += f", num_heads={self.num_heads}"
         return s
 
     # ----------------------------------------------------------------------------------------- branches
+    def pssa_operand(self, x):
+        """The map whose products form the dynamic weights: ``unit_rms(x)`` (``pssa_norm='rms'``) or ``x``."""
+        return unit_rms(x, self.norm_eps) if self.pssa_norm == "rms" else x
+
     def pssa_features(self, x):
-        """``concat(x * S_d(x) for every offset d)``: (N, D*C, H, W), direction-major."""
-        return ops.concat(tuple(x * shift2d(x, o[0], o[1]) for o in self.offsets), 1)
+        """The transformed maps, (N, D*C, H, W), direction-major: ``concat(u * S_d(u))`` for the ``'attention'``
+        form's coefficients, ``concat(x * S_d(u))`` for the ``'dense'`` form (``u`` = :meth:`pssa_operand`)."""
+        u = self.pssa_operand(x)
+        left = u if self.pssa_form == "attention" else x
+        return ops.concat(tuple(left * shift2d(u, o[0], o[1]) for o in self.offsets), 1)
 
     def pssa_coefficients(self, x):
-        """``a_d(x0) = C^-1/2 sum_c w[d, c] x_c(x0) S_d(x)_c(x0)`` on the conv grid: (N, D, Ho, Wo)."""
+        """``a_d(x0) = C^-1/2 sum_c w[d, c] u_c(x0) S_d(u)_c(x0)`` on the conv grid: (N, D, Ho, Wo)."""
         return self.attn_logit(self.pssa_features(x)) * self.logit_scale
 
     def pssa_attention(self, x):
@@ -291,6 +341,8 @@ class XVolution(nn.Cell):
             hw = h * w
             return 2 * n * self.out_channels * ho * wo * hw          # q k^T and a v, every head
         macs = n * self.num_shifts * c * h * w                        # x * S_d(x)
+        if self.pssa_norm == "rms":
+            macs += 2 * n * c * h * w                                 # sum_c x^2, x / rms
         if self.pssa_form == "attention":
             macs += n * self.num_shifts * self.out_channels * ho * wo # sum_d a_d * S_d(V x)
         return macs
@@ -427,8 +479,9 @@ class XVolution(nn.Cell):
                 kern[:, :, :, p + dy, p + dx] += m[None, :, :, None, None] * a[:, d][:, None, None]
             return Tensor(kern.astype(np.float32))
         wa = w[:, c:].reshape(o, self.num_shifts, c, k, k)
+        us = xs / np.sqrt((xs * xs).mean(1, keepdims=True) + self.norm_eps) if self.pssa_norm == "rms" else xs
         for d, (dy, dx) in enumerate(self.offsets):
-            sd = np.roll(xs, (-dy, -dx), axis=(2, 3))                   # S_d(x)[h, w] = x[h + dy, w + dx]
+            sd = np.roll(us, (-dy, -dx), axis=(2, 3))                   # S_d(u)[h, w] = u[h + dy, w + dx]
             sdp = np.pad(sd, ((0, 0), (0, 0), (p, p), (p, p)))
             for i in range(k):
                 for j in range(k):

@@ -40,13 +40,14 @@ default_cfgs = {
 
 
 def xvolution_layer(kernel_size: int = 3, attn: str = "pssa", directions=4, shift=1,
-                    num_heads: Optional[int] = None, pssa_form: str = "attention"):
+                    num_heads: Optional[int] = None, pssa_form: str = "attention", pssa_norm: str = "rms",
+                    attn_bn_gamma: float = 1.0):
     """A spatial-layer factory for the shared ResNet: ``XVolution(in, width, kernel_size, stride, attn, ...)``."""
 
     def build(width: int, stride: int, dilation: int, in_channels: Optional[int] = None) -> nn.Cell:
         return XVolution(width if in_channels is None else in_channels, width, kernel_size, stride, attn=attn,
                          directions=directions, shift=shift, num_heads=num_heads, dilation=dilation,
-                         pssa_form=pssa_form)
+                         pssa_form=pssa_form, pssa_norm=pssa_norm, attn_bn_gamma=attn_bn_gamma)
 
     return build
 
@@ -60,6 +61,10 @@ class XVolutionResNet(ResNet):
         pssa_form: ``'attention'`` (default: the paper's operator, the plain conv's cost plus a few MACs per
             pixel) or ``'dense'`` (the first version: a dense k x k conv over the D shifted products, (1 + D) x
             the conv's cost), see :class:`~convattn.layers.XVolution`.
+        pssa_norm: ``'rms'`` (default: PSSA's products take channel-RMS-normalised operands, which bounds the
+            dynamic weights; a fresh network's eval-mode logits stay those of a ResNet) or ``'none'`` (unbounded:
+            a fresh ResNet-34 gives NaN at 224^2 in eval mode), see :class:`~convattn.layers.XVolution`.
+        attn_bn_gamma: initial scale of every attention branch's BatchNorm (1 default; 0 starts as the ResNet).
         kernel_size, directions, shift, num_heads: passed to :class:`~convattn.layers.XVolution`.
         Everything else: :class:`~convattn.models.resnet.ResNet` (``layers``, ``block``, ``num_classes``, ...).
     """
@@ -67,14 +72,15 @@ class XVolutionResNet(ResNet):
     def __init__(self, layers: Sequence[int] = (3, 4, 6, 3), block: str = "bottleneck",
                  xvol_stages: Sequence[int] = (3,), attn: str = "pssa", kernel_size: int = 3,
                  directions: Union[int, Sequence[Tuple[int, int]]] = 4, shift: Union[int, Sequence[int]] = 1,
-                 num_heads: Optional[int] = None, pssa_form: str = "attention", **kwargs) -> None:
+                 num_heads: Optional[int] = None, pssa_form: str = "attention", pssa_norm: str = "rms",
+                 attn_bn_gamma: float = 1.0, **kwargs) -> None:
         stages = tuple(sorted({int(s) for s in xvol_stages}))
         if not stages or any(s not in (1, 2, 3, 4) for s in stages):
             raise ValueError(f"xvol_stages must be a non-empty subset of stages 1, 2, 3, 4 (layer1..layer4), "
                              f"got {tuple(xvol_stages)}")
         if "spatial_layer" in kwargs:
             raise TypeError("XVolutionResNet builds its own spatial layers; use xvol_stages / attn / kernel_size")
-        xv = xvolution_layer(kernel_size, attn, directions, shift, num_heads, pssa_form)
+        xv = xvolution_layer(kernel_size, attn, directions, shift, num_heads, pssa_form, pssa_norm, attn_bn_gamma)
         factories = tuple(xv if s in stages else conv3x3_layer for s in (1, 2, 3, 4))
         super().__init__(layers=layers, spatial_layer=factories, block=block, **kwargs)
         for _, cell in self.cells_and_names():       # undo the ResNet's Kaiming re-draw of the coefficient convs
@@ -83,6 +89,7 @@ class XVolutionResNet(ResNet):
         self.xvol_stages = stages
         self.attn = attn
         self.pssa_form = pssa_form if attn == "pssa" else None
+        self.pssa_norm = pssa_norm if attn == "pssa" else None
         self.deployed = False
 
     def switch_to_deploy(self) -> "XVolutionResNet":
