@@ -19,14 +19,15 @@ import platform
 import sys
 from typing import Optional
 
-__all__ = ["apply_cpu_defaults", "cpu_default_reason", "ONEDNN_ISA_VAR", "ONEDNN_ISA_DEFAULT"]
+__all__ = ["apply_cpu_defaults", "cpu_default_reason", "cpu_flags", "ONEDNN_ISA_VAR", "ONEDNN_ISA_DEFAULT"]
 
 ONEDNN_ISA_VAR = "ONEDNN_MAX_CPU_ISA"
 ONEDNN_ISA_DEFAULT = "AVX2"
 _SAID = {"done": False}
 
 
-def _cpu_flags():
+def cpu_flags() -> set:
+    """The CPU feature flags of /proc/cpuinfo (empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -42,7 +43,7 @@ def cpu_default_reason(flags=None, machine: Optional[str] = None) -> Optional[st
     machine = (machine or platform.machine()).lower()
     if machine not in ("x86_64", "amd64"):
         return None
-    flags = _cpu_flags() if flags is None else set(flags)
+    flags = cpu_flags() if flags is None else set(flags)
     if "avx512f" not in flags:
         return None
     return "AVX-512 CPU: oneDNN 3.10 runs k>1 convolutions on its reference kernel above AVX2"

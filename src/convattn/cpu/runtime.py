@@ -37,6 +37,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Tuple
 
+from .._env import cpu_flags  # the one /proc/cpuinfo reader (re-exported here for the backend)
+
 __all__ = ["KernelRuntime", "runtime", "set_threads", "backend_enabled", "cache_dir", "cpu_flags", "KERNEL_DIR",
            "MIN_GCC", "SELFTEST_VALUE", "FileLock", "unload_library"]
 
@@ -53,16 +55,6 @@ def backend_enabled() -> bool:
     """False when ``CONVATTN_FUSED_KERNELS`` turns the CPU backend off (``0``, ``false``, ``off``, ``no``)."""
     return os.environ.get(BACKEND_VAR, "1").strip().lower() not in ("0", "false", "off", "no")
 
-
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def cache_dir() -> str:
