@@ -14,10 +14,12 @@ from ..utils.cli import ArgumentParser
 from ..utils.readme import replace_marked_block
 from .ascend_audit import (REPRESENTATIVES, SMALL_CONFIGS, audit_and_train_small, audit_model, digits_table,
                            findings, load_results, model_table, primitive_table, save_results, summary_table)
+from ..utils.errors import command
 
 __all__ = ["main"]
 
 
+@command
 def main(argv=None) -> int:
     from .. import apply_cpu_defaults
 

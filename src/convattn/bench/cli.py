@@ -5,6 +5,7 @@ import sys
 from ..layers.targets import resolve_target
 from ..utils.cli import ArgumentParser, argument_type
 from .harness import DEFAULT_SUITE, BenchConfig, environment, resolve_models, run_suite, write_reports
+from ..utils.errors import command
 
 __all__ = ["main", "build_parser", "device_available"]
 
@@ -44,6 +45,7 @@ def device_available(target: str) -> bool:
     return {"CPU": dc.cpu, "GPU": dc.gpu, "Ascend": dc.ascend}[target].is_available()
 
 
+@command
 def main(argv=None) -> int:
     from .. import apply_cpu_defaults
 

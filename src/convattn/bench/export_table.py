@@ -24,6 +24,7 @@ from ..models import create_model, list_models, small_instance_kwargs
 from ..utils.cli import ArgumentParser
 from ..utils.params import count_parameters
 from ..utils.readme import replace_marked_block
+from ..utils.errors import command
 
 __all__ = ["main", "build_parser"]
 
@@ -49,6 +50,7 @@ def build_parser() -> ArgumentParser:
     return ap
 
 
+@command
 def main(argv=None) -> int:
     from .. import apply_cpu_defaults
 

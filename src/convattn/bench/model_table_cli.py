@@ -10,6 +10,7 @@ from ..models import list_models
 from ..utils.cli import ArgumentParser
 from ..utils.readme import replace_marked_block
 from .model_table import markdown_table, model_rows
+from ..utils.errors import command
 
 __all__ = ["main", "build_parser"]
 
@@ -22,6 +23,7 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+@command
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     names = sorted({n for pat in args.patterns for n in list_models(pat)})

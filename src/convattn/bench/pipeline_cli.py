@@ -5,6 +5,7 @@ import sys
 
 from ..utils.cli import ArgumentParser
 from .pipeline import PIPELINES, run_pipeline_bench, write_fake_imagenet, write_pipeline_reports
+from ..utils.errors import command
 
 __all__ = ["bench_main", "generate_main", "bench_parser", "generate_parser"]
 
@@ -23,6 +24,7 @@ def generate_parser() -> ArgumentParser:
     return p
 
 
+@command
 def generate_main(argv=None) -> int:
     args = generate_parser().parse_args(argv)
     try:
@@ -52,6 +54,7 @@ def bench_parser() -> ArgumentParser:
     return p
 
 
+@command
 def bench_main(argv=None) -> int:
     from .. import apply_cpu_defaults
 

@@ -17,6 +17,7 @@ from ..layers.targets import FORMULATIONS, TARGETS
 from ..models import create_model, is_model, small_instance_kwargs
 from ..utils.cli import ArgumentParser
 from ..utils.readme import replace_marked_block
+from ..utils.errors import command
 
 __all__ = ["main", "build_parser", "target_table", "check", "FAMILIES"]
 
@@ -97,6 +98,7 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+@command
 def main(argv=None) -> int:
     from .. import apply_cpu_defaults
 

@@ -2,6 +2,7 @@
 import sys
 
 from ..utils.cli import ArgumentParser, parse_model_kwargs
+from ..utils.errors import command
 
 
 def build_parser() -> ArgumentParser:
@@ -19,6 +20,7 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+@command
 def main(argv=None) -> int:
     from .. import apply_cpu_defaults
 

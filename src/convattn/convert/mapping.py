@@ -12,6 +12,7 @@ import numpy as np
 
 from ..utils.state import StateReport, compare_shapes
 from .rules import ConversionRules, GENERIC
+from ..utils.errors import UserError
 
 __all__ = ["map_key", "map_state_dict", "ConversionError"]
 
@@ -20,7 +21,7 @@ _NORM_PARAMS = {"weight": "gamma", "bias": "beta"}
 _ALWAYS_DROP = re.compile(r"(^|\.)num_batches_tracked$")
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """The official checkpoint does not fit the requested convattn model."""
 
 

@@ -9,6 +9,7 @@ import sys
 from ..utils.cli import ArgumentParser
 from ..utils.readme import replace_marked_block
 from .parity import markdown_table, parity_rows
+from ..utils.errors import command
 
 __all__ = ["main", "build_parser"]
 
@@ -21,6 +22,7 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+@command
 def main(argv=None) -> int:
     from .. import apply_cpu_defaults
 

@@ -32,6 +32,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..utils.errors import UserError
+
 __all__ = ["CheckpointFormatError", "UnsafeCheckpointError", "load_pth",
            "extract_state_dict", "read_state_dict"]
 
@@ -40,7 +42,7 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 
 
-class CheckpointFormatError(ValueError):
+class CheckpointFormatError(UserError, ValueError):
     """The file is not a PyTorch checkpoint, or it is truncated or corrupt."""
 
 

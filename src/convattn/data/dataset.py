@@ -25,13 +25,15 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..utils.errors import UserError
+
 __all__ = ["IMG_EXTENSIONS", "CorruptImageError", "list_image_folder", "ImageFolderSource", "create_loader"]
 
 _logger = logging.getLogger("convattn.data")
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".jpe")
 
 
-class CorruptImageError(RuntimeError):
+class CorruptImageError(UserError, RuntimeError):
     """An image file that cannot be decoded; the message names its path."""
 
 

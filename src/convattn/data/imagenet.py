@@ -20,13 +20,14 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from .dataset import IMG_EXTENSIONS
+from ..utils.errors import UserError
 
 __all__ = ["ValLayoutError", "read_val_labels", "plan_val_layout", "make_val_layout", "VAL_LAYOUT_SCRIPT"]
 
 VAL_LAYOUT_SCRIPT = "scripts/imagenet_val_layout.py"
 
 
-class ValLayoutError(ValueError):
+class ValLayoutError(UserError, ValueError):
     """The flat folder and the label file do not fit together (the message says how)."""
 
 

@@ -4,6 +4,7 @@ import sys
 
 from ..utils.cli import ArgumentParser
 from .imagenet import ValLayoutError, make_val_layout
+from ..utils.errors import command
 
 __all__ = ["main", "build_parser"]
 
@@ -24,6 +25,7 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+@command
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+from ..utils.errors import UserError
 
 __all__ = ["export_model", "ExportError", "ExportVerificationError", "ExportResult", "FORMATS", "TOLERANCES",
            "parse_formats", "weights_sha256"]
@@ -42,11 +43,11 @@ OUTPUT_NAME = "logits"
 ONNX_OPSET = 11  # what mindspore.onnx.export 2.10 writes
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """The export request cannot be carried out (bad model/checkpoint/format/path/size)."""
 
 
-class ExportVerificationError(RuntimeError):
+class ExportVerificationError(UserError, RuntimeError):
     """The exported artifact does not reproduce the network within the tolerance (nothing was kept)."""
 
 

@@ -16,11 +16,12 @@ import os
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
+from ..utils.errors import UserError
 
 __all__ = ["Predictor", "InferError", "list_images", "write_predictions"]
 
 
-class InferError(ValueError):
+class InferError(UserError, ValueError):
     """The request cannot be carried out (missing inputs, no model name, bad sidecar, ...)."""
 
 

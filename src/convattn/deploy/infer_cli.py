@@ -3,6 +3,7 @@ import sys
 
 from ..layers.targets import resolve_target
 from ..utils.cli import ArgumentParser, argument_type
+from ..utils.errors import command
 
 __all__ = ["main", "build_parser"]
 
@@ -35,6 +36,7 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+@command
 def main(argv=None) -> int:
     from .. import apply_cpu_defaults
 

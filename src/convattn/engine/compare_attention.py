@@ -21,6 +21,7 @@ import time
 
 from ..utils.cli import ArgumentParser
 from ..utils.plot import Panel, line_panels
+from ..utils.errors import command
 
 __all__ = ["main", "build_parser", "recipe", "markdown", "plot", "SMALL", "FAMILIES", "VARIANTS"]
 
@@ -110,6 +111,7 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+@command
 def main(argv=None) -> int:
     from .. import apply_cpu_defaults
 

@@ -18,13 +18,16 @@ from typing import Any, Dict, List, Optional, Sequence
 import yaml
 
 from ..utils.cli import ArgumentParser, parse_model_kwargs
+from ..utils.errors import UserError
 
 __all__ = ["ConfigError", "Config", "SCHEMA", "GROUPS", "load_config", "parse_cli", "validate", "dump_config",
            "format_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad config key or value; the message names the key, the problem and the fix."""
+
+    exit_code = 2
 
 
 # (key, default, type(s), help). Types: 'int', 'float', 'bool', 'str', 'list', 'dict', with '?' = may be null.

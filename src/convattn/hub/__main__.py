@@ -7,6 +7,7 @@
 import sys
 
 from ..utils.cli import ArgumentParser
+from ..utils.errors import command
 
 __all__ = ["main", "weights_table"]
 
@@ -50,6 +51,7 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+@command
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "list":

@@ -14,9 +14,11 @@ import numpy as np
 
 from ..layers.targets import map_between_forms
 from ..utils.state import compare_shapes
+from ..utils.errors import UserError
 
-__all__ = ["load_checkpoint", "read_checkpoint", "map_checkpoint_forms", "CheckpointMismatchError", "WeightsError",
-           "TRAINING_STATE_PREFIXES", "OFFICIAL_SUFFIXES", "is_official_checkpoint"]
+__all__ = ["load_checkpoint", "read_checkpoint", "map_checkpoint_forms", "CheckpointMismatchError",
+           "UnreadableCheckpointError", "WeightsError", "TRAINING_STATE_PREFIXES", "OFFICIAL_SUFFIXES",
+           "is_official_checkpoint"]
 
 # file names create_model(pretrained=...) reads as official PyTorch checkpoints (converted on the fly); anything else
 # is a MindSpore .ckpt
@@ -38,11 +40,18 @@ TRAINING_STATE_PREFIXES = (
 )
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """The checkpoint does not fit the network (another variant or another model)."""
 
 
-class WeightsError(RuntimeError):
+class UnreadableCheckpointError(CheckpointMismatchError):
+    """The file is not a MindSpore checkpoint at all (junk, truncated, another format)."""
+
+    def __str__(self) -> str:  # the message with its hint, for callers that print str(exc)
+        return f"{self.args[0]}. {self.hint[0].upper()}{self.hint[1:]}" if self.hint else super().__str__()
+
+
+class WeightsError(UserError, RuntimeError):
     """Official pretrained weights could not be provided (never released, manual-only, offline with an empty cache,
     a failed download, a wrong hash); the message says why and what to do. Raised by :mod:`convattn.hub`."""
 
@@ -54,11 +63,10 @@ def read_checkpoint(path: str) -> Dict:
     try:
         return ms.load_checkpoint(path)
     except Exception as exc:  # MindSpore raises ValueError/RuntimeError for non-ckpt files
-        raise CheckpointMismatchError(
-            f"'{path}' is not a readable MindSpore checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0]}). "
-            "For an official PyTorch checkpoint, pass it with its .pth/.pth.tar name (create_model converts it on the "
-            "fly) or convert it first: python -m convattn.convert --model NAME SRC DST"
-        ) from exc
+        raise UnreadableCheckpointError(
+            f"'{path}' is not a readable MindSpore checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0]})",
+            hint="for an official PyTorch checkpoint, pass it with its .pth/.pth.tar name (create_model converts it "
+                 "on the fly) or convert it first: python -m convattn.convert --model NAME SRC DST") from exc
 
 
 def map_checkpoint_forms(data: Dict, *cells) -> List[str]:

@@ -50,6 +50,9 @@ class ArgumentParser(argparse.ArgumentParser):
         epilog = kwargs.get("epilog")
         kwargs["epilog"] = f"{epilog}\n\n{ALIAS_NOTE}" if epilog else ALIAS_NOTE
         super().__init__(*args, **kwargs)
+        if self.add_help:  # read by convattn.utils.errors.command, the one error path of every tool
+            super().add_argument("--debug", action="store_true",
+                                 help="on a failure, print the full traceback (default: one error line)")
 
     def add_argument(self, *names, **kwargs):
         return super().add_argument(*(canonical_flag(n) for n in names), **kwargs)
