@@ -152,10 +152,18 @@ def test_trainer_accumulation_and_resume(digits16, tmp_path, capsys):
     again = _weights(tmp_path / "resumed" / "deit_tiny-1_4.ckpt")
     for k in acc:
         np.testing.assert_allclose(again[k], acc[k], rtol=0, atol=1e-6, err_msg=k)
-    # a checkpoint inside a window (micro-batch 1 of windows of 2) or counted with another window size is refused
+    # a checkpoint inside a window (micro-batch 1 of windows of 2), or inside an epoch counted with another window
+    # size, is refused naming what differs; at an epoch's end another window size continues (schedule recomputed)
     with pytest.raises(ValueError, match="inside an accumulation window of 2"):
         _train(digits16, tmp_path / "x", batch_size=16, accumulation_steps=2, max_steps_per_epoch=2,
                resume=str(tmp_path / "big" / "deit_tiny-1_1.ckpt"))
-    with pytest.raises(ValueError, match="written with accumulation_steps 1 and this run has 2"):
-        _train(digits16, tmp_path / "y", batch_size=16, accumulation_steps=2, max_steps_per_epoch=2,
-               resume=str(tmp_path / "big" / "deit_tiny-1_2.ckpt"))
+    with pytest.raises(ValueError, match=r"stops inside epoch 1 .* accumulation_steps 2 \(this run: 1\)"):
+        _train(digits16, tmp_path / "y", batch_size=8, accumulation_steps=1, max_steps_per_epoch=5,
+               resume=str(tmp_path / "acc" / "deit_tiny-1_2.ckpt"))
+    assert not (tmp_path / "y" / "config.yaml").exists()  # a refused start writes nothing
+    out = _train(digits16, tmp_path / "big", batch_size=8, accumulation_steps=2, max_steps_per_epoch=4, epochs=2,
+                 resume=str(tmp_path / "big" / "deit_tiny-1_2.ckpt"), ckpt_dir=str(tmp_path / "big"))
+    assert math.isfinite(out["top1"])
+    longer = ms.load_checkpoint(str(tmp_path / "big" / "deit_tiny-2_4.ckpt"))
+    assert int(longer["train.epoch"].asnumpy()) == 2 and int(longer["train.global_step"].asnumpy()) == 2 + 2
+    assert "the lr schedule is recomputed" in capsys.readouterr().out

@@ -195,12 +195,14 @@ class CheckpointCallback(Callback):
     * at the end of every ``cfg.ckpt_interval``-th epoch and of the last one.
 
     A checkpoint's metadata: ``train.epoch``, ``train.step`` (micro-batches of the epoch), ``train.global_step``
-    (optimizer steps), ``train.best_acc``, ``train.accumulation_steps``."""
+    (optimizer steps), ``train.best_acc``, ``train.accumulation_steps``, ``train.steps_per_epoch`` (micro-batches)
+    and ``train.epochs`` (the run's planned length; what ``--resume`` compares to say what changed)."""
 
     def meta(self, state: TrainState, epoch: int, step: int, opt_step: int) -> Dict:
         # "train." prefix: the optimizer owns a parameter named global_step
         return {"train.epoch": epoch, "train.step": step, "train.global_step": opt_step,
-                "train.best_acc": float(state.best_acc), "train.accumulation_steps": state.accum}
+                "train.best_acc": float(state.best_acc), "train.accumulation_steps": state.accum,
+                "train.steps_per_epoch": state.steps_per_epoch, "train.epochs": state.cfg.epochs}
 
     def on_step_end(self, state):
         every = state.cfg.ckpt_steps

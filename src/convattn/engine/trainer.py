@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import mindspore as ms
@@ -28,20 +28,23 @@ from ..utils.params import count_parameters, format_params
 from .checkpoint import CheckpointManager
 from .callbacks import (Callback, CallbackList, CheckpointCallback, EMAWeightsCallback, EvaluateCallback,
                         LoggingCallback, TrainState, log_line as _print)
-from .config import Config, dump_config, format_config
+from .config import Config, ConfigError, dump_config, format_config
 from .ema import EMA
 from .losses import SoftTargetCrossEntropy
 from .optim import create_optimizer
 from .scheduler import build_lr_schedule
 from .step import build_train_step, mixed_precision
+from ..utils.errors import UserError, check_writable_dir
 
 __all__ = ["TrainingDiverged", "setup_context", "build_model", "build_loaders", "train", "evaluate", "weights_digest"]
 
 _log = logging.getLogger("convattn.train")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN/Inf; the last good checkpoint was left untouched."""
+
+    exit_code = 3
 
 
 # --------------------------------------------------------------------------------------------- setup
@@ -151,7 +154,7 @@ def build_loaders(cfg: Config, data_cfg: dict, rank: int, size: int):
     workers = 1 if cfg.deterministic else cfg.num_parallel_workers
     train_root = os.path.join(cfg.data_dir, cfg.train_split)
     val_root = os.path.join(cfg.data_dir, cfg.val_split)
-    _, class_to_idx, _ = list_image_folder(train_root)
+    train_samples, class_to_idx, _ = list_image_folder(train_root)
     if os.path.isdir(val_root):  # a flat or foreign val tree fails now, not after the first epoch
         list_image_folder(val_root, class_to_idx)
     if len(class_to_idx) != cfg.num_classes:
@@ -174,6 +177,7 @@ def build_loaders(cfg: Config, data_cfg: dict, rank: int, size: int):
                                       class_to_idx=class_to_idx, **shards)
         return dataset
 
+    make_train.num_samples = len(train_samples)  # known from the listing, before any dataset is built
     return make_train, make_val, class_to_idx
 
 
@@ -242,32 +246,91 @@ def _state_params(net, optimizer, ema, scaler) -> list:
     return out
 
 
-def _load_state(path: str, net, optimizer, ema, scaler, accum: int = 1) -> dict:
-    from ..models.helpers import map_checkpoint_forms, read_checkpoint
-    data = read_checkpoint(path)
-    if "train.epoch" not in data:
-        raise ValueError(f"{path} is not a convattn training checkpoint (no 'train.epoch'); to start from "
-                         "these weights use --pretrained instead of --resume")
-    _check_resume_window(path, data, accum)  # before anything is loaded into the network
+# optimizer state that describes the schedule, not the training so far: recomputed for the resumed run's length
+_SCHEDULE_KEYS = ("learning_rate", "global_step")
+
+
+class ResumeError(UserError, ValueError):
+    """A checkpoint that cannot continue this run as configured; the message names what differs."""
+
+    exit_code = 2
+
+
+def _load_state(path: str, data: dict, net, optimizer, ema, scaler) -> None:
+    """Load a training checkpoint ``data`` (read from ``path``, its position checked by :func:`resume_position`)."""
+    from ..models.helpers import map_checkpoint_forms
     map_checkpoint_forms(data, net, optimizer, ema)  # written by another formulation (e.g. on another device)
     not_loaded, _ = ms.load_param_into_net(net, data, strict_load=True)
     if not_loaded:
-        raise ValueError(f"{path} lacks network parameters {not_loaded[:5]}: it was written for another model "
-                         "or model_kwargs")
-    ms.load_param_into_net(optimizer, data, strict_load=True)
+        raise ResumeError(f"{path} lacks network parameters {not_loaded[:5]}: it was written for another model "
+                          "or model_kwargs")
+    state = {k: v for k, v in data.items() if k not in _SCHEDULE_KEYS}
+    ms.load_param_into_net(optimizer, state, strict_load=True)
     if ema is not None:
         ms.load_param_into_net(ema, data)
     if scaler is not None and "loss_scale.scale_value" in data:
         scaler.scale_value.set_data(data["loss_scale.scale_value"].data)
         scaler.counter.set_data(data["loss_scale.counter"].data)
-    meta = {}
-    for k in ("epoch", "step", "global_step", "best_acc"):
-        key = "train." + k
+
+
+def resume_position(path: str, data: dict, steps_per_epoch: int, accum: int, epochs: int) -> dict:
+    """Where a training checkpoint continues this run: ``{'epoch', 'step', 'best_acc', 'finished', 'done',
+    'saved_epochs', 'notes'}`` (``notes``: lines saying what the run changed, e.g. a schedule recomputed for more
+    epochs or a new batch size). A run can take more (or fewer) epochs from any checkpoint, and another batch size,
+    device count or accumulation from a checkpoint written at the end of an epoch; anything else is a
+    :class:`ResumeError` naming what differs."""
+    if "train.epoch" not in data:
+        raise ResumeError(f"{path} is not a convattn training checkpoint (no 'train.epoch'); to start from these "
+                          "weights use --pretrained instead of --resume")
+
+    def read(key, default=None):
         if key not in data:
-            raise ValueError(f"{path} is not a convattn training checkpoint (no '{k}'); to start from these "
-                             "weights use --pretrained instead of --resume")
-        meta[k] = float(data[key].asnumpy()) if hasattr(data[key], "asnumpy") else float(data[key])
-    return meta
+            return default
+        value = data[key]
+        return float(value.asnumpy()) if hasattr(value, "asnumpy") else float(value)
+
+    epoch, step, gstep = int(read("train.epoch")), int(read("train.step", 0)), int(read("train.global_step", 0))
+    saved_accum = int(read("train.accumulation_steps", 1))
+    best = read("train.best_acc", -1.0)
+    saved_spe = read("train.steps_per_epoch")
+    saved_epochs = read("train.epochs")
+    lr = data.get("learning_rate")
+    if saved_spe is None:  # written before the key existed: same length as this run, or the epoch's end
+        saved_spe = steps_per_epoch
+        if gstep != (epoch - 1) * (steps_per_epoch // accum) + step // max(saved_accum, 1) and step and \
+                gstep == epoch * (step // max(saved_accum, 1)):
+            saved_spe = step
+    saved_spe = int(saved_spe)
+    if saved_epochs is None and lr is not None and saved_spe:
+        saved_epochs = round(int(lr.shape[0]) / max(saved_spe // max(saved_accum, 1), 1))
+    at_end = step >= saved_spe
+    notes = []
+    if not at_end:
+        if step % accum:
+            raise ResumeError(f"{path} stops after micro-batch {step} of its epoch, inside an accumulation window of "
+                              f"{accum} micro-batches (a partial gradient sum is never saved); resume from a "
+                              f"checkpoint written at a window boundary, or with --accumulation_steps {saved_accum}")
+        if saved_accum != accum or saved_spe != steps_per_epoch:
+            what = (f"accumulation_steps {saved_accum} (this run: {accum})" if saved_accum != accum else
+                    f"{saved_spe} micro-batches per epoch (this run: {steps_per_epoch}; batch_size or the device "
+                    f"count changed)")
+            raise ResumeError(f"{path} stops inside epoch {epoch} (micro-batch {step}) of a run with {what}: the rest "
+                              f"of that epoch cannot be replayed. Resume with the run's settings, or from the "
+                              f"checkpoint at the end of epoch {epoch - 1} or {epoch}", hint=None)
+        start_epoch, start_step = epoch, step
+    else:
+        start_epoch, start_step = epoch + 1, 0
+        if saved_spe != steps_per_epoch or saved_accum != accum:
+            notes.append(f"note: {steps_per_epoch} micro-batches per epoch with accumulation_steps {accum} (the run "
+                         f"had {saved_spe} with {saved_accum}): batch size, device count or accumulation changed; "
+                         f"the lr schedule is recomputed for this run's length")
+    done = epoch if at_end else epoch - 1
+    finished = start_epoch > epochs
+    if saved_epochs is not None and int(saved_epochs) != epochs and not finished:
+        notes.append(f"note: the lr schedule is recomputed for {epochs} epochs (the run was planned for "
+                     f"{int(saved_epochs)}); it continues from epoch {start_epoch}")
+    return {"epoch": start_epoch, "step": start_step, "best_acc": best, "finished": finished, "done": done,
+            "saved_epochs": None if saved_epochs is None else int(saved_epochs), "notes": notes}
 
 
 def _describe_init(cfg: Config, report: dict) -> str:
@@ -282,30 +345,37 @@ def _describe_init(cfg: Config, report: dict) -> str:
 
 def _prepare(cfg: Config):
     """Everything before the first step: context, data, model, optimizer, train step, resume. Returns
-    (state, make_train, make_val, mixup, train_step)."""
+    (state, make_train, make_val, mixup, train_step), or None when ``--resume`` finds the run already finished.
+
+    Nothing of the run folder is written before every check has passed (a failed start leaves config.yaml,
+    class_names.json and the checkpoints as they were)."""
     from ..data import Mixup, resolve_data_cfg
     from ..models import get_model_cfg
+    from ..models.helpers import read_checkpoint
 
     rank, size = setup_context(cfg)
     distributed = size > 1
-    os.makedirs(cfg.ckpt_dir, exist_ok=True)
+    if rank == 0:
+        check_writable_dir(cfg.ckpt_dir, "checkpoint folder (ckpt_dir)")
     prepare_data_dir(cfg, rank)
     data_cfg = resolve_data_cfg(cfg, get_model_cfg(cfg.model))
     make_train, make_val, class_to_idx = build_loaders(cfg, data_cfg, rank, size)
-    if rank == 0:  # the training tree's class names beside the checkpoints, for scripts/infer.py
-        from ..data.class_names import write_class_names
-        write_class_names(cfg.ckpt_dir, class_to_idx)
+    per_rank = make_train.num_samples // size
+    if per_rank < cfg.batch_size:
+        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the training set ({make_train.num_samples} "
+                          f"images{f' over {size} devices: {per_rank} each' if size > 1 else ''}): no full batch; "
+                          f"lower batch_size")
     steps_per_epoch = make_train(0).get_dataset_size()
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     if steps_per_epoch < 1:
-        raise ValueError(f"the training set gives no full batch of {cfg.batch_size} per device; lower batch_size")
+        raise ConfigError(f"the training set gives no full batch of {cfg.batch_size} per device; lower batch_size")
     # gradient accumulation: an epoch is steps_per_epoch micro-batches, opt_steps optimizer steps (the lr schedule,
     # ckpt_steps and the checkpoints' global step count optimizer steps); a last incomplete window is not trained
     accum = cfg.accumulation_steps
     if steps_per_epoch < accum:
-        raise ValueError(f"accumulation_steps {accum} exceeds the {steps_per_epoch} micro-batches of {cfg.batch_size} "
-                         f"per device in an epoch; lower accumulation_steps or batch_size")
+        raise ConfigError(f"accumulation_steps {accum} exceeds the {steps_per_epoch} micro-batches of "
+                          f"{cfg.batch_size} per device in an epoch; lower accumulation_steps or batch_size")
     dropped = steps_per_epoch % accum
     steps_per_epoch -= dropped
     opt_steps = steps_per_epoch // accum
@@ -313,14 +383,30 @@ def _prepare(cfg: Config):
     total_steps = opt_steps * cfg.epochs
     lrs = build_lr_schedule(cfg, opt_steps, global_batch)
 
+    # ---- resume: the checkpoint is read and its position checked before the network is built
+    manager = CheckpointManager(cfg.ckpt_dir, cfg.model, cfg.keep_checkpoint_max)
+    start_epoch, start_step, best_acc, resume_data, resume_path = 1, 0, -1.0, None, None
+    if cfg.resume:
+        resume_path = manager.latest() if cfg.resume == "auto" else cfg.resume
+        if resume_path is None:
+            _print(f"--resume auto: no checkpoint of {cfg.model} in {cfg.ckpt_dir}; starting from scratch", rank)
+        else:
+            resume_data = read_checkpoint(resume_path)
+            pos = resume_position(resume_path, resume_data, steps_per_epoch, accum, cfg.epochs)
+            if pos["finished"]:
+                _print(f"{cfg.ckpt_dir}: the run is finished ({resume_path} is the end of epoch {pos['done']} of "
+                       f"{pos['saved_epochs'] or pos['done']}; best top-1 {pos['best_acc']:.2f}%); nothing to train. "
+                       f"To train longer pass --epochs N with N > {pos['done']}", rank)
+                return None
+            start_epoch, start_step, best_acc = pos["epoch"], pos["step"], pos["best_acc"]
+
     net = build_model(cfg)
+    check = getattr(net, "check_input_size", None)
+    if check is not None:  # before any graph is compiled or data loaded
+        check(*(data_cfg["image_size"] if isinstance(data_cfg["image_size"], (tuple, list))
+                else (data_cfg["image_size"],) * 2))
     if net.load_report is not None:
         _print(_describe_init(cfg, net.load_report), rank)
-    if rank == 0:
-        shown = effective_config(cfg, data_cfg, net)
-        dump_config(shown, os.path.join(cfg.ckpt_dir, "config.yaml"))
-        _print(f"effective config (saved as {os.path.join(cfg.ckpt_dir, 'config.yaml')}):\n"
-               + format_config(shown).rstrip(), rank)
     n_params = count_parameters(net)
     optimizer = create_optimizer(cfg, net.trainable_params(), lrs)
     ema = EMA(net, cfg.ema_decay) if cfg.ema else None
@@ -336,20 +422,23 @@ def _prepare(cfg: Config):
                                   reducer=reducer, clip=cfg.clip_grad, ema=ema, jit=cfg.mode == 0)
     net, scaler = train_step.network, train_step.scaler
 
-    # ---- resume
-    manager = CheckpointManager(cfg.ckpt_dir, cfg.model, cfg.keep_checkpoint_max)
-    start_epoch, start_step, best_acc = 1, 0, -1.0
-    if cfg.resume:
-        path = manager.latest() if cfg.resume == "auto" else cfg.resume
-        if path is None:
-            _print(f"--resume auto: no checkpoint of {cfg.model} in {cfg.ckpt_dir}; starting from scratch", rank)
-        else:
-            meta = _load_state(path, net, optimizer, ema, scaler, accum)
-            start_epoch, start_step, best_acc = int(meta["epoch"]), int(meta["step"]), meta["best_acc"]
-            if start_step >= steps_per_epoch:
-                start_epoch, start_step = start_epoch + 1, 0
-            _print(f"resumed from {path}: epoch {start_epoch}, step {start_step}, global step "
-                   f"{int(meta['global_step'])}, lr {lrs[min(int(meta['global_step']), total_steps - 1)]:.3g}", rank)
+    if resume_data is not None:
+        _load_state(resume_path, resume_data, net, optimizer, ema, scaler)
+        position = (start_epoch - 1) * opt_steps + start_step // accum  # in this run's schedule
+        optimizer.global_step.set_data(ms.Tensor([position], optimizer.global_step.dtype))
+        _print(f"resumed from {resume_path}: epoch {start_epoch}, step {start_step}, global step {position}, "
+               f"lr {lrs[min(position, total_steps - 1)]:.3g}", rank)
+        for note in pos["notes"]:
+            _print(note, rank)
+
+    # every check passed: now the run folder is written
+    if rank == 0:
+        from ..data.class_names import write_class_names
+        write_class_names(cfg.ckpt_dir, class_to_idx)  # the training tree's class names, for scripts/infer.py
+        shown = effective_config(cfg, data_cfg, net)
+        dump_config(shown, os.path.join(cfg.ckpt_dir, "config.yaml"))
+        _print(f"effective config (saved as {os.path.join(cfg.ckpt_dir, 'config.yaml')}):\n"
+               + format_config(shown).rstrip(), rank)
 
     mixup = Mixup(cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob, cfg.num_classes,
                   cfg.label_smoothing, cfg.label_smoothing_mode)
@@ -381,7 +470,10 @@ def train(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
     (evaluation, EMA weights, checkpoints, logging) at every hook. Raises :class:`TrainingDiverged` on a
     non-finite loss, leaving the last good checkpoint in place."""
     extra = CallbackList([callbacks] if isinstance(callbacks, Callback) else callbacks)  # checked before set-up
-    state, make_train, make_val, mixup, train_step = _prepare(cfg)
+    prepared = _prepare(cfg)
+    if prepared is None:  # --resume on a finished run
+        return {"finished": True}
+    state, make_train, make_val, mixup, train_step = prepared
 
     def validate_net(s):
         return evaluate(s.net, make_val(), cfg.num_classes, s.distributed)
@@ -392,24 +484,50 @@ def train(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
     state.net.set_train(True)
     run_start = time.time()
     hooks.on_train_begin(state)
-    for epoch in range(state.start_epoch, cfg.epochs + 1):
-        state.epoch = epoch
-        dataset = make_train(epoch)
-        state.epoch_start = time.time()
-        hooks.on_epoch_begin(state)
-        first = state.start_step if epoch == state.start_epoch else 0
-        for step, (images, labels) in enumerate(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True),
-                                                start=1):
-            if step > state.steps_per_epoch:
-                break
-            if step <= first:
-                continue  # replays the augmentation RNG of the batches trained before the interruption
-            _train_one(state, train_step, mixup, step, images, labels)
-        state.epoch_time = time.time() - state.epoch_start
-        hooks.on_epoch_end(state)
+    try:
+        for epoch in range(state.start_epoch, cfg.epochs + 1):
+            state.epoch = epoch
+            dataset = make_train(epoch)
+            state.epoch_start = time.time()
+            hooks.on_epoch_begin(state)
+            first = state.start_step if epoch == state.start_epoch else 0
+            for step, (images, labels) in enumerate(dataset.create_tuple_iterator(num_epochs=1, output_numpy=True),
+                                                    start=1):
+                if step > state.steps_per_epoch:
+                    break
+                if step <= first:
+                    continue  # replays the augmentation RNG of the batches trained before the interruption
+                _train_one(state, train_step, mixup, step, images, labels)
+            state.epoch_time = time.time() - state.epoch_start
+            hooks.on_epoch_end(state)
+    except KeyboardInterrupt:
+        _print(f"interrupted at epoch {state.epoch}, step {state.step}; last checkpoint: "
+               f"{state.last_ckpt or '(none written yet)'}; continue with: {resume_command()}", state.rank)
+        raise
     state.total_time = time.time() - run_start
     hooks.on_train_end(state)
     return dict(state.metrics, best_top1=state.best_acc, time_s=state.total_time)
+
+
+def resume_command(argv: Optional[Sequence[str]] = None) -> str:
+    """The command line that continues this run: the one that started it, with ``--resume auto``."""
+    import shlex
+    import sys
+    argv = list(sys.argv if argv is None else argv)
+    out, skip = [], False
+    for tok in argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if tok in ("--resume", "--debug"):
+            skip = tok == "--resume"
+            continue
+        if tok.startswith("--resume="):
+            continue
+        out.append(tok)
+    prog = argv[0] if argv else "scripts/train.py"
+    head = ["python", prog] if prog.endswith(".py") else [os.path.basename(prog)]
+    return shlex.join(head + out + ["--resume", "auto"])
 
 
 def _train_one(state: TrainState, train_step, mixup, step: int, images, labels) -> None:
@@ -437,27 +555,6 @@ def _train_one(state: TrainState, train_step, mixup, step: int, images, labels) 
     state.callbacks.on_step_end(state)
 
 
-def _check_resume_window(path: str, data: dict, accum: int) -> None:
-    """Refuse a checkpoint whose position is inside an accumulation window or counted with another window size.
-
-    The partial gradient sum of a window is not checkpointed (the trainer saves only at window boundaries), and the
-    checkpoint's optimizer-step count indexes the lr schedule, which depends on accumulation_steps. ``data`` is the
-    checkpoint read by :func:`_load_state` (the file is read once)."""
-
-    def read(key, default):
-        value = data.get(key, default)
-        return int(value.asnumpy()) if hasattr(value, "asnumpy") else int(value)
-    step, saved = read("train.step", 0), read("train.accumulation_steps", 1)
-    if step % accum:
-        raise ValueError(f"{path} stops after micro-batch {step} of its epoch, inside an accumulation window of "
-                         f"{accum} micro-batches (a partial gradient sum is never saved); resume from a checkpoint "
-                         f"written at a window boundary, or with --accumulation_steps {saved}")
-    if saved != accum:
-        raise ValueError(f"{path} was written with accumulation_steps {saved} and this run has {accum}: its optimizer "
-                         f"step count (the lr schedule position) would not match this run's schedule; resume with "
-                         f"--accumulation_steps {saved}")
-
-
 def _has_stochastic_layers(net) -> bool:
     from ..layers import DropPath
     for _, cell in net.cells_and_names():
@@ -483,12 +580,15 @@ def run_eval(cfg: Config) -> dict:
         os.path.join(cfg.data_dir, cfg.train_split)) else (None, None, None)
     if make_val is None:
         make_val = _val_only_loader(cfg, data_cfg, rank, size)
-    from ..models.helpers import CheckpointMismatchError
+    from ..models.helpers import CheckpointMismatchError, UnreadableCheckpointError
     try:  # any formulation's checkpoint (e.g. trained on GPU, evaluated on Ascend); deploy: the one entry point
         net = build_model(cfg, pretrained=weights, load_args={"classifier": None, "use_ema": cfg.ema},
                           deploy=bool(cfg.deploy))
+    except UnreadableCheckpointError:
+        raise
     except CheckpointMismatchError as exc:
-        raise ValueError(f"{exc}\nCheck --model, --model_kwargs and --num_classes match the training config") from None
+        raise CheckpointMismatchError(str(exc), hint="check that --model, --model_kwargs and --num_classes match the "
+                                      "run that wrote the checkpoint (or pass -c RUN/config.yaml)") from None
     except ValueError as exc:
         if cfg.deploy and "no re-parameterisation" in str(exc):
             raise ValueError(f"--deploy: {cfg.model} has no switch_to_deploy() re-parameterisation; drop --deploy") \
