@@ -1,6 +1,4 @@
 """Command line of the exporter: ``python export/export.py`` (or ``python -m convattn.deploy``)."""
-import sys
-
 from ..layers.targets import resolve_target
 from ..utils.cli import ArgumentParser, argument_type
 from ..utils.errors import command
@@ -13,7 +11,11 @@ def build_parser() -> ArgumentParser:
         description="Export a registered convattn model to MINDIR and/or ONNX. Every artifact is loaded back "
                     "(mindspore.load + nn.GraphCell, onnxruntime), run on a fixed random batch and compared with "
                     "the network in eval mode; it is kept, with a JSON sidecar, only within the tolerance.")
-    p.add_argument("--model", required=True, help="registered model name (convattn.list_models())")
+    p.add_argument("-c", "--config", metavar="RUN/config.yaml",
+                   help="a training run's config.yaml: model, model_kwargs, class count, image size and preprocessing "
+                        "come from it (flags given as well override it); --ckpt defaults to the run's best checkpoint")
+    p.add_argument("--model", help="registered model name (convattn.list_models()); default: the run config's "
+                                   "(-c, or the config.yaml beside --ckpt)")
     p.add_argument("--ckpt", help="MindSpore .ckpt to export (convert official weights with python -m convattn.convert)")
     p.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="FILE",
                    help="instead of --ckpt: the model's official weights (bare flag; downloaded, verified and "
@@ -26,7 +28,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--fp16", action="store_true", help="half-precision weights and input")
     p.add_argument("--out", default="exported", help="output folder (default ./exported)")
     p.add_argument("--name", help="file stem (default: the model name, plus _fp16)")
-    p.add_argument("--model_kwargs", default="{}", help="create_model arguments as a YAML flow mapping (JSON works too), e.g. "
+    p.add_argument("--model_kwargs", default=None, help="create_model arguments as a YAML flow mapping (JSON works too), e.g. "
                         "'{depths: [1, 1, 1, 1], num_classes: 10}'")
     p.add_argument("--num_classes", type=int, help="class count (default: read from the checkpoint's classifier)")
     p.add_argument("--overwrite", action="store_true", help="replace existing artifacts once the new ones verify")
@@ -50,8 +52,8 @@ def main(argv=None) -> int:
     import convattn  # noqa: F401  (CPU defaults before MindSpore runs anything)
 
     from ..utils.cli import parse_model_kwargs
-    from ..models.helpers import WeightsError
-    from .export import ExportError, ExportVerificationError, export_model
+    from .export import export_model
+    from .run import load_run_config, run_checkpoint, run_config_beside, run_preprocessing
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -59,24 +61,36 @@ def main(argv=None) -> int:
         if args.target not in (None, "Ascend"):
             parser.error(f"--ascend means --target Ascend; it contradicts --target {args.target}: pass one of them")
         args.target = "Ascend"
-    try:
-        kwargs = parse_model_kwargs(args.model_kwargs)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        results = export_model(
-            args.model, ckpt=args.ckpt, fmt=args.format, out_dir=args.out, batch=args.batch,
-            image_size=args.image_size, dynamic_batch=args.dynamic_batch, fp16=args.fp16, model_kwargs=kwargs,
-            num_classes=args.num_classes, random_weights=args.random_weights, overwrite=args.overwrite,
-            name=args.name, export_safe_mindir=args.export_safe_mindir, target=args.target,
-            seed=args.seed, pretrained=args.pretrained)
-    except (ExportError, ExportVerificationError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, WeightsError) as exc:  # unknown model name, registry errors, official-weights refusals
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    kwargs = parse_model_kwargs(args.model_kwargs) if args.model_kwargs is not None else None
+    run = None
+    if args.config is not None:
+        run = load_run_config(args.config)
+        if args.model is not None and args.model != run["model"]:
+            parser.error(f"--model {args.model} contradicts the run config {args.config} (model {run['model']}); "
+                         "leave --model out")
+        if args.ckpt is None and args.pretrained is None and not args.random_weights:
+            args.ckpt = run_checkpoint(run)
+    elif args.ckpt is not None:
+        run = run_config_beside(args.ckpt, args.model)  # the run that wrote the checkpoint, when it is beside it
+    if args.model is None:
+        if run is None:
+            parser.error("--model NAME is required (or -c RUN/config.yaml, or a --ckpt with its run's config.yaml "
+                         "beside it)")
+        args.model = run["model"]
+    if run is not None:
+        print(f"[export] run config {run['_path']}: {run['model']}, model_kwargs {run.get('model_kwargs') or {}}, "
+              f"{run.get('num_classes')} classes, image size {run.get('image_size')}")
+        kwargs = dict(run.get("model_kwargs") or {}) if kwargs is None else kwargs
+        if args.num_classes is None and "num_classes" not in kwargs:
+            args.num_classes = run.get("num_classes")
+    results = export_model(
+        args.model, ckpt=args.ckpt, fmt=args.format, out_dir=args.out, batch=args.batch,
+        image_size=args.image_size, dynamic_batch=args.dynamic_batch, fp16=args.fp16, model_kwargs=kwargs or {},
+        num_classes=args.num_classes, random_weights=args.random_weights, overwrite=args.overwrite,
+        name=args.name, export_safe_mindir=args.export_safe_mindir, target=args.target,
+        seed=args.seed, pretrained=args.pretrained,
+        preprocessing=run_preprocessing(run) if run is not None else None,
+        run_config=run["_path"] if run is not None else None)
     for r in results:
         print(f"{r.format}: {r.path} ({r.size_bytes / 1e6:.2f} MB), max abs diff {r.max_abs_diff:.3g} "
               f"<= {r.tolerance:.3g}, {r.seconds:.1f} s; sidecar {r.sidecar}")

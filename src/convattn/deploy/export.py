@@ -10,8 +10,9 @@ Order of work (nothing is written before step 4, nothing final before step 6):
    take fails here, with the model's own message;
 4. per format, build the network in its export form (``create_model(..., export_safe=ONNX, cpu_backend=False,
    deploy='auto')``: standard cells, the target's formulations, the deploy re-parameterisation), load the same
-   weights through the one loader, and export into a private temporary folder inside the output folder (``mindspore.onnx.export`` chmods its folder to
-   0700 and MindSpore writes files with mode 0400, so neither touches the user's folder or files);
+   weights through the one loader, and export into a private temporary folder (``mindspore.onnx.export`` chmods
+   its folder to 0700, MindSpore writes files with mode 0400 and refuses names with a space), then move the file
+   into a private temporary folder inside the output folder, so nothing touches the user's folder or files;
 5. load the artifact back (``mindspore.load`` + ``nn.GraphCell`` / onnxruntime), run the same batch
    (and a second batch size with ``dynamic_batch``), compare with the reference;
 6. only if the max abs difference is within the tolerance: move the artifact and its sidecar into place.
@@ -245,6 +246,8 @@ def export_model(
     log=print,
     target: Optional[str] = None,
     pretrained=None,
+    preprocessing: Optional[dict] = None,
+    run_config: Optional[str] = None,
 ) -> List[ExportResult]:
     """Export ``model`` (a registered name) to MINDIR and/or ONNX and verify each file; see the module doc.
 
@@ -257,7 +260,9 @@ def export_model(
     for this device (the formulation the tests check against the official code). ``ascend_legal=True`` is
     ``target='Ascend'``. ``pretrained`` (instead of ``ckpt``): True for the model's official
     weights (downloaded and converted on first use, see :mod:`convattn.hub`), or an official ``.pth`` file.
-    Returns one :class:`ExportResult` per format.
+    ``preprocessing``: the training run's ``image_size`` / ``crop_pct`` / ``interpolation`` / ``mean`` / ``std``
+    (null: the model's default); the input size defaults to its ``image_size`` and the sidecar records what the run
+    used. ``run_config``: the run's config.yaml, named in the sidecar. Returns one :class:`ExportResult` per format.
     """
     import mindspore as ms
 
@@ -294,8 +299,11 @@ def export_model(
     state = _state(ref_net)
     net = ref_net
     in_chans = int(getattr(net, "in_chans", cfg["input_size"][0]))
+    from ..data import resolve_data_cfg
+    pre = {k: (preprocessing or {}).get(k) for k in ("image_size", "crop_pct", "interpolation", "mean", "std")}
+    data_cfg = resolve_data_cfg(pre, cfg)  # the eval transform the artifact's inputs need
     if image_size is None:
-        image_size = tuple(cfg["input_size"][1:])
+        image_size = (pre["image_size"],) * 2 if pre["image_size"] else tuple(cfg["input_size"][1:])
     if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
         raise ExportError(f"--image_size takes two positive integers H W, got {image_size}")
     h, w = (int(s) for s in image_size)
@@ -332,11 +340,17 @@ def export_model(
                 p.set_dtype(ms.float16)  # set_data(p.astype(...)) keeps the float32 storage
         feed = [b.astype(np.float16) if fp16 else b for b in batches]
         tmp_dir = tempfile.mkdtemp(prefix=f".{stem}.{f.lower()}.tmp-", dir=out_dir)
+        # MindSpore refuses file names outside [A-Za-z0-9_./-] (e.g. a space): it writes into a private folder
+        # under the system's temporary directory, the file is then moved next to its destination
+        stage = tempfile.mkdtemp(prefix="convattn-export-")
         try:
             try:
-                tmp_path = _export_one(net, f, tmp_dir, stem, feed[0], dynamic_batch)
+                staged = _export_one(net, f, stage, "artifact", feed[0], dynamic_batch)
             except RuntimeError as exc:
-                raise ExportError(f"{f} export of {model} failed inside MindSpore: {str(exc).strip().splitlines()[0]}") from exc
+                raise ExportError(f"{f} export of {model} failed inside MindSpore: "
+                                  f"{str(exc).strip().splitlines()[0]}") from exc
+            tmp_path = os.path.join(tmp_dir, stem + SUFFIX[f])
+            shutil.move(staged, tmp_path)
             diffs = []
             for b, ref in zip(feed, refs):
                 out = _run_artifact(f, tmp_path, b)
@@ -362,8 +376,10 @@ def export_model(
                 "input": {"name": INPUT_NAME, "shape": [None if dynamic_batch else batch, in_chans, h, w],
                           "dtype": precision, "layout": "NCHW"},
                 "output": {"name": OUTPUT_NAME, "shape": [None if dynamic_batch else batch, num_classes]},
-                "preprocessing": {"mean": list(cfg["mean"]), "std": list(cfg["std"]), "crop_pct": cfg["crop_pct"],
-                                  "interpolation": cfg["interpolation"], "input_size": [in_chans, h, w]},
+                "preprocessing": {"mean": list(data_cfg["mean"]), "std": list(data_cfg["std"]),
+                                  "crop_pct": data_cfg["crop_pct"], "interpolation": data_cfg["interpolation"],
+                                  "input_size": [in_chans, h, w]},
+                "run_config": os.path.abspath(run_config) if run_config else None,
                 "num_classes": num_classes,
                 "model_kwargs": model_kwargs,
                 "target": target,
@@ -391,5 +407,6 @@ def export_model(
             os.replace(side_tmp, paths[f] + ".json")
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+            shutil.rmtree(stage, ignore_errors=True)
         results.append(ExportResult(f, paths[f], paths[f] + ".json", diff, limit, size, time.perf_counter() - t0, deploy))
     return results

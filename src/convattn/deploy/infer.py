@@ -70,13 +70,21 @@ class Predictor:
     def __init__(self, model: Optional[str] = None, ckpt: Optional[str] = None, mindir: Optional[str] = None,
                  model_kwargs: Optional[dict] = None, num_classes: Optional[int] = None,
                  class_names: Optional[str] = None, batch_size: int = 16, log: Callable = print,
-                 pretrained=None) -> None:
+                 pretrained=None, run_config: Optional[dict] = None) -> None:
         from ..data import resolve_data_cfg
         from ..data.class_names import class_names_for
         from ..models import get_model_cfg
+        from .run import load_run_config, run_checkpoint, run_config_beside
 
         if pretrained is False:
             pretrained = None
+        if run_config is not None:  # -c RUN/config.yaml: the run's model, kwargs, classes and preprocessing
+            if model is not None and model != run_config["model"]:
+                raise InferError(f"--model {model} contradicts the run config {run_config['_path']} (model "
+                                 f"{run_config['model']}); leave --model out")
+            model = run_config["model"]
+            if [ckpt, mindir, pretrained].count(None) == 3:
+                ckpt = run_checkpoint(run_config)
         if [ckpt, mindir, pretrained].count(None) != 2:
             raise InferError("pass either a checkpoint (--model NAME --ckpt FILE), the official weights (--model NAME "
                              "--pretrained [FILE.pth]) or an exported --mindir FILE")
@@ -101,15 +109,23 @@ class Predictor:
             num_classes = num_classes or side.get("num_classes")
             pre = side.get("preprocessing") or {}
             data_keys.update({k: pre.get(k) for k in ("crop_pct", "interpolation", "mean", "std")})
+            run_cfg = run_config
+            if run_cfg is None and side.get("run_config") and os.path.isfile(side["run_config"]):
+                run_cfg = load_run_config(side["run_config"])  # the training run it was exported from
+            if run_cfg is None and side.get("checkpoint"):
+                run_cfg = run_config_beside(side["checkpoint"], model)
             if side.get("checkpoint"):
                 search.append(os.path.dirname(side["checkpoint"]))
-                run_cfg = self._run_config(side["checkpoint"], model)  # the training run it was exported from
+            if run_cfg:
+                search.append(os.path.dirname(run_cfg["_path"]))
                 data_keys.update({k: run_cfg[k] for k in data_keys if run_cfg.get(k) is not None})
             search.append(os.path.dirname(os.path.abspath(mindir)))
         elif pretrained is not None:
             shape = None  # the official weights: the model's default config, ImageNet-1k's class names
         else:
-            run_cfg = self._run_config(ckpt, model)
+            run_cfg = run_config or run_config_beside(ckpt, model) or {}
+            if run_cfg:
+                search.append(os.path.dirname(run_cfg["_path"]))
             model = model or run_cfg.get("model")
             if model is None:
                 raise InferError("--ckpt needs --model NAME (the registered model it was trained as; a training "
@@ -117,7 +133,7 @@ class Predictor:
             model_kwargs = run_cfg.get("model_kwargs", {}) if model_kwargs is None else model_kwargs
             num_classes = num_classes or run_cfg.get("num_classes")
             data_keys.update({k: run_cfg.get(k) for k in data_keys})  # the size/crop/mean/std it was trained with
-            search.append(os.path.dirname(os.path.abspath(ckpt)))
+            search.insert(0, os.path.dirname(os.path.abspath(ckpt)))
             shape = None
         model_cfg = get_model_cfg(model)  # unknown names fail here, with suggestions
         self.data_cfg = resolve_data_cfg(data_keys, model_cfg)
@@ -137,18 +153,6 @@ class Predictor:
             self.class_names, self.names_source = class_names_for(self.num_classes, class_names, search)
 
     # ------------------------------------------------------------------------------------------- loading
-    @staticmethod
-    def _run_config(ckpt: str, model: Optional[str]) -> dict:
-        """``config.yaml`` written by training beside ``ckpt``, when it trained this model (or any, for None)."""
-        path = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "config.yaml")
-        if not os.path.isfile(path):
-            return {}
-        import yaml
-
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-        return data if isinstance(data, dict) and (model is None or data.get("model") == model) else {}
-
     def _load_ckpt(self, model: str, ckpt: str, model_kwargs: dict, num_classes: Optional[int]) -> None:
         from ..models import create_model, get_model_cfg
         from ..models.helpers import load_checkpoint, read_checkpoint

@@ -13,6 +13,9 @@ def build_parser() -> ArgumentParser:
         description="Top-k classes with probabilities for image files, from a registered model with a checkpoint "
                     "or an exported MINDIR, through the model's own eval transform (resize, centre crop, mean/std).")
     p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("-c", "--config", metavar="RUN/config.yaml",
+                   help="a training run's config.yaml: model, model_kwargs, class count, preprocessing and class names "
+                        "come from the run; --ckpt defaults to its best checkpoint")
     p.add_argument("--model", help="registered model name (default: the one named by the training run's config.yaml "
                                    "beside --ckpt, or by the MINDIR's sidecar)")
     p.add_argument("--ckpt", help="MindSpore .ckpt (a training run's or a converted one)")
@@ -54,42 +57,40 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from ..models.helpers import CheckpointMismatchError, WeightsError
-    from ..utils.cli import parse_model_kwargs
+    from ..utils.cli import parse_model_kwargs, split_num_classes
+    from ..utils.errors import check_writable_file
     from .infer import InferError, Predictor, list_images, write_predictions
+    from .run import load_run_config
 
+    if args.out:  # before any work: a long run's predictions are not lost to an unwritable folder
+        check_writable_file(args.out, "--out file")
+    kwargs, num_classes = None, args.num_classes
+    if args.model_kwargs is not None:
+        kwargs, num_classes = split_num_classes(parse_model_kwargs(args.model_kwargs), args.num_classes)
+    run = load_run_config(args.config) if args.config else None
+    images = list_images(args.inputs)
+    import mindspore as ms
+
+    ms.set_context(mode=ms.GRAPH_MODE if args.mode == 0 else ms.PYNATIVE_MODE)
     try:
-        kwargs = parse_model_kwargs(args.model_kwargs) if args.model_kwargs is not None else None
-        images = list_images(args.inputs)
-        import mindspore as ms
-
-        ms.set_context(mode=ms.GRAPH_MODE if args.mode == 0 else ms.PYNATIVE_MODE)
-        try:
-            ms.set_device(args.device_target)
-        except RuntimeError:  # the device is fixed once a kernel ran (a notebook, the tests): fine if it is this one
-            if ms.get_context("device_target") != args.device_target:
-                raise InferError(f"this process already runs on {ms.get_context('device_target')}; "
-                                 f"--device_target {args.device_target} needs a new process") from None
-        pred = Predictor(model=args.model, ckpt=args.ckpt, mindir=args.mindir, model_kwargs=kwargs,
-                         num_classes=args.num_classes, class_names=args.class_names, batch_size=args.batch_size,
-                         pretrained=args.pretrained)
-        print(f"[infer] {pred.model}: {len(images)} image(s), {pred.num_classes} classes (names: {pred.names_source}), "
-              f"input {pred.image_hw[0]}x{pred.image_hw[1]}, batch {pred.batch_size}, {args.device_target}")
-        results = pred.predict(images, args.topk)
-    except (InferError, CheckpointMismatchError, FileNotFoundError, ValueError, WeightsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        ms.set_device(args.device_target)
+    except RuntimeError:  # the device is fixed once a kernel ran (a notebook, the tests): fine if it is this one
+        if ms.get_context("device_target") != args.device_target:
+            raise InferError(f"this process already runs on {ms.get_context('device_target')}; "
+                             f"--device_target {args.device_target} needs a new process") from None
+    pred = Predictor(model=args.model, ckpt=args.ckpt, mindir=args.mindir, model_kwargs=kwargs,
+                     num_classes=num_classes, class_names=args.class_names, batch_size=args.batch_size,
+                     pretrained=args.pretrained, run_config=run)
+    print(f"[infer] {pred.model}: {len(images)} image(s), {pred.num_classes} classes (names: {pred.names_source}), "
+          f"input {pred.image_hw[0]}x{pred.image_hw[1]}, batch {pred.batch_size}, {args.device_target}")
+    results = pred.predict(images, args.topk)
     for r in results:
         if r["status"] == "ok":
             print(r["path"] + ": " + ", ".join(f"{n} ({p * 100:.1f}%)" for _, n, p in r["topk"]))
         else:
             print(f"{r['path']}: ERROR {r['error']}")
     if args.out:
-        try:
-            write_predictions(results, args.out, args.format)
-        except InferError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        write_predictions(results, args.out, args.format)
         print(f"[infer] wrote {args.out}")
     bad = sum(r["status"] != "ok" for r in results)
     if bad:

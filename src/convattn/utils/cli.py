@@ -14,6 +14,8 @@ from typing import Any, Callable, Optional, Tuple
 
 import yaml
 
+from .errors import UsageError
+
 __all__ = ["ArgumentParser", "canonical_flag", "argument_type", "parse_model_kwargs", "split_num_classes",
            "ALIAS_NOTE"]
 
@@ -106,14 +108,14 @@ def parse_model_kwargs(text: Optional[str], flag: str = "--model_kwargs") -> dic
         mark = getattr(exc, "problem_mark", None)
         reason = (f"{exc.problem} at column {mark.column + 1}" if getattr(exc, "problem", None) and mark
                   else " ".join(str(exc).split()))
-        raise ValueError(f"{flag} must be a mapping written in YAML flow style or as a JSON object, e.g. {example}; "
+        raise UsageError(f"{flag} must be a mapping written in YAML flow style or as a JSON object, e.g. {example}; "
                          f"got {text!r}, which does not parse ({reason})") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{flag} must be a mapping written in YAML flow style or as a JSON object, e.g. {example}; "
+        raise UsageError(f"{flag} must be a mapping written in YAML flow style or as a JSON object, e.g. {example}; "
                          f"got {text!r} ({type(value).__name__}, not a mapping)")
     bad = [k for k in value if not isinstance(k, str)]
     if bad:
-        raise ValueError(f"{flag}: argument names must be strings, got {bad!r} in {text!r}")
+        raise UsageError(f"{flag}: argument names must be strings, got {bad!r} in {text!r}")
     return value
 
 
@@ -123,13 +125,13 @@ def split_num_classes(model_kwargs: dict, num_classes: Optional[int]) -> Tuple[d
     name in the kwargs, are a ValueError that says which flag to use."""
     kwargs = dict(model_kwargs)
     if "name" in kwargs:
-        raise ValueError("--model_kwargs sets 'name', which is the model name: pass it as --model NAME instead")
+        raise UsageError("--model_kwargs sets 'name', which is the model name: pass it as --model NAME instead")
     if "num_classes" in kwargs:
         given = kwargs.pop("num_classes")
         if isinstance(given, bool) or not isinstance(given, int) or given < 1:
-            raise ValueError(f"--model_kwargs: num_classes must be a positive integer, got {given!r}")
+            raise UsageError(f"--model_kwargs: num_classes must be a positive integer, got {given!r}")
         if num_classes is not None and num_classes != given:
-            raise ValueError(f"--num_classes {num_classes} and --model_kwargs num_classes {given} disagree; "
+            raise UsageError(f"--num_classes {num_classes} and --model_kwargs num_classes {given} disagree; "
                              "give the class count once, with --num_classes")
         num_classes = given
     return kwargs, num_classes

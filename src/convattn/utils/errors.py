@@ -3,6 +3,7 @@
 Every tool's ``main`` is wrapped by :func:`command`: a failure ends as one ``error:`` line (plus at most one
 ``hint:`` line) on stderr and exit code 2 (a bad command line or config) or 1 (anything else), never a traceback;
 ``--debug`` (any tool) or ``CONVATTN_DEBUG=1`` prints the traceback first. Ctrl-C is exit 130 with one line.
+MindSpore's graph dumps (``rank_0/om/analyze_fail.ir``) go to a temporary folder, not the working directory.
 
 * :class:`UserError` is a mistake the user can fix; the project's own error classes derive from it, so the
   message they carry is printed as it is.
@@ -16,10 +17,11 @@ import functools
 import os
 import re
 import sys
+import tempfile
 import traceback
 from typing import Callable, Optional, Sequence, Tuple
 
-__all__ = ["UserError", "describe", "command", "debug_requested", "check_writable_dir", "check_writable_file"]
+__all__ = ["UserError", "UsageError", "describe", "command", "debug_requested", "check_writable_dir", "check_writable_file"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,6 +36,12 @@ class UserError(Exception):
         super().__init__(*args)
         if hint is not None:
             self.hint = hint
+
+
+class UsageError(UserError, ValueError):
+    """A bad command-line value (exit code 2, as argparse's own errors)."""
+
+    exit_code = 2
 
 
 def debug_requested(argv: Optional[Sequence[str]] = None) -> bool:
@@ -132,6 +140,9 @@ def command(main: Callable[..., int]) -> Callable[..., int]:
     @functools.wraps(main)
     def run(argv: Optional[Sequence[str]] = None) -> int:
         debug = debug_requested(argv)
+        # MindSpore writes a failed graph compile's analyze_fail.ir under $MS_OM_PATH (default: the working
+        # directory, as ./rank_0/om/); a tool keeps it out of the user's folder
+        os.environ.setdefault("MS_OM_PATH", os.path.join(tempfile.gettempdir(), "convattn-graph-dumps"))
         try:
             return main(argv)
         except SystemExit:
