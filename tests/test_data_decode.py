@@ -1,6 +1,6 @@
 """The reader's decode='cpp' option (checked bytes to the C++ vision.Decode): same pixels and order as the Pillow
-default, same seeded augmentation, and the corrupt-file policy (a truncated or undecodable JPEG stops the run with
-its path)."""
+default, same seeded augmentation, and the corrupt-file policy (with bad_images: stop, a truncated or undecodable
+JPEG stops the run with its path)."""
 import io
 
 import numpy as np
@@ -59,7 +59,7 @@ def test_cpp_path_stops_on_a_bad_jpeg_with_its_path(tmp_path, damage):
     data = bad.read_bytes()
     bad.write_bytes({"truncated": data[: len(data) // 2], "text": b"not an image at all", "empty": b""}[damage])
     with pytest.raises(Exception) as err:
-        _batches(root, eval_transforms(16, MEAN, STD, "bilinear", 1.0), "cpp")
+        _batches(root, eval_transforms(16, MEAN, STD, "bilinear", 1.0), "cpp", bad_images="stop")
     assert str(bad) in str(err.value) and "cannot decode" in str(err.value)
     if damage == "truncated":  # the check in the source, not the C++ decoder (which would fill it with grey)
         with pytest.raises(Exception, match="truncated"):

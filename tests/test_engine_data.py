@@ -55,12 +55,26 @@ def test_non_image_files_skipped_with_count(tmp_path, caplog):
     assert "skipped 2 non-image file(s)" in caplog.text
 
 
-def test_corrupt_image_fails_with_its_path(tmp_path):
+def test_corrupt_image_policy_skip_counts_stop_names_the_path(tmp_path):
+    from convattn.data import BadImageLog
     root = _tree(tmp_path / "t")
+    tf = eval_transforms(8, (0.5,) * 3, (0.5,) * 3, "bilinear", 1.0)
+    good = [b for b in create_loader(str(root), tf, 2, False, False)[0].create_tuple_iterator(
+        num_epochs=1, output_numpy=True)]
     bad = root / "b" / "2.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    tf = eval_transforms(8, (0.5,) * 3, (0.5,) * 3, "bilinear", 1.0)
-    ds, _, _ = create_loader(str(root), tf, 2, False, False)
+    # skip (the default): the same number of samples, the bad one replaced by the next, counted once per read
+    log = BadImageLog()
+    ds, _, _ = create_loader(str(root), tf, 2, False, False, bad_log=log)
+    batches = list(ds.create_tuple_iterator(num_epochs=1, output_numpy=True))
+    assert sum(len(y) for _, y in batches) == sum(len(y) for _, y in good)
+    events = log.take()
+    assert [p for p, _ in events] == [str(bad)] and "cannot decode" in events[0][1] and log.take() == []
+    flat = np.concatenate([x for x, _ in batches])
+    ref = np.concatenate([x for x, _ in good])
+    assert np.array_equal(flat[6], ref[7])  # sample 6 (b/2.png) is replaced by sample 7 (b/3.png)
+    # stop: the first bad file ends the iteration with its path
+    ds, _, _ = create_loader(str(root), tf, 2, False, False, bad_images="stop")
     with pytest.raises(Exception) as err:
         list(ds.create_tuple_iterator(num_epochs=1, output_numpy=True))
     assert str(bad) in str(err.value) and "cannot decode" in str(err.value)

@@ -6,9 +6,18 @@ Corrupt/non-image file policy (decided here, tested in tests/test_engine_data.py
   the tree is listed, and counted in one warning naming the count and an example — a data folder often
   holds such files and they are not samples.
 * **A file with an image extension that cannot be decoded** (truncated JPEG, zero bytes, text renamed
-  to ``.jpg``) **stops the run** with an error that names the file's path. Silently dropping training
-  samples would hide a damaged copy of the data set and change the epoch length between machines;
-  the error says which file to fix or delete.
+  to ``.jpg``) follows the ``bad_images`` policy, the same as ``scripts/infer.py``'s (which reports each such
+  file and predicts the others):
+
+  - ``'skip'`` (the default): the sample is replaced by the next decodable one in the listing (so the epoch
+    length, the batch shapes and the seeded order are the same on every machine, and exact resume still
+    replays it), one warning names each bad file the first time, and the loader's :class:`BadImageLog` counts
+    every replacement; the trainer prints the epoch's count and an example at the end of each epoch. Nothing is
+    dropped silently.
+  - ``'stop'``: the first bad file ends the run with one error line naming its path.
+
+  With ``python_multiprocessing=True`` the count stays in the worker processes (their warnings still name
+  each file).
 
 Decoding is done with Pillow inside the sample source (so the failing path is known), the remaining
 transforms with ``mindspore.dataset.vision`` C++ ops. ``decode='cpp'`` instead hands each file's bytes to
@@ -21,16 +30,19 @@ error naming the path, or handing the pixels on losslessly as BMP).
 import io
 import logging
 import os
+import threading
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..utils.errors import UserError
 
-__all__ = ["IMG_EXTENSIONS", "CorruptImageError", "list_image_folder", "ImageFolderSource", "create_loader"]
+__all__ = ["IMG_EXTENSIONS", "BAD_IMAGE_POLICIES", "CorruptImageError", "BadImageLog", "list_image_folder",
+           "ImageFolderSource", "create_loader"]
 
 _logger = logging.getLogger("convattn.data")
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".jpe")
+BAD_IMAGE_POLICIES = ("skip", "stop")
 
 
 class CorruptImageError(UserError, RuntimeError):
@@ -124,26 +136,76 @@ def read_encoded(path: str) -> np.ndarray:
     return np.frombuffer(buf.getvalue(), dtype=np.uint8)
 
 
+class BadImageLog:
+    """The undecodable files a loader skipped (thread-safe): :meth:`take` returns the (path, reason) of every
+    replacement since the last call; each file is warned about once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: List[Tuple[str, str]] = []
+        self._warned = set()
+        self.total = 0
+
+    def add(self, path: str, reason: str) -> None:
+        with self._lock:
+            self._events.append((path, reason))
+            self.total += 1
+            first = path not in self._warned
+            self._warned.add(path)
+        if first:
+            _logger.warning("skipped an undecodable image (bad_images: skip): %s", reason)
+
+    def take(self) -> List[Tuple[str, str]]:
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+
 class ImageFolderSource:
     """Random-access source for ``GeneratorDataset``: index -> (image, int32 label), the image decoded (HWC uint8)
-    or, with ``encoded=True``, the checked file bytes for ``vision.Decode`` (see :func:`read_encoded`)."""
+    or, with ``encoded=True``, the checked file bytes for ``vision.Decode`` (see :func:`read_encoded`).
+    ``bad_images``: ``'skip'`` replaces an undecodable file by the next decodable sample and records it in
+    ``bad_log``; ``'stop'`` raises :class:`CorruptImageError` (see the module doc)."""
 
-    def __init__(self, samples: Sequence[Tuple[str, int]], encoded: bool = False) -> None:
+    def __init__(self, samples: Sequence[Tuple[str, int]], encoded: bool = False, bad_images: str = "skip",
+                 bad_log: Optional[BadImageLog] = None) -> None:
+        if bad_images not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"bad_images must be one of {list(BAD_IMAGE_POLICIES)}, got {bad_images!r}")
         self.samples = list(samples)
         self.encoded = encoded
+        self.bad_images = bad_images
+        self.bad_log = bad_log if bad_log is not None else BadImageLog()
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index):
-        path, label = self.samples[int(index)]
+    def _read(self, index: int):
+        path, label = self.samples[index]
         return (read_encoded(path) if self.encoded else decode_image(path)), np.int32(label)
+
+    def __getitem__(self, index):
+        index = int(index)
+        try:
+            return self._read(index)
+        except CorruptImageError as exc:
+            if self.bad_images == "stop":
+                raise
+            self.bad_log.add(self.samples[index][0], str(exc).split(". Delete")[0])
+            first_error = exc
+        for step in range(1, len(self.samples)):  # the next decodable sample takes its place
+            j = (index + step) % len(self.samples)
+            try:
+                return self._read(j)
+            except CorruptImageError:
+                continue
+        raise CorruptImageError(f"no image under the data folder can be decoded (first: {first_error})")
 
 
 def create_loader(root: str, transforms: list, batch_size: int, shuffle: bool, drop_remainder: bool,
                   num_workers: int = 1, num_shards: Optional[int] = None, shard_id: Optional[int] = None,
                   seed: int = 0, class_to_idx: Optional[dict] = None, python_multiprocessing: bool = False,
-                  aug_repeats: int = 1, decode: str = "pil"):
+                  aug_repeats: int = 1, decode: str = "pil", bad_images: str = "skip",
+                  bad_log: Optional[BadImageLog] = None, samples: Optional[Sequence[Tuple[str, int]]] = None):
     """A batched ``mindspore.dataset`` pipeline over one ImageFolder tree.
 
     ``seed`` fixes shuffle order and random transforms (call once per epoch with a new seed for a new
@@ -157,11 +219,15 @@ def create_loader(root: str, transforms: list, batch_size: int, shuffle: bool, d
     (timm also rounds that count down to a multiple of 256 / num_shards; that ImageNet detail is left out.)
     ``decode``: ``'pil'`` (Pillow in the source, the default) or ``'cpp'`` (checked bytes to the C++
     ``vision.Decode``; see the module doc). ``transforms`` are the ops after decoding either way.
-    Returns ``(dataset, class_to_idx, num_samples)``.
+    ``bad_images`` / ``bad_log``: the undecodable-file policy and the log of skipped files (module doc).
+    ``samples``: the tree's listing when the caller has it already (with ``class_to_idx``), so it is not
+    listed (and its non-image files not warned about) again. Returns ``(dataset, class_to_idx, num_samples)``.
     """
     import mindspore.dataset as ds
 
-    samples, class_to_idx, _ = list_image_folder(root, class_to_idx)
+    if samples is None or class_to_idx is None:
+        samples, class_to_idx, _ = list_image_folder(root, class_to_idx)
+    samples = list(samples)
     ds.config.set_seed(int(seed) % (2 ** 32))
     kwargs = {}
     if aug_repeats < 1:
@@ -179,7 +245,8 @@ def create_loader(root: str, transforms: list, batch_size: int, shuffle: bool, d
     if decode == "cpp":
         from mindspore.dataset import vision
         transforms = [vision.Decode()] + list(transforms)
-    dataset = ds.GeneratorDataset(ImageFolderSource(samples, encoded=decode == "cpp"), column_names=["image", "label"],
+    source = ImageFolderSource(samples, encoded=decode == "cpp", bad_images=bad_images, bad_log=bad_log)
+    dataset = ds.GeneratorDataset(source, column_names=["image", "label"],
                                   shuffle=shuffle,
                                   num_parallel_workers=num_workers, python_multiprocessing=python_multiprocessing,
                                   **kwargs)

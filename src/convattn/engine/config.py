@@ -51,6 +51,9 @@ GROUPS: "OrderedDict[str, List[tuple]]" = OrderedDict([
         ("batch_size", 32, "int", "per-device batch size"),
         ("drop_remainder", True, "bool", "drop the last incomplete training batch"),
         ("shuffle", True, "bool", "shuffle the training set every epoch"),
+        ("bad_images", "skip", "str", "an image file that cannot be decoded (truncated, empty, not an image): 'skip' "
+                                      "replaces it by the next image and counts it (reported each epoch), "
+                                      "'stop' ends the run naming the file"),
         ("aug_repeats", 1, "int", "repeated augmentation (DeiT RASampler): each image appears this many times per "
                                   "epoch, differently augmented, spread over the ranks; epoch length unchanged"),
     ]),
@@ -143,6 +146,7 @@ _CHOICES = {
     "device_target": ("CPU", "GPU", "Ascend"),
     "target": (None, "CPU", "GPU", "Ascend"),
     "dataset": ("imagefolder", "digits"),
+    "bad_images": ("skip", "stop"),
     "interpolation": (None, "bilinear", "bicubic", "nearest", "area"),
     "amp_level": ("O0", "O1", "O2", "O3"),
     "amp_dtype": ("float16", "bfloat16"),

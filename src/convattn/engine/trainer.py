@@ -149,34 +149,39 @@ def prepare_data_dir(cfg: Config, rank: int = 0) -> None:
 
 
 def build_loaders(cfg: Config, data_cfg: dict, rank: int, size: int):
-    """Returns (make_train_loader(epoch) -> dataset, val dataset, class_to_idx)."""
-    from ..data import create_loader, eval_transforms, list_image_folder, train_transforms
+    """Returns (make_train_loader(epoch) -> dataset, make_val() -> dataset, class_to_idx). Each tree is listed
+    once; ``make_train.bad_log`` collects the undecodable files skipped under ``bad_images: skip``."""
+    from ..data import BadImageLog, create_loader, eval_transforms, list_image_folder, train_transforms
     workers = 1 if cfg.deterministic else cfg.num_parallel_workers
     train_root = os.path.join(cfg.data_dir, cfg.train_split)
     val_root = os.path.join(cfg.data_dir, cfg.val_split)
     train_samples, class_to_idx, _ = list_image_folder(train_root)
+    val_samples = None
     if os.path.isdir(val_root):  # a flat or foreign val tree fails now, not after the first epoch
-        list_image_folder(val_root, class_to_idx)
+        val_samples, _, _ = list_image_folder(val_root, class_to_idx)
     if len(class_to_idx) != cfg.num_classes:
-        raise ValueError(f"{train_root} has {len(class_to_idx)} classes but num_classes is {cfg.num_classes}; "
-                         f"set --num_classes {len(class_to_idx)}")
+        raise ConfigError(f"{train_root} has {len(class_to_idx)} classes but num_classes is {cfg.num_classes}; "
+                          f"set --num_classes {len(class_to_idx)}")
     shards = dict(num_shards=size, shard_id=rank) if size > 1 else {}
+    bad_log = BadImageLog()
+    policy = dict(bad_images=cfg.bad_images, bad_log=bad_log, class_to_idx=class_to_idx)
 
     def make_train(epoch: int):
         tf = train_transforms(data_cfg["image_size"], data_cfg["mean"], data_cfg["std"], data_cfg["interpolation"],
                               cfg.scale, cfg.ratio, cfg.hflip, cfg.color_jitter, cfg.auto_augment, cfg.re_prob)
         dataset, _, _ = create_loader(train_root, tf, cfg.batch_size, cfg.shuffle, cfg.drop_remainder, workers,
-                                      seed=cfg.seed * 100003 + epoch, class_to_idx=class_to_idx,
-                                      aug_repeats=cfg.aug_repeats, **shards)
+                                      seed=cfg.seed * 100003 + epoch, aug_repeats=cfg.aug_repeats,
+                                      samples=train_samples, **policy, **shards)
         return dataset
 
     def make_val():
         tf = eval_transforms(data_cfg["image_size"], data_cfg["mean"], data_cfg["std"], data_cfg["interpolation"],
                              data_cfg["crop_pct"])
         dataset, _, _ = create_loader(val_root, tf, cfg.batch_size, False, False, workers, seed=cfg.seed,
-                                      class_to_idx=class_to_idx, **shards)
+                                      samples=val_samples, **policy, **shards)
         return dataset
 
+    make_train.bad_log = make_val.bad_log = bad_log
     make_train.num_samples = len(train_samples)  # known from the listing, before any dataset is built
     return make_train, make_val, class_to_idx
 
@@ -500,6 +505,7 @@ def train(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
                 _train_one(state, train_step, mixup, step, images, labels)
             state.epoch_time = time.time() - state.epoch_start
             hooks.on_epoch_end(state)
+            _report_bad_images(make_train.bad_log, epoch, state.rank)
     except KeyboardInterrupt:
         _print(f"interrupted at epoch {state.epoch}, step {state.step}; last checkpoint: "
                f"{state.last_ckpt or '(none written yet)'}; continue with: {resume_command()}", state.rank)
@@ -507,6 +513,16 @@ def train(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
     state.total_time = time.time() - run_start
     hooks.on_train_end(state)
     return dict(state.metrics, best_top1=state.best_acc, time_s=state.total_time)
+
+
+def _report_bad_images(log, epoch: int, rank: int) -> None:
+    """One line per epoch when ``bad_images: skip`` replaced undecodable files (training and validation)."""
+    events = log.take()
+    if events:
+        files = sorted({p for p, _ in events})
+        _print(f"epoch {epoch}: {len(events)} undecodable image read(s) skipped and replaced by the next image "
+               f"({len(files)} file(s), e.g. {files[0]}); set bad_images: stop to stop at the first, or fix the "
+               f"files ({log.total} so far)", rank, all_ranks=True)
 
 
 def resume_command(argv: Optional[Sequence[str]] = None) -> str:
@@ -600,6 +616,10 @@ def run_eval(cfg: Config) -> dict:
     net = mixed_precision(net, cfg.amp_level, cfg.amp_dtype)
     t0 = time.time()
     metrics = evaluate(net, make_val(), cfg.num_classes, size > 1)
+    events = make_val.bad_log.take()
+    if events:
+        _print(f"warning: {len(events)} undecodable image(s) skipped and replaced by the next image (e.g. "
+               f"{events[0][0]}); the metrics count the replacements. Set bad_images: stop to stop at the first", rank)
     shown = cfg.ckpt if cfg.ckpt is not None else (
         f"official weights ({net.load_report['source']['checkpoint']})" if weights is True else weights)
     _print(f"eval {cfg.model} {shown}{' (EMA weights)' if use_ema else ''}{' (deploy form)' if cfg.deploy else ''} on {metrics['n']} images: "
@@ -609,15 +629,19 @@ def run_eval(cfg: Config) -> dict:
 
 
 def _val_only_loader(cfg, data_cfg, rank, size):
-    from ..data import create_loader, eval_transforms
+    from ..data import BadImageLog, create_loader, eval_transforms
+
+    bad_log = BadImageLog()
 
     def make_val():
         tf = eval_transforms(data_cfg["image_size"], data_cfg["mean"], data_cfg["std"], data_cfg["interpolation"],
                              data_cfg["crop_pct"])
         shards = dict(num_shards=size, shard_id=rank) if size > 1 else {}
         dataset, c2i, _ = create_loader(os.path.join(cfg.data_dir, cfg.val_split), tf, cfg.batch_size, False, False,
-                                        1 if cfg.deterministic else cfg.num_parallel_workers, seed=cfg.seed, **shards)
+                                        1 if cfg.deterministic else cfg.num_parallel_workers, seed=cfg.seed,
+                                        bad_images=cfg.bad_images, bad_log=bad_log, **shards)
         if len(c2i) != cfg.num_classes:
-            raise ValueError(f"val tree has {len(c2i)} classes but num_classes is {cfg.num_classes}")
+            raise ConfigError(f"val tree has {len(c2i)} classes but num_classes is {cfg.num_classes}")
         return dataset
+    make_val.bad_log = bad_log
     return make_val
