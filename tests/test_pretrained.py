@@ -371,7 +371,7 @@ def test_the_command_lines_and_recipes_take_pretrained(tmp_path, home, server, v
     from convattn.engine.config import ConfigError, load_config, parse_cli, validate
     from convattn.engine.trainer import _describe_init, build_model
 
-    base = ["--model", "van_b0", "--dataset", "digits", "--num_classes", "10", "--data_dir", str(tmp_path / "d")]
+    base = ["--model", "van_b0", "--dataset", "digits", "--num_classes", "10", "--data_dir", str(tmp_path / "digits")]
     assert validate(parse_cli(base + ["--pretrained"], "")).pretrained is True
     assert validate(parse_cli(base + ["--pretrained", "--seed", "1"], "")).pretrained is True
     assert validate(parse_cli(base + ["--pretrained", "false"], "")).pretrained is None
@@ -404,7 +404,7 @@ def test_the_command_lines_and_recipes_take_pretrained(tmp_path, home, server, v
     van_b0_as_released(src)
     server.files[VAN_FILE] = src.read_bytes()
     cfg = validate(parse_cli(["-c", str(REPO / "configs" / "van" / "van_b0_finetune_gpu.yaml"), "--dataset",
-                              "digits", "--data_dir", str(tmp_path / "d"), "--num_classes", "10", "--device_target",
+                              "digits", "--data_dir", str(tmp_path / "digits"), "--num_classes", "10", "--device_target",
                               "CPU", "--amp_level", "O0"], ""))
     tuned = build_model(cfg)  # the trainer's build: the served official file, the head re-initialised
     line = _describe_init(cfg, tuned.load_report)

@@ -59,8 +59,7 @@ class CheckpointManager:
     def __init__(self, folder: str, model: str, keep_max: int = 5) -> None:
         if keep_max < 1:
             raise ValueError(f"keep_max must be >= 1, got {keep_max}")
-        self.folder, self.model, self.keep_max = folder, model, keep_max
-        os.makedirs(folder, exist_ok=True)
+        self.folder, self.model, self.keep_max = folder, model, keep_max  # the folder is made by the first save
 
     def save(self, params: List[dict], epoch: int, step: int, meta: Dict) -> str:
         path = os.path.join(self.folder, f"{self.model}-{epoch}_{step}.ckpt")

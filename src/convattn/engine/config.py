@@ -313,6 +313,13 @@ def validate(cfg: Dict[str, Any], for_training: bool = True) -> Config:
                                   f"ImageFolder tree (set --data_dir, or --train_split/--val_split)")
     elif out.data_dir is None:
         out.data_dir = "./data/digits"
+    else:
+        from ..data import digits_tree_ready
+        name = os.path.basename(os.path.normpath(out.data_dir))
+        if "digits" not in name.lower() and not digits_tree_ready(out.data_dir):
+            raise ConfigError(f"data_dir {out.data_dir} holds no digits tree; dataset 'digits' writes its tree on "
+                              f"first use only into a folder named like 'digits' (e.g. ./data/digits), so that a "
+                              f"mistyped path is not filled with a new copy: check --data_dir")
     if out.dataset == "digits" and out.num_classes != 10:
         raise ConfigError(f"dataset 'digits' has 10 classes; set num_classes: 10 (got {out.num_classes})")
     if out.pretrained is False:
@@ -367,6 +374,10 @@ def _check_model(out: "Config") -> None:
             raise ConfigError(f"config key 'model_kwargs': '{key}' builds a feature extractor, which cannot be "
                               "trained or evaluated as a classifier; remove it")
     accepted = accepted_kwargs(model_entrypoint(out.model))
+    for key in ("drop_path_rate", "drop_rate"):
+        if accepted is not None and key not in accepted and out[key]:
+            raise ConfigError(f"config key '{key}': {out.model} has no {key.replace('_', ' ')} (got {out[key]}); "
+                              f"set {key}: null (or 0)")
     if accepted is not None:
         bad = sorted(k for k in out.model_kwargs if k not in accepted and k != "in_chans")
         if bad:

@@ -86,12 +86,15 @@ def build_model(cfg: Config, **form):
     :func:`~convattn.engine.step.build_train_step`, evaluation through the same
     :func:`~convattn.engine.step.mixed_precision`."""
     from ..models import create_model
+    from ..models.registry import accepted_kwargs, model_entrypoint
+    accepted = accepted_kwargs(model_entrypoint(cfg.model))
     kwargs = dict(cfg.model_kwargs)
-    if cfg.drop_rate is not None:
-        kwargs["drop_rate"] = cfg.drop_rate
+    for key in ("drop_rate", "drop_path_rate"):  # a model without it takes no 0 (config validation refuses > 0)
+        if cfg[key] is not None and (accepted is None or key in accepted or cfg[key]):
+            kwargs[key] = cfg[key]
     form.setdefault("pretrained", cfg.pretrained)
-    return create_model(cfg.model, num_classes=cfg.num_classes, drop_path_rate=cfg.drop_path_rate,
-                        target=cfg.target or cfg.device_target, **form, **kwargs)
+    return create_model(cfg.model, num_classes=cfg.num_classes, target=cfg.target or cfg.device_target, **form,
+                        **kwargs)
 
 
 def effective_config(cfg: Config, data_cfg: dict, net) -> Config:
@@ -438,6 +441,7 @@ def _prepare(cfg: Config):
 
     # every check passed: now the run folder is written
     if rank == 0:
+        os.makedirs(cfg.ckpt_dir, exist_ok=True)
         from ..data.class_names import write_class_names
         write_class_names(cfg.ckpt_dir, class_to_idx)  # the training tree's class names, for scripts/infer.py
         shown = effective_config(cfg, data_cfg, net)

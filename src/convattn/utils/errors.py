@@ -163,10 +163,20 @@ def command(main: Callable[..., int]) -> Callable[..., int]:
 
 
 def check_writable_dir(path: str, what: str = "output folder") -> str:
-    """Create ``path`` if needed and prove it writable (a probe file), before any work; UserError otherwise."""
+    """Prove, before any work, that files can be written into ``path`` (a probe file in it, or write permission on
+    its nearest existing parent, which is left as it was: nothing is created); a :class:`UserError` otherwise."""
     path = os.path.abspath(path)
+    probe_dir = path
+    while not os.path.exists(probe_dir):
+        probe_dir = os.path.dirname(probe_dir)
+    if not os.path.isdir(probe_dir):
+        raise UserError(f"{what} {path} cannot be created: {probe_dir} is a file", "choose another folder")
+    if probe_dir != path:
+        if not os.access(probe_dir, os.W_OK | os.X_OK):
+            raise UserError(f"{what} {path} cannot be created: {probe_dir} is not writable",
+                            "choose another folder, or fix its permissions")
+        return path
     try:
-        os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".convattn-write-test-{os.getpid()}")
         with open(probe, "w", encoding="utf-8"):
             pass
