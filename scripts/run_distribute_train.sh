@@ -45,6 +45,6 @@ CMD=(msrun --worker_num="$WORKERS" --local_worker_num="$DEVICE_NUM" --node_rank=
      --master_port="$MASTER_PORT" --log_dir="${LOG_DIR:-./msrun_log}" --join=True --cluster_time_out=600
      "$ROOT/scripts/train.py" "${TRAIN_ARGS[@]}")
 echo "node $NODE_RANK of $NODE_NUM, $DEVICE_NUM worker(s) here, $WORKERS in all, master $MASTER_ADDR:$MASTER_PORT"
-echo "${CMD[*]}"
+printf "%q " "${CMD[@]}"; echo  # quoted: the printed command can be pasted as it is
 [ "${DRY_RUN:-0}" = 1 ] && exit 0
 exec "${CMD[@]}"

@@ -5,7 +5,7 @@ import sys
 from ..layers.targets import resolve_target
 from ..utils.cli import ArgumentParser, argument_type
 from .harness import DEFAULT_SUITE, BenchConfig, environment, resolve_models, run_suite, write_reports
-from ..utils.errors import command
+from ..utils.errors import check_writable_dir, command
 
 __all__ = ["main", "build_parser", "device_available"]
 
@@ -51,6 +51,7 @@ def main(argv=None) -> int:
 
     apply_cpu_defaults()  # before MindSpore runs a kernel (see convattn._env)
     args = build_parser().parse_args(argv)
+    check_writable_dir(args.out, "--out folder")  # before a long benchmark, not after it
     try:
         cfg = BenchConfig(device_target=args.device_target, batch_sizes=tuple(args.batch_sizes),
                           precision=args.precision, warmup=args.warmup, iters=args.iters, threads=args.threads,

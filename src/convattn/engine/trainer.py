@@ -219,6 +219,7 @@ def evaluate(net: nn.Cell, dataset, num_classes: int, distributed: bool = False)
     n = 0
     k = min(5, num_classes)
     for batch in dataset.create_tuple_iterator(num_epochs=1, output_numpy=True):
+        _rearm_interrupt()
         images, labels = batch
         logits = forward(ms.Tensor(images)).asnumpy().astype(np.float64)
         labels = labels.astype(np.int64)
@@ -494,6 +495,7 @@ def train(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
     run_start = time.time()
     hooks.on_train_begin(state)
     try:
+        arm, restore = _stop_signals_raise_interrupt()
         for epoch in range(state.start_epoch, cfg.epochs + 1):
             state.epoch = epoch
             dataset = make_train(epoch)
@@ -506,6 +508,7 @@ def train(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
                     break
                 if step <= first:
                     continue  # replays the augmentation RNG of the batches trained before the interruption
+                arm()
                 _train_one(state, train_step, mixup, step, images, labels)
             state.epoch_time = time.time() - state.epoch_start
             hooks.on_epoch_end(state)
@@ -514,9 +517,44 @@ def train(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
         _print(f"interrupted at epoch {state.epoch}, step {state.step}; last checkpoint: "
                f"{state.last_ckpt or '(none written yet)'}; continue with: {resume_command()}", state.rank)
         raise
+    finally:
+        restore()
     state.total_time = time.time() - run_start
     hooks.on_train_end(state)
     return dict(state.metrics, best_top1=state.best_acc, time_s=state.total_time)
+
+
+_ARMED = []  # the arm() of the running train(), for evaluate() (its iterator re-registers the C++ handler too)
+
+
+def _rearm_interrupt() -> None:
+    if _ARMED:
+        _ARMED[-1]()
+
+
+def _stop_signals_raise_interrupt():
+    """Ctrl-C (and SIGTERM, as a scheduler stops a job) raise KeyboardInterrupt in the loop, so the trainer can say
+    where the run stopped. MindSpore's runtime installs its own SIGINT handler at every graph call, which ends the
+    process with SIGTERM; catching SIGTERM covers both. Returns (arm, restore): arm before each step, restore at the
+    end."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return (lambda: None), (lambda: None)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def arm():  # the dataset iterators re-register a C++ SIGTERM handler: armed again before every step
+        signal.signal(signal.SIGTERM, interrupt)
+
+    def restore():
+        _ARMED.remove(arm)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    arm()
+    _ARMED.append(arm)
+    return arm, restore
 
 
 def _report_bad_images(log, epoch: int, rank: int) -> None:
