@@ -274,6 +274,8 @@ def _load_state(path: str, data: dict, net, optimizer, ema, scaler) -> None:
         raise ResumeError(f"{path} lacks network parameters {not_loaded[:5]}: it was written for another model "
                           "or model_kwargs")
     state = {k: v for k, v in data.items() if k not in _SCHEDULE_KEYS}
+    own = {p.name: p for p in optimizer.get_parameters()}
+    state.update({k: ms.Parameter(own[k].value(), name=k) for k in _SCHEDULE_KEYS if k in own})  # kept as they are
     ms.load_param_into_net(optimizer, state, strict_load=True)
     if ema is not None:
         ms.load_param_into_net(ema, data)
