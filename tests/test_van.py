@@ -64,7 +64,8 @@ def test_van_features_only():
     assert not any(p.name.startswith("head.") for p in net.get_parameters())
 
 
-@pytest.mark.parametrize("shape,match", [((1, 4, 32, 32), "3 input channels"), ((3, 32, 32), "NCHW")])
+@pytest.mark.parametrize("shape,match", [((1, 4, 32, 32), "3 input channels.*in_chans=4"), ((3, 32, 32), "NCHW"),
+                                         ((1, 32, 32, 3), r"looks like NHWC.*transpose\(0, 3, 1, 2\)")])
 def test_van_rejects_bad_input(ms_mode, shape, match):
     net = convattn.create_model("van_b0", depths=(1, 1, 1, 1))
     net.set_train(False)

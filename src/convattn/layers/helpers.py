@@ -41,10 +41,15 @@ def check_nchw(x, in_chans: int, model: str):
     """Raise a clear error for an input that is not (N, in_chans, H, W); evaluated at compile time in GRAPH mode."""
     if x.ndim != 4:
         raise ValueError(f"{model} expects an NCHW image batch (4 dimensions), got {x.ndim} dimensions with shape {x.shape}")
+    if x.shape[1] != in_chans and x.shape[3] == in_chans:  # channels last: the data's layout, not the model
+        raise ValueError(
+            f"{model} expects NCHW input with {in_chans} channels, got shape {x.shape}, which looks like NHWC "
+            f"(channels last); transpose it first: x.transpose(0, 3, 1, 2)"
+        )
     if x.shape[1] != in_chans:
         raise ValueError(
             f"{model} expects {in_chans} input channels (NCHW), got shape {x.shape}; "
-            f"for NHWC data transpose to NCHW first, or build the model with in_chans={x.shape[1]}"
+            f"for {x.shape[1]}-channel images build the model with in_chans={x.shape[1]}"
         )
     return x
 
