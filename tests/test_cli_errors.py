@@ -116,7 +116,7 @@ CASES = [
          ("cannot be created", "is a file")),
     Case("mistyped-digits-data-dir", "train",
          lambda c: _train(c, data_dir=c["root"] / "digts", ckpt_dir=c["root"] / "r_typo"), (2,),
-         ("holds no digits tree", "check --data_dir"), lambda c: [c["root"] / "digts", c["root"] / "r_typo"]),
+         ("digts does not exist", "check --data_dir"), lambda c: [c["root"] / "digts", c["root"] / "r_typo"]),
     Case("unknown-config-key", "train", lambda c: _train(c, learnin_rate=0.1), (2,), ("learnin_rate",)),
     Case("export-run-config-missing", "export", lambda c: ["-c", str(c["root"] / "nope.yaml")], (2,),
          ("nope.yaml does not exist",)),

@@ -219,7 +219,8 @@ def test_training_checkpoint_resumes_and_evaluates_in_another_form(tmp_path, cap
     net = build_model(cfg)
     assert net.target == "Ascend"
     opt = create_optimizer(cfg, net.trainable_params(), np.full(2, 0.01, np.float32))
-    _load_state(ckpt, net, opt, None, None)
+    from convattn.models.helpers import read_checkpoint
+    _load_state(ckpt, read_checkpoint(ckpt), net, opt, None, None)
     raw = ms.load_checkpoint(ckpt)
     moments = {p.name: p for p in opt.get_parameters() if p.name.startswith("moments.")}
     dep = sorted(n for n in moments if n.endswith("dep_conv.weight"))

@@ -314,12 +314,11 @@ def validate(cfg: Dict[str, Any], for_training: bool = True) -> Config:
     elif out.data_dir is None:
         out.data_dir = "./data/digits"
     else:
-        from ..data import digits_tree_ready
         name = os.path.basename(os.path.normpath(out.data_dir))
-        if "digits" not in name.lower() and not digits_tree_ready(out.data_dir):
-            raise ConfigError(f"data_dir {out.data_dir} holds no digits tree; dataset 'digits' writes its tree on "
-                              f"first use only into a folder named like 'digits' (e.g. ./data/digits), so that a "
-                              f"mistyped path is not filled with a new copy: check --data_dir")
+        if "digits" not in name.lower() and not os.path.exists(out.data_dir):
+            raise ConfigError(f"data_dir {out.data_dir} does not exist; dataset 'digits' writes its tree on first "
+                              f"use only into an existing folder or one named like 'digits' (e.g. ./data/digits), so "
+                              f"that a mistyped path is not filled with a new copy: check --data_dir")
     if out.dataset == "digits" and out.num_classes != 10:
         raise ConfigError(f"dataset 'digits' has 10 classes; set num_classes: 10 (got {out.num_classes})")
     if out.pretrained is False:

@@ -15,13 +15,11 @@ import socket
 import subprocess
 import sys
 from typing import Iterable, List, Optional, Set, Tuple
-from ..utils.errors import UserError
-from ..utils.errors import command
 
 __all__ = ["RankTableError", "local_addresses", "read_rank_table", "select_server"]
 
 
-class RankTableError(UserError, ValueError):
+class RankTableError(ValueError):
     """A rank table that cannot be used here; the message names the problem and the fix."""
 
 
@@ -107,7 +105,6 @@ def select_server(servers, server_id: Optional[str] = None, addresses: Optional[
     return i, servers[i][0], servers[i][2]
 
 
-@command
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) not in (1, 2):
