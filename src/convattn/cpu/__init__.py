@@ -102,6 +102,14 @@ def _acmix_window_attention(kernel_att: int, stride: int, padding: int):
     return FusedWindowAttention(kernel_att, stride, padding)
 
 
+def _reflection_pad2d(padding: int):
+    if padding < 1:
+        return None
+    from .pad import FusedReflectionPad2d
+
+    return FusedReflectionPad2d(padding)
+
+
 def _window(name: str) -> Callable:
     def make(*args, **kwargs):
         from . import window
@@ -123,6 +131,7 @@ FUSED_CELLS: Dict[str, Callable[..., Optional[nn.Cell]]] = {
     "max_pool2d": _max_pool2d,
     "softmax_attention": _softmax_attention,
     "acmix_window_attention": _acmix_window_attention,
+    "reflection_pad2d": _reflection_pad2d,
     "local_aggregate": _window("LocalAggregate"),
     "local_correlate": _window("LocalCorrelate"),
     "local_diff": _window("LocalDiff"),

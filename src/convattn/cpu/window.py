@@ -185,7 +185,10 @@ class FusedWindowAttention(nn.Cell):
 
     def __init__(self, kernel_att: int, stride: int, padding: int) -> None:
         super().__init__()
-        self.reflect = nn.ReflectionPad2d((padding,) * 4) if padding > 0 else nn.Identity()
+        from .pad import FusedReflectionPad2d, FusedReflectPadSub
+
+        self.reflect = FusedReflectionPad2d(padding) if padding > 0 else nn.Identity()
+        self.reflect_sub = FusedReflectPadSub(padding) if padding > 0 else None
         # heads are folded into the batch, so one weight group per (sample, head)
         self.fused_logits = LocalCorrelate("contiguous", kernel_att, 1, 1, stride)
         self.fused_softmax = TapSoftmax()
@@ -193,5 +196,6 @@ class FusedWindowAttention(nn.Cell):
 
     def construct(self, q, k, v, pe, q_pe):
         # q_i.(k_j + pe_i - pe_j): q_i.pe_i is constant over j and cancels in the softmax over j
-        att = self.fused_softmax(self.fused_logits(q, self.reflect(k - pe)))
+        kp = self.reflect(k - pe) if self.reflect_sub is None else self.reflect_sub(k, pe)
+        att = self.fused_softmax(self.fused_logits(q, kp))
         return self.fused_sum(att, self.reflect(v))

@@ -32,6 +32,7 @@ from typing import Optional
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
+from .conv import conv2d
 from .helpers import coordinate_grid, subsample2d
 from .local_attention import BlockedWindowAttention
 from .targets import cpu_cell, current_form, select_form
@@ -85,7 +86,8 @@ class ConvPathMixin:
         requested = None if depthwise_conv is None else ("depthwise" if depthwise_conv else "grouped")
         self.depthwise_conv = select_form("acmix_conv", requested, type(self).__name__) == "depthwise"
         pad = kernel_conv // 2
-        self.fc = nn.Conv2d(3 * head if fc_maps is None else fc_maps, self.kk, 1, has_bias=fc_bias, pad_mode="valid")
+        # 1x1 convolutions through the conv2d factory: the CPU backend's GEMM form where the network uses it
+        self.fc = conv2d(3 * head if fc_maps is None else fc_maps, self.kk, 1, has_bias=fc_bias, pad_mode="valid")
         if self.depthwise_conv:
             ch = out_planes * self.kk
             self.dep_conv = nn.Conv2d(ch, ch, kernel_conv, stride=stride, pad_mode="pad", padding=pad,
@@ -276,10 +278,10 @@ class ACmix(ConvPathMixin, nn.Cell):
         self.scaling = float(self.head_dim) ** -0.5
         self.rate1 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate1")
         self.rate2 = Parameter(Tensor(np.full((1,), 0.5, np.float32)), name="rate2")
-        self.conv1 = nn.Conv2d(in_planes, out_planes, 1, has_bias=True, pad_mode="valid")
-        self.conv2 = nn.Conv2d(in_planes, out_planes, 1, has_bias=True, pad_mode="valid")
-        self.conv3 = nn.Conv2d(in_planes, out_planes, 1, has_bias=True, pad_mode="valid")
-        self.conv_p = nn.Conv2d(2, self.head_dim, 1, has_bias=True, pad_mode="valid")
+        self.conv1 = conv2d(in_planes, out_planes, 1, has_bias=True, pad_mode="valid")
+        self.conv2 = conv2d(in_planes, out_planes, 1, has_bias=True, pad_mode="valid")
+        self.conv3 = conv2d(in_planes, out_planes, 1, has_bias=True, pad_mode="valid")
+        self.conv_p = conv2d(2, self.head_dim, 1, has_bias=True, pad_mode="valid")
         self.unfold = LocalWindowGather(kernel_att, stride=stride, dilation=1, padding=padding_att,
                                         pad_mode="reflect", export_safe=export_safe)
         self.attn_impl = attn_impl

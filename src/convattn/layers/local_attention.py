@@ -25,6 +25,8 @@ and the extra outputs are cropped.
 import numpy as np
 from mindspore import nn, ops
 
+from .pad import reflection_pad2d
+
 __all__ = ["BlockedWindowAttention", "block_split", "window_mask"]
 
 # Finite in float16 (AMP O2 builds the mask in the logits' dtype; -1e9 would be -inf there, which Ascend's
@@ -85,7 +87,7 @@ class BlockedWindowAttention(nn.Cell):
         self.padding = padding
         self.block = block
         p = padding
-        self.reflect = nn.ReflectionPad2d((p, p, p, p)) if p > 0 else nn.Identity()
+        self.reflect = reflection_pad2d(p)  # the CPU backend's row-copying kernel where the network uses it
         self.qk = ops.BatchMatMul(transpose_a=True)    # (d, b*b)^T @ (d, halo) -> (b*b, halo)
         self.av = ops.BatchMatMul(transpose_b=True)    # (d, halo) @ (b*b, halo)^T -> (d, b*b)
 

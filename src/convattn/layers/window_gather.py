@@ -17,6 +17,7 @@ from typing import Optional
 
 from mindspore import nn, ops
 
+from .pad import reflection_pad2d
 from .targets import current_form
 
 __all__ = ["LocalWindowGather", "reflect_pad_slices", "window_output_size"]
@@ -76,7 +77,7 @@ class LocalWindowGather(nn.Cell):
         self.export_safe = current_form().export_safe if export_safe is None else bool(export_safe)
         self.offsets = [(i * dilation, j * dilation) for i in range(kernel_size) for j in range(kernel_size)]
         p = self.padding
-        self.reflect = nn.ReflectionPad2d((p, p, p, p)) if p > 0 else nn.Identity()
+        self.reflect = reflection_pad2d(p)  # the CPU backend's row-copying kernel where the network uses it
 
     def extend_repr(self):
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, dilation={self.dilation}, "
