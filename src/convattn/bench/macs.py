@@ -3,7 +3,8 @@
 Forward hooks record every ``nn.Conv2d`` (out elements x in_channels / groups x kh x kw), ``nn.Dense``
 (out elements x in_features) and every cell that declares extra work through a method
 ``extra_macs(inputs, output) -> int`` — the way attention cells report their query-key and
-attention-value matrix products, which are functional ops no hook sees. Element-wise work
+attention-value matrix products, which are functional ops no hook sees — and ``conv_macs(inputs, output)``, the
+convolution work of a fused cell that replaces convolution cells (counted as convolution). Element-wise work
 (normalisation, activations, the LKA product, softmax) is not counted, as in the published tables
 that count convolution and matrix-multiply work only.
 """
@@ -50,10 +51,14 @@ def count_macs(net, input_shape: Tuple[int, ...]) -> Dict[str, int]:
         extra = getattr(cell, "extra_macs", None)
         if callable(extra):
             counts["extra"] += int(extra(inputs, output))
+        conv = getattr(cell, "conv_macs", None)
+        if callable(conv):
+            counts["conv"] += int(conv(inputs, output))
 
     try:
         for _, cell in net.cells_and_names():
-            if isinstance(cell, (nn.Conv2d, nn.Dense)) or callable(getattr(cell, "extra_macs", None)):
+            if isinstance(cell, (nn.Conv2d, nn.Dense)) or any(callable(getattr(cell, m, None))
+                                                              for m in ("extra_macs", "conv_macs")):
                 handles.append(cell.register_forward_hook(hook))
         net.set_train(False)
         net(ms.Tensor(np.zeros(input_shape, np.float32)))

@@ -110,6 +110,20 @@ def _reflection_pad2d(padding: int):
     return FusedReflectionPad2d(padding)
 
 
+def _acmix_mix():
+    from .acmix import FusedAcmixMix
+
+    return FusedAcmixMix()
+
+
+def _subsample2d(stride: int):
+    if stride != 2:
+        return None
+    from .acmix import FusedSubsample2
+
+    return FusedSubsample2()
+
+
 def _window(name: str) -> Callable:
     def make(*args, **kwargs):
         from . import window
@@ -132,6 +146,8 @@ FUSED_CELLS: Dict[str, Callable[..., Optional[nn.Cell]]] = {
     "softmax_attention": _softmax_attention,
     "acmix_window_attention": _acmix_window_attention,
     "reflection_pad2d": _reflection_pad2d,
+    "acmix_mix": _acmix_mix,
+    "subsample2d": _subsample2d,
     "local_aggregate": _window("LocalAggregate"),
     "local_correlate": _window("LocalCorrelate"),
     "local_diff": _window("LocalDiff"),

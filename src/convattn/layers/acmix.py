@@ -287,6 +287,11 @@ class ACmix(ConvPathMixin, nn.Cell):
         self.attn_impl = attn_impl
         self.attn_block = attn_block
         self.attention = self._attention_form()
+        # the CPU backend's fused data movement (None elsewhere): the conv path's input straight from q, k, v
+        # (concat + fc + transpose in one kernel; the grouped form only) and the queries' stride-2 subsampling
+        self.mix = cpu_cell("acmix_mix") if not self.depthwise_conv else None
+        self.fc_zero_bias = Tensor(np.zeros((self.kk,), np.float32))
+        self.subsample = cpu_cell("subsample2d", stride) if stride > 1 else None
 
     def _attention_form(self):
         """The attention formulation, chosen once: ``'unfold'`` when the gather is export-safe (the
@@ -324,7 +329,10 @@ class ACmix(ConvPathMixin, nn.Cell):
         q_att = q.reshape(bh, hd, h, w) * self.scaling
         k_att = k.reshape(bh, hd, h, w)
         v_att = v.reshape(bh, hd, h, w)
-        if s > 1:
+        if s > 1 and self.subsample is not None:
+            q_att = self.subsample(q_att)
+            q_pe = self.subsample(pe)
+        elif s > 1:
             q_att = subsample2d(q_att, s)  # == q_att[:, :, ::s, ::s], with a gradient that works on CPU
             q_pe = subsample2d(pe, s)
         else:
@@ -332,8 +340,11 @@ class ACmix(ConvPathMixin, nn.Cell):
         out_att = self.attention(q_att, k_att, v_att, pe, q_pe)  # (B*head, head_dim, Ho, Wo)
         out_att = out_att.reshape(b, self.out_planes, out_att.shape[2], out_att.shape[3])
 
-        hw = h * w
-        f_all = ops.concat((q.reshape(b, self.head, hd, hw), k.reshape(b, self.head, hd, hw),
-                            v.reshape(b, self.head, hd, hw)), 1)
-        out_conv = self.conv_path(f_all, h, w)
+        if self.mix is not None:
+            out_conv = self.dep_conv(self.mix(q, k, v, self.fc.weight, self.fc_zero_bias))
+        else:
+            hw = h * w
+            f_all = ops.concat((q.reshape(b, self.head, hd, hw), k.reshape(b, self.head, hd, hw),
+                                v.reshape(b, self.head, hd, hw)), 1)
+            out_conv = self.conv_path(f_all, h, w)
         return self.rate1 * out_att + self.rate2 * out_conv

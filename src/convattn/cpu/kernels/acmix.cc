@@ -1,0 +1,210 @@
+// The data movement around ACmix's two paths, fused (convattn.bench op profile of an ACmix-ResNet-26 forward:
+// Concat + Transpose + the fc convolution and the strided slices of the stride-2 layers, 11 % of the time):
+//
+//   MIX      (q, k, v [B,O,H,W], w[K,3G,1,1], b[K]) -> f[B,D*K,H,W]
+//              f[b, d*K + i, p] = b[i] + sum_j w[i, j] * src_j[b, (j mod G)*D + d, p],  src_j = (q, k, v)[j / G]
+//            the conv path's input: the head axis (G heads of D = O/G channels) of q, k and v mixed by fc into K
+//            maps and reordered to channel d*K + i, as concat + fc + transpose compute it
+//   MIX_GRAD (q, k, v, w, b, df) -> (dq, dk, dv, dw, db)
+//   SUB2     (x[N,C,H,W]) -> y[N,C,ceil(H/2),ceil(W/2)]   y[.., i, j] = x[.., 2i, 2j]
+//   SUB2_T   (dy, x) -> dx   (dx zero but at the even rows and columns; x: its shape only)
+//
+// float32 only; blocks of pixels over the thread pool (common.h).
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "common.h"
+
+namespace {
+
+using namespace convattn;
+
+constexpr int64_t kPixelBlock = 2048;
+
+struct MixGeometry {
+  int64_t b, o, hw, k, maps, g, d;  // maps = 3G inputs of fc
+};
+
+bool MixShapes(int64_t **shapes, int *ndims, MixGeometry *m) {
+  const int64_t *q = shapes[0], *w = shapes[3];
+  for (int i = 1; i < 3; ++i) {
+    for (int a = 0; a < 4; ++a) {
+      if (shapes[i][a] != q[a]) return false;
+    }
+  }
+  if (ndims[3] != 4 || w[2] != 1 || w[3] != 1 || w[1] % 3 != 0 || NumElements(ndims[4], shapes[4]) != w[0]) {
+    return false;
+  }
+  m->b = q[0];
+  m->o = q[1];
+  m->hw = q[2] * q[3];
+  m->k = w[0];
+  m->maps = w[1];
+  m->g = w[1] / 3;
+  if (m->g <= 0 || m->o % m->g != 0) return false;
+  m->d = m->o / m->g;
+  return true;
+}
+
+// out[p] += a * g[p] for p < n, returning sum_p g[p] * in[p] (eight partial sums, so that the loop vectorises
+// without reassociation flags)
+inline float AxpyDot(float *__restrict__ out, float a, const float *__restrict__ g, const float *__restrict__ in,
+                     int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t p = 0;
+  for (; p + 8 <= n; p += 8) {
+    for (int l = 0; l < 8; ++l) {
+      out[p + l] += a * g[p + l];
+      acc[l] += g[p + l] * in[p + l];
+    }
+  }
+  float dot = 0.0f;
+  for (; p < n; ++p) {
+    out[p] += a * g[p];
+    dot += g[p] * in[p];
+  }
+  for (int l = 0; l < 8; ++l) dot += acc[l];
+  return dot;
+}
+
+// the plane of source map j (of q, k, v) for sample b and head-channel d
+inline const float *SourcePlane(const float *const src[3], const MixGeometry &m, int64_t b, int64_t j, int64_t d) {
+  return src[j / m.g] + (b * m.o + (j % m.g) * m.d + d) * m.hw;
+}
+
+int Mix(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const Args args{"q k v w b f", nparam, ndims, shapes, dtypes};
+  if (!args.Count(6) || !args.Rank(0, 4) || !args.Rank(1, 4) || !args.Rank(2, 4) || !args.Rank(5, 4)) return 1;
+  if (!args.AllFloat32()) return 2;
+  MixGeometry m{};
+  if (!MixShapes(shapes, ndims, &m) || shapes[5][0] != m.b || shapes[5][1] != m.d * m.k ||
+      shapes[5][2] * shapes[5][3] != m.hw) {
+    return args.Mismatch("q, k, v (B, G*D, H, W) alike, w (K, 3G, 1, 1), b (K), f (B, D*K, H, W)");
+  }
+  const float *src[3] = {static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                         static_cast<const float *>(params[2])};
+  const float *w = static_cast<const float *>(params[3]);
+  const float *bias = static_cast<const float *>(params[4]);
+  float *f = static_cast<float *>(params[5]);
+  const int64_t blocks = (m.hw + kPixelBlock - 1) / kPixelBlock;
+  ParallelFor(m.b * m.d * blocks, [&](int64_t task) {
+    const int64_t bd = task / blocks, p0 = (task % blocks) * kPixelBlock, len = std::min(kPixelBlock, m.hw - p0);
+    const int64_t b = bd / m.d, d = bd % m.d;
+    for (int64_t i = 0; i < m.k; ++i) {
+      float *__restrict__ out = f + ((b * m.d + d) * m.k + i) * m.hw + p0;
+      const float bi = bias[i];
+      for (int64_t p = 0; p < len; ++p) out[p] = bi;
+      for (int64_t j = 0; j < m.maps; ++j) {
+        const float wij = w[i * m.maps + j];
+        const float *__restrict__ in = SourcePlane(src, m, b, j, d) + p0;
+        for (int64_t p = 0; p < len; ++p) out[p] += wij * in[p];
+      }
+    }
+  });
+  return 0;
+}
+
+int MixGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const Args args{"q k v w b df dq dk dv dw db", nparam, ndims, shapes, dtypes};
+  if (!args.Count(11)) return 1;
+  if (!args.AllFloat32()) return 2;
+  MixGeometry m{};
+  if (!MixShapes(shapes, ndims, &m) || shapes[5][0] != m.b || shapes[5][1] != m.d * m.k) {
+    return args.Mismatch("q, k, v (B, G*D, H, W) alike, w (K, 3G, 1, 1), b (K), df (B, D*K, H, W)");
+  }
+  const float *src[3] = {static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+                         static_cast<const float *>(params[2])};
+  const float *w = static_cast<const float *>(params[3]);
+  const float *df = static_cast<const float *>(params[5]);
+  float *dsrc[3] = {static_cast<float *>(params[6]), static_cast<float *>(params[7]),
+                    static_cast<float *>(params[8])};
+  float *dw = static_cast<float *>(params[9]);
+  float *db = static_cast<float *>(params[10]);
+  const int64_t blocks = (m.hw + kPixelBlock - 1) / kPixelBlock, tasks = m.b * m.d * blocks;
+  const int64_t nw = m.k * m.maps;
+  // per task: the input gradients of its pixels (every (b, d, pixel) is one task's alone) and partial dw, db
+  std::vector<float> partial(static_cast<size_t>(tasks * (nw + m.k)), 0.0f);
+  ParallelFor(tasks, [&](int64_t task) {
+    const int64_t bd = task / blocks, p0 = (task % blocks) * kPixelBlock, len = std::min(kPixelBlock, m.hw - p0);
+    const int64_t b = bd / m.d, d = bd % m.d;
+    float *pw = partial.data() + task * (nw + m.k), *pb = pw + nw;
+    for (int64_t j = 0; j < m.maps; ++j) {
+      float *__restrict__ out = dsrc[j / m.g] + (b * m.o + (j % m.g) * m.d + d) * m.hw + p0;
+      const float *__restrict__ in = SourcePlane(src, m, b, j, d) + p0;
+      std::fill(out, out + len, 0.0f);
+      for (int64_t i = 0; i < m.k; ++i) {
+        const float *__restrict__ g = df + ((b * m.d + d) * m.k + i) * m.hw + p0;
+        pw[i * m.maps + j] += AxpyDot(out, w[i * m.maps + j], g, in, len);
+      }
+    }
+    for (int64_t i = 0; i < m.k; ++i) {
+      const float *__restrict__ g = df + ((b * m.d + d) * m.k + i) * m.hw + p0;
+      float s = 0.0f;
+      for (int64_t p = 0; p < len; ++p) s += g[p];
+      pb[i] += s;
+    }
+  });
+  std::fill(dw, dw + nw, 0.0f);
+  std::fill(db, db + m.k, 0.0f);
+  for (int64_t t = 0; t < tasks; ++t) {
+    const float *pw = partial.data() + t * (nw + m.k);
+    for (int64_t e = 0; e < nw; ++e) dw[e] += pw[e];
+    for (int64_t i = 0; i < m.k; ++i) db[i] += pw[nw + i];
+  }
+  return 0;
+}
+
+int Sub2(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const Args args{"x y", nparam, ndims, shapes, dtypes};
+  if (!args.Count(2) || !args.Rank(0, 4) || !args.Rank(1, 4)) return 1;
+  if (!args.AllFloat32()) return 2;
+  const int64_t *x = shapes[0], *y = shapes[1];
+  if (x[0] != y[0] || x[1] != y[1] || y[2] != (x[2] + 1) / 2 || y[3] != (x[3] + 1) / 2) {
+    return args.Mismatch("y must be x at the even rows and columns: (N, C, ceil(H/2), ceil(W/2))");
+  }
+  const float *in = static_cast<const float *>(params[0]);
+  float *out = static_cast<float *>(params[1]);
+  const int64_t w = x[3], ho = y[2], wo = y[3];
+  ParallelFor(x[0] * x[1], [&](int64_t nc) {
+    const float *src = in + nc * x[2] * w;
+    float *dst = out + nc * ho * wo;
+    for (int64_t i = 0; i < ho; ++i) {
+      const float *row = src + 2 * i * w;
+      for (int64_t j = 0; j < wo; ++j) dst[i * wo + j] = row[2 * j];
+    }
+  });
+  return 0;
+}
+
+int Sub2T(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const Args args{"dy x dx", nparam, ndims, shapes, dtypes};
+  if (!args.Count(3) || !args.Rank(0, 4) || !args.Rank(1, 4) || !args.Rank(2, 4)) return 1;
+  if (!args.Float32({0, 2})) return 2;
+  const int64_t *y = shapes[0], *x = shapes[2];
+  if (x[0] != y[0] || x[1] != y[1] || y[2] != (x[2] + 1) / 2 || y[3] != (x[3] + 1) / 2) {
+    return args.Mismatch("dy must be dx at the even rows and columns: (N, C, ceil(H/2), ceil(W/2))");
+  }
+  const float *in = static_cast<const float *>(params[0]);
+  float *out = static_cast<float *>(params[2]);
+  const int64_t h = x[2], w = x[3], ho = y[2], wo = y[3];
+  ParallelFor(x[0] * x[1], [&](int64_t nc) {
+    const float *src = in + nc * ho * wo;
+    float *dst = out + nc * h * w;
+    std::fill(dst, dst + h * w, 0.0f);
+    for (int64_t i = 0; i < ho; ++i) {
+      float *row = dst + 2 * i * w;
+      for (int64_t j = 0; j < wo; ++j) row[2 * j] = src[i * wo + j];
+    }
+  });
+  return 0;
+}
+
+}  // namespace
+
+CONVATTN_EXPORT_PLAIN(acmix_mix, Mix)
+CONVATTN_EXPORT_PLAIN(acmix_mix_grad, MixGrad)
+CONVATTN_EXPORT_PLAIN(subsample2, Sub2)
+CONVATTN_EXPORT_PLAIN(subsample2_t, Sub2T)
