@@ -111,6 +111,125 @@ void ForGroupTaps(const Geometry &geo, bool interleaved, const float *w, float *
   });
 }
 
+// ---- register-blocked stride-1 forms (k = 3, 5, 7): 8 pixels of a row in one vector register ----
+typedef float V8 __attribute__((vector_size(32)));
+
+inline V8 Load8(const float *p) {
+  V8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void Store8(float *p, V8 v) { std::memcpy(p, &v, sizeof(v)); }
+
+// CORR, stride 1: one task per (n, g, tap row ty) computes the k planes w[n,g,ty*k + tx]; for every 8 pixels of a
+// row the k sums stay in registers while the group's channels stream by (one load of a and k of xp per k FMAs,
+// where the plain loop loads and stores the sum at every FMA).
+template <int K>
+void CorrBlocked(const Geometry &geo, bool interleaved, const float *a, const float *xp, float *w) {
+  const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp, per = geo.c / geo.g, d = geo.d;
+  ParallelFor(geo.n * geo.g * K, [&](int64_t task) {
+    const int64_t ty = task % K, ng = task / K, n = ng / geo.g, g = ng % geo.g;
+    float *wrow = w + (ng * geo.taps + ty * K) * hw;
+    for (int64_t i = 0; i < geo.h; ++i) {
+      const int64_t xoff = (i + d * ty) * geo.wp, aoff = i * geo.w;
+      int64_t j = 0;
+      for (; j + 8 <= geo.w; j += 8) {
+        V8 acc[K];
+        for (int tx = 0; tx < K; ++tx) acc[tx] = V8{0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t s = 0; s < per; ++s) {
+          const int64_t c = n * geo.c + ChannelOf(g, s, geo, interleaved);
+          const V8 av = Load8(a + c * hw + aoff + j);
+          const float *xr = xp + c * phw + xoff + j;
+          for (int tx = 0; tx < K; ++tx) acc[tx] += av * Load8(xr + d * tx);
+        }
+        for (int tx = 0; tx < K; ++tx) Store8(wrow + tx * hw + aoff + j, acc[tx]);
+      }
+      for (; j < geo.w; ++j) {
+        float acc[K] = {};
+        for (int64_t s = 0; s < per; ++s) {
+          const int64_t c = n * geo.c + ChannelOf(g, s, geo, interleaved);
+          const float av = a[c * hw + aoff + j];
+          const float *xr = xp + c * phw + xoff + j;
+          for (int tx = 0; tx < K; ++tx) acc[tx] += av * xr[d * tx];
+        }
+        for (int tx = 0; tx < K; ++tx) wrow[tx * hw + aoff + j] = acc[tx];
+      }
+    }
+  });
+}
+
+// AGG, stride 1: one task per (n, block of 4 channels of one group); for every 8 pixels of a row the 4 sums stay
+// in registers over the k*k taps (one load of the shared weight and 4 of xp per 4 FMAs).
+template <int K>
+void AggBlocked(const Geometry &geo, bool interleaved, const float *w, const float *xp, float *y) {
+  constexpr int64_t kCb = 4;
+  const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp, per = geo.c / geo.g, d = geo.d;
+  const int64_t blocks = (per + kCb - 1) / kCb;
+  ParallelFor(geo.n * geo.g * blocks, [&](int64_t task) {
+    const int64_t b = task % blocks, ng = task / blocks, n = ng / geo.g, g = ng % geo.g;
+    const int64_t s0 = b * kCb, cnt = std::min(kCb, per - s0);
+    const float *wg = w + ng * geo.taps * hw;
+    const float *xc[kCb];
+    float *yc[kCb];
+    for (int64_t u = 0; u < kCb; ++u) {
+      const int64_t c = n * geo.c + ChannelOf(g, s0 + std::min(u, cnt - 1), geo, interleaved);
+      xc[u] = xp + c * phw;
+      yc[u] = y + c * hw;
+    }
+    for (int64_t i = 0; i < geo.h; ++i) {
+      int64_t j = 0;
+      for (; j + 8 <= geo.w; j += 8) {
+        V8 acc[kCb];
+        for (int64_t u = 0; u < kCb; ++u) acc[u] = V8{0, 0, 0, 0, 0, 0, 0, 0};
+        for (int ty = 0; ty < K; ++ty) {
+          const int64_t xoff = (i + d * ty) * geo.wp + j;
+          for (int tx = 0; tx < K; ++tx) {
+            const V8 wv = Load8(wg + (ty * K + tx) * hw + i * geo.w + j);
+            for (int64_t u = 0; u < kCb; ++u) acc[u] += wv * Load8(xc[u] + xoff + d * tx);
+          }
+        }
+        for (int64_t u = 0; u < cnt; ++u) Store8(yc[u] + i * geo.w + j, acc[u]);
+      }
+      for (; j < geo.w; ++j) {
+        float acc[kCb] = {};
+        for (int ty = 0; ty < K; ++ty) {
+          const int64_t xoff = (i + d * ty) * geo.wp + j;
+          for (int tx = 0; tx < K; ++tx) {
+            const float wv = wg[(ty * K + tx) * hw + i * geo.w + j];
+            for (int64_t u = 0; u < kCb; ++u) acc[u] += wv * xc[u][xoff + d * tx];
+          }
+        }
+        for (int64_t u = 0; u < cnt; ++u) yc[u][i * geo.w + j] = acc[u];
+      }
+    }
+  });
+}
+
+// the blocked form for k = 3, 5, 7 at stride 1; false where it does not apply
+template <template <int> class Tag, typename... A>
+bool Blocked(int64_t k, int64_t stride, A &&...args) {
+  if (stride != 1) return false;
+  switch (k) {
+    case 3: Tag<3>::Run(args...); return true;
+    case 5: Tag<5>::Run(args...); return true;
+    case 7: Tag<7>::Run(args...); return true;
+    default: return false;
+  }
+}
+
+template <int K>
+struct CorrTag {
+  template <typename... A>
+  static void Run(A &&...args) { CorrBlocked<K>(args...); }
+};
+
+template <int K>
+struct AggTag {
+  template <typename... A>
+  static void Run(A &&...args) { AggBlocked<K>(args...); }
+};
+
 // y[c,p] = sum_t w[g(c),t,p] * xp[c, s*p+o_t]
 int Agg(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool interleaved,
         int64_t stride) {
@@ -123,6 +242,7 @@ int Agg(int nparam, void **params, int *ndims, int64_t **shapes, const char **dt
   const float *w = static_cast<const float *>(params[0]);
   const float *xp = static_cast<const float *>(params[1]);
   float *y = static_cast<float *>(params[2]);
+  if (Blocked<AggTag>(geo.k, stride, geo, interleaved, w, xp, y)) return 0;
   const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp;
   ForGroupTaps(geo, interleaved, w, y, hw, [&](int64_t nc, const float *wt, int64_t oy, int64_t ox) {
     const float *xc = xp + nc * phw;
@@ -146,6 +266,7 @@ int Corr(int nparam, void **params, int *ndims, int64_t **shapes, const char **d
   const float *a = static_cast<const float *>(params[0]);
   const float *xp = static_cast<const float *>(params[1]);
   float *w = static_cast<float *>(params[2]);
+  if (Blocked<CorrTag>(geo.k, stride, geo, interleaved, a, xp, w)) return 0;
   const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp, per = geo.c / geo.g;
   // one task per (n, g, t): the output slab w[n,g,t] (H*W floats) stays in cache while the group's
   // channels stream through it
