@@ -194,3 +194,17 @@ def test_op_profile_counts_matmul_macs():
     mm = {p["op_type"]: p for p in prof}["MatMul"]
     assert mm["calls"] == 2 and mm["gmacs"] == pytest.approx((8 * 64 * 32 + 8 * 32 * 16) / 1e9)
     assert sum(p["share"] for p in prof) == pytest.approx(1.0)
+
+
+def test_memory_slopes_per_model_from_two_batches():
+    from convattn.bench.harness import BenchConfig, memory_slopes
+
+    assert BenchConfig(mode="memory")["mode"] == "memory"
+    rows = [{"model": "a", "precision": "float32", "batch_size": 4, "peak_mem_mb": 1400.0, "status": "ok"},
+            {"model": "a", "precision": "float32", "batch_size": 12, "peak_mem_mb": 3000.0, "status": "ok"},
+            {"model": "b", "precision": "float32", "batch_size": 4, "peak_mem_mb": 900.0, "status": "ok"},
+            {"model": "b", "precision": "float32", "batch_size": 12, "status": "failed"}]
+    memory_slopes(rows)
+    assert rows[0]["mem_mb_per_img"] == rows[1]["mem_mb_per_img"] == 200.0
+    assert rows[0]["mem_fixed_mb"] == 600.0
+    assert rows[2]["mem_mb_per_img"] is None and rows[3]["mem_mb_per_img"] is None

@@ -10,6 +10,7 @@ from mindspore import nn, ops
 from convattn.cpu.gelu import FusedGELU
 from convattn.cpu.runtime import runtime
 from convattn.layers import GELU, ExportSafeGELU
+from convattn.layers.lean_grad import LeanGELU
 from convattn.layers.targets import build_target
 from cell_grads import assert_same_outputs, build_small, cpu_backend_cells, standard_twin
 
@@ -51,8 +52,8 @@ def test_gelu_factory_follows_the_build_target():
     with build_target("Ascend"):
         asc = GELU()
     assert isinstance(cpu, FusedGELU) and cpu.fused and cpu.approximate == "none"
-    for cell in (std, asc):
-        assert type(cell) is nn.GELU and cell.approximate == "none"
+    for cell in (std, asc):  # the standard cell, with the lean backward (convattn.layers.lean_grad)
+        assert type(cell) is LeanGELU and isinstance(cell, nn.GELU) and cell.approximate == "none"
     assert type(safe) is ExportSafeGELU
 
 
@@ -62,10 +63,10 @@ def test_models_use_it_and_their_standard_and_export_forms_do_not(pynative):
     assert gelus and all(isinstance(c, FusedGELU) and c.fused for n, c in net.cells_and_names() if n in gelus)
     twin = standard_twin(net, "swin_tiny")  # the standard form (cpu_backend=False), same weights
     twin_cells = dict(twin.cells_and_names())
-    assert cpu_backend_cells(twin) == [] and all(type(twin_cells[n]) is nn.GELU for n in gelus)
+    assert cpu_backend_cells(twin) == [] and all(type(twin_cells[n]) is LeanGELU for n in gelus)
     assert_same_outputs(net, twin, "swin_tiny", seed=1)
 
     van = build_small("van_b0", target="CPU", export_safe=True)  # the form export builds for ONNX
     kinds = {type(c) for _, c in van.cells_and_names()}
-    assert ExportSafeGELU in kinds and FusedGELU not in kinds and nn.GELU not in kinds
+    assert ExportSafeGELU in kinds and FusedGELU not in kinds and nn.GELU not in kinds and LeanGELU not in kinds
     assert cpu_backend_cells(van) == []

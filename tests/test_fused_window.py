@@ -17,6 +17,7 @@ from mindspore import nn
 from convattn.cpu import runtime as cpu_runtime
 from convattn.cpu.window import FusedWindowAttention, LocalAggregate, LocalCorrelate, LocalDiff, TapSoftmax
 from convattn.layers import GELU, ACmix, SAM, layer_norm, targets
+from convattn.layers.lean_grad import LeanGELU
 from convattn.layers.targets import build_target, cpu_backend_enabled, decide_form
 from cell_grads import cpu_backend_cells, is_cpu_backend_cell
 from test_local_attention import acmix_twins
@@ -290,7 +291,7 @@ def test_environment_switch_and_bad_requests(monkeypatch):
     with build_target("CPU"):
         assert SAM("pairwise", 16, 4, 16, 4, 3).attn_impl == "unfold"
         assert ACmix(16, 32, 7, head=4).attn_impl == "fast"
-        assert type(GELU()) is nn.GELU and type(layer_norm(8)) is nn.LayerNorm
+        assert type(GELU()) is LeanGELU and type(layer_norm(8)) is nn.LayerNorm
         with pytest.raises(RuntimeError, match="attn_impl='auto'"):
             SAM("pairwise", 16, 4, 16, 4, 3, attn_impl="fused")
     with pytest.raises(RuntimeError, match="CONVATTN_FUSED_KERNELS=0"):

@@ -4,8 +4,8 @@ import sys
 
 from ..layers.targets import resolve_target
 from ..utils.cli import ArgumentParser, argument_type
-from .harness import DEFAULT_SUITE, BenchConfig, environment, resolve_models, run_suite, write_reports
 from ..utils.errors import check_writable_dir, command
+from .harness import DEFAULT_SUITE, MEMORY_BATCHES, BenchConfig, environment, resolve_models, run_suite, write_reports
 
 __all__ = ["main", "build_parser", "device_available"]
 
@@ -22,7 +22,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--target", default=None, type=argument_type(resolve_target, "target"),
                    help="CPU, GPU or Ascend (any case): build the models in this target's formulations (default: "
                         "--device_target's), e.g. time the Ascend form on CPU")
-    p.add_argument("--batch_sizes", type=int, nargs="+", default=[8])
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=None,
+                   help="default: 8; with --mode memory 4 and 12 (the per-image slope between them)")
     p.add_argument("--precision", default="float32", choices=["float32", "float16"])
     p.add_argument("--amp_level", default="O2", choices=["O1", "O2", "O3"], help="used with --precision float16")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps after the first (compiling) call")
@@ -30,8 +31,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all the process may use)")
     p.add_argument("--image_size", type=int, nargs=2, default=None, metavar=("H", "W"))
     p.add_argument("--timeout", type=int, default=900, help="seconds per model before it is reported as failed")
-    p.add_argument("--mode", default="infer", choices=["infer", "train"],
-                   help="infer: eval forward; train: one training step (forward + backward + SGD momentum update)")
+    p.add_argument("--mode", default="infer", choices=["infer", "train", "memory"],
+                   help="infer: eval forward; train: one training step (forward + backward + SGD momentum update); "
+                        "memory: training memory per image (three steps at each batch size, peak RSS on CPU or the "
+                        "device allocator's peak, slope over the batch size)")
     p.add_argument("--op_profile", action="store_true",
                    help="CPU: also profile a few steps per model and report the top five operator types by time")
     p.add_argument("--out", default="outputs/benchmark", help="directory for the CSV/JSON/markdown/PNG reports")
@@ -53,7 +56,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     check_writable_dir(args.out, "--out folder")  # before a long benchmark, not after it
     try:
-        cfg = BenchConfig(device_target=args.device_target, batch_sizes=tuple(args.batch_sizes),
+        batches = args.batch_sizes or (list(MEMORY_BATCHES) if args.mode == "memory" else [8])
+        cfg = BenchConfig(device_target=args.device_target, batch_sizes=tuple(batches),
                           precision=args.precision, warmup=args.warmup, iters=args.iters, threads=args.threads,
                           image_size=tuple(args.image_size) if args.image_size else None, timeout=args.timeout,
                           amp_level=args.amp_level, mode=args.mode, target=args.target,

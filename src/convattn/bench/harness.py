@@ -8,6 +8,9 @@ its own subprocess, so one failure (or out-of-memory) cannot take the suite down
 leak between models, and peak memory (process RSS high-water mark on CPU, the allocator's peak on a
 device) belongs to that model alone. A batch that does not fit is retried at half the size. ``mode='train'``
 (``--mode train``) times one training step instead: forward + cross-entropy + backward + SGD(momentum) update.
+``mode='memory'`` (``--mode memory``) measures training memory: three training steps per process at each of two
+batch sizes (default 4 and 12), the peak read after them, and per model the per-image slope between the two
+batches (:func:`memory_slopes`), which removes the framework, the weights and the optimizer state.
 """
 import csv
 import datetime
@@ -22,7 +25,10 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 __all__ = ["BenchConfig", "run_one", "run_suite", "baseline_of", "DEFAULT_SUITE", "write_reports", "resolve_models",
-           "op_profile", "top_ops"]
+           "op_profile", "top_ops", "memory_slopes", "MEMORY_BATCHES"]
+
+MEMORY_BATCHES = (4, 12)  # the two batch sizes of --mode memory (the per-image slope between them)
+MEMORY_STEPS = 3  # training steps per memory measurement
 
 # The paper's table (each baseline beside its ACmix version), then the other families.
 DEFAULT_SUITE = [
@@ -77,9 +83,9 @@ class BenchConfig(dict):
             raise ValueError(f"batch sizes must be >= 1, got {list(self['batch_sizes'])}")
         if self["precision"] not in ("float32", "float16"):
             raise ValueError(f"precision must be 'float32' or 'float16', got '{self['precision']}'")
-        if self["mode"] not in ("infer", "train"):
-            raise ValueError(f"mode must be 'infer' (forward) or 'train' (forward + backward + SGD step), "
-                             f"got '{self['mode']}'")
+        if self["mode"] not in ("infer", "train", "memory"):
+            raise ValueError(f"mode must be 'infer' (forward), 'train' (forward + backward + SGD step) or 'memory' "
+                             f"(training memory per image), got '{self['mode']}'")
         if int(self["iters"]) < 1 or int(self["warmup"]) < 0:
             raise ValueError("iters must be >= 1 and warmup >= 0")
 
@@ -176,7 +182,8 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
 
         set_cpu_backend_threads(int(cfg["threads"]))  # the fused kernels use the same count
     size = tuple(cfg["image_size"] or get_model_cfg(base)["input_size"][1:])
-    train = cfg.get("mode", "infer") == "train"
+    memory = cfg.get("mode", "infer") == "memory"
+    train = cfg.get("mode", "infer") in ("train", "memory")
     if variant == "deploy" and train:
         raise ValueError(f"'{name}': a deploy-form network cannot train; benchmark it in infer mode")
     try:  # '@deploy': the one deploy entry point, create_model(deploy=True)
@@ -220,10 +227,12 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
     t0 = time.perf_counter()
     step()
     first = time.perf_counter() - t0
-    for _ in range(int(cfg["warmup"])):
+    # memory: MEMORY_STEPS steps in all (the peak is read after them), the last ones timed
+    warmup, iters = (0, MEMORY_STEPS - 1) if memory else (int(cfg["warmup"]), int(cfg["iters"]))
+    for _ in range(warmup):
         step()
     times = []
-    for _ in range(int(cfg["iters"])):
+    for _ in range(iters):
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
@@ -397,10 +406,36 @@ def run_suite(models: Sequence[str], cfg: BenchConfig, log=print) -> List[dict]:
                 log(f"[bench] {name}: FAILED {res['error']}")
             else:
                 log(f"[bench] {name} batch {b}: {res['imgs_per_s']:.2f} img/s, {res['ms_per_step']:.1f} ms/step, "
-                    f"compile {res['compile_s']:.1f} s")
+                    f"compile {res['compile_s']:.1f} s, peak {res['peak_mem_mb']:.0f} MB")
             rows.append(res)
     _add_relative(rows)
+    if cfg.get("mode") == "memory":
+        memory_slopes(rows)
     return rows
+
+
+def memory_slopes(rows: List[dict]) -> None:
+    """Per model (and precision), from its ok rows at two or more batch sizes: ``mem_mb_per_img``, the least-squares
+    slope of peak memory over the batch size (with two batches: the difference over the batch difference), and
+    ``mem_fixed_mb``, the intercept (framework, weights, gradients, optimizer state); set on each of its rows (None
+    where fewer than two batch sizes succeeded)."""
+    groups: Dict[tuple, List[dict]] = {}
+    for r in rows:
+        if r.get("status") == "ok" and r.get("peak_mem_mb") is not None:
+            groups.setdefault((r["model"], r.get("precision")), []).append(r)
+    for r in rows:
+        r.setdefault("mem_mb_per_img", None)
+        r.setdefault("mem_fixed_mb", None)
+    for group in groups.values():
+        bs = [float(r["batch_size"]) for r in group]
+        if len(set(bs)) < 2:
+            continue
+        ms_ = [float(r["peak_mem_mb"]) for r in group]
+        mb, mm = sum(bs) / len(bs), sum(ms_) / len(ms_)
+        slope = sum((b - mb) * (m - mm) for b, m in zip(bs, ms_)) / sum((b - mb) ** 2 for b in bs)
+        for r in group:
+            r["mem_mb_per_img"] = slope
+            r["mem_fixed_mb"] = mm - slope * mb
 
 
 def _add_relative(rows: List[dict]) -> None:
@@ -418,7 +453,7 @@ def _add_relative(rows: List[dict]) -> None:
 
 
 COLUMNS = ["model", "mode", "baseline", "batch_size", "img_size", "precision", "imgs_per_s", "ms_per_step", "ms_p10", "ms_p90",
-           "compile_s", "params_m", "trainable_m", "gmacs", "peak_mem_mb", "time_ratio", "mac_ratio", "rel_throughput", "defect",
+           "compile_s", "params_m", "trainable_m", "gmacs", "peak_mem_mb", "mem_mb_per_img", "mem_fixed_mb", "time_ratio", "mac_ratio", "rel_throughput", "defect",
            "formulation", "top_ops", "status", "error"]
 
 
@@ -468,7 +503,25 @@ def markdown(rows: List[dict], env: dict) -> str:
             f"({_fmt(r['ms_p10'], 1)}–{_fmt(r['ms_p90'], 1)}) | {_fmt(r['compile_s'], 1)} | {_params(r)} | "
             f"{_fmt(r['gmacs'])} | {_fmt(r['peak_mem_mb'], 0)} | {r['baseline'] or '–'} | {_fmt(r['time_ratio'])} | "
             f"{_fmt(r['mac_ratio'])} | {_fmt(r['defect'])} | {r['formulation']} |")
-    return head + "\n".join(lines) + "\n" + op_profile_markdown(rows)
+    return head + "\n".join(lines) + "\n" + memory_markdown(rows) + op_profile_markdown(rows)
+
+
+def memory_markdown(rows: List[dict]) -> str:
+    """``--mode memory``: one line per model, peak at each batch size, the per-image slope and the intercept."""
+    seen, out = set(), []
+    for r in rows:
+        if r.get("mem_mb_per_img") is None or r["model"] in seen:
+            continue
+        seen.add(r["model"])
+        peaks = ", ".join(f"{x['batch_size']}: {x['peak_mem_mb']:.0f}" for x in rows
+                          if x.get("model") == r["model"] and x.get("status") == "ok")
+        out.append(f"| `{r['model']}` | {peaks} | **{r['mem_mb_per_img']:.0f}** | {r['mem_fixed_mb']:.0f} | "
+                   f"{r['formulation']} |")
+    if not out:
+        return ""
+    return ("\nTraining memory (peak after three training steps; slope over the batch size = per image):\n\n"
+            "| model | peak MB by batch | MB / image | fixed MB | formulation |\n|---|---|---:|---:|---|\n"
+            + "\n".join(out) + "\n")
 
 
 def op_profile_markdown(rows: List[dict], n: int = 5) -> str:

@@ -24,7 +24,8 @@ def conv_fan_out_normal(out_channels: int, kernel_size, groups: int = 1) -> init
 def GELU() -> nn.Cell:
     """Exact (erf) GELU, as PyTorch's default; MindSpore's ``nn.GELU`` defaults to the tanh approximation.
 
-    ``nn.GELU(approximate=False)``; in an export-safe network the Erf-free
+    ``nn.GELU(approximate=False)`` (its subclass :class:`~convattn.layers.lean_grad.LeanGELU`, whose backward keeps
+    only the input); in an export-safe network the Erf-free
     :class:`~convattn.layers.export_gelu.ExportSafeGELU` (the ONNX exporter has no Erf); in a network built with the
     CPU backend its fused form (:class:`convattn.cpu.gelu.FusedGELU`, one vectorised kernel instead of
     MindSpore's scalar ``Erf``)."""
@@ -34,7 +35,9 @@ def GELU() -> nn.Cell:
         from .export_gelu import ExportSafeGELU
 
         return ExportSafeGELU()
-    return cpu_cell("gelu") or nn.GELU(approximate=False)
+    from .lean_grad import LeanGELU
+
+    return cpu_cell("gelu") or LeanGELU()
 
 
 def check_nchw(x, in_chans: int, model: str):
