@@ -98,6 +98,17 @@ struct Args {
 
 // ---- shared arithmetic ----
 
+// 8 floats in one vector register (AVX2 where the build has it; two SSE registers otherwise); unaligned access
+typedef float V8 __attribute__((vector_size(32)));
+
+inline V8 Load8(const float *p) {
+  V8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void Store8(float *p, V8 v) { std::memcpy(p, &v, sizeof(v)); }
+
 inline int64_t NumElements(int ndim, const int64_t *shape) {
   int64_t n = 1;
   for (int i = 0; i < ndim; ++i) n *= shape[i];

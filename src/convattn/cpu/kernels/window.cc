@@ -112,16 +112,6 @@ void ForGroupTaps(const Geometry &geo, bool interleaved, const float *w, float *
 }
 
 // ---- register-blocked stride-1 forms (k = 3, 5, 7): 8 pixels of a row in one vector register ----
-typedef float V8 __attribute__((vector_size(32)));
-
-inline V8 Load8(const float *p) {
-  V8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-inline void Store8(float *p, V8 v) { std::memcpy(p, &v, sizeof(v)); }
-
 // CORR, stride 1: one task per (n, g, tap row ty) computes the k planes w[n,g,ty*k + tx]; for every 8 pixels of a
 // row the k sums stay in registers while the group's channels stream by (one load of a and k of xp per k FMAs,
 // where the plain loop loads and stores the sum at every FMA).
