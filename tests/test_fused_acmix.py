@@ -7,7 +7,7 @@ import pytest
 import mindspore as ms
 from mindspore import nn, ops
 
-from convattn.cpu.acmix import FusedAcmixMix, FusedSubsample2
+from convattn.cpu.acmix import FusedAcmixMix, FusedGroupConv2d, FusedSubsample2
 from convattn.cpu.runtime import runtime
 from convattn.layers.acmix import ACmix
 from convattn.layers.helpers import subsample2d
@@ -76,6 +76,20 @@ def test_fused_subsample_equals_subsample2d(ms_mode, shape):
     assert np.array_equal(y, y_std) and np.array_equal(dx, dx_std)
 
 
+@pytest.mark.parametrize("cin,cout,group,k,hw", [(36, 16, 4, 3, (7, 10)), (18, 8, 2, 5, (9, 9)), (27, 12, 3, 3, (16, 5))])
+def test_fused_group_conv_equals_grouped_conv2d(ms_mode, cin, cout, group, k, hw):
+    rng = np.random.default_rng(3)
+    fused = FusedGroupConv2d(cin, cout, k, group)
+    plain = nn.Conv2d(cin, cout, k, pad_mode="pad", padding=k // 2, group=group, has_bias=False)
+    plain.weight.set_data(fused.weight.data)
+    x = rng.standard_normal((2, cin) + hw).astype(np.float32)
+    dy = rng.standard_normal((2, cout) + hw).astype(np.float32)
+    (y, g), (y_std, g_std) = value_and_grads(fused, x, dy), value_and_grads(plain, x, dy)
+    np.testing.assert_allclose(y, y_std, rtol=0, atol=1e-5)
+    for a, b in zip(g, g_std):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * max(1.0, np.abs(b).max()))
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_acmix_layer_on_the_backend_equals_the_standard_form(ms_mode, stride):
     with build_target("CPU"):
@@ -84,6 +98,7 @@ def test_acmix_layer_on_the_backend_equals_the_standard_form(ms_mode, stride):
         std = ACmix(16, 16, kernel_att=7, head=4, stride=stride)
     assert isinstance(fused.mix, FusedAcmixMix) and std.mix is None
     assert (fused.subsample is not None) == (stride == 2)
+    assert isinstance(fused.dep_conv, FusedGroupConv2d) == (stride == 1) and type(std.dep_conv) is nn.Conv2d
     ms.load_param_into_net(std, {p.name: p for p in fused.get_parameters()})
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 16, 12, 12)).astype(np.float32)

@@ -116,6 +116,14 @@ def _acmix_mix():
     return FusedAcmixMix()
 
 
+def _group_conv2d(in_channels: int, out_channels: int, kernel_size: int, stride: int, group: int, has_bias: bool):
+    if stride != 1 or has_bias or group < 2 or kernel_size % 2 != 1 or out_channels // group > 16:
+        return None
+    from .acmix import FusedGroupConv2d
+
+    return FusedGroupConv2d(in_channels, out_channels, kernel_size, group)
+
+
 def _subsample2d(stride: int):
     if stride != 2:
         return None
@@ -148,6 +156,7 @@ FUSED_CELLS: Dict[str, Callable[..., Optional[nn.Cell]]] = {
     "reflection_pad2d": _reflection_pad2d,
     "acmix_mix": _acmix_mix,
     "subsample2d": _subsample2d,
+    "group_conv2d": _group_conv2d,
     "local_aggregate": _window("LocalAggregate"),
     "local_correlate": _window("LocalCorrelate"),
     "local_diff": _window("LocalDiff"),

@@ -2,10 +2,11 @@
 reordered for the grouped ``dep_conv``, as concat + 1x1 convolution + transpose compute it) and the stride-2
 subsampling of the queries, each with its gradient (``kernels/acmix.cc``)."""
 import mindspore as ms
+from mindspore import nn
 
 from .primitives import Float32Cell, custom_primitive, require_library
 
-__all__ = ["FusedAcmixMix", "FusedSubsample2"]
+__all__ = ["FusedAcmixMix", "FusedSubsample2", "FusedGroupConv2d"]
 
 
 class FusedAcmixMix(Float32Cell):
@@ -59,3 +60,39 @@ class FusedSubsample2(Float32Cell):
 
     def construct(self, x):
         return self.op(x.astype(ms.float32)).astype(x.dtype)
+
+
+class _GroupConvKernel(Float32Cell):
+    """The grouped convolution's kernel call, float32 inside (a sub-cell, so AMP flags cannot cast its inputs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        require_library()
+        dx_op = custom_primitive("group_conv_dx", "", lambda dy, w, x: x, inputs=3)
+        dw_op = custom_primitive("group_conv_dw", "", lambda x, dy, w: w, inputs=3)
+
+        def bprop(x, w, out, dout):
+            return dx_op(dout, w, x), dw_op(x, dout, w)
+
+        self.op = custom_primitive("group_conv", "", lambda x, w: (x[0], w[0], x[2], x[3]), bprop)
+
+    def construct(self, x, w):
+        f32 = ms.float32
+        return self.op(x.astype(f32), w.astype(f32)).astype(x.dtype)
+
+
+class FusedGroupConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same ``weight``) with groups > 1, an odd k x k kernel, stride 1, zero padding k // 2 and no bias
+    (ACmix's ``dep_conv``: 9 shifted maps in and the heads out per group), run by ``group_conv`` and its two
+    gradients: 8 output pixels x the group's outputs in registers over inputs x taps."""
+
+    fused = True
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=1, pad_mode="pad", padding=kernel_size // 2,
+                         group=group, has_bias=False)
+        self.kernel = _GroupConvKernel()
+
+    def construct(self, x):
+        return self.kernel(x, self.weight)
+

@@ -92,9 +92,11 @@ class ConvPathMixin:
             ch = out_planes * self.kk
             self.dep_conv = nn.Conv2d(ch, ch, kernel_conv, stride=stride, pad_mode="pad", padding=pad,
                                       group=ch, has_bias=False)
-        else:
-            self.dep_conv = nn.Conv2d(self.kk * head_dim, out_planes, kernel_conv, stride=stride, pad_mode="pad",
-                                      padding=pad, group=head_dim, has_bias=False)
+        else:  # the CPU backend's grouped kernel where the network uses it (stride 1), else nn.Conv2d
+            fused = cpu_cell("group_conv2d", self.kk * head_dim, out_planes, kernel_conv, stride, head_dim, False)
+            self.dep_conv = fused if fused is not None else nn.Conv2d(
+                self.kk * head_dim, out_planes, kernel_conv, stride=stride, pad_mode="pad", padding=pad,
+                group=head_dim, has_bias=False)
         self.conv_form = self._conv_form()
         self.reset_shift()
 

@@ -224,3 +224,239 @@ CONVATTN_EXPORT_PLAIN(acmix_mix, Mix)
 CONVATTN_EXPORT_PLAIN(acmix_mix_grad, MixGrad)
 CONVATTN_EXPORT_PLAIN(subsample2, Sub2)
 CONVATTN_EXPORT_PLAIN(subsample2_t, Sub2T)
+
+// ---- ACmix's dep_conv: a k x k stride-1 convolution, zero padding k/2, G groups of CI inputs and CO outputs
+// (ACmix: CI = k_conv^2 = 9 shifted maps, CO = heads), which oneDNN's grouped path runs at a few GMAC/s ----
+//
+//   GCONV      (x[B,G*CI,H,W], w[G*CO,CI,k,k])            -> y[B,G*CO,H,W]
+//   GCONV_DX   (dy[B,G*CO,H,W], w, x)                     -> dx[B,G*CI,H,W]   (x: its shape only)
+//   GCONV_DW   (x, dy, w)                                 -> dw[G*CO,CI,k,k]  (w: its shape only)
+//
+// One task per (b, g): the group's CI input planes are copied once into a zero-padded scratch block, then for
+// every 8 output pixels the CO sums stay in registers over CI * k * k taps. DX is the same loop on dy with the
+// weight transposed per group and flipped; DW sums dy * shifted x per task, then over the batch.
+namespace {
+
+constexpr int64_t kMaxCo = 16;
+
+struct GConvShape {
+  int64_t b, g, ci, co, h, w, k;
+};
+
+// the rows of one (b, g) task with CO outputs and a K x K kernel known at compile time: the CO sums of 8 pixels
+// stay in registers; the tail pixels of a row take the scalar loop
+template <int CO, int K>
+void GConvRows(const GConvShape &s, const float *scratch, const float *wg, float *yg) {
+  const int64_t pad = K / 2, hp = s.h + 2 * pad, wp = s.w + 2 * pad, hw = s.h * s.w;
+  constexpr int KK = K * K;
+  for (int64_t i = 0; i < s.h; ++i) {
+    int64_t j = 0;
+    for (; j + 8 <= s.w; j += 8) {
+      V8 acc[CO];
+      for (int o = 0; o < CO; ++o) acc[o] = V8{0, 0, 0, 0, 0, 0, 0, 0};
+      for (int64_t c = 0; c < s.ci; ++c) {
+        const float *xc = scratch + c * hp * wp + i * wp + j;
+        const float *wc = wg + c * KK;
+        for (int t = 0; t < KK; ++t) {
+          const V8 xv = Load8(xc + (t / K) * wp + t % K);
+          for (int o = 0; o < CO; ++o) acc[o] += wc[o * s.ci * KK + t] * xv;
+        }
+      }
+      for (int o = 0; o < CO; ++o) Store8(yg + o * hw + i * s.w + j, acc[o]);
+    }
+    for (; j < s.w; ++j) {
+      for (int o = 0; o < CO; ++o) {
+        float acc = 0.0f;
+        for (int64_t c = 0; c < s.ci; ++c) {
+          const float *xc = scratch + c * hp * wp + i * wp + j;
+          for (int t = 0; t < KK; ++t) acc += wg[(o * s.ci + c) * KK + t] * xc[(t / K) * wp + t % K];
+        }
+        yg[o * hw + i * s.w + j] = acc;
+      }
+    }
+  }
+}
+
+// out[b, g*co + o] = sum_{c, ty, tx} wt[(g*co + o), c, ty, tx] * in_padded[b, g*ci + c, i + ty, j + tx]
+void GConvForward(const GConvShape &s, const float *in, const float *wt, float *out) {
+  const int64_t pad = s.k / 2, hp = s.h + 2 * pad, wp = s.w + 2 * pad, hw = s.h * s.w;
+  const int64_t kk = s.k * s.k;
+  ParallelFor(s.b * s.g, [&](int64_t task) {
+    const int64_t b = task / s.g, g = task % s.g;
+    std::vector<float> scratch(static_cast<size_t>(s.ci * hp * wp + 8), 0.0f);  // one block per task
+    for (int64_t c = 0; c < s.ci; ++c) {
+      const float *src = in + ((b * s.g + g) * s.ci + c) * hw;
+      float *dst = scratch.data() + c * hp * wp;
+      for (int64_t i = 0; i < s.h; ++i) std::memcpy(dst + (i + pad) * wp + pad, src + i * s.w, sizeof(float) * s.w);
+    }
+    const float *wg = wt + g * s.co * s.ci * kk;
+    float *yg = out + (b * s.g + g) * s.co * hw;
+    if (s.k == 3 && s.co == 4) {
+      GConvRows<4, 3>(s, scratch.data(), wg, yg);
+      return;
+    }
+    if (s.k == 3 && s.co == 9) {
+      GConvRows<9, 3>(s, scratch.data(), wg, yg);
+      return;
+    }
+    for (int64_t i = 0; i < s.h; ++i) {
+      int64_t j = 0;
+      for (; s.co <= kMaxCo && j + 8 <= s.w; j += 8) {
+        V8 acc[kMaxCo];
+        for (int64_t o = 0; o < s.co; ++o) acc[o] = V8{0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t c = 0; c < s.ci; ++c) {
+          const float *xc = scratch.data() + c * hp * wp + i * wp + j;
+          for (int64_t ty = 0; ty < s.k; ++ty) {
+            for (int64_t tx = 0; tx < s.k; ++tx) {
+              const V8 xv = Load8(xc + ty * wp + tx);
+              const float *wo = wg + c * kk + ty * s.k + tx;
+              for (int64_t o = 0; o < s.co; ++o) acc[o] += wo[o * s.ci * kk] * xv;
+            }
+          }
+        }
+        for (int64_t o = 0; o < s.co; ++o) Store8(yg + o * hw + i * s.w + j, acc[o]);
+      }
+      for (; j < s.w; ++j) {
+        for (int64_t o = 0; o < s.co; ++o) {
+          float acc = 0.0f;
+          for (int64_t c = 0; c < s.ci; ++c) {
+            const float *xc = scratch.data() + c * hp * wp + i * wp + j;
+            for (int64_t t = 0; t < kk; ++t) acc += wg[(o * s.ci + c) * kk + t] * xc[(t / s.k) * wp + t % s.k];
+          }
+          yg[o * hw + i * s.w + j] = acc;
+        }
+      }
+    }
+  });
+}
+
+bool GConvShapes(const int64_t *x, const int64_t *w, const int64_t *y, GConvShape *s) {
+  if (w[2] != w[3] || w[2] % 2 == 0 || w[1] <= 0) return false;
+  s->ci = w[1];
+  s->k = w[2];
+  if (x[1] % s->ci != 0) return false;
+  s->g = x[1] / s->ci;
+  if (w[0] % s->g != 0) return false;
+  s->co = w[0] / s->g;
+  s->b = x[0];
+  s->h = x[2];
+  s->w = x[3];
+  return y[0] == x[0] && y[1] == w[0] && y[2] == x[2] && y[3] == x[3];
+}
+
+int GConv(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const Args args{"x w y", nparam, ndims, shapes, dtypes};
+  if (!args.Count(3) || !args.Rank(0, 4) || !args.Rank(1, 4) || !args.Rank(2, 4)) return 1;
+  if (!args.AllFloat32()) return 2;
+  GConvShape s{};
+  if (!GConvShapes(shapes[0], shapes[1], shapes[2], &s)) {
+    return args.Mismatch("x (B, G*CI, H, W), w (G*CO, CI, k, k) with odd k, y (B, G*CO, H, W)");
+  }
+  GConvForward(s, static_cast<const float *>(params[0]), static_cast<const float *>(params[1]),
+               static_cast<float *>(params[2]));
+  return 0;
+}
+
+int GConvDx(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const Args args{"dy w x dx", nparam, ndims, shapes, dtypes};
+  if (!args.Count(4) || !args.Rank(0, 4) || !args.Rank(1, 4) || !args.Rank(3, 4)) return 1;
+  if (!args.Float32({0, 1, 3})) return 2;
+  GConvShape s{};
+  if (!GConvShapes(shapes[3], shapes[1], shapes[0], &s)) {
+    return args.Mismatch("dy (B, G*CO, H, W), w (G*CO, CI, k, k) with odd k, dx (B, G*CI, H, W)");
+  }
+  const float *w = static_cast<const float *>(params[1]);
+  const int64_t kk = s.k * s.k;
+  // per group: w'[c, o, ty, tx] = w[o, c, k-1-ty, k-1-tx] (inputs and outputs swap, the taps flip)
+  std::vector<float> wt(static_cast<size_t>(s.g * s.ci * s.co * kk));
+  for (int64_t g = 0; g < s.g; ++g)
+    for (int64_t o = 0; o < s.co; ++o)
+      for (int64_t c = 0; c < s.ci; ++c)
+        for (int64_t t = 0; t < kk; ++t)
+          wt[((g * s.ci + c) * s.co + o) * kk + (kk - 1 - t)] = w[((g * s.co + o) * s.ci + c) * kk + t];
+  GConvShape back{s.b, s.g, s.co, s.ci, s.h, s.w, s.k};
+  GConvForward(back, static_cast<const float *>(params[0]), wt.data(), static_cast<float *>(params[3]));
+  return 0;
+}
+
+// r[t] += sum over pixels of dy[p] * x_padded[p + o_t] for the K*K taps, the sums of 8 pixels in registers
+template <int K>
+void DwTaps(const GConvShape &s, const float *xs, const float *dyo, float *r) {
+  constexpr int KK = K * K;
+  const int64_t wp = s.w + 2 * (K / 2);
+  V8 acc[KK];
+  for (int t = 0; t < KK; ++t) acc[t] = V8{0, 0, 0, 0, 0, 0, 0, 0};
+  float tail[KK] = {};
+  for (int64_t i = 0; i < s.h; ++i) {
+    int64_t j = 0;
+    for (; j + 8 <= s.w; j += 8) {
+      const V8 gv = Load8(dyo + i * s.w + j);
+      for (int t = 0; t < KK; ++t) acc[t] += gv * Load8(xs + (i + t / K) * wp + j + t % K);
+    }
+    for (; j < s.w; ++j) {
+      const float gv = dyo[i * s.w + j];
+      for (int t = 0; t < KK; ++t) tail[t] += gv * xs[(i + t / K) * wp + j + t % K];
+    }
+  }
+  for (int t = 0; t < KK; ++t) {
+    float sum = tail[t];
+    for (int l = 0; l < 8; ++l) sum += acc[t][l];
+    r[t] += sum;
+  }
+}
+
+int GConvDw(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes) {
+  const Args args{"x dy w dw", nparam, ndims, shapes, dtypes};
+  if (!args.Count(4) || !args.Rank(0, 4) || !args.Rank(1, 4) || !args.Rank(2, 4) || !args.Rank(3, 4)) return 1;
+  if (!args.Float32({0, 1, 3})) return 2;
+  GConvShape s{};
+  if (!GConvShapes(shapes[0], shapes[2], shapes[1], &s)) {
+    return args.Mismatch("x (B, G*CI, H, W), dy (B, G*CO, H, W), dw (G*CO, CI, k, k) with odd k");
+  }
+  const float *x = static_cast<const float *>(params[0]);
+  const float *dy = static_cast<const float *>(params[1]);
+  float *dw = static_cast<float *>(params[3]);
+  const int64_t pad = s.k / 2, hp = s.h + 2 * pad, wp = s.w + 2 * pad, hw = s.h * s.w, kk = s.k * s.k;
+  const int64_t per_group = s.co * s.ci * kk;
+  std::vector<float> partial(static_cast<size_t>(s.b * s.g * per_group), 0.0f);
+  ParallelFor(s.b * s.g, [&](int64_t task) {
+    const int64_t b = task / s.g, g = task % s.g;
+    std::vector<float> scratch(static_cast<size_t>(s.ci * hp * wp + 8), 0.0f);
+    for (int64_t c = 0; c < s.ci; ++c) {
+      const float *src = x + ((b * s.g + g) * s.ci + c) * hw;
+      float *dst = scratch.data() + c * hp * wp;
+      for (int64_t i = 0; i < s.h; ++i) std::memcpy(dst + (i + pad) * wp + pad, src + i * s.w, sizeof(float) * s.w);
+    }
+    float *res = partial.data() + task * per_group;
+    const float *dyg = dy + (b * s.g + g) * s.co * hw;
+    for (int64_t o = 0; o < s.co; ++o) {
+      for (int64_t c = 0; c < s.ci; ++c) {
+        const float *xs = scratch.data() + c * hp * wp;
+        float *r = res + (o * s.ci + c) * kk;
+        if (s.k == 3) {
+          DwTaps<3>(s, xs, dyg + o * hw, r);
+        } else {
+          for (int64_t i = 0; i < s.h; ++i)
+            for (int64_t j = 0; j < s.w; ++j) {
+              const float gv = dyg[o * hw + i * s.w + j];
+              for (int64_t t = 0; t < kk; ++t) r[t] += gv * xs[(i + t / s.k) * wp + j + t % s.k];
+            }
+        }
+      }
+    }
+  });
+  std::fill(dw, dw + s.g * per_group, 0.0f);
+  for (int64_t task = 0; task < s.b * s.g; ++task) {
+    const int64_t g = task % s.g;
+    const float *p = partial.data() + task * per_group;
+    float *d = dw + g * per_group;
+    for (int64_t e = 0; e < per_group; ++e) d[e] += p[e];
+  }
+  return 0;
+}
+
+}  // namespace
+
+CONVATTN_EXPORT_PLAIN(group_conv, GConv)
+CONVATTN_EXPORT_PLAIN(group_conv_dx, GConvDx)
+CONVATTN_EXPORT_PLAIN(group_conv_dw, GConvDw)
