@@ -17,8 +17,8 @@ def _padded(p):
     return lambda x, *rest: (x[0], x[1], x[2] + 2 * p, x[3] + 2 * p)
 
 
-class FusedReflectionPad2d(Float32Cell):
-    """``nn.ReflectionPad2d(p)`` (the same padding on all four sides) of an NCHW map, float32 inside."""
+class _PadCell(Float32Cell):
+    """What both padding cells share: the padding, the library, the gradient primitive ``reflect_unpad``."""
 
     fused = True
 
@@ -26,37 +26,42 @@ class FusedReflectionPad2d(Float32Cell):
         super().__init__()
         require_library()
         self.padding = int(padding)
-        unpad = custom_primitive("reflect_unpad", "", lambda dxp, x: x, tag=f"p{self.padding}")
+        self.tag = f"p{self.padding}"
+        self.unpad = custom_primitive("reflect_unpad", "", lambda dxp, x: x, tag=self.tag)
+
+    def extend_repr(self):
+        return f"padding={self.padding}, fused=True"
+
+
+class FusedReflectionPad2d(_PadCell):
+    """``nn.ReflectionPad2d(p)`` (the same padding on all four sides) of an NCHW map, float32 inside."""
+
+    def __init__(self, padding: int) -> None:
+        super().__init__(padding)
+        unpad = self.unpad
 
         def bprop(x, out, dout):
             return (unpad(dout, x),)
 
-        self.op = custom_primitive("reflect_pad", "", _padded(self.padding), bprop, inputs=1, tag=f"p{self.padding}")
-
-    def extend_repr(self):
-        return f"padding={self.padding}, fused=True"
+        self.op = custom_primitive("reflect_pad", "", _padded(self.padding), bprop, inputs=1, tag=self.tag)
 
     def construct(self, x):
         return self.op(x.astype(ms.float32)).astype(x.dtype)
 
 
-class FusedReflectPadSub(Float32Cell):
+class FusedReflectPadSub(_PadCell):
     """``reflect_pad(x - s, p)`` in one pass; ``s`` is ``(1 or N, C, H, W)`` and broadcast over the batch."""
 
-    fused = True
-
     def __init__(self, padding: int) -> None:
-        super().__init__()
-        require_library()
-        self.padding = int(padding)
-        unpad = custom_primitive("reflect_unpad", "", lambda dxp, x: x, tag=f"p{self.padding}")
+        super().__init__(padding)
+        unpad = self.unpad
 
         def bprop(x, s, out, dout):
             dx = unpad(dout, x)
             ds = -dx if s.shape[0] == x.shape[0] else -ops.sum(dx, 0, keepdim=True)
             return dx, ds
 
-        self.op = custom_primitive("reflect_pad_sub", "", _padded(self.padding), bprop, tag=f"p{self.padding}")
+        self.op = custom_primitive("reflect_pad_sub", "", _padded(self.padding), bprop, tag=self.tag)
 
     def construct(self, x, s):
         f32 = ms.float32
