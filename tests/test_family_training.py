@@ -155,7 +155,7 @@ def test_covered_cases_are_trained_by_the_ascend_representatives():
 
 def _kernel_agnostic(net):
     """The network's signature with the CPU backend's fused cells (:mod:`convattn.cpu`) read as the standard
-    cells they replace: ``FusedGELU`` is an ``nn.GELU``, ``FusedLayerNorm`` an ``nn.LayerNorm``, ``Linear`` an
+    cells they replace: ``FusedGELU`` (and the standard form's ``LeanGELU``) is an ``nn.GELU``, ``FusedLayerNorm`` an ``nn.LayerNorm``, ``Linear`` an
     ``nn.Dense``, a ``FusedBatchNorm2d`` with an activation the standard ``BatchNormAct2d`` (same value, gradient
     and parameters: tests/test_fused_gelu.py, tests/test_fused_norm.py), and their parameter-free kernel
     sub-cells (a ``Linear``'s ``bias_op`` and ``gemm_op``) are left out. The CPU-form
@@ -165,7 +165,9 @@ def _kernel_agnostic(net):
     from twins import network_signature
     replaced = {}  # cell name -> the MindSpore cell it stands for
     for name, cell in net.cells_and_names():
-        if type(cell).__module__.startswith("convattn.cpu"):
+        # the CPU backend's cells, and the standard form's lean-gradient cells (a LeanGELU is an nn.GELU with a
+        # backward that keeps only its input: tests/test_lean_grad.py)
+        if type(cell).__module__.startswith(("convattn.cpu", "convattn.layers.lean_grad")):
             base = next(b for b in type(cell).__mro__ if b.__module__.startswith("mindspore.nn"))
             if base is not nn.Cell:
                 with_act = issubclass(base, nn.BatchNorm2d) and getattr(cell, "act", None) is not None
