@@ -308,12 +308,12 @@ def resume_position(path: str, data: dict, steps_per_epoch: int, accum: int, epo
     lr = data.get("learning_rate")
     if saved_spe is None:  # written before the key existed: same length as this run, or the epoch's end
         saved_spe = steps_per_epoch
-        if gstep != (epoch - 1) * (steps_per_epoch // accum) + step // max(saved_accum, 1) and step and \
-                gstep == epoch * (step // max(saved_accum, 1)):
+        if gstep != (epoch - 1) * (steps_per_epoch // accum) + step // saved_accum and step and \
+                gstep == epoch * (step // saved_accum):
             saved_spe = step
     saved_spe = int(saved_spe)
     if saved_epochs is None and lr is not None and saved_spe:
-        saved_epochs = round(int(lr.shape[0]) / max(saved_spe // max(saved_accum, 1), 1))
+        saved_epochs = round(int(lr.shape[0]) / max(saved_spe // saved_accum, 1))
     at_end = step >= saved_spe
     notes = []
     if not at_end:
@@ -327,7 +327,7 @@ def resume_position(path: str, data: dict, steps_per_epoch: int, accum: int, epo
                     f"count changed)")
             raise ResumeError(f"{path} stops inside epoch {epoch} (micro-batch {step}) of a run with {what}: the rest "
                               f"of that epoch cannot be replayed. Resume with the run's settings, or from the "
-                              f"checkpoint at the end of epoch {epoch - 1} or {epoch}", hint=None)
+                              f"checkpoint at the end of epoch {epoch - 1} or {epoch}")
         start_epoch, start_step = epoch, step
     else:
         start_epoch, start_step = epoch + 1, 0
@@ -413,9 +413,8 @@ def _prepare(cfg: Config):
 
     net = build_model(cfg)
     check = getattr(net, "check_input_size", None)
-    if check is not None:  # before any graph is compiled or data loaded
-        check(*(data_cfg["image_size"] if isinstance(data_cfg["image_size"], (tuple, list))
-                else (data_cfg["image_size"],) * 2))
+    if check is not None:  # before any graph is compiled or data loaded (image_size: the side of a square)
+        check(data_cfg["image_size"], data_cfg["image_size"])
     if net.load_report is not None:
         _print(_describe_init(cfg, net.load_report), rank)
     n_params = count_parameters(net)
@@ -496,8 +495,8 @@ def train(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
     state.net.set_train(True)
     run_start = time.time()
     hooks.on_train_begin(state)
+    arm, restore = _stop_signals_raise_interrupt()
     try:
-        arm, restore = _stop_signals_raise_interrupt()
         for epoch in range(state.start_epoch, cfg.epochs + 1):
             state.epoch = epoch
             dataset = make_train(epoch)
@@ -514,7 +513,7 @@ def train(cfg: Config, callbacks: Sequence[Callback] = ()) -> dict:
                 _train_one(state, train_step, mixup, step, images, labels)
             state.epoch_time = time.time() - state.epoch_start
             hooks.on_epoch_end(state)
-            _report_bad_images(make_train.bad_log, epoch, state.rank)
+            _report_bad_images(make_train.bad_log, f"epoch {epoch}", state.rank)
     except KeyboardInterrupt:
         _print(f"interrupted at epoch {state.epoch}, step {state.step}; last checkpoint: "
                f"{state.last_ckpt or '(none written yet)'}; continue with: {resume_command()}", state.rank)
@@ -559,12 +558,13 @@ def _stop_signals_raise_interrupt():
     return arm, restore
 
 
-def _report_bad_images(log, epoch: int, rank: int) -> None:
-    """One line per epoch when ``bad_images: skip`` replaced undecodable files (training and validation)."""
+def _report_bad_images(log, what: str, rank: int) -> None:
+    """One line (``what``: the epoch, or the evaluation) when ``bad_images: skip`` replaced undecodable files since
+    the last report (training and validation share the log; the metrics count the replacements)."""
     events = log.take()
     if events:
         files = sorted({p for p, _ in events})
-        _print(f"epoch {epoch}: {len(events)} undecodable image read(s) skipped and replaced by the next image "
+        _print(f"{what}: {len(events)} undecodable image read(s) skipped and replaced by the next image "
                f"({len(files)} file(s), e.g. {files[0]}); set bad_images: stop to stop at the first, or fix the "
                f"files ({log.total} so far)", rank, all_ranks=True)
 
@@ -660,10 +660,7 @@ def run_eval(cfg: Config) -> dict:
     net = mixed_precision(net, cfg.amp_level, cfg.amp_dtype)
     t0 = time.time()
     metrics = evaluate(net, make_val(), cfg.num_classes, size > 1)
-    events = make_val.bad_log.take()
-    if events:
-        _print(f"warning: {len(events)} undecodable image(s) skipped and replaced by the next image (e.g. "
-               f"{events[0][0]}); the metrics count the replacements. Set bad_images: stop to stop at the first", rank)
+    _report_bad_images(make_val.bad_log, "eval", rank)
     shown = cfg.ckpt if cfg.ckpt is not None else (
         f"official weights ({net.load_report['source']['checkpoint']})" if weights is True else weights)
     _print(f"eval {cfg.model} {shown}{' (EMA weights)' if use_ema else ''}{' (deploy form)' if cfg.deploy else ''} on {metrics['n']} images: "
