@@ -141,8 +141,11 @@ def command(main: Callable[..., int]) -> Callable[..., int]:
     def run(argv: Optional[Sequence[str]] = None) -> int:
         debug = debug_requested(argv)
         # MindSpore writes a failed graph compile's analyze_fail.ir under $MS_OM_PATH (default: the working
-        # directory, as ./rank_0/om/); a tool keeps it out of the user's folder
-        os.environ.setdefault("MS_OM_PATH", os.path.join(tempfile.gettempdir(), "convattn-graph-dumps"))
+        # directory, as ./rank_0/om/); a tool keeps it out of the user's folder, for the length of the call only
+        # (a notebook or test that calls main() keeps its environment)
+        own_dump_dir = "MS_OM_PATH" not in os.environ
+        if own_dump_dir:
+            os.environ["MS_OM_PATH"] = os.path.join(tempfile.gettempdir(), "convattn-graph-dumps")
         try:
             return main(argv)
         except SystemExit:
@@ -158,6 +161,9 @@ def command(main: Callable[..., int]) -> Callable[..., int]:
             if hint:
                 print(f"hint: {hint}", file=sys.stderr, flush=True)
             return code
+        finally:
+            if own_dump_dir:
+                os.environ.pop("MS_OM_PATH", None)
 
     return run
 
