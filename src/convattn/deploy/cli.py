@@ -53,7 +53,7 @@ def main(argv=None) -> int:
 
     from ..utils.cli import parse_model_kwargs
     from .export import export_model
-    from .run import load_run_config, run_checkpoint, run_config_beside, run_preprocessing
+    from .run import load_run_config, run_checkpoint, run_config_beside, run_model, run_preprocessing
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -65,9 +65,7 @@ def main(argv=None) -> int:
     run = None
     if args.config is not None:
         run = load_run_config(args.config)
-        if args.model is not None and args.model != run["model"]:
-            parser.error(f"--model {args.model} contradicts the run config {args.config} (model {run['model']}); "
-                         "leave --model out")
+        args.model = run_model(run, args.model)
         if args.ckpt is None and args.pretrained is None and not args.random_weights:
             args.ckpt = run_checkpoint(run)
     elif args.ckpt is not None:

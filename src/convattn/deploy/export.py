@@ -300,7 +300,8 @@ def export_model(
     net = ref_net
     in_chans = int(getattr(net, "in_chans", cfg["input_size"][0]))
     from ..data import resolve_data_cfg
-    pre = {k: (preprocessing or {}).get(k) for k in ("image_size", "crop_pct", "interpolation", "mean", "std")}
+    from .run import PREPROCESSING_KEYS
+    pre = {k: (preprocessing or {}).get(k) for k in PREPROCESSING_KEYS}
     data_cfg = resolve_data_cfg(pre, cfg)  # the eval transform the artifact's inputs need
     if image_size is None:
         image_size = (pre["image_size"],) * 2 if pre["image_size"] else tuple(cfg["input_size"][1:])

@@ -74,15 +74,12 @@ class Predictor:
         from ..data import resolve_data_cfg
         from ..data.class_names import class_names_for
         from ..models import get_model_cfg
-        from .run import load_run_config, run_checkpoint, run_config_beside
+        from .run import PREPROCESSING_KEYS, load_run_config, run_checkpoint, run_config_beside, run_model
 
         if pretrained is False:
             pretrained = None
         if run_config is not None:  # -c RUN/config.yaml: the run's model, kwargs, classes and preprocessing
-            if model is not None and model != run_config["model"]:
-                raise InferError(f"--model {model} contradicts the run config {run_config['_path']} (model "
-                                 f"{run_config['model']}); leave --model out")
-            model = run_config["model"]
+            model = run_model(run_config, model)
             if [ckpt, mindir, pretrained].count(None) == 3:
                 ckpt = run_checkpoint(run_config)
         if [ckpt, mindir, pretrained].count(None) != 2:
@@ -93,7 +90,7 @@ class Predictor:
         if batch_size < 1:
             raise InferError(f"--batch_size must be >= 1, got {batch_size}")
         self.log, self.batch_size, self.fixed_batch, self.input_dtype = log, int(batch_size), None, np.float32
-        search, data_keys = [], {"image_size": None, "crop_pct": None, "interpolation": None, "mean": None, "std": None}
+        search, data_keys = [], dict.fromkeys(PREPROCESSING_KEYS)
         if mindir is not None:
             side = _read_sidecar(mindir)
             if model and side.get("model") and model != side["model"]:

@@ -11,7 +11,8 @@ from typing import Optional
 
 from ..utils.errors import UserError
 
-__all__ = ["RunConfigError", "load_run_config", "run_config_beside", "run_checkpoint", "run_preprocessing"]
+__all__ = ["RunConfigError", "PREPROCESSING_KEYS", "load_run_config", "run_config_beside", "run_model",
+           "run_checkpoint", "run_preprocessing"]
 
 PREPROCESSING_KEYS = ("image_size", "crop_pct", "interpolation", "mean", "std")
 
@@ -23,21 +24,15 @@ class RunConfigError(UserError, ValueError):
 
 
 def load_run_config(path: str) -> dict:
-    """The flat mapping of a run's ``config.yaml``; a missing file, YAML error or a file without ``model`` is a
-    :class:`RunConfigError`."""
+    """The flat mapping of a run's ``config.yaml``; a missing file or a file without ``model`` is a
+    :class:`RunConfigError` (invalid YAML raises PyYAML's error)."""
     import yaml
 
     if not os.path.isfile(path):
         raise RunConfigError(f"run config {path} does not exist (give the config.yaml a training run wrote, "
                              "e.g. -c output/quickstart_van_b0/config.yaml)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise RunConfigError(f"run config {path} is not valid YAML{where}: "
-                             f"{getattr(exc, 'problem', None) or exc}") from None
+    with open(path, encoding="utf-8") as f:  # a YAML error is told by the tools' one error path (file, line)
+        data = yaml.safe_load(f) or {}
     if not isinstance(data, dict) or not data.get("model"):
         raise RunConfigError(f"{path} is not a training run's config (no 'model' key); give the config.yaml "
                              "written into a run's ckpt_dir")
@@ -55,6 +50,14 @@ def run_config_beside(ckpt: str, model: Optional[str] = None) -> Optional[dict]:
     except RunConfigError:
         return None
     return data if model is None or data.get("model") == model else None
+
+
+def run_model(run: dict, model: Optional[str] = None) -> str:
+    """The run's model; a ``--model`` that names another one is a :class:`RunConfigError`."""
+    if model is not None and model != run["model"]:
+        raise RunConfigError(f"--model {model} contradicts the run config {run['_path']} (model {run['model']}); "
+                             "leave --model out")
+    return run["model"]
 
 
 def run_checkpoint(run: dict) -> str:
