@@ -97,7 +97,7 @@ def test_acmix_layer_on_the_backend_equals_the_standard_form(ms_mode, stride):
     with build_target("CPU", cpu_backend=False):
         std = ACmix(16, 16, kernel_att=7, head=4, stride=stride)
     assert isinstance(fused.mix, FusedAcmixMix) and std.mix is None
-    assert (fused.subsample is not None) == (stride == 2)
+    assert isinstance(fused.subsample, FusedSubsample2) == (stride == 2)
     assert isinstance(fused.dep_conv, FusedGroupConv2d) == (stride == 1) and type(std.dep_conv) is nn.Conv2d
     ms.load_param_into_net(std, {p.name: p for p in fused.get_parameters()})
     rng = np.random.default_rng(2)

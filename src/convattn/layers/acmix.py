@@ -33,7 +33,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 from .conv import conv2d
-from .helpers import coordinate_grid, subsample2d
+from .helpers import coordinate_grid, subsample
 from .local_attention import BlockedWindowAttention
 from .targets import cpu_cell, current_form, select_form
 from .window_gather import LocalWindowGather
@@ -292,8 +292,8 @@ class ACmix(ConvPathMixin, nn.Cell):
         # the CPU backend's fused data movement (None elsewhere): the conv path's input straight from q, k, v
         # (concat + fc + transpose in one kernel; the grouped form only) and the queries' stride-2 subsampling
         self.mix = cpu_cell("acmix_mix") if not self.depthwise_conv else None
-        self.fc_zero_bias = Tensor(np.zeros((self.kk,), np.float32))
-        self.subsample = cpu_cell("subsample2d", stride) if stride > 1 else None
+        self.fc_zero_bias = Tensor(np.zeros((self.kk,), np.float32)) if self.mix is not None else None  # fc: no bias
+        self.subsample = subsample(stride)  # q and pe on the stride grid (identity at stride 1)
 
     def _attention_form(self):
         """The attention formulation, chosen once: ``'unfold'`` when the gather is export-safe (the
@@ -326,19 +326,11 @@ class ACmix(ConvPathMixin, nn.Cell):
         q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)
         b, c, h, w = q.shape
         bh, hd = b * self.head, self.head_dim
-        s = self.stride
         pe = self.conv_p(coordinate_grid(h, w, q.dtype))  # (1, head_dim, H, W)
         q_att = q.reshape(bh, hd, h, w) * self.scaling
         k_att = k.reshape(bh, hd, h, w)
         v_att = v.reshape(bh, hd, h, w)
-        if s > 1 and self.subsample is not None:
-            q_att = self.subsample(q_att)
-            q_pe = self.subsample(pe)
-        elif s > 1:
-            q_att = subsample2d(q_att, s)  # == q_att[:, :, ::s, ::s], with a gradient that works on CPU
-            q_pe = subsample2d(pe, s)
-        else:
-            q_pe = pe
+        q_att, q_pe = self.subsample(q_att), self.subsample(pe)
         out_att = self.attention(q_att, k_att, v_att, pe, q_pe)  # (B*head, head_dim, Ho, Wo)
         out_att = out_att.reshape(b, self.out_planes, out_att.shape[2], out_att.shape[3])
 

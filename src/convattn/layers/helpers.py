@@ -6,8 +6,8 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common import initializer as init
 
-__all__ = ["conv_fan_out_normal", "check_nchw", "GELU", "to_2tuple", "subsample2d", "adopt_precision",
-           "coordinate_grid", "unbind"]
+__all__ = ["conv_fan_out_normal", "check_nchw", "GELU", "to_2tuple", "subsample2d", "Subsample2d", "subsample",
+           "adopt_precision", "coordinate_grid", "unbind"]
 
 
 def to_2tuple(v) -> Tuple[int, int]:
@@ -100,6 +100,28 @@ def subsample2d(x, stride: int):
     ho, wo = (h + ph) // stride, (w + pw) // stride
     x = x.reshape(n, c, ho, stride, wo, stride)[:, :, :, 0:1, :, 0:1]
     return x.reshape(n, c, ho, wo)
+
+
+class Subsample2d(nn.Cell):
+    """:func:`subsample2d` as a cell."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = int(stride)
+
+    def construct(self, x):
+        return subsample2d(x, self.stride)
+
+
+def subsample(stride: int) -> nn.Cell:
+    """``x[:, :, ::stride, ::stride]`` as a cell: ``nn.Identity`` for stride 1, the CPU backend's kernel where the
+    network being built uses it (stride 2), else :class:`Subsample2d`."""
+    if stride == 1:
+        return nn.Identity()
+    from .targets import cpu_cell  # here: targets imports this module's neighbours
+
+    fused = cpu_cell("subsample2d", stride)
+    return fused if fused is not None else Subsample2d(stride)
 
 
 def unbind(x):
