@@ -283,7 +283,8 @@ void GConvForward(const GConvShape &s, const float *in, const float *wt, float *
   const int64_t kk = s.k * s.k;
   ParallelFor(s.b * s.g, [&](int64_t task) {
     const int64_t b = task / s.g, g = task % s.g;
-    std::vector<float> scratch(static_cast<size_t>(s.ci * hp * wp + 8), 0.0f);  // one block per task
+    thread_local std::vector<float> scratch;  // one block per task, its memory kept by the pool's thread
+    scratch.assign(static_cast<size_t>(s.ci * hp * wp + 8), 0.0f);
     for (int64_t c = 0; c < s.ci; ++c) {
       const float *src = in + ((b * s.g + g) * s.ci + c) * hw;
       float *dst = scratch.data() + c * hp * wp;
@@ -421,7 +422,8 @@ int GConvDw(int nparam, void **params, int *ndims, int64_t **shapes, const char 
   std::vector<float> partial(static_cast<size_t>(s.b * s.g * per_group), 0.0f);
   ParallelFor(s.b * s.g, [&](int64_t task) {
     const int64_t b = task / s.g, g = task % s.g;
-    std::vector<float> scratch(static_cast<size_t>(s.ci * hp * wp + 8), 0.0f);
+    thread_local std::vector<float> scratch;  // as in GConvForward
+    scratch.assign(static_cast<size_t>(s.ci * hp * wp + 8), 0.0f);
     for (int64_t c = 0; c < s.ci; ++c) {
       const float *src = x + ((b * s.g + g) * s.ci + c) * hw;
       float *dst = scratch.data() + c * hp * wp;

@@ -196,29 +196,13 @@ void AggBlocked(const Geometry &geo, bool interleaved, const float *w, const flo
   });
 }
 
-// the blocked form for k = 3, 5, 7 at stride 1; false where it does not apply
-template <template <int> class Tag, typename... A>
-bool Blocked(int64_t k, int64_t stride, A &&...args) {
-  if (stride != 1) return false;
-  switch (k) {
-    case 3: Tag<3>::Run(args...); return true;
-    case 5: Tag<5>::Run(args...); return true;
-    case 7: Tag<7>::Run(args...); return true;
-    default: return false;
-  }
+// the blocked form for k = 3, 5, 7 at stride 1 (of CORR or AGG: same arguments); nullptr where it does not apply
+using BlockedFn = void (*)(const Geometry &, bool, const float *, const float *, float *);
+
+BlockedFn BlockedFor(int64_t k, int64_t stride, BlockedFn k3, BlockedFn k5, BlockedFn k7) {
+  if (stride != 1) return nullptr;
+  return k == 3 ? k3 : k == 5 ? k5 : k == 7 ? k7 : nullptr;
 }
-
-template <int K>
-struct CorrTag {
-  template <typename... A>
-  static void Run(A &&...args) { CorrBlocked<K>(args...); }
-};
-
-template <int K>
-struct AggTag {
-  template <typename... A>
-  static void Run(A &&...args) { AggBlocked<K>(args...); }
-};
 
 // y[c,p] = sum_t w[g(c),t,p] * xp[c, s*p+o_t]
 int Agg(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, bool interleaved,
@@ -232,7 +216,10 @@ int Agg(int nparam, void **params, int *ndims, int64_t **shapes, const char **dt
   const float *w = static_cast<const float *>(params[0]);
   const float *xp = static_cast<const float *>(params[1]);
   float *y = static_cast<float *>(params[2]);
-  if (Blocked<AggTag>(geo.k, stride, geo, interleaved, w, xp, y)) return 0;
+  if (BlockedFn fast = BlockedFor(geo.k, stride, AggBlocked<3>, AggBlocked<5>, AggBlocked<7>)) {
+    fast(geo, interleaved, w, xp, y);
+    return 0;
+  }
   const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp;
   ForGroupTaps(geo, interleaved, w, y, hw, [&](int64_t nc, const float *wt, int64_t oy, int64_t ox) {
     const float *xc = xp + nc * phw;
@@ -256,7 +243,10 @@ int Corr(int nparam, void **params, int *ndims, int64_t **shapes, const char **d
   const float *a = static_cast<const float *>(params[0]);
   const float *xp = static_cast<const float *>(params[1]);
   float *w = static_cast<float *>(params[2]);
-  if (Blocked<CorrTag>(geo.k, stride, geo, interleaved, a, xp, w)) return 0;
+  if (BlockedFn fast = BlockedFor(geo.k, stride, CorrBlocked<3>, CorrBlocked<5>, CorrBlocked<7>)) {
+    fast(geo, interleaved, a, xp, w);
+    return 0;
+  }
   const int64_t hw = geo.h * geo.w, phw = geo.hp * geo.wp, per = geo.c / geo.g;
   // one task per (n, g, t): the output slab w[n,g,t] (H*W floats) stays in cache while the group's
   // channels stream through it
