@@ -16,6 +16,11 @@ sys.path.insert(0, str(REPO / "src"))  # tests run against the working tree even
 import convattn  # noqa: E402
 
 convattn.apply_cpu_defaults()  # ONEDNN_MAX_CPU_ISA=AVX2 where it helps, before MindSpore runs a kernel
+# tests that expect a graph compile to fail would leave MindSpore's analyze_fail.ir in ./rank_0 (the tools keep it
+# out of the working directory themselves: convattn.utils.errors.command)
+import tempfile  # noqa: E402
+
+os.environ.setdefault("MS_OM_PATH", os.path.join(tempfile.gettempdir(), "convattn-test-graph-dumps"))
 
 
 def reference_root() -> Path:
