@@ -10,7 +10,13 @@ device) belongs to that model alone. A batch that does not fit is retried at hal
 (``--mode train``) times one training step instead: forward + cross-entropy + backward + SGD(momentum) update.
 ``mode='memory'`` (``--mode memory``) measures training memory: three training steps per process at each of two
 batch sizes (default 4 and 12), the peak read after them, and per model the per-image slope between the two
-batches (:func:`memory_slopes`), which removes the framework, the weights and the optimizer state.
+batches (:func:`memory_slopes`), which removes the framework, the weights and the optimizer state. On CPU it
+reads two peaks: the process RSS high-water and the peak of MindSpore's memory pool, which holds every tensor of the
+graph (activations, gradients, parameters) and is what a device allocator holds on Ascend/GPU. The RSS also holds
+what MindSpore's CPU kernels allocate privately beside the pool (e.g. the scratch of ``Transpose`` and ``Softmax``,
+about four copies of their input while they run); those kernels do not run on a device, so the pool's slope is the
+figure to project device memory from (:func:`pool_peak_mb` reads it from the worker's exit report,
+``MS_DEV_RUNTIME_CONF=memory_statistics:True``).
 """
 import csv
 import datetime
@@ -18,6 +24,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -25,7 +32,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 __all__ = ["BenchConfig", "run_one", "run_suite", "baseline_of", "DEFAULT_SUITE", "write_reports", "resolve_models",
-           "op_profile", "top_ops", "memory_slopes", "MEMORY_BATCHES"]
+           "op_profile", "top_ops", "memory_slopes", "pool_peak_mb", "MEMORY_BATCHES"]
 
 MEMORY_BATCHES = (4, 12)  # the two batch sizes of --mode memory (the per-image slope between them)
 MEMORY_STEPS = 3  # training steps per memory measurement
@@ -369,10 +376,23 @@ def _is_oom(error: str) -> bool:
     return "out of memory" in e or "memory not enough" in e or "malloc" in e or "cannot allocate" in e
 
 
+_POOL_REPORT = re.compile(r"Common mem pool info:.*?peak used mem:\s*(\d+(?:\.\d+)?)M")
+
+
+def pool_peak_mb(output: str) -> Optional[float]:
+    """The peak of MindSpore's memory pool (MB) from a process's output with ``memory_statistics:True`` in
+    ``MS_DEV_RUNTIME_CONF`` (MindSpore prints it at exit); None when the output has no such report."""
+    found = _POOL_REPORT.findall(output or "")
+    return max(float(v) for v in found) if found else None
+
+
 def _spawn(name: str, batch: int, cfg: BenchConfig) -> dict:
     env = dict(os.environ)
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    pool = cfg.get("mode") == "memory" and cfg["device_target"] == "CPU"
+    if pool:  # the pool's peak, printed by MindSpore when the worker exits
+        env["MS_DEV_RUNTIME_CONF"] = ",".join(filter(None, [env.get("MS_DEV_RUNTIME_CONF"), "memory_statistics:True"]))
     cmd = [sys.executable, "-m", "convattn.bench.harness", "--worker", name, str(batch), json.dumps(dict(cfg))]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=cfg["timeout"])
@@ -380,7 +400,10 @@ def _spawn(name: str, batch: int, cfg: BenchConfig) -> dict:
         return {"status": "failed", "error": f"timed out after {cfg['timeout']} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("@@RESULT "):
-            return json.loads(line[len("@@RESULT "):])
+            res = json.loads(line[len("@@RESULT "):])
+            if pool and res.get("status") == "ok":
+                res["pool_peak_mb"] = pool_peak_mb(proc.stdout + "\n" + proc.stderr)
+            return res
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
     err = f"worker died (exit {proc.returncode}): {tail[0][:300]}"
     if proc.returncode in (-9, 137):
@@ -414,28 +437,33 @@ def run_suite(models: Sequence[str], cfg: BenchConfig, log=print) -> List[dict]:
     return rows
 
 
+# (peak column, its slope column, its intercept column)
+_SLOPES = (("peak_mem_mb", "mem_mb_per_img", "mem_fixed_mb"), ("pool_peak_mb", "pool_mb_per_img", "pool_fixed_mb"))
+
+
 def memory_slopes(rows: List[dict]) -> None:
     """Per model (and precision), from its ok rows at two or more batch sizes: ``mem_mb_per_img``, the least-squares
     slope of peak memory over the batch size (with two batches: the difference over the batch difference), and
-    ``mem_fixed_mb``, the intercept (framework, weights, gradients, optimizer state); set on each of its rows (None
-    where fewer than two batch sizes succeeded)."""
-    groups: Dict[tuple, List[dict]] = {}
-    for r in rows:
-        if r.get("status") == "ok" and r.get("peak_mem_mb") is not None:
-            groups.setdefault((r["model"], r.get("precision")), []).append(r)
-    for r in rows:
-        r.setdefault("mem_mb_per_img", None)
-        r.setdefault("mem_fixed_mb", None)
-    for group in groups.values():
-        bs = [float(r["batch_size"]) for r in group]
-        if len(set(bs)) < 2:
-            continue
-        ms_ = [float(r["peak_mem_mb"]) for r in group]
-        mb, mm = sum(bs) / len(bs), sum(ms_) / len(ms_)
-        slope = sum((b - mb) * (m - mm) for b, m in zip(bs, ms_)) / sum((b - mb) ** 2 for b in bs)
-        for r in group:
-            r["mem_mb_per_img"] = slope
-            r["mem_fixed_mb"] = mm - slope * mb
+    ``mem_fixed_mb``, the intercept (framework, weights, gradients, optimizer state); the same from the memory
+    pool's peak as ``pool_mb_per_img`` / ``pool_fixed_mb``. Set on each of its rows (None where fewer than two batch
+    sizes succeeded or a peak is missing)."""
+    for peak, slope_key, fixed_key in _SLOPES:
+        groups: Dict[tuple, List[dict]] = {}
+        for r in rows:
+            r.setdefault(slope_key, None)
+            r.setdefault(fixed_key, None)
+            if r.get("status") == "ok":
+                groups.setdefault((r["model"], r.get("precision")), []).append(r)
+        for group in groups.values():
+            bs = [float(r["batch_size"]) for r in group]
+            if len(set(bs)) < 2 or any(r.get(peak) is None for r in group):
+                continue
+            ms_ = [float(r[peak]) for r in group]
+            mb, mm = sum(bs) / len(bs), sum(ms_) / len(ms_)
+            slope = sum((b - mb) * (m - mm) for b, m in zip(bs, ms_)) / sum((b - mb) ** 2 for b in bs)
+            for r in group:
+                r[slope_key] = slope
+                r[fixed_key] = mm - slope * mb
 
 
 def _add_relative(rows: List[dict]) -> None:
@@ -453,7 +481,7 @@ def _add_relative(rows: List[dict]) -> None:
 
 
 COLUMNS = ["model", "mode", "baseline", "batch_size", "img_size", "precision", "imgs_per_s", "ms_per_step", "ms_p10", "ms_p90",
-           "compile_s", "params_m", "trainable_m", "gmacs", "peak_mem_mb", "mem_mb_per_img", "mem_fixed_mb", "time_ratio", "mac_ratio", "rel_throughput", "defect",
+           "compile_s", "params_m", "trainable_m", "gmacs", "peak_mem_mb", "mem_mb_per_img", "mem_fixed_mb", "pool_peak_mb", "pool_mb_per_img", "pool_fixed_mb", "time_ratio", "mac_ratio", "rel_throughput", "defect",
            "formulation", "top_ops", "status", "error"]
 
 
@@ -515,13 +543,15 @@ def memory_markdown(rows: List[dict]) -> str:
         seen.add(r["model"])
         peaks = ", ".join(f"{x['batch_size']}: {x['peak_mem_mb']:.0f}" for x in rows
                           if x.get("model") == r["model"] and x.get("status") == "ok")
-        out.append(f"| `{r['model']}` | {peaks} | **{r['mem_mb_per_img']:.0f}** | {r['mem_fixed_mb']:.0f} | "
+        pool = "–" if r.get("pool_mb_per_img") is None else f"**{r['pool_mb_per_img']:.0f}**"
+        out.append(f"| `{r['model']}` | {peaks} | **{r['mem_mb_per_img']:.0f}** | {r['mem_fixed_mb']:.0f} | {pool} | "
                    f"{r['formulation']} |")
     if not out:
         return ""
-    return ("\nTraining memory (peak after three training steps; slope over the batch size = per image):\n\n"
-            "| model | peak MB by batch | MB / image | fixed MB | formulation |\n|---|---|---:|---:|---|\n"
-            + "\n".join(out) + "\n")
+    return ("\nTraining memory (peak after three training steps; slope over the batch size = per image; "
+            "RSS: the process high-water, pool: MindSpore's memory pool, the graph's tensors):\n\n"
+            "| model | peak RSS MB by batch | RSS MB / image | fixed MB | pool MB / image | formulation |\n"
+            "|---|---|---:|---:|---:|---|\n" + "\n".join(out) + "\n")
 
 
 def op_profile_markdown(rows: List[dict], n: int = 5) -> str:
