@@ -229,15 +229,39 @@ def test_memory_slopes_of_the_pool_peak_beside_the_rss():
     assert "**425**" in line and "**110**" in line
 
 
-def test_memory_mode_reads_the_memory_pool_of_each_worker():
+def test_memory_mode_reads_the_memory_pool_and_recompute_lowers_it():
     """--mode memory end to end on a small network (Ascend form built on CPU): each worker reports MindSpore's pool
     peak beside its RSS (parsed from MindSpore's own exit report, so a MindSpore that stops printing it fails here),
-    and both slopes come out."""
-    cfg = BenchConfig(batch_sizes=(1, 3), mode="memory", image_size=(64, 64), target="Ascend", threads=0,
-                      model_kwargs={"depths": (1, 1, 1, 1)})
-    rows = run_suite(["van_b0"], cfg, log=lambda *_: None)
-    assert [r["status"] for r in rows] == ["ok", "ok"], rows
-    for r in rows:
-        assert 0 < r["pool_peak_mb"] < r["peak_mem_mb"], r
-    assert rows[1]["pool_peak_mb"] > rows[0]["pool_peak_mb"]
-    assert rows[0]["pool_mb_per_img"] == rows[1]["pool_mb_per_img"] > 0
+    both slopes come out, and recompute (the config key, through set_recompute) lowers the pool's slope: measured
+    2.1 -> 0.75 MB per image here."""
+    slopes = {}
+    for recompute in (False, True):
+        cfg = BenchConfig(batch_sizes=(2, 10), mode="memory", image_size=(64, 64), target="Ascend", threads=0,
+                          model_kwargs={"depths": (1, 1, 1, 1)}, recompute=recompute)
+        rows = run_suite(["van_b0"], cfg, log=lambda *_: None)
+        assert [r["status"] for r in rows] == ["ok", "ok"], rows
+        for r in rows:
+            assert 0 < r["pool_peak_mb"] < r["peak_mem_mb"], r
+            assert r["formulation"].endswith(",recompute") == recompute
+        assert rows[1]["pool_peak_mb"] > rows[0]["pool_peak_mb"]
+        assert rows[0]["pool_mb_per_img"] == rows[1]["pool_mb_per_img"] > 0
+        slopes[recompute] = rows[0]["pool_mb_per_img"]
+    assert slopes[True] < 0.6 * slopes[False], slopes
+
+
+def test_set_recompute_marks_every_residual_block():
+    from convattn import create_model
+    from convattn.models import set_recompute, small_instance_kwargs
+    from mindspore import nn
+
+    net = create_model("swin_tiny", **small_instance_kwargs("swin_tiny")[0])
+    blocks = [c for _, c in net.cells_and_names() if type(c).__name__ == "SwinTransformerBlock"]
+    assert set_recompute(net) == len(blocks) > 0
+    resnet = create_model("acmix_resnet26", **small_instance_kwargs("acmix_resnet26")[0])
+    assert set_recompute(resnet) == sum(1 for _, c in resnet.cells_and_names() if type(c).__name__ == "Bottleneck")
+
+    class Plain(nn.Cell):
+        def construct(self, x):
+            return x
+    with pytest.raises(ValueError, match="declares no recompute unit"):
+        set_recompute(Plain())

@@ -167,3 +167,17 @@ def test_trainer_accumulation_and_resume(digits16, tmp_path, capsys):
     longer = ms.load_checkpoint(str(tmp_path / "big" / "deit_tiny-2_4.ckpt"))
     assert int(longer["train.epoch"].asnumpy()) == 2 and int(longer["train.global_step"].asnumpy()) == 2 + 2
     assert "the lr schedule is recomputed" in capsys.readouterr().out
+
+
+def test_recompute_config_key_trains_with_every_block_recomputed(digits16, tmp_path, capsys):
+    """recompute: true (the per-recipe memory option) marks the network's residual blocks through set_recompute,
+    says so, and the run trains to the same weights as without it (recompute changes what is kept, not the math)."""
+    _train(digits16, tmp_path / "plain", batch_size=8, max_steps_per_epoch=2, deterministic=True)
+    assert "rebuilt in the backward pass" not in capsys.readouterr().out
+    _train(digits16, tmp_path / "rc", batch_size=8, max_steps_per_epoch=2, deterministic=True, recompute=True)
+    assert "recompute: 1 blocks of deit_tiny rebuilt in the backward pass" in capsys.readouterr().out
+    a = _weights(sorted((tmp_path / "plain").glob("*.ckpt"))[-1])
+    b = _weights(sorted((tmp_path / "rc").glob("*.ckpt"))[-1])
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)

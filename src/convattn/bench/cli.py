@@ -35,6 +35,9 @@ def build_parser() -> ArgumentParser:
                    help="infer: eval forward; train: one training step (forward + backward + SGD momentum update); "
                         "memory: training memory per image (three steps at each batch size, peak RSS on CPU or the "
                         "device allocator's peak, slope over the batch size)")
+    p.add_argument("--recompute", action="store_true",
+                   help="train/memory modes: recompute each residual block in the backward pass (the config key "
+                        "recompute), to measure what it saves")
     p.add_argument("--op_profile", action="store_true",
                    help="CPU: also profile a few steps per model and report the top five operator types by time")
     p.add_argument("--out", default="outputs/benchmark", help="directory for the CSV/JSON/markdown/PNG reports")
@@ -61,7 +64,7 @@ def main(argv=None) -> int:
                           precision=args.precision, warmup=args.warmup, iters=args.iters, threads=args.threads,
                           image_size=tuple(args.image_size) if args.image_size else None, timeout=args.timeout,
                           amp_level=args.amp_level, mode=args.mode, target=args.target,
-                          op_profile=args.op_profile)
+                          op_profile=args.op_profile, recompute=args.recompute)
         if args.models:
             models = resolve_models(args.models)
         else:

@@ -75,11 +75,12 @@ def baseline_of(name: str) -> Optional[str]:
 class BenchConfig(dict):
     """Settings of one run: device_target, batch_sizes, precision ('float32'|'float16'), warmup, iters, threads,
     target (the formulations the models are built in; None: device_target's), op_profile (CPU: after the timed
-    steps, profile a few more with MindSpore's profiler and report the time per operator type)."""
+    steps, profile a few more with MindSpore's profiler and report the time per operator type), recompute (train and
+    memory modes: :func:`convattn.models.set_recompute` on the network, as the config key ``recompute`` does)."""
 
     DEFAULTS = {"device_target": "CPU", "batch_sizes": (8,), "precision": "float32", "warmup": 2, "iters": 8,
                 "threads": None, "image_size": None, "timeout": 900, "amp_level": "O2",
-                "model_kwargs": {}, "mode": "infer", "target": None, "op_profile": False}
+                "model_kwargs": {}, "mode": "infer", "target": None, "op_profile": False, "recompute": False}
 
     def __init__(self, **kwargs):
         unknown = set(kwargs) - set(self.DEFAULTS)
@@ -212,6 +213,12 @@ def run_one(name: str, batch_size: int, cfg: BenchConfig) -> dict:
     args = (x,)
     if train:  # the trainer's step (engine.step): forward + loss + backward + SGD(momentum) update, one graph
         from ..engine.step import build_train_step
+
+        if cfg.get("recompute"):
+            from ..models import set_recompute
+
+            set_recompute(net)
+            formulation += ",recompute"
 
         net.set_train(True)
         loss_fn = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")

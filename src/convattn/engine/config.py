@@ -123,6 +123,9 @@ GROUPS: "OrderedDict[str, List[tuple]]" = OrderedDict([
         ("epochs", 10, "int", "training epochs (cooldown included)"),
         ("accumulation_steps", 1, "int", "gradient accumulation: one optimizer step per N micro-batches of batch_size "
                                          "(global batch = batch_size x devices x N; BatchNorm sees micro-batches)"),
+        ("recompute", False, "bool", "recompute each residual block's activations in the backward pass instead of "
+                                     "keeping them (MindSpore Cell.recompute; less device memory, about one more "
+                                     "forward of time); see configs/README.md, device memory"),
         ("ema", False, "bool", "keep an exponential moving average of the weights (evaluated instead)"),
         ("ema_decay", 0.9999, "float", "EMA decay per step"),
         ("val_interval", 1, "int", "evaluate every N epochs (0 = only at the end)"),

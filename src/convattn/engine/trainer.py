@@ -412,6 +412,9 @@ def _prepare(cfg: Config):
             start_epoch, start_step, best_acc = pos["epoch"], pos["step"], pos["best_acc"]
 
     net = build_model(cfg)
+    if cfg.recompute:
+        from ..models import set_recompute
+        _print(f"recompute: {set_recompute(net)} blocks of {cfg.model} rebuilt in the backward pass", rank)
     check = getattr(net, "check_input_size", None)
     if check is not None:  # before any graph is compiled or data loaded (image_size: the side of a square)
         check(data_cfg["image_size"], data_cfg["image_size"])

@@ -1,4 +1,5 @@
 """Networks, one file per family (blocks, network, variant table), registered through :mod:`.builder`."""
+from .base import set_recompute
 from .builder import create_model
 from .registry import get_model_cfg, is_model, list_models, model_cfg, register_model, small_instance_kwargs
 from . import van  # noqa: F401  (VAN B0-B6)
@@ -12,4 +13,4 @@ from . import san  # noqa: F401  (SAN pairwise / patchwise)
 from . import acmix_san  # noqa: F401  (ACmix-SAN, designed from the paper)
 
 __all__ = ["create_model", "get_model_cfg", "is_model", "list_models", "model_cfg", "register_model",
-           "small_instance_kwargs"]
+           "small_instance_kwargs", "set_recompute"]

@@ -98,6 +98,8 @@ class VisionTransformer(nn.Cell):
             (default: every block) instead of logits.
     """
 
+    recompute_unit = (Block,)  # set_recompute marks each of these
+
     def __init__(
         self,
         img_size=224,

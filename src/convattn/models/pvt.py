@@ -212,6 +212,8 @@ class PyramidVisionTransformer(StagedClassifier, nn.Cell):
         features_only / out_indices: return the stage maps of stages 1-3 and the last stage's patch tokens (NCHW).
     """
 
+    recompute_unit = (Block,)  # set_recompute marks each of these
+
     def __init__(self, img_size=224, patch_size: int = 4, in_chans: int = 3, num_classes: int = 1000,
                  embed_dims: Sequence[int] = (64, 128, 320, 512), num_heads: Sequence[int] = (1, 2, 5, 8),
                  mlp_ratios: Sequence[float] = (8, 8, 4, 4), qkv_bias: bool = True, qk_scale: Optional[float] = None,

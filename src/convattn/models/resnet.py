@@ -169,6 +169,8 @@ class ResNet(StagedClassifier, nn.Cell):
         features_only / out_indices: return the stage maps (strides 4, 8, 16, 32) instead of logits.
     """
 
+    recompute_unit = (Bottleneck, BasicBlock)  # set_recompute marks each of these
+
     def __init__(self, layers: Sequence[int] = (3, 4, 6, 3), spatial_layer: SpatialFactory = conv3x3_layer,
                  num_classes: int = 1000, in_chans: int = 3, zero_init_residual: bool = False,
                  features_only: bool = False, out_indices: Optional[Sequence[int]] = None,

@@ -104,6 +104,8 @@ class SAN(StagedClassifier, nn.Cell):
         features_only / out_indices: return the stage maps (strides 2, 4, 8, 16, 32) instead of logits.
     """
 
+    recompute_unit = (Bottleneck,)  # set_recompute marks each of these (ACmixBottleneck subclasses it)
+
     def __init__(
         self,
         sa_type="pairwise",

@@ -227,6 +227,8 @@ class SwinTransformer(StagedClassifier, nn.Cell):
             shifted-window region). The defaults are Swin's own softmax attention.
     """
 
+    recompute_unit = (SwinTransformerBlock,)  # set_recompute marks each of these
+
     def __init__(self, img_size=224, patch_size: int = 4, in_chans: int = 3, num_classes: int = 1000,
                  embed_dim: int = 96, depths: Sequence[int] = (2, 2, 6, 2), num_heads: Sequence[int] = (3, 6, 12, 24),
                  window_size: int = 7, mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_scale: Optional[float] = None,

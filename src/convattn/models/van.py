@@ -158,6 +158,8 @@ class VAN(StagedClassifier, nn.Cell):
         features_only / out_indices: return the LayerNorm'ed stage maps (strides 4, 8, 16, 32) instead of logits.
     """
 
+    recompute_unit = (Block,)  # set_recompute marks each of these
+
     def __init__(
         self,
         embed_dims: Sequence[int] = (64, 128, 256, 512),
