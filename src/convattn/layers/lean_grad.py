@@ -14,14 +14,13 @@ such cells, each computing the same values as the standard operators (``tests/te
   Swin-T's Ascend form (training step, batches 4 and 12, 224^2) it takes the per-image slope from 638 to 416 MB,
   and the CPU step is no slower (its explicit gradient is cheaper than the generic one).
 
-The layout transposes are the other large item: ``ops.transpose`` keeps about two copies of its tensor per call
-until the backward pass, ``mint.permute`` (a view) none; written with ``mint.permute``, Swin-T's Ascend form
-drops a further 416 -> 310 MB per image, but its CPU training step gets 25-30 % slower (the views are copied back
-by slow CPU kernels), so it is not used here (it is the next step where the Ascend step time can be measured).
-
-MindSpore's own ``Cell.recompute()`` keeps more, not less, in a CPU graph (measured: the window attention 57 -> 73
-MB per image), so the rebuild is written out where it pays; a hand-written backward of the whole window attention
-(the projections kept, the map recomputed) saved little there and cost time, so it is not used.
+All figures above are process RSS on CPU. Most of the remaining RSS of the standard forms is not the graph's:
+MindSpore's CPU ``Transpose``, ``Softmax``, ``Gather`` and depth-wise ``Conv2D`` kernels allocate scratch beside
+the memory pool (about four copies of their input). No device runs them, and the pool (the graph's tensors) holds
+only 109 MB per image for Swin-T; see scripts/README.md, "Training memory per image". For the same reason
+``Cell.recompute()`` raises the CPU RSS (the recomputed kernels' scratch) while it lowers the pool, the device
+figure (two Swin-T blocks: 55 -> 32 MB per image); it is the ``recompute`` config key
+(:func:`convattn.models.set_recompute`).
 """
 from mindspore import nn, ops
 
