@@ -21,7 +21,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import yaml
 
-__all__ = ["LIMIT_GB", "FIXED_GB", "FP16_FACTOR", "DEVICE", "MARKER", "Recipe", "read_recipes", "read_slopes",
+__all__ = ["LIMIT_GB", "FIXED_GB", "FP16_FACTOR", "FP16_FACTOR_HIGH", "DEVICE", "MARKER", "Recipe", "read_recipes",
+           "read_slopes",
            "write_slopes", "state_bytes_per_param", "project", "projections", "markdown_table", "measure",
            "fitting_accumulation", "check", "default_paths"]
 
@@ -32,9 +33,15 @@ DEVICE = "Ascend 910A, 32 GB"
 # data-sink queue's device buffers (a 128-image float32 224x224 batch is 74 MB). Not measured (no Ascend device
 # here): a stated allowance.
 FIXED_GB = 2.0
-# float16 activations / float32 activations, used only for a model with no measured O2 slope. Under O2 the norm
-# layers stay float32 (their inputs are kept for the backward pass in float32), so the ratio is above 0.5.
+# float16 activations / float32 activations, used only for a model with no measured O2 slope. Under O2 every cell
+# runs in float16 but the norm layers (BatchNorm, LayerNorm: mindspore.amp's O2 black list), whose inputs are kept
+# for the backward pass in float32. Counting the tensors a block keeps: a transformer block (two LayerNorm inputs
+# of C per token among ~16 C kept, attention maps aside) gives ~0.56; a conv-BatchNorm-ReLU chain (4 + 2 bytes of
+# 4 + 4) 0.75. FP16_FACTOR is the transformers' value rounded up (their batches of 128 are the ones near the
+# limit); FP16_FACTOR_HIGH, the conv chain's, is the sensitivity the table states (the largest projection were
+# every network at it).
 FP16_FACTOR = 0.6
+FP16_FACTOR_HIGH = 0.75
 MARKER = "recipe-memory"
 # bytes per parameter, by what holds them (see state_bytes_per_param)
 OPTIMIZER_STATES = {"adamw": 2, "momentum": 1}  # float32 tensors of a parameter's shape per optimizer
@@ -137,30 +144,31 @@ def state_bytes_per_param(recipe: dict) -> Dict[str, float]:
             "accumulators": 4.0 if int(recipe.get("accumulation_steps", 1)) > 1 else 0.0}
 
 
-def fp16_slope(entry: dict) -> Dict[str, object]:
-    """``{'mb_per_img', 'source'}``: the measured O2 slope, else the float32 slope times :data:`FP16_FACTOR`."""
+def fp16_slope(entry: dict, factor: float = FP16_FACTOR) -> Dict[str, object]:
+    """``{'mb_per_img', 'source'}``: the measured O2 slope, else the float32 slope times ``factor``."""
     o2 = (entry.get("float16") or {}).get("mb_per_img")
     if o2 is not None:
         return {"mb_per_img": float(o2), "source": "O2"}
     fp32 = (entry.get("float32") or {}).get("mb_per_img")
     if fp32 is None:
         raise ValueError("no measured slope")
-    return {"mb_per_img": float(fp32) * FP16_FACTOR, "source": f"fp32 x {FP16_FACTOR:g}"}
+    return {"mb_per_img": float(fp32) * factor, "source": f"fp32 x {factor:g}"}
 
 
-def project(recipe: dict, entry: dict) -> dict:
+def project(recipe: dict, entry: dict, fp16_factor: float = FP16_FACTOR) -> dict:
     """Projected device memory (GB) of ``recipe`` from its model's slope ``entry``: ``activations_gb``,
     ``state_gb``, ``fixed_gb``, ``total_gb``, ``fits`` (total <= :data:`LIMIT_GB`), ``mb_per_img`` and its
     ``source``. The activations scale with the micro-batch (``batch_size``), not with the global batch."""
     amp = recipe.get("amp_level", "O0") not in (None, "O0")
     if amp:
-        slope = fp16_slope(entry)
+        slope = fp16_slope(entry, fp16_factor)
     else:
         slope = {"mb_per_img": float(entry["float32"]["mb_per_img"]), "source": "fp32"}
     trainable = float(entry.get("trainable_m", entry["params_m"])) * 1e6
     total = float(entry["params_m"]) * 1e6
     per = state_bytes_per_param(recipe)
-    state = per["weights"] * total + per["ema"] * total + (per["gradients"] + per["optimizer"] + per["accumulators"]) * trainable
+    state = ((per["weights"] + per["ema"]) * total
+             + (per["gradients"] + per["optimizer"] + per["accumulators"]) * trainable)
     act = slope["mb_per_img"] * int(recipe["batch_size"]) / 1024.0
     state_gb = state / 2 ** 30
     out = {"activations_gb": act, "state_gb": state_gb, "fixed_gb": FIXED_GB, "total_gb": act + state_gb + FIXED_GB,
@@ -184,7 +192,7 @@ def fitting_accumulation(recipe: dict, entry: dict) -> Optional[dict]:
     return None
 
 
-def projections(recipes: Sequence[dict], slopes: Dict[str, dict]) -> List[dict]:
+def projections(recipes: Sequence[dict], slopes: Dict[str, dict], fp16_factor: float = FP16_FACTOR) -> List[dict]:
     """One row per recipe: the recipe, its projection (or ``error``: no slope, or one at another image size)."""
     rows = []
     for r in recipes:
@@ -197,7 +205,7 @@ def projections(recipes: Sequence[dict], slopes: Dict[str, dict]) -> List[dict]:
             rows.append({"recipe": r, "error": f"{r['model']} measured at {entry.get('image_size')}, the recipe "
                                                f"trains at {r['image_size']}: re-measure"})
             continue
-        rows.append({"recipe": r, **project(r, entry)})
+        rows.append({"recipe": r, **project(r, entry, fp16_factor)})
     return rows
 
 
@@ -211,10 +219,20 @@ def markdown_table(rows: Sequence[dict], slopes: Dict[str, dict]) -> str:
     """The generated block of configs/README.md: a line naming the generator and the constants, then the table."""
     dates = sorted({str(e.get("date", ""))[:10] for e in slopes.values() if e.get("date")})
     versions = sorted({str(e.get("mindspore")) for e in slopes.values() if e.get("mindspore")})
+    ok = [r for r in rows if "error" not in r]
+    high = [r for r in projections([r["recipe"] for r in ok], slopes, FP16_FACTOR_HIGH) if r["source"] != "O2"]
+    worst = max(high, key=lambda r: r["total_gb"], default=None)
+    over = [r["recipe"]["path"] for r in high if not r["fits"]]
+    sensitivity = (f" At a float16 factor of {FP16_FACTOR_HIGH:g} instead of {FP16_FACTOR:g} the largest projection "
+                   f"would be {worst['total_gb']:.1f} GB (`{worst['recipe']['path']}`); "
+                   + (f"over the limit: {', '.join(f'`{p}`' for p in over)}." if over
+                      else "every recipe would still fit.")
+                   if worst else "")
     lines = [f"Generated by `python scripts/recipe_memory.py --write` from `configs/memory_slopes.yaml` (measured "
              f"{dates[0] if dates else '–'}{' to ' + dates[-1] if len(dates) > 1 else ''}, MindSpore "
              f"{', '.join(versions) or '–'}). Limit {LIMIT_GB:g} GB per device ({DEVICE}); fixed allowance "
-             f"{FIXED_GB:g} GB; GB = 2^30 bytes.", "",
+             f"{FIXED_GB:g} GB; float16 factor {FP16_FACTOR:g} where no O2 slope is measured; GB = 2^30 bytes."
+             + sensitivity, "",
              f"| recipe | model | batch/device × devices × accum = global | MB/img fp16 (source) | activations GB | "
              f"params+grads+optimizer GB | projected GB | fits {LIMIT_GB:g} GB ({DEVICE}) | setting |",
              "|---|---|---|---:|---:|---:|---:|---|---|"]
@@ -222,8 +240,8 @@ def markdown_table(rows: Sequence[dict], slopes: Dict[str, dict]) -> str:
         r = row["recipe"]
         batch = f"{r['batch_size']} × {r['devices']} × {r['accumulation_steps']} = {r['global_batch']}"
         if "error" in row:
-            lines.append(f"| `{r['path']}` | `{r['model']}` | {batch} | – | – | – | – | **no**: {row['error']} | "
-                         f"{_setting(r)} |")
+            lines.append(f"| `{r['path']}` | `{r['model']}` | {batch} | – | – | – | – | **no**: "
+                         f"{row['error']} | {_setting(r)} |")
             continue
         lines.append(f"| `{r['path']}` | `{r['model']}` | {batch} | {row['mb_per_img']:.0f} ({row['source']}) | "
                      f"{row['activations_gb']:.1f} | {row['state_gb']:.2f} | {row['total_gb']:.1f} | "
