@@ -21,10 +21,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import yaml
 
-__all__ = ["LIMIT_GB", "FIXED_GB", "FP16_FACTOR", "FP16_FACTOR_HIGH", "DEVICE", "MARKER", "Recipe", "read_recipes",
-           "read_slopes",
-           "write_slopes", "state_bytes_per_param", "project", "projections", "markdown_table", "measure",
-           "fitting_accumulation", "check", "default_paths"]
+__all__ = ["LIMIT_GB", "FIXED_GB", "FP16_FACTOR", "FP16_FACTOR_HIGH", "CONV_BN_FAMILIES", "DEVICE", "MARKER",
+           "Recipe", "read_recipes", "read_slopes", "write_slopes", "fp16_factor", "state_bytes_per_param", "project",
+           "projections", "markdown_table", "measure", "fitting_accumulation", "check", "default_paths"]
 
 LIMIT_GB = 30.0  # what a recipe may project per device: an Ascend 910A has 32 GB of HBM; 2 GB stay free
 DEVICE = "Ascend 910A, 32 GB"
@@ -35,13 +34,14 @@ DEVICE = "Ascend 910A, 32 GB"
 FIXED_GB = 2.0
 # float16 activations / float32 activations, used only for a model with no measured O2 slope. Under O2 every cell
 # runs in float16 but the norm layers (BatchNorm, LayerNorm: mindspore.amp's O2 black list), whose inputs are kept
-# for the backward pass in float32. Counting the tensors a block keeps: a transformer block (two LayerNorm inputs
-# of C per token among ~16 C kept, attention maps aside) gives ~0.56; a conv-BatchNorm-ReLU chain (4 + 2 bytes of
-# 4 + 4) 0.75. FP16_FACTOR is the transformers' value rounded up (their batches of 128 are the ones near the
-# limit); FP16_FACTOR_HIGH, the conv chain's, is the sensitivity the table states (the largest projection were
-# every network at it).
+# for the backward pass in float32. Counting the tensors a block keeps for the backward pass: a transformer block
+# (two LayerNorm inputs of C per token among ~16 C, attention maps aside) ~0.56, a VAN block (two BatchNorm inputs
+# among ~23-35 C) ~0.54, a convolution-BatchNorm-ReLU chain (4 + 2 bytes of 4 + 4) 0.75. So FP16_FACTOR (0.6) for
+# transformers and VAN, FP16_FACTOR_HIGH (0.75) for the families whose convolutions each feed a BatchNorm
+# (CONV_BN_FAMILIES, by model-name prefix); the table also states the largest projection were every network at 0.75.
 FP16_FACTOR = 0.6
 FP16_FACTOR_HIGH = 0.75
+CONV_BN_FAMILIES = ("resnet", "acmix_resnet", "san", "acmix_san", "xvolution_")
 MARKER = "recipe-memory"
 # bytes per parameter, by what holds them (see state_bytes_per_param)
 OPTIMIZER_STATES = {"adamw": 2, "momentum": 1}  # float32 tensors of a parameter's shape per optimizer
@@ -144,6 +144,12 @@ def state_bytes_per_param(recipe: dict) -> Dict[str, float]:
             "accumulators": 4.0 if int(recipe.get("accumulation_steps", 1)) > 1 else 0.0}
 
 
+def fp16_factor(model: str) -> float:
+    """The float16 factor of ``model``'s family: :data:`FP16_FACTOR_HIGH` for :data:`CONV_BN_FAMILIES`, else
+    :data:`FP16_FACTOR`."""
+    return FP16_FACTOR_HIGH if model.startswith(CONV_BN_FAMILIES) else FP16_FACTOR
+
+
 def fp16_slope(entry: dict, factor: float = FP16_FACTOR) -> Dict[str, object]:
     """``{'mb_per_img', 'source'}``: the measured O2 slope, else the float32 slope times ``factor``."""
     o2 = (entry.get("float16") or {}).get("mb_per_img")
@@ -155,13 +161,14 @@ def fp16_slope(entry: dict, factor: float = FP16_FACTOR) -> Dict[str, object]:
     return {"mb_per_img": float(fp32) * factor, "source": f"fp32 x {factor:g}"}
 
 
-def project(recipe: dict, entry: dict, fp16_factor: float = FP16_FACTOR) -> dict:
+def project(recipe: dict, entry: dict, factor: Optional[float] = None) -> dict:
     """Projected device memory (GB) of ``recipe`` from its model's slope ``entry``: ``activations_gb``,
     ``state_gb``, ``fixed_gb``, ``total_gb``, ``fits`` (total <= :data:`LIMIT_GB`), ``mb_per_img`` and its
-    ``source``. The activations scale with the micro-batch (``batch_size``), not with the global batch."""
+    ``source``. The activations scale with the micro-batch (``batch_size``), not with the global batch. ``factor``:
+    the float16 factor (default: :func:`fp16_factor` of the recipe's model)."""
     amp = recipe.get("amp_level", "O0") not in (None, "O0")
     if amp:
-        slope = fp16_slope(entry, fp16_factor)
+        slope = fp16_slope(entry, fp16_factor(recipe["model"]) if factor is None else factor)
     else:
         slope = {"mb_per_img": float(entry["float32"]["mb_per_img"]), "source": "fp32"}
     trainable = float(entry.get("trainable_m", entry["params_m"])) * 1e6
@@ -192,7 +199,7 @@ def fitting_accumulation(recipe: dict, entry: dict) -> Optional[dict]:
     return None
 
 
-def projections(recipes: Sequence[dict], slopes: Dict[str, dict], fp16_factor: float = FP16_FACTOR) -> List[dict]:
+def projections(recipes: Sequence[dict], slopes: Dict[str, dict], factor: Optional[float] = None) -> List[dict]:
     """One row per recipe: the recipe, its projection (or ``error``: no slope, or one at another image size)."""
     rows = []
     for r in recipes:
@@ -205,7 +212,7 @@ def projections(recipes: Sequence[dict], slopes: Dict[str, dict], fp16_factor: f
             rows.append({"recipe": r, "error": f"{r['model']} measured at {entry.get('image_size')}, the recipe "
                                                f"trains at {r['image_size']}: re-measure"})
             continue
-        rows.append({"recipe": r, **project(r, entry, fp16_factor)})
+        rows.append({"recipe": r, **project(r, entry, factor)})
     return rows
 
 
@@ -223,7 +230,7 @@ def markdown_table(rows: Sequence[dict], slopes: Dict[str, dict]) -> str:
     high = [r for r in projections([r["recipe"] for r in ok], slopes, FP16_FACTOR_HIGH) if r["source"] != "O2"]
     worst = max(high, key=lambda r: r["total_gb"], default=None)
     over = [r["recipe"]["path"] for r in high if not r["fits"]]
-    sensitivity = (f" At a float16 factor of {FP16_FACTOR_HIGH:g} instead of {FP16_FACTOR:g} the largest projection "
+    sensitivity = (f" Were every network at the float16 factor {FP16_FACTOR_HIGH:g}, the largest projection "
                    f"would be {worst['total_gb']:.1f} GB (`{worst['recipe']['path']}`); "
                    + (f"over the limit: {', '.join(f'`{p}`' for p in over)}." if over
                       else "every recipe would still fit.")
@@ -231,7 +238,9 @@ def markdown_table(rows: Sequence[dict], slopes: Dict[str, dict]) -> str:
     lines = [f"Generated by `python scripts/recipe_memory.py --write` from `configs/memory_slopes.yaml` (measured "
              f"{dates[0] if dates else '–'}{' to ' + dates[-1] if len(dates) > 1 else ''}, MindSpore "
              f"{', '.join(versions) or '–'}). Limit {LIMIT_GB:g} GB per device ({DEVICE}); fixed allowance "
-             f"{FIXED_GB:g} GB; float16 factor {FP16_FACTOR:g} where no O2 slope is measured; GB = 2^30 bytes."
+             f"{FIXED_GB:g} GB; where no O2 slope is measured, float16 = float32 x {FP16_FACTOR_HIGH:g} for the "
+             f"convolution-BatchNorm families ({', '.join(f'`{p}*`' for p in CONV_BN_FAMILIES)}), x {FP16_FACTOR:g} "
+             f"for the others; GB = 2^30 bytes."
              + sensitivity, "",
              f"| recipe | model | batch/device × devices × accum = global | MB/img fp16 (source) | activations GB | "
              f"params+grads+optimizer GB | projected GB | fits {LIMIT_GB:g} GB ({DEVICE}) | setting |",
@@ -262,8 +271,8 @@ def _block(readme: str) -> Optional[str]:
 
 
 def check(configs: str, slopes_path: str, readme: str) -> List[str]:
-    """Problems, one line each (none: every recipe has a slope, fits, keeps its stated global batch, and the
-    README's table is the one generated now)."""
+    """Problems, one line each (none: every recipe has a slope, fits, keeps the global batch its header states (a
+    recipe over several devices must state one), and the README's table is the one generated now)."""
     slopes = read_slopes(slopes_path)
     recipes = read_recipes(configs)
     rows = projections(recipes, slopes)
@@ -277,7 +286,9 @@ def check(configs: str, slopes_path: str, readme: str) -> List[str]:
             hint = (f"; batch_size {fix['batch_size']} with accumulation_steps {fix['accumulation_steps']} projects "
                     f"{fix['total_gb']:.1f} GB at the same global batch" if fix else "; no micro-batch fits")
             problems.append(f"{r['path']}: projects {row['total_gb']:.1f} GB > {LIMIT_GB:g} GB{hint}")
-        if r["stated_global"] is not None and r["stated_global"] != r["global_batch"]:
+        if r["stated_global"] is None and r["devices"] > 1:
+            problems.append(f"{r['path']}: the header states no 'global batch N' (needed to show it is kept)")
+        elif r["stated_global"] is not None and r["stated_global"] != r["global_batch"]:
             problems.append(f"{r['path']}: header says global batch {r['stated_global']}, the recipe gives "
                             f"{r['batch_size']} x {r['devices']} x {r['accumulation_steps']} = {r['global_batch']}")
     block = _block(readme)
