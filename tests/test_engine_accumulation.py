@@ -65,6 +65,32 @@ def test_accumulation_steps_below_one_refused():
         TrainStep(lambda x, y: x, opt, 0)
 
 
+def test_accumulation_under_o2_steps_once_per_window():
+    """The setting of the Ascend recipes that accumulate to fit a 910A: AMP O2 (BatchNorm kept float32), a dynamic
+    loss scale, AdamW and clipping, two micro-batches per window, GRAPH mode. The weights stay float32 masters and
+    change only when a window closes."""
+    from convattn.engine.step import build_train_step
+
+    ms.set_seed(0)
+    net = nn.SequentialCell([nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Dense(8 * 8 * 8, 5)])
+    cfg = SimpleNamespace(opt="adamw", weight_decay=0.05, betas=[0.9, 0.999], eps=1e-8, momentum=0.9, nesterov=False)
+    opt = create_optimizer(cfg, net.trainable_params(), np.full(4, 1e-3, np.float32))
+    step = build_train_step(net, SoftTargetCrossEntropy(), opt, amp_level="O2", loss_scale=1024.0,
+                            accumulation_steps=2, clip=5.0)
+    rng = np.random.RandomState(0)
+    before = {p.name: p.asnumpy().copy() for p in net.trainable_params()}
+    for i in range(4):
+        x = ms.Tensor(rng.randn(4, 3, 8, 8).astype(np.float32))
+        y = ms.Tensor(np.eye(5, dtype=np.float32)[rng.randint(0, 5, 4)])
+        loss, finite = step(x, y, apply=i % 2 == 1)
+        assert np.isfinite(float(loss.asnumpy())) and (finite is None) == (i % 2 == 0)
+        assert int(opt.global_step.asnumpy()[0]) == (i + 1) // 2
+        changed = any(not np.array_equal(before[p.name], p.asnumpy()) for p in net.trainable_params())
+        assert changed == (i > 0), i  # nothing moves inside the first window
+    assert all(p.dtype == ms.float32 for p in net.trainable_params())
+    assert float(step.scaler.scale_value.asnumpy()) == 1024.0  # no overflow skipped a window
+
+
 # ---------------------------------------------------------------------------------------------- through train()
 DEIT = dict(img_size=16, patch_size=4, embed_dim=16, depth=1, num_heads=2, mlp_ratio=2.0)  # LayerNorm only
 

@@ -111,7 +111,8 @@ def test_shipped_configs_validate():
     import glob
     import os
     from conftest import REPO
-    files = sorted(glob.glob(str(REPO / "configs" / "**" / "*.yaml"), recursive=True))
+    # the recipes: configs/<family>/*.yaml (configs/memory_slopes.yaml is the recipe-memory table's data)
+    files = sorted(glob.glob(str(REPO / "configs" / "*" / "*.yaml")))
     assert len(files) >= 9
     for f in files:
         raw = load_config(f)

@@ -68,7 +68,7 @@ def test_every_recipe_ships_validates_and_states_the_official_recipe(device, fak
         assert text.startswith("# ") and "Global batch" in text and "Launch:" in text, path  # documented
         got = dict(cfg)
         devices = 8
-        got["global_batch"] = cfg.batch_size * devices
+        got["global_batch"] = cfg.batch_size * devices * cfg.accumulation_steps  # as the trainer counts it
         got["lr_peak"] = float(build_lr_schedule(cfg, 10, got["global_batch"]).max())
         for k, v in want.items():
             ok = np.isclose(got[k], v, rtol=1e-6) if isinstance(v, float) else got[k] == v

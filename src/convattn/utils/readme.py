@@ -9,6 +9,7 @@ __all__ = ["DOC_BLOCKS", "replace_marked_block"]
 
 DOC_BLOCKS = {
     "model-table": "configs/README.md",          # scripts/model_table.py
+    "recipe-memory": "configs/README.md",        # scripts/recipe_memory.py --write
     "parity-table": "docs/convert.md",           # scripts/parity_table.py
     "weights-table": "docs/convert.md",          # python -m convattn.hub list
     "target-table": "docs/ascend.md",            # scripts/target_table.py
