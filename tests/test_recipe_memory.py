@@ -67,7 +67,7 @@ RECIPE = {"path": "x/made_up_ascend.yaml", "model": "made_up", "batch_size": 64,
 
 def test_projection_arithmetic():
     p = rm.project(RECIPE, ENTRY)
-    assert p["source"] == f"fp32 x {rm.FP16_FACTOR:g}"
+    assert p["source"] == f"RSS fp32 x {rm.FP16_FACTOR:g}"
     assert p["activations_gb"] == pytest.approx(100.0 * rm.FP16_FACTOR * 64 / 1024)
     # fp32 weights + fp16 copies (O2), gradients + their all-reduced copy, two AdamW moments: 6 + 8 + 8 bytes
     assert p["state_gb"] == pytest.approx(10e6 * 22 / 2 ** 30)
@@ -81,7 +81,7 @@ def test_projection_arithmetic():
     sgd = rm.project({**RECIPE, "opt": "momentum", "ema": True, "distribute": False}, ENTRY)
     assert sgd["state_gb"] == pytest.approx(10e6 * (6 + 4 + 4 + 4) / 2 ** 30)
     measured = rm.project(RECIPE, {**ENTRY, "float16": {"mb_per_img": 30.0}})
-    assert measured["source"] == "O2" and measured["activations_gb"] == pytest.approx(30.0 * 64 / 1024)
+    assert measured["source"] == "O2 RSS" and measured["activations_gb"] == pytest.approx(30.0 * 64 / 1024)
     fp32 = rm.project({**RECIPE, "amp_level": "O0"}, ENTRY)
     assert fp32["activations_gb"] == pytest.approx(100.0 * 64 / 1024) and fp32["state_gb"] < p["state_gb"]
     # the convolution-BatchNorm families keep more in float32 under O2: their factor is the higher one
@@ -92,6 +92,18 @@ def test_projection_arithmetic():
     assert rm.project(RECIPE, ENTRY, factor=0.5)["activations_gb"] == pytest.approx(100.0 * 0.5 * 64 / 1024)
     with pytest.raises(ValueError, match="unknown optimizer"):
         rm.project({**RECIPE, "opt": "lamb"}, ENTRY)
+
+
+def test_the_memory_pool_slope_is_preferred_to_the_rss():
+    """Where the memory pool's slope was read (the graph's tensors, what a device allocator holds) it is the one
+    projected; the RSS slope (which also holds MindSpore's CPU kernels' scratch) only where no pool was read."""
+    pooled = {**ENTRY, "float32": {"mb_per_img": 400.0, "pool_mb_per_img": 100.0}}
+    p = rm.project(RECIPE, pooled)
+    assert p["source"] == f"pool fp32 x {rm.FP16_FACTOR:g}"
+    assert p["activations_gb"] == pytest.approx(100.0 * rm.FP16_FACTOR * 64 / 1024)
+    assert rm.project(RECIPE, ENTRY)["source"].startswith("RSS")
+    assert rm.project({**RECIPE, "amp_level": "O0"}, pooled)["source"] == "pool fp32"
+    assert rm.measured_slope({"float32": {}}, "float32") is None
 
 
 def test_limit_and_the_fitting_accumulation():

@@ -22,8 +22,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import yaml
 
 __all__ = ["LIMIT_GB", "FIXED_GB", "FP16_FACTOR", "FP16_FACTOR_HIGH", "CONV_BN_FAMILIES", "DEVICE", "MARKER",
-           "Recipe", "read_recipes", "read_slopes", "write_slopes", "fp16_factor", "state_bytes_per_param", "project",
-           "projections", "markdown_table", "measure", "fitting_accumulation", "check", "default_paths"]
+           "Recipe", "read_recipes", "read_slopes", "write_slopes", "measured_slope", "fp16_factor",
+           "state_bytes_per_param", "project", "projections", "markdown_table", "measure", "fitting_accumulation", "check", "default_paths"]
 
 LIMIT_GB = 30.0  # what a recipe may project per device: an Ascend 910A has 32 GB of HBM; 2 GB stay free
 DEVICE = "Ascend 910A, 32 GB"
@@ -104,9 +104,11 @@ def read_recipes(configs: str) -> List[Recipe]:
 _SLOPES_HEADER = """\
 # Training memory per image of every model an Ascend recipe trains, in its Ascend formulation, measured on CPU by
 # `python scripts/recipe_memory.py --measure MODEL ...|all` (the harness's --mode memory: three training steps at
-# each batch, peak process RSS, slope between the batches). Written by that command; do not edit by hand.
-# Per model and precision: mb_per_img (the slope), fixed_mb (the intercept: process, weights, gradients, SGD
-# state), peak_mb by batch. float16 = AMP O2 (the Ascend recipes' level). params_m / trainable_m: at 1000 classes.
+# each batch, peak process RSS and peak of MindSpore's memory pool, slope between the batches). Written by that
+# command; do not edit by hand. Per model and precision: mb_per_img (the RSS slope), fixed_mb (its intercept:
+# process, weights, gradients, SGD state), peak_mb by batch; pool_mb_per_img, pool_fixed_mb, pool_peak_mb: the same
+# from the pool (the graph's tensors; the projection uses it where present). float16 = AMP O2 (the Ascend recipes'
+# level). params_m / trainable_m: at 1000 classes.
 # Read by convattn.bench.recipe_memory (the table in configs/README.md).
 """
 
@@ -150,15 +152,29 @@ def fp16_factor(model: str) -> float:
     return FP16_FACTOR_HIGH if model.startswith(CONV_BN_FAMILIES) else FP16_FACTOR
 
 
+def measured_slope(entry: dict, precision: str) -> Optional[Dict[str, object]]:
+    """``{'mb_per_img', 'source'}`` of ``entry``'s ``precision``: the memory pool's slope where it was read (the
+    graph's tensors, what a device allocator holds), else the process RSS slope (an upper bound: it also holds
+    MindSpore's CPU kernels' private scratch, 2.5-4x the pool for the transformer forms; scripts/README.md,
+    "Training memory per image"); None when nothing was measured."""
+    m = entry.get(precision) or {}
+    if m.get("pool_mb_per_img") is not None:
+        return {"mb_per_img": float(m["pool_mb_per_img"]), "source": "pool"}
+    if m.get("mb_per_img") is not None:
+        return {"mb_per_img": float(m["mb_per_img"]), "source": "RSS"}
+    return None
+
+
 def fp16_slope(entry: dict, factor: float = FP16_FACTOR) -> Dict[str, object]:
-    """``{'mb_per_img', 'source'}``: the measured O2 slope, else the float32 slope times ``factor``."""
-    o2 = (entry.get("float16") or {}).get("mb_per_img")
+    """``{'mb_per_img', 'source'}``: the measured O2 slope, else the float32 slope (pool, else RSS) times
+    ``factor``."""
+    o2 = measured_slope(entry, "float16")
     if o2 is not None:
-        return {"mb_per_img": float(o2), "source": "O2"}
-    fp32 = (entry.get("float32") or {}).get("mb_per_img")
+        return {"mb_per_img": o2["mb_per_img"], "source": f"O2 {o2['source']}"}
+    fp32 = measured_slope(entry, "float32")
     if fp32 is None:
         raise ValueError("no measured slope")
-    return {"mb_per_img": float(fp32) * factor, "source": f"fp32 x {factor:g}"}
+    return {"mb_per_img": fp32["mb_per_img"] * factor, "source": f"{fp32['source']} fp32 x {factor:g}"}
 
 
 def project(recipe: dict, entry: dict, factor: Optional[float] = None) -> dict:
@@ -170,7 +186,8 @@ def project(recipe: dict, entry: dict, factor: Optional[float] = None) -> dict:
     if amp:
         slope = fp16_slope(entry, fp16_factor(recipe["model"]) if factor is None else factor)
     else:
-        slope = {"mb_per_img": float(entry["float32"]["mb_per_img"]), "source": "fp32"}
+        slope = measured_slope(entry, "float32")
+        slope = {"mb_per_img": slope["mb_per_img"], "source": f"{slope['source']} fp32"}
     trainable = float(entry.get("trainable_m", entry["params_m"])) * 1e6
     total = float(entry["params_m"]) * 1e6
     per = state_bytes_per_param(recipe)
@@ -227,7 +244,8 @@ def markdown_table(rows: Sequence[dict], slopes: Dict[str, dict]) -> str:
     dates = sorted({str(e.get("date", ""))[:10] for e in slopes.values() if e.get("date")})
     versions = sorted({str(e.get("mindspore")) for e in slopes.values() if e.get("mindspore")})
     ok = [r for r in rows if "error" not in r]
-    high = [r for r in projections([r["recipe"] for r in ok], slopes, FP16_FACTOR_HIGH) if r["source"] != "O2"]
+    high = [r for r in projections([r["recipe"] for r in ok], slopes, FP16_FACTOR_HIGH)
+            if not r["source"].startswith("O2")]
     worst = max(high, key=lambda r: r["total_gb"], default=None)
     over = [r["recipe"]["path"] for r in high if not r["fits"]]
     sensitivity = (f" Were every network at the float16 factor {FP16_FACTOR_HIGH:g}, the largest projection "
@@ -311,9 +329,14 @@ def _measure_one(model: str, image_size: int, precision: str, timeout: int, log:
     if failed or not ok or ok[0].get("mem_mb_per_img") is None:
         why = "; ".join(str(r.get("error")) for r in failed) or "fewer than two batch sizes measured"
         raise RuntimeError(f"{model} ({precision}): {why}")
-    return {"rows": ok, "mb_per_img": round(float(ok[0]["mem_mb_per_img"]), 1),
-            "fixed_mb": round(float(ok[0]["mem_fixed_mb"]), 1),
-            "peak_mb": {int(r["batch_size"]): round(float(r["peak_mem_mb"]), 1) for r in ok}}
+    out = {"rows": ok, "mb_per_img": round(float(ok[0]["mem_mb_per_img"]), 1),
+           "fixed_mb": round(float(ok[0]["mem_fixed_mb"]), 1),
+           "peak_mb": {int(r["batch_size"]): round(float(r["peak_mem_mb"]), 1) for r in ok}}
+    if ok[0].get("pool_mb_per_img") is not None:  # CPU: the memory pool's peak, the graph's tensors
+        out.update(pool_mb_per_img=round(float(ok[0]["pool_mb_per_img"]), 1),
+                   pool_fixed_mb=round(float(ok[0]["pool_fixed_mb"]), 1),
+                   pool_peak_mb={int(r["batch_size"]): round(float(r["pool_peak_mb"]), 1) for r in ok})
+    return out
 
 
 def measure(models: Sequence[str], configs: str, slopes_path: str, precisions=("float32",), timeout: int = 1800,
