@@ -86,7 +86,7 @@ QUICK_FILES = {
     "test_plot.py", "test_quickstart_data.py", "test_launch_ranktable.py", "test_engine_components.py",
     "test_data_decode.py", "test_parity_table.py", "test_min_input_size.py", "test_convert_cli.py",
     "test_engine_data.py", "test_infer.py", "test_targets.py", "test_env_default.py", "test_fused_gelu.py", "test_fused_pool.py",
-    "test_recipe_memory.py",
+    "test_recipe_memory.py", "test_official_memory.py",
 }
 
 
