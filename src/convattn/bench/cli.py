@@ -33,8 +33,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--timeout", type=int, default=900, help="seconds per model before it is reported as failed")
     p.add_argument("--mode", default="infer", choices=["infer", "train", "memory"],
                    help="infer: eval forward; train: one training step (forward + backward + SGD momentum update); "
-                        "memory: training memory per image (three steps at each batch size, peak RSS on CPU or the "
-                        "device allocator's peak, slope over the batch size)")
+                        "memory: training memory per image (three steps at each batch size, slope over the batch size "
+                        "of the peak RSS and of MindSpore's memory pool on CPU, or of the device allocator's peak)")
     p.add_argument("--recompute", action="store_true",
                    help="train/memory modes: recompute each residual block in the backward pass (the config key "
                         "recompute), to measure what it saves")
