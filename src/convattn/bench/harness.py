@@ -14,8 +14,8 @@ batches (:func:`memory_slopes`), which removes the framework, the weights and th
 reads two peaks: the process RSS high-water and the peak of MindSpore's memory pool, which holds every tensor of the
 graph (activations, gradients, parameters) and is what a device allocator holds on Ascend/GPU. The RSS also holds
 what MindSpore's CPU kernels allocate privately beside the pool (e.g. the scratch of ``Transpose`` and ``Softmax``,
-about four copies of their input while they run); those kernels do not run on a device, so the pool's slope is the
-figure to project device memory from (:func:`pool_peak_mb` reads it from the worker's exit report,
+about four copies of their input, measured one operator at a time); those kernels do not run on a device, so the
+pool's slope is the figure to project device memory from (:func:`pool_peak_mb` reads it from the worker's exit report,
 ``MS_DEV_RUNTIME_CONF=memory_statistics:True``).
 """
 import csv
